@@ -1,0 +1,86 @@
+# Demo Hybrid Distillation on CPU: tiny student from the two demo teachers
+# (run their configs first, or `make demo`, which does everything in order).
+_base_ = ['./_base_shapes.py']
+
+teacher_feat_ckpt = 'work_dirs/demo/teacher_sup/iter_300.pth'
+teacher_rel_ckpt = 'work_dirs/demo/teacher_mae/iter_300.pth'
+
+model = dict(
+    type='HybridDistill',
+    data_preprocessor=dict(
+        type='SelfSupDataPreprocessor',
+        mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375],
+        to_rgb=True),
+    backbone=dict(
+        type='HybridViT',
+        arch={{_base_.tiny_arch}},
+        img_size={{_base_.img_size}},
+        patch_size={{_base_.patch_size}},
+        out_type='raw'),
+    neck=dict(type='DistillProjectionNeck', in_channels=96, out_channels=96),
+    teacher_feat=dict(
+        type='FrozenTeacher',
+        backbone=dict(
+            type='HybridViT',
+            arch={{_base_.tiny_arch}},
+            img_size={{_base_.img_size}},
+            patch_size={{_base_.patch_size}},
+            out_type='raw'),
+        checkpoint=teacher_feat_ckpt,
+        checkpoint_format='mmpretrain'),
+    teacher_rel=dict(
+        type='FrozenTeacher',
+        backbone=dict(
+            type='HybridViT',
+            arch={{_base_.tiny_arch}},
+            img_size={{_base_.img_size}},
+            patch_size={{_base_.patch_size}},
+            out_type='raw'),
+        checkpoint=teacher_rel_ckpt,
+        checkpoint_format='mmpretrain'),
+    loss_feat=dict(type='FeatureDistillLoss', loss_type='smooth_l1', beta=2.0),
+    loss_rel=dict(type='RelationDistillLoss', loss_type='kl'),
+    init_cfg=[
+        dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.),
+        dict(type='Constant', layer='LayerNorm', val=1.0, bias=0.0)
+    ])
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomResizedCrop', scale={{_base_.img_size}},
+         crop_ratio_range=(0.5, 1.0), backend='pillow'),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(
+    batch_size=32,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    collate_fn=dict(type='default_collate'),
+    dataset=dict(
+        type='CustomDataset',
+        data_root={{_base_.data_root}},
+        data_prefix='train',
+        pipeline=train_pipeline))
+
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.95),
+                   weight_decay=0.05),
+    paramwise_cfg=dict(custom_keys={
+        'ln': dict(decay_mult=0.0),
+        'bias': dict(decay_mult=0.0),
+        'pos_embed': dict(decay_mult=0.),
+        'cls_token': dict(decay_mult=0.)
+    }))
+max_iters = 300
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=30, end=max_iters)
+]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters)
+custom_hooks = [
+    dict(type='ProgressiveMaskingHook', final_ratio=0.5, schedule='linear')
+]

@@ -1,0 +1,59 @@
+# Flagship: Hybrid Distillation of a ViT-B/16 from CLIP ViT-B/16 + MAE ViT-B/16 on
+# ImageNet-1K, 300 epochs, 8 GPUs x 256 images, AdamW, bf16 AMP, cosine with warmup.
+#   tools/dist_train.sh configs/hybrid_vitb.py 8
+_base_ = [
+    './_base_/models/hybrid-distill_vit-base-p16_clip-b16-mae-b16.py',
+    'mmpretrain::_base_/datasets/imagenet_bs512_mae.py',
+    'mmpretrain::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['mmhybrid'], allow_failed_imports=False)
+
+train_dataloader = dict(batch_size=256, num_workers=10)
+
+# lr = 1.5e-4 * total_batch / 256 (METHOD.md); 8 x 256 = 2048
+optim_wrapper = dict(
+    type='AmpOptimWrapper',
+    dtype='bfloat16',
+    optimizer=dict(
+        type='AdamW', lr=1.5e-4 * 2048 / 256, betas=(0.9, 0.95),
+        weight_decay=0.05),
+    paramwise_cfg=dict(
+        custom_keys={
+            'ln': dict(decay_mult=0.0),
+            'bias': dict(decay_mult=0.0),
+            'pos_embed': dict(decay_mult=0.),
+            'cls_token': dict(decay_mult=0.)
+        }))
+
+max_epochs = 300
+warmup_epochs = 10
+param_scheduler = [
+    dict(
+        type='LinearLR',
+        start_factor=1e-4,
+        by_epoch=True,
+        begin=0,
+        end=warmup_epochs,
+        convert_to_iter_based=True),
+    dict(
+        type='CosineAnnealingLR',
+        T_max=max_epochs - warmup_epochs,
+        eta_min=1e-6,
+        by_epoch=True,
+        begin=warmup_epochs,
+        end=max_epochs,
+        convert_to_iter_based=True)
+]
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
+
+# progressive redundant token masking: 0 -> 0.5 linearly over the whole run
+custom_hooks = [
+    dict(type='ProgressiveMaskingHook', final_ratio=0.5, schedule='linear')
+]
+
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=100),
+    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3))
+randomness = dict(seed=0, diff_rank_seed=True)
+resume = True
+auto_scale_lr = dict(base_batch_size=2048)

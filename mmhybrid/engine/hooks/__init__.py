@@ -1,0 +1,3 @@
+from .progressive_masking_hook import ProgressiveMaskingHook
+
+__all__ = ['ProgressiveMaskingHook']

@@ -1,0 +1,79 @@
+from typing import Optional
+
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmpretrain.registry import HOOKS
+
+from ...models.utils.token_masking import SCHEDULES, mask_ratio_at
+
+DATA_BATCH = Optional[dict]
+
+
+@HOOKS.register_module()
+class ProgressiveMaskingHook(Hook):
+    """Raises the student's token mask ratio during training.
+
+    The ratio is a pure function of the iteration counter, so a resumed run
+    continues the schedule exactly where the checkpoint left it. The current value
+    is written to the message hub as ``train/mask_ratio`` (the algorithm also
+    returns it with its losses, so it shows in every log line).
+
+    Args:
+        final_ratio (float): Ratio at the end of the ramp, in ``[0, 1)``.
+            Defaults to 0.5.
+        schedule (str): ``'linear'``, ``'cosine'`` or ``'constant'``.
+            Defaults to ``'linear'``.
+        start_ratio (float): Ratio at iteration 0. Defaults to 0.
+        end_iter (int, optional): Iteration at which ``final_ratio`` is reached.
+            Defaults to the run's ``max_iters``.
+        start_iter (int): Iteration at which the ramp starts. Defaults to 0.
+    """
+    priority = 'NORMAL'
+
+    def __init__(self,
+                 final_ratio: float = 0.5,
+                 schedule: str = 'linear',
+                 start_ratio: float = 0.0,
+                 end_iter: Optional[int] = None,
+                 start_iter: int = 0) -> None:
+        for name, value in (('final_ratio', final_ratio),
+                            ('start_ratio', start_ratio)):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f'ProgressiveMaskingHook.{name} must be in '
+                                 f'[0, 1), got {value}')
+        if schedule not in SCHEDULES:
+            raise ValueError(f'ProgressiveMaskingHook.schedule must be one of '
+                             f'{SCHEDULES}, got {schedule!r}')
+        if end_iter is not None and end_iter <= start_iter:
+            raise ValueError(f'ProgressiveMaskingHook: end_iter ({end_iter}) must '
+                             f'be after start_iter ({start_iter})')
+        self.final_ratio = final_ratio
+        self.schedule = schedule
+        self.start_ratio = start_ratio
+        self.end_iter = end_iter
+        self.start_iter = start_iter
+
+    def ratio_at(self, iteration: int, max_iters: int) -> float:
+        end = self.end_iter if self.end_iter is not None else max_iters
+        span = max(end - self.start_iter, 1)
+        progress = (iteration - self.start_iter) / span
+        return mask_ratio_at(progress, self.final_ratio, self.schedule,
+                             self.start_ratio)
+
+    def before_train(self, runner) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        if not hasattr(model, 'mask_ratio'):
+            raise TypeError(f'ProgressiveMaskingHook needs a model with a '
+                            f'mask_ratio attribute, got {type(model).__name__}')
+        # The student's patch grid must keep >= 1 token at the final ratio.
+        model.mask_ratio = self.final_ratio
+        model.mask_ratio = self.ratio_at(runner.iter, runner.max_iters)
+
+    def before_train_iter(self,
+                          runner,
+                          batch_idx: int,
+                          data_batch: DATA_BATCH = None) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        ratio = self.ratio_at(runner.iter, runner.max_iters)
+        model.mask_ratio = ratio
+        runner.message_hub.update_scalar('train/mask_ratio', ratio)

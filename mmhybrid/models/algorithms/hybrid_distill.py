@@ -1,0 +1,264 @@
+"""Hybrid Distillation (Shi et al., ICLR 2024): one training step.
+
+    images --> Tc (frozen) --> last tokens F_c, [CLS]->patch attention a
+           \\-> Tm (frozen) --> q/k(/v) at the distilled teacher blocks j
+    a --> kept patch tokens K (ratio set by ProgressiveMaskingHook)
+    images, K --> student (kept tokens only) --> last tokens F_s, q/k(/v) at blocks i
+    loss_feat = D_feat(neck(F_s), whiten(F_c[K]))
+    loss_rel  = mean over pairs (i, j) of D_rel(rel(S_i), rel(T_j[K, K]))
+
+Relations restricted to kept x kept are computed from q/k gathered at the kept
+tokens, which equals renormalising the teacher's full map over kept keys.
+"""
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from mmpretrain.models.selfsup import BaseSelfSupervisor
+from mmpretrain.registry import MODELS
+from mmpretrain.structures import DataSample
+
+from ..backbones.hybrid_vit import HybridViT
+from ..teachers.frozen_teacher import FrozenTeacher
+from ..utils.token_masking import (SELECTIONS, gather_tokens, num_kept_tokens,
+                                   select_kept_tokens, with_cls_index)
+
+
+def default_relation_pairs(student_layers: int,
+                           teacher_layers: int) -> List[Tuple[int, int]]:
+    """Every student block but the last, paired with the teacher block at the same
+    relative depth (the identity when depths match: ViT-B 0..10 <-> 0..10)."""
+    if student_layers < 2:
+        return []
+    scale = (teacher_layers - 1) / (student_layers - 1)
+    return [(i, int(round(i * scale))) for i in range(student_layers - 1)]
+
+
+def _normal(t: torch.Tensor) -> torch.Tensor:
+    # inference tensors may not be saved for backward; gathered ones are already
+    # normal tensors, so this copies only on the unmasked path
+    return t.clone() if t.is_inference() else t
+
+
+@MODELS.register_module()
+class HybridDistill(BaseSelfSupervisor):
+    """Hybrid Distillation: a student ViT from a feature and a relation teacher.
+
+    Args:
+        backbone (dict): Student config, a :class:`HybridViT`.
+        neck (dict): Projection head config (student width -> ``teacher_feat``
+            width), e.g. :class:`DistillProjectionNeck`.
+        teacher_feat (dict): Contrastive/supervised teacher Tc, a
+            :class:`FrozenTeacher` config.
+        teacher_rel (dict): MIM teacher Tm, a :class:`FrozenTeacher` config.
+        loss_feat (dict): Feature loss config. Defaults to
+            ``FeatureDistillLoss`` (whitened targets, Smooth-L1 beta 2, weight 1).
+        loss_rel (dict): Relation loss config. Defaults to ``RelationDistillLoss``
+            (KL(Tm || S), weight 1).
+        relation_pairs (Sequence[tuple[int, int]], optional): ``(student block,
+            teacher block)`` pairs, 0-based. Defaults to every student block but the
+            last, paired by relative depth (ViT-B: 0..10 with 0..10).
+        importance_source (str): Whose last-block [CLS] attention ranks tokens:
+            ``'feat'`` (Tc, default) or ``'rel'`` (Tm).
+        token_selection (str): ``'sample'`` (without replacement, weighted by
+            importance; default) or ``'topk'``.
+        mask_ratio (float): Initial mask ratio; :class:`ProgressiveMaskingHook`
+            updates it every iteration. Defaults to 0.
+        data_preprocessor (dict, optional): Usually ``SelfSupDataPreprocessor``.
+        init_cfg (dict, optional): Init config of the student parts.
+    """
+
+    def __init__(self,
+                 backbone: dict,
+                 neck: dict,
+                 teacher_feat: dict,
+                 teacher_rel: dict,
+                 loss_feat: dict = dict(type='FeatureDistillLoss'),
+                 loss_rel: dict = dict(type='RelationDistillLoss'),
+                 relation_pairs: Optional[Sequence[Sequence[int]]] = None,
+                 importance_source: str = 'feat',
+                 token_selection: str = 'sample',
+                 mask_ratio: float = 0.0,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(
+            backbone=backbone,
+            neck=neck,
+            data_preprocessor=data_preprocessor,
+            init_cfg=init_cfg)
+        if not isinstance(self.backbone, HybridViT):
+            raise TypeError('HybridDistill.backbone must be a HybridViT, got '
+                            f'{type(self.backbone).__name__}')
+        # Teachers live outside the module tree on purpose: no state_dict entries,
+        # no optimizer params, no DDP buckets, untouched by model.train().
+        teachers = {}
+        for name, cfg in (('teacher_feat', teacher_feat),
+                          ('teacher_rel', teacher_rel)):
+            t = MODELS.build(cfg)
+            if not isinstance(t, FrozenTeacher):
+                raise TypeError(f'HybridDistill.{name} must build a FrozenTeacher,'
+                                f' got {type(t).__name__}')
+            teachers[name] = t
+        object.__setattr__(self, '_teachers', teachers)
+        self.loss_feat = MODELS.build(loss_feat)
+        self.loss_rel = MODELS.build(loss_rel)
+
+        if importance_source not in ('feat', 'rel'):
+            raise ValueError("HybridDistill.importance_source must be 'feat' or "
+                             f"'rel', got {importance_source!r}")
+        if token_selection not in SELECTIONS:
+            raise ValueError(f'HybridDistill.token_selection must be one of '
+                             f'{SELECTIONS}, got {token_selection!r}')
+        self.importance_source = importance_source
+        self.token_selection = token_selection
+        self.mask_ratio = mask_ratio
+        self.relation_pairs = self._check_pairs(relation_pairs)
+        self._check_widths()
+        dp = self.data_preprocessor
+        for t in teachers.values():
+            t.set_input_norm(getattr(dp, 'mean', None), getattr(dp, 'std', None))
+
+    # ------------------------------------------------------------------ set-up
+    @property
+    def teacher_feat(self) -> FrozenTeacher:
+        return self._teachers['teacher_feat']
+
+    @property
+    def teacher_rel(self) -> FrozenTeacher:
+        return self._teachers['teacher_rel']
+
+    @property
+    def mask_ratio(self) -> float:
+        return self._mask_ratio
+
+    @mask_ratio.setter
+    def mask_ratio(self, value: float) -> None:
+        if not 0.0 <= float(value) < 1.0:
+            raise ValueError(f'mask_ratio must be in [0, 1), got {value}')
+        num_kept_tokens(self.backbone.num_patches, float(value))  # keeps >= 1
+        self._mask_ratio = float(value)
+
+    def _check_pairs(self, pairs) -> List[Tuple[int, int]]:
+        s_layers = self.backbone.num_layers
+        t_layers = self.teacher_rel.num_layers
+        if pairs is None:
+            pairs = default_relation_pairs(s_layers, t_layers)
+        pairs = [tuple(int(v) for v in p) for p in pairs]
+        if not pairs:
+            raise ValueError('HybridDistill.relation_pairs is empty')
+        for p in pairs:
+            if len(p) != 2:
+                raise ValueError('HybridDistill.relation_pairs entries must be '
+                                 f'(student_block, teacher_block), got {p}')
+            s, t = p
+            if not 0 <= s < s_layers:
+                raise ValueError(f'HybridDistill.relation_pairs: student block {s} '
+                                 f'out of range [0, {s_layers})')
+            if not 0 <= t < t_layers:
+                raise ValueError(f'HybridDistill.relation_pairs: teacher block {t} '
+                                 f'out of range [0, {t_layers})')
+        if len(set(pairs)) != len(pairs):
+            dup = sorted({p for p in pairs if pairs.count(p) > 1})
+            raise ValueError(f'HybridDistill.relation_pairs has duplicates: {dup}')
+        return pairs
+
+    def _check_widths(self) -> None:
+        s_width = self.backbone.embed_dims
+        heads = self.teacher_rel.num_heads
+        if s_width % heads:
+            raise ValueError(
+                f'student width {s_width} cannot be re-split into the relation '
+                f"teacher's {heads} heads (teacher_rel.backbone.arch); choose a "
+                f'student width divisible by {heads}')
+        in_ch = getattr(self.neck, 'in_channels', None)
+        out_ch = getattr(self.neck, 'out_channels', None)
+        if in_ch is not None and in_ch != s_width:
+            raise ValueError(f'neck.in_channels={in_ch} but the student width '
+                             f'is {s_width}')
+        if out_ch is not None and out_ch != self.teacher_feat.embed_dims:
+            raise ValueError(f'neck.out_channels={out_ch} but teacher_feat width '
+                             f'is {self.teacher_feat.embed_dims}')
+        for name in ('teacher_feat', 'teacher_rel'):
+            t = getattr(self, name).backbone
+            if t.patch_resolution != self.backbone.patch_resolution:
+                raise ValueError(
+                    f'{name} has a {t.patch_resolution} patch grid, the student '
+                    f'{self.backbone.patch_resolution}: token masking needs the '
+                    'same grid (set the teacher img_size so that img_size / '
+                    'patch_size matches the student, e.g. 196 for a /14 teacher)')
+
+    def init_weights(self) -> None:
+        """Initialise the student parts, then load the teachers' own files."""
+        super().init_weights()
+        for t in self._teachers.values():
+            t.init_weights()
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to(), .cuda(), .float() ... must reach the teachers too
+        super()._apply(fn, *args, **kwargs)
+        for t in self._teachers.values():
+            t._apply(fn, *args, **kwargs)
+        return self
+
+    def extra_repr(self) -> str:
+        return (f'teacher_feat={type(self.teacher_feat.backbone).__name__}'
+                f'(dims={self.teacher_feat.embed_dims}), '
+                f'teacher_rel={type(self.teacher_rel.backbone).__name__}'
+                f'(dims={self.teacher_rel.embed_dims}), '
+                f'relation_pairs={self.relation_pairs}')
+
+    # ------------------------------------------------------------------- step
+    def extract_feat(self, inputs):
+        if isinstance(inputs, (list, tuple)):
+            inputs = inputs[0]
+        return self.backbone(inputs)
+
+    def teacher_forward(self, x: torch.Tensor, need_importance: bool):
+        """Run both teachers once on the full image."""
+        parts = self.loss_rel.parts
+        t_layers = [t for _, t in self.relation_pairs]
+        use_feat = self.importance_source == 'feat'
+        tc = self.teacher_feat(x, cls_attn=need_importance and use_feat)
+        tm = self.teacher_rel(
+            x, out_layers=t_layers, parts=parts,
+            cls_attn=need_importance and not use_feat)
+        importance = (tc if use_feat else tm).cls_attn
+        return tc, tm, importance
+
+    def loss(self, inputs, data_samples: Optional[List[DataSample]] = None,
+             **kwargs) -> Dict[str, torch.Tensor]:
+        """Compute ``loss_feat`` and ``loss_rel`` (and log ``mask_ratio``).
+
+        Args:
+            inputs (Tensor | list[Tensor]): ``(B, 3, H, W)`` normalised images
+                (the first view when a list).
+            data_samples (list[DataSample], optional): Unused.
+        """
+        x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+        num_patches = self.backbone.num_patches
+        num_keep = num_kept_tokens(num_patches, self.mask_ratio)
+        masked = num_keep < num_patches
+
+        tc, tm, importance = self.teacher_forward(x, masked)
+        keep_idx = index = None
+        if masked:
+            keep_idx = select_kept_tokens(importance, num_keep,
+                                          self.token_selection)
+            index = with_cls_index(keep_idx)
+
+        def kept(t: torch.Tensor) -> torch.Tensor:
+            return _normal(t if index is None else gather_tokens(t, index))
+
+        s_layers = [s for s, _ in self.relation_pairs]
+        student = self.backbone.forward_distill(
+            x, keep_idx, out_layers=s_layers, parts=self.loss_rel.parts)
+
+        pred = self.neck(student.tokens)
+        loss_feat = self.loss_feat(pred, kept(tc.tokens))
+        s_rel = [student.relations[s] for s, _ in self.relation_pairs]
+        t_rel = [{p: kept(v) for p, v in tm.relations[t].items()}
+                 for _, t in self.relation_pairs]
+        loss_rel = self.loss_rel(s_rel, t_rel, self.teacher_rel.num_heads)
+        return dict(
+            loss_feat=loss_feat,
+            loss_rel=loss_rel,
+            mask_ratio=torch.tensor(self.mask_ratio, device=x.device))

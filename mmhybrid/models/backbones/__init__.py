@@ -1,0 +1,3 @@
+from .hybrid_vit import DistillOutput, HybridViT
+
+__all__ = ['HybridViT', 'DistillOutput']

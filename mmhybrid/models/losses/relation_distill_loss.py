@@ -1,0 +1,81 @@
+from typing import Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from mmpretrain.registry import MODELS
+
+from .relation_functional import (kl_relation, mse_relation, relation_logits,
+                                  smooth_l1_relation)
+
+
+@MODELS.register_module()
+class RelationDistillLoss(nn.Module):
+    """Token-relation distillation from the MIM teacher.
+
+    For every distilled (student block, teacher block) pair, the relation is the
+    per-head attention distribution ``softmax(q k^T / sqrt(d))``; the student's q/k
+    are split into the *teacher's* head count, so students of another width or head
+    count need no extra parameters. Optionally V-V relations
+    ``softmax(v v^T / sqrt(d))`` are distilled as well.
+
+    ``loss = loss_weight * mean over pairs of [D(S_qk, T_qk) (+ D(S_vv, T_vv))]``
+
+    Args:
+        loss_type (str): ``'kl'`` (KL(T || S) summed over keys, mean over heads and
+            queries), ``'smooth_l1'`` or ``'mse'`` on the probability maps.
+            Defaults to ``'kl'``.
+        use_vv (bool): Also distil V-V relations. Defaults to False.
+        beta (float): Smooth-L1 beta for ``'smooth_l1'``. Defaults to 1.0.
+        loss_weight (float): beta in METHOD.md. Defaults to 1.0.
+    """
+    LOSS_TYPES = ('kl', 'smooth_l1', 'mse')
+
+    def __init__(self,
+                 loss_type: str = 'kl',
+                 use_vv: bool = False,
+                 beta: float = 1.0,
+                 loss_weight: float = 1.0) -> None:
+        super().__init__()
+        if loss_type not in self.LOSS_TYPES:
+            raise ValueError(f'RelationDistillLoss: unknown loss_type '
+                             f'{loss_type!r}; expected one of {self.LOSS_TYPES}')
+        self.loss_type = loss_type
+        self.use_vv = use_vv
+        self.beta = beta
+        self.loss_weight = loss_weight
+
+    @property
+    def parts(self) -> Tuple[str, ...]:
+        """The projections each pair needs from student and teacher."""
+        return ('q', 'k', 'v') if self.use_vv else ('q', 'k')
+
+    def distance(self, s_logits: torch.Tensor,
+                 t_logits: torch.Tensor) -> torch.Tensor:
+        if self.loss_type == 'kl':
+            return kl_relation(s_logits, t_logits)
+        if self.loss_type == 'smooth_l1':
+            return smooth_l1_relation(s_logits, t_logits, self.beta)
+        return mse_relation(s_logits, t_logits)
+
+    def forward(self, student: Sequence[dict], teacher: Sequence[dict],
+                num_heads: int) -> torch.Tensor:
+        """Args:
+            student (list[dict]): Per pair, ``{'q': (B, L, Cs), 'k': ..., ['v']}``.
+            teacher (list[dict]): Per pair, ``{'q': (B, L, Ct), 'k': ..., ['v']}``
+                at the same L tokens.
+            num_heads (int): The teacher's head count.
+        """
+        if len(student) != len(teacher) or not student:
+            raise ValueError(f'RelationDistillLoss: got {len(student)} student and '
+                             f'{len(teacher)} teacher relations')
+        total = 0.
+        for s, t in zip(student, teacher):
+            loss = self.distance(
+                relation_logits(s['q'], s['k'], num_heads),
+                relation_logits(t['q'], t['k'], num_heads))
+            if self.use_vv:
+                loss = loss + self.distance(
+                    relation_logits(s['v'], s['v'], num_heads),
+                    relation_logits(t['v'], t['v'], num_heads))
+            total = total + loss
+        return self.loss_weight * total / len(student)

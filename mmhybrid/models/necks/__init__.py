@@ -1,0 +1,3 @@
+from .distill_projection_neck import DistillProjectionNeck
+
+__all__ = ['DistillProjectionNeck']

@@ -1,0 +1,190 @@
+import os.path as osp
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.logging import MMLogger
+from mmpretrain.registry import MODELS
+
+from ...utils.checkpoint import (CheckpointError, extract_state_dict,
+                                 load_checkpoint_file)
+from ..backbones.hybrid_vit import DistillOutput, HybridViT
+from .vit_formats import (FORMATS, compare_keys, convert_vit_state_dict,
+                          format_key_report)
+
+
+def load_vit_weights(model: HybridViT,
+                     filename: str,
+                     fmt: str = 'auto',
+                     logger: Optional[MMLogger] = None) -> str:
+    """Load an official ViT checkpoint into ``model``, checking keys strictly.
+
+    Args:
+        model (HybridViT): Target (mmpretrain key layout).
+        filename (str): Path, URL or ``.safetensors`` file.
+        fmt (str): Layout, see :data:`~.vit_formats.FORMATS`. Defaults to
+            ``'auto'``.
+        logger (MMLogger, optional): Where to report.
+
+    Returns:
+        str: The layout that was read.
+
+    Raises:
+        CheckpointError: Unreadable file, or keys that do not match (missing and
+            unexpected keys are listed by name), or shapes that differ.
+    """
+    raw = extract_state_dict(load_checkpoint_file(filename), filename)
+    try:
+        sd, fmt = convert_vit_state_dict(raw, fmt)
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f'{filename}: {e}') from None
+    own = model.state_dict()
+    missing, unexpected = compare_keys(own, sd)
+    if missing or unexpected:
+        raise CheckpointError(
+            format_key_report(filename, missing, unexpected, fmt))
+    for k, v in sd.items():
+        if k == 'pos_embed':
+            continue  # resized by VisionTransformer's own load hook
+        if own[k].shape != v.shape:
+            raise CheckpointError(
+                f'{filename} ({fmt} layout): {k} has shape {tuple(v.shape)}, '
+                f'the model expects {tuple(own[k].shape)}; check the teacher '
+                f'arch/patch_size')
+    model.load_state_dict(sd, strict=True)
+    if logger is not None:
+        logger.info(f'loaded {len(sd)} tensors from {filename} ({fmt} layout)')
+    return fmt
+
+
+@MODELS.register_module()
+class FrozenTeacher(nn.Module):
+    """A frozen ViT teacher: never trained, never saved, loaded from its own file.
+
+    Frozen means: every parameter has ``requires_grad=False``; the module stays in
+    eval mode whatever ``train()`` is asked; it runs under
+    :func:`torch.inference_mode` (bf16 autocast on CUDA by default). The owning
+    algorithm keeps teachers outside its module tree, so they are not in its
+    ``state_dict`` nor in the optimizer.
+
+    Args:
+        backbone (dict): Config of a :class:`HybridViT`.
+        checkpoint (str, optional): Path or URL of the teacher weights, read in
+            :meth:`init_weights` (not in ``__init__``). None leaves random weights
+            (tests only; a warning says so).
+        checkpoint_format (str): ``'auto'``, ``'mmpretrain'``, ``'openai_clip'`` or
+            ``'timm'`` (MAE, DeiT, DINO, timm). Defaults to ``'auto'``.
+        mean (Sequence[float], optional): The teacher's own input mean (0-255 RGB),
+            e.g. CLIP's. None: the same normalisation as the student's input.
+        std (Sequence[float], optional): The teacher's own input std.
+        autocast_dtype (str, optional): Autocast dtype on CUDA, ``'bfloat16'``,
+            ``'float16'`` or None for fp32. Defaults to ``'bfloat16'``.
+
+    Images whose size differs from ``backbone.img_size`` are resized (bicubic)
+    first: a CLIP ViT-L/14 teacher at 196 px sees the same 14x14 patch grid as a
+    /16 student at 224 px, which token masking needs.
+    """
+
+    def __init__(self,
+                 backbone: dict,
+                 checkpoint: Optional[str] = None,
+                 checkpoint_format: str = 'auto',
+                 mean: Optional[Sequence[float]] = None,
+                 std: Optional[Sequence[float]] = None,
+                 autocast_dtype: Optional[str] = 'bfloat16') -> None:
+        super().__init__()
+        self.backbone = MODELS.build(backbone)
+        if not isinstance(self.backbone, HybridViT):
+            raise TypeError('FrozenTeacher.backbone must build a HybridViT, got '
+                            f'{type(self.backbone).__name__}')
+        if checkpoint_format not in FORMATS:
+            raise ValueError(f'FrozenTeacher: unknown checkpoint_format '
+                             f'{checkpoint_format!r}; expected one of {FORMATS}')
+        if checkpoint is not None and not checkpoint.startswith(
+                ('http://', 'https://')) and not osp.isfile(checkpoint):
+            # fail at build time, before any data is loaded or step is run
+            raise CheckpointError(f'teacher checkpoint not found: {checkpoint}')
+        if (mean is None) != (std is None):
+            raise ValueError('FrozenTeacher: give both mean and std, or neither')
+        if autocast_dtype not in (None, 'bfloat16', 'float16'):
+            raise ValueError(f'FrozenTeacher: autocast_dtype must be bfloat16, '
+                             f'float16 or None, got {autocast_dtype!r}')
+        self.checkpoint = checkpoint
+        self.checkpoint_format = checkpoint_format
+        self.autocast_dtype = autocast_dtype
+        self.mean = mean
+        self.std = std
+        # affine map from the data preprocessor's normalisation to the teacher's
+        self.register_buffer('in_scale', torch.ones(1, 3, 1, 1), persistent=False)
+        self.register_buffer('in_shift', torch.zeros(1, 3, 1, 1), persistent=False)
+        self.freeze()
+
+    def freeze(self) -> None:
+        self.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> 'FrozenTeacher':
+        """Stay in eval mode: teachers never use dropout or drop path."""
+        return super().train(False)
+
+    def set_input_norm(self, mean: Optional[torch.Tensor],
+                       std: Optional[torch.Tensor]) -> None:
+        """Tell the teacher how its inputs were normalised.
+
+        Args:
+            mean (Tensor | None): The data preprocessor's mean, 3 values (0-255).
+            std (Tensor | None): Its std. None (both) means raw 0-255 input.
+        """
+        if self.mean is None:
+            return
+        in_mean = torch.zeros(3) if mean is None else mean.flatten().float().cpu()
+        in_std = torch.ones(3) if std is None else std.flatten().float().cpu()
+        t_mean = torch.tensor(self.mean, dtype=torch.float32)
+        t_std = torch.tensor(self.std, dtype=torch.float32)
+        self.in_scale.copy_((in_std / t_std).view(1, 3, 1, 1))
+        self.in_shift.copy_(((in_mean - t_mean) / t_std).view(1, 3, 1, 1))
+
+    def init_weights(self) -> None:
+        logger = MMLogger.get_current_instance()
+        if self.checkpoint is None:
+            logger.warning('FrozenTeacher has no checkpoint: its weights are '
+                           'random (acceptable in tests only)')
+        else:
+            load_vit_weights(self.backbone, self.checkpoint,
+                             self.checkpoint_format, logger)
+        self.freeze()
+
+    @property
+    def embed_dims(self) -> int:
+        return self.backbone.embed_dims
+
+    @property
+    def num_heads(self) -> int:
+        return self.backbone.num_heads
+
+    @property
+    def num_layers(self) -> int:
+        return self.backbone.num_layers
+
+    def forward(self,
+                x: torch.Tensor,
+                out_layers: Sequence[int] = (),
+                parts: Sequence[str] = ('q', 'k'),
+                cls_attn: bool = False) -> DistillOutput:
+        """Encode the full image (see :meth:`HybridViT.forward_distill`).
+
+        Outputs are inference tensors (no autograd history, possibly bf16).
+        """
+        with torch.inference_mode():
+            if self.mean is not None:
+                x = x * self.in_scale + self.in_shift
+            size = tuple(self.backbone.img_size)
+            if tuple(x.shape[-2:]) != size:
+                x = F.interpolate(x, size=size, mode='bicubic',
+                                  align_corners=False)
+            use_amp = x.is_cuda and self.autocast_dtype is not None
+            dtype = getattr(torch, self.autocast_dtype or 'float32')
+            with torch.autocast('cuda', dtype=dtype, enabled=use_amp):
+                return self.backbone.forward_distill(
+                    x, None, out_layers, parts, cls_attn)

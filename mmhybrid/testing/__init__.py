@@ -1,0 +1,74 @@
+"""Tiny model configs shared by the tests, the demo and the benchmarks."""
+import copy
+from typing import Optional
+
+TINY_ARCH = dict(
+    embed_dims=48, num_layers=3, num_heads=3, feedforward_channels=96)
+IMAGENET_MEAN = [123.675, 116.28, 103.53]
+IMAGENET_STD = [58.395, 57.12, 57.375]
+CLIP_MEAN = [0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255]
+CLIP_STD = [0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255]
+
+
+def tiny_vit_cfg(arch: Optional[dict] = None, img_size: int = 32,
+                 patch_size: int = 8, **kwargs) -> dict:
+    """A ``HybridViT`` config small enough for unit tests."""
+    cfg = dict(
+        type='HybridViT',
+        arch=copy.deepcopy(arch or TINY_ARCH),
+        img_size=img_size,
+        patch_size=patch_size,
+        out_type='raw')
+    cfg.update(kwargs)
+    return cfg
+
+
+def tiny_hybrid_cfg(teacher_feat_ckpt: Optional[str] = None,
+                    teacher_rel_ckpt: Optional[str] = None,
+                    student_arch: Optional[dict] = None,
+                    feat_arch: Optional[dict] = None,
+                    rel_arch: Optional[dict] = None,
+                    img_size: int = 32,
+                    patch_size: int = 8,
+                    clip_like_feat: bool = True,
+                    **kwargs) -> dict:
+    """A complete tiny ``HybridDistill`` config.
+
+    The feature teacher is CLIP-like (pre-norm, QuickGELU, CLIP mean/std) unless
+    ``clip_like_feat`` is False; the relation teacher is MAE-like.
+    """
+    student_arch = student_arch or TINY_ARCH
+    feat_arch = feat_arch or TINY_ARCH
+    rel_arch = rel_arch or TINY_ARCH
+    feat_backbone = tiny_vit_cfg(feat_arch, img_size, patch_size)
+    feat_extra = {}
+    if clip_like_feat:
+        feat_backbone.update(
+            pre_norm=True,
+            norm_cfg=dict(type='LN', eps=1e-5),
+            layer_cfgs=dict(act_cfg=dict(type='mmpretrain.QuickGELU')))
+        feat_extra = dict(mean=CLIP_MEAN, std=CLIP_STD)
+    cfg = dict(
+        type='HybridDistill',
+        data_preprocessor=dict(
+            type='SelfSupDataPreprocessor',
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            to_rgb=True),
+        backbone=tiny_vit_cfg(student_arch, img_size, patch_size),
+        neck=dict(
+            type='DistillProjectionNeck',
+            in_channels=student_arch['embed_dims'],
+            out_channels=feat_arch['embed_dims']),
+        teacher_feat=dict(
+            type='FrozenTeacher',
+            backbone=feat_backbone,
+            checkpoint=teacher_feat_ckpt,
+            **feat_extra),
+        teacher_rel=dict(
+            type='FrozenTeacher',
+            backbone=tiny_vit_cfg(rel_arch, img_size, patch_size),
+            checkpoint=teacher_rel_ckpt),
+    )
+    cfg.update(kwargs)
+    return cfg

@@ -1,0 +1,60 @@
+"""Every shipped config parses and builds (ViT-B/L are built, never trained)."""
+import glob
+import os.path as osp
+
+import pytest
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONFIGS = sorted(
+    p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
+    if '_base_' not in osp.relpath(p, ROOT))
+
+
+def _is_large(path):
+    return 'vitl' in path or 'vit-large' in path
+
+
+@pytest.mark.parametrize(
+    'path', [pytest.param(p, marks=pytest.mark.slow) if _is_large(p) else p
+             for p in CONFIGS],
+    ids=[osp.relpath(p, ROOT) for p in CONFIGS])
+def test_config_builds(path):
+    cfg = Config.fromfile(path)
+    assert cfg.get('custom_imports', {}).get('imports') == ['mmhybrid']
+    model_cfg = cfg.model
+    if model_cfg.type == 'HybridDistill':
+        # do not touch the (remote) teacher files: building must not load them
+        model_cfg.teacher_feat.checkpoint = None
+        model_cfg.teacher_rel.checkpoint = None
+    scope = cfg.get('default_scope', 'mmpretrain')
+    init_default_scope(scope)
+    from mmengine.registry import MODELS
+    model = MODELS.build(model_cfg)
+    assert model is not None
+    if model_cfg.type == 'HybridDistill':
+        assert 0.0 <= model.mask_ratio < 1.0
+        hooks = [h['type'] for h in cfg.get('custom_hooks', [])]
+        assert 'ProgressiveMaskingHook' in hooks
+
+
+def test_flagship_recipe():
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'hybrid_vitb.py'))
+    assert cfg.train_dataloader.batch_size == 256
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.dtype == 'bfloat16'
+    opt = cfg.optim_wrapper.optimizer
+    assert opt.type == 'AdamW' and tuple(opt.betas) == (0.9, 0.95)
+    assert opt.lr == pytest.approx(1.5e-4 * 2048 / 256)
+    assert cfg.train_cfg.max_epochs == 300
+    m = cfg.model
+    assert m.loss_feat.loss_type == 'smooth_l1' and m.loss_feat.beta == 2.0
+    assert m.loss_feat.loss_weight == 1.0 and m.loss_rel.loss_weight == 1.0
+    assert m.loss_rel.loss_type == 'kl'
+    assert m.teacher_feat.checkpoint.startswith('https://download.openmmlab.com')
+    assert m.teacher_rel.checkpoint.startswith('https://download.openmmlab.com')
+    hook = [h for h in cfg.custom_hooks if h.type == 'ProgressiveMaskingHook'][0]
+    assert hook.final_ratio == 0.5
+    assert cfg.get('find_unused_parameters', False) is False
+    assert 'find_unused_parameters' not in cfg.get('model_wrapper_cfg', {})
