@@ -5,7 +5,21 @@ hub's ``HistoryBuffer`` and the numpy arrays/scalars inside it). torch >= 2.6 lo
 with ``weights_only=True`` by default and refuses them, so ``--resume`` fails. We
 allow-list exactly those types with :func:`torch.serialization.add_safe_globals`;
 safe loading stays on and any other global still raises.
+
+A ``HistoryBuffer`` pickles its statistics methods as ``getattr(HistoryBuffer,
+'mean')``. The real ``getattr`` would let a file reach any attribute of any
+allowed object, so the pickle's ``builtins.getattr`` resolves to
+:func:`_history_buffer_getattr`, which answers only those four lookups.
+
+mmengine's ``pytorch``/``slurm`` launchers call ``torch.cuda.set_device`` and
+wrap models in DDP with ``device_ids=[LOCAL_RANK]`` unconditionally, so a
+distributed run on CPU (gloo) dies before its first step. On a machine without
+CUDA only, ``set_device`` is skipped during ``init_dist`` and CPU modules are
+wrapped without ``device_ids``; on GPU machines nothing changes.
 """
+import contextlib
+import functools
+import pickle
 from typing import List
 
 import numpy as np
@@ -42,20 +56,79 @@ def _numpy_globals() -> List[object]:
     return found
 
 
+_HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
+
+
+def _history_buffer_getattr(obj: object, name: str) -> object:
+    """``getattr`` for unpickling, limited to ``HistoryBuffer``'s statistics."""
+    from mmengine.logging import HistoryBuffer
+    if obj is HistoryBuffer and name in _HISTORY_BUFFER_METHODS:
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(
+        f'refused getattr({obj!r}, {name!r}) while loading a checkpoint: only '
+        f'HistoryBuffer.{{{",".join(_HISTORY_BUFFER_METHODS)}}} are allowed')
+
+
 def mmengine_safe_globals() -> List[object]:
     """Everything an mmengine 0.10 checkpoint needs beyond tensors and containers."""
     from mmengine.logging import HistoryBuffer
-    return [HistoryBuffer] + _numpy_globals()
+    return [HistoryBuffer, (_history_buffer_getattr, 'builtins.getattr')
+            ] + _numpy_globals()
+
+
+@contextlib.contextmanager
+def _no_cuda_set_device():
+    original = torch.cuda.set_device
+    torch.cuda.set_device = lambda device: None
+    try:
+        yield
+    finally:
+        torch.cuda.set_device = original
+
+
+def _cpu_safe_init(fn):
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if torch.cuda.is_available():
+            return fn(*args, **kwargs)
+        with _no_cuda_set_device():
+            return fn(*args, **kwargs)
+
+    wrapper._mmhybrid_cpu_safe = True
+    return wrapper
+
+
+def _patch_cpu_distributed() -> None:
+    import mmengine.dist.utils as dist_utils
+    from mmengine.model import MMDistributedDataParallel
+    for name in ('_init_dist_pytorch', '_init_dist_slurm'):
+        fn = getattr(dist_utils, name, None)
+        if fn is not None and not getattr(fn, '_mmhybrid_cpu_safe', False):
+            setattr(dist_utils, name, _cpu_safe_init(fn))
+    init = MMDistributedDataParallel.__init__
+    if getattr(init, '_mmhybrid_cpu_safe', False):
+        return
+
+    @functools.wraps(init)
+    def __init__(self, module, *args, **kwargs):
+        params = list(module.parameters())
+        if params and params[0].device.type == 'cpu':
+            kwargs.pop('device_ids', None)  # DDP rejects device ids for CPU modules
+            kwargs.pop('output_device', None)
+        init(self, module, *args, **kwargs)
+
+    __init__._mmhybrid_cpu_safe = True
+    MMDistributedDataParallel.__init__ = __init__
 
 
 def apply() -> None:
-    """Register the allow-list (idempotent)."""
+    """Register the allow-list and the CPU-distributed fixes (idempotent)."""
     global _APPLIED
     if _APPLIED:
         return
     add = getattr(torch.serialization, 'add_safe_globals', None)
-    if add is None:  # torch < 2.4 has no weights_only default to fight
-        _APPLIED = True
-        return
-    add(mmengine_safe_globals())
+    if add is not None:  # torch < 2.4 has no weights_only default to fight
+        add(mmengine_safe_globals())
+    _patch_cpu_distributed()
     _APPLIED = True

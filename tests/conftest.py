@@ -50,3 +50,12 @@ def demo_teachers(tmp_path_factory):
     d = tmp_path_factory.mktemp('teachers')
     return (_tiny_demo_teacher(d / 'tc.pth', 1),
             _tiny_demo_teacher(d / 'tm.pth', 2))
+
+
+@pytest.fixture(autouse=True)
+def _mmpretrain_default_scope():
+    """Each test builds in mmpretrain's scope, whatever an earlier in-process
+    Runner (which registers its own default scope) left behind."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        yield

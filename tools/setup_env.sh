@@ -57,7 +57,10 @@ if ! ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
         sed -i 's/-std=c++17/-std=c++20/g' "$SRC/setup.py"
     fi
     mkdir -p "$WHEEL_DIR.tmp"
+    # Python's own CFLAGS carry -g: debug info for torch's template-heavy headers
+    # makes the compile much slower and the wheel much bigger; nobody debugs it.
     (cd "$SRC" && MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+        CFLAGS="${CFLAGS:-} -g0" \
         "${PIP[@]}" wheel -q --no-build-isolation --no-deps . -w "$WHEEL_DIR.tmp")
     # rename only when complete, so an interrupted build is never taken for a cached one
     rm -rf "$WHEEL_DIR" && mv "$WHEEL_DIR.tmp" "$WHEEL_DIR"

@@ -8,6 +8,7 @@ never leaves a half-written checkpoint under the real name.
 import os
 import os.path as osp
 import pickle
+import re
 import tempfile
 from typing import Any, Union
 
@@ -18,6 +19,17 @@ from .. import compat
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, corrupt, unsafe or has the wrong content."""
+
+
+def _reason(err: BaseException, limit: int = 240) -> str:
+    """The informative part of torch's error, without its advice to turn safe
+    loading off."""
+    skip = ('weights_only', 'documentation', 'file an issue', 'can still be loaded',
+            'trust the source', 'arbitrary code')
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    kept = [ln for ln in lines if not any(s in ln.lower() for s in skip)]
+    text = ' '.join(kept) or type(err).__name__
+    return text if len(text) <= limit else text[:limit] + '...'
 
 
 def _is_url(path: str) -> bool:
@@ -69,18 +81,20 @@ def load_checkpoint_file(filename: Union[str, os.PathLike],
         return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
-        if 'Weights only load failed' in msg or 'Unsupported global' in msg:
+        unsafe = re.search(r'(unsupported global|unrecognized function|refused '
+                           r'getattr|is blocked)[^\n]*', msg, re.IGNORECASE)
+        if unsafe:
             raise CheckpointError(
                 f'refused to load {filename}: it holds objects outside the safe '
-                f'allow-list, and mmhybrid never unpickles code. Details: '
-                f'{msg.splitlines()[0] if msg else e}') from None
+                f'allow-list, and mmhybrid never unpickles code ({unsafe.group(0)})'
+            ) from None
         raise CheckpointError(
             f'{filename} is not a readable checkpoint (truncated or corrupt?): '
-            f'{e}') from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+            f'{_reason(e)}') from None
+    except Exception as e:  # torch raises many types on corrupt data
         raise CheckpointError(
             f'{filename} is not a readable checkpoint (truncated or corrupt?): '
-            f'{e}') from None
+            f'{_reason(e)}') from None
 
 
 def save_checkpoint_atomic(obj: Any, filename: Union[str, os.PathLike]) -> None:
@@ -115,12 +129,14 @@ def extract_state_dict(ckpt: Any, filename: str = '<checkpoint>') -> dict:
     """Return the tensor dict inside the common checkpoint wrappers.
 
     Handles ``{'state_dict': ...}`` (mmengine), ``{'model': ...}`` (MAE, DeiT, FD),
-    ``{'module': ...}`` (DeepSpeed) and plain state dicts.
+    ``{'module': ...}`` (DeepSpeed), ``{'teacher': ...}`` (DINO training
+    checkpoints: the EMA teacher is the model DINO evaluates) and plain state
+    dicts.
     """
     if not isinstance(ckpt, dict):
         raise CheckpointError(
             f'{filename}: expected a dict of tensors, got {type(ckpt).__name__}')
-    for key in ('state_dict', 'model', 'module'):
+    for key in ('state_dict', 'model', 'module', 'teacher'):
         inner = ckpt.get(key)
         if isinstance(inner, dict) and inner and all(
                 isinstance(v, torch.Tensor) for v in inner.values()):
@@ -129,5 +145,5 @@ def extract_state_dict(ckpt: Any, filename: str = '<checkpoint>') -> dict:
         return dict(ckpt)
     raise CheckpointError(
         f'{filename}: found no state dict (looked for a tensor dict at the top level '
-        f'or under "state_dict", "model", "module"; top-level keys: '
+        f'or under "state_dict", "model", "module", "teacher"; top-level keys: '
         f'{sorted(ckpt)[:10]})')

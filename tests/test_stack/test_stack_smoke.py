@@ -48,6 +48,7 @@ def test_mmpretrain_vit_forward():
 
 
 def test_mmseg_vit_upernet_forward():
+    from mmengine.registry import DefaultScope
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
     register_all_modules(init_default_scope=False)
@@ -65,7 +66,9 @@ def test_mmseg_vit_upernet_forward():
             norm_cfg=dict(type='BN', requires_grad=True), align_corners=False,
             loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
         train_cfg=dict(), test_cfg=dict(mode='whole'))
-    model = MODELS.build(cfg).eval()
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        model = MODELS.build(cfg)
+    model.eval()
     out = model(torch.randn(1, 3, 64, 64), mode='tensor')
     assert out.shape == (1, 5, 16, 16)
 
@@ -73,6 +76,7 @@ def test_mmseg_vit_upernet_forward():
 def test_mmdet_mask_rcnn_loss_backward_predict():
     from mmdet.registry import MODELS
     from mmdet.structures import DetDataSample
+    from mmengine.registry import DefaultScope
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
     from mmengine.structures import InstanceData
@@ -88,7 +92,8 @@ def test_mmdet_mask_rcnn_loss_backward_predict():
     m.neck.in_channels = [64, 128, 256, 512]
     m.roi_head.bbox_head.num_classes = 3
     m.roi_head.mask_head.num_classes = 3
-    model = MODELS.build(m)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = MODELS.build(m)
     model.init_weights()
     img = torch.rand(1, 3, 64, 64) * 255
     sample = DetDataSample(metainfo=dict(
@@ -108,7 +113,10 @@ def test_mmdet_mask_rcnn_loss_backward_predict():
     total.backward()
     assert torch.isfinite(total)
     assert 'loss_mask' in losses
-    assert model.backbone.conv1.weight.grad is not None
+    # stem and stage 1 are frozen by the config (frozen_stages=1)
+    assert model.backbone.conv1.weight.grad is None
+    assert model.backbone.layer4[0].conv1.weight.grad is not None
+    assert model.roi_head.mask_head.conv_logits.weight.grad is not None
     model.eval()
     with torch.no_grad():
         data = model.data_preprocessor(dict(inputs=[img[0]],

@@ -145,12 +145,16 @@ def convert_vit_state_dict(state_dict: Dict[str, torch.Tensor],
     if fmt not in FORMATS:
         raise ValueError(f'unknown checkpoint_format {fmt!r}; expected one of '
                          f'{FORMATS}')
+    if state_dict and all(k.startswith('module.') for k in state_dict):
+        state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
+    # DINO's training checkpoints hold {'backbone.blocks.*', 'head.*'} (the
+    # projection head is not part of the ViT)
+    if fmt in ('auto', 'timm') and any(
+            k.startswith('backbone.blocks.') for k in state_dict):
+        state_dict = {k[len('backbone.'):]: v for k, v in state_dict.items()
+                      if k.startswith('backbone.')}
     if fmt == 'auto':
         fmt = detect_format(state_dict)
-    # DINO full checkpoints and some wrappers prefix every key
-    for prefix in ('module.', 'backbone.') if fmt != 'mmpretrain' else ('module.', ):
-        if state_dict and all(k.startswith(prefix) for k in state_dict):
-            state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
     return _CONVERTERS[fmt](state_dict), fmt
 
 

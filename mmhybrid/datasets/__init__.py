@@ -1,0 +1,7 @@
+from .shapes import (SHAPE_CLASSES, make_ade20k_style, make_all,
+                     make_coco_style, make_imagenet_style, render_sample)
+
+__all__ = [
+    'SHAPE_CLASSES', 'render_sample', 'make_imagenet_style', 'make_ade20k_style',
+    'make_coco_style', 'make_all'
+]

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The prepared GPU check (one H100/H200, well under 5 minutes): the flagship
+# ViT-B/16 step with CLIP-B/16 + MAE-B/16 teachers, batch 256, bf16 AMP, against its
+# parts, the naive step and mmpretrain's MILAN (tools/benchmark/pretrain_speed.py),
+# then the correctness of the fused path on the GPU, then one profiled step.
+#
+# Usage on a CUDA machine with mmengine/mmpretrain/mmcv installed:
+#   bash tools/benchmark/gpu_check.sh [OUT_DIR]
+# Where packages are missing and wheels were carried in .whl/ (pure-Python
+# mmengine, mmpretrain, mmcv-lite ...), they are installed to /tmp/site first.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT_DIR="${1:-${OUT:-work_dirs/gpu_check}}"
+mkdir -p "$OUT_DIR"
+PY="${PYTHON:-python3}"
+if ! "$PY" -c "import mmpretrain" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+        --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
+fi
+export PYTHONPATH="$PWD:${PYTHONPATH:-}"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT_DIR/gpu.txt"
+"$PY" -c "import torch, mmengine, mmpretrain; print('torch', torch.__version__, 'mmengine', mmengine.__version__, 'mmpretrain', mmpretrain.__version__)" | tee -a "$OUT_DIR/gpu.txt"
+
+echo "== benchmark: flagship step, batch 256, bf16 =="
+"$PY" -u tools/benchmark/pretrain_speed.py configs/hybrid_vitb.py --preset gpu-vitb \
+    2>&1 | grep -v "mmengine - " | tee "$OUT_DIR/bench_gpu_vitb.log"
+
+echo "== correctness on the GPU: fused/kept-token path vs plain reference (fp32) =="
+"$PY" -u tools/benchmark/check_equivalence.py --device cuda 2>&1 | tee "$OUT_DIR/equivalence_gpu.log"
+
+echo "== profile of one step (keep 0.5) =="
+"$PY" -u tools/benchmark/pretrain_speed.py configs/hybrid_vitb.py --preset gpu-vitb \
+    --profile --no-milan --no-naive --keep-ratios 1.0,0.5 \
+    2>&1 | grep -v "mmengine - " | head -60 | tee "$OUT_DIR/profile_gpu_vitb.log"

@@ -1,0 +1,339 @@
+"""Speed and memory of a Hybrid Distillation training step, against its parts,
+a plainly written reference step and mmpretrain's MILAN step.
+
+Everything is measured in ONE process, interleaved (A B C A B C ...), so drift of
+the machine cancels; medians over the timed iterations after warm-up.
+
+    python tools/benchmark/pretrain_speed.py configs/hybrid_vitb.py --preset cpu-small
+    python tools/benchmark/pretrain_speed.py configs/hybrid_vitb.py --preset gpu-vitb
+
+Teacher files are never read: teachers get random weights (speed does not depend
+on their values). The last printed line is machine-readable:
+
+    RATIOS step_over_parts=X keep05_over_keep10=Y naive_over_step=Z milan_over_step=W
+"""
+import argparse
+import copy
+import os
+import os.path as osp
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+import torch
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+PRESETS = {
+    # ViT-S/16 student and ViT-S/16 teachers at 224, batch 8, fp32, CPU
+    'cpu-small': dict(
+        device='cpu', batch_size=8, iters=10, warmup=2, arch='deit-small',
+        amp=False),
+    # the flagship: ViT-B/16 with CLIP-B/16 + MAE-B/16, batch 256, bf16, one GPU
+    'gpu-vitb': dict(
+        device='cuda', batch_size=256, iters=10, warmup=3, arch=None, amp=True),
+}
+
+
+def parse_args():
+    from mmengine.config import DictAction
+    p = argparse.ArgumentParser(description='Hybrid Distillation step speed')
+    p.add_argument('config')
+    p.add_argument('--preset', choices=sorted(PRESETS))
+    p.add_argument('--batch-size', type=int)
+    p.add_argument('--iters', type=int, help='timed iterations (>= 10)')
+    p.add_argument('--warmup', type=int)
+    p.add_argument('--keep-ratios', default='1.0,0.5')
+    p.add_argument('--device', choices=['cpu', 'cuda'])
+    p.add_argument('--no-milan', action='store_true')
+    p.add_argument('--no-naive', action='store_true')
+    p.add_argument('--compile', action='store_true',
+                   help='torch.compile the student (GPU)')
+    p.add_argument('--profile', action='store_true',
+                   help='print the top operators of one step (keep = last '
+                   'ratio) and exit')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction)
+    args = p.parse_args()
+    preset = PRESETS.get(args.preset, dict(
+        device='cuda' if torch.cuda.is_available() else 'cpu', batch_size=8,
+        iters=10, warmup=2, arch=None, amp=False))
+    for k in ('device', 'batch_size', 'iters', 'warmup'):
+        if getattr(args, k) is None:
+            setattr(args, k, preset[k])
+    args.arch = preset['arch']
+    args.amp = preset['amp'] and args.device == 'cuda'
+    args.keep_ratios = [float(v) for v in args.keep_ratios.split(',')]
+    return args
+
+
+# ----------------------------------------------------------------------------- build
+def build_model_cfg(args):
+    from mmengine.config import Config
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    m = cfg.model
+    assert m.type == 'HybridDistill', f'{args.config} is not a HybridDistill config'
+    m.teacher_feat.checkpoint = None
+    m.teacher_rel.checkpoint = None
+    if args.arch:
+        for part in (m.backbone, m.teacher_feat.backbone, m.teacher_rel.backbone):
+            part.arch = args.arch
+        from mmpretrain.models import VisionTransformer
+        width = VisionTransformer.arch_zoo[args.arch]['embed_dims']
+        m.neck.in_channels = width
+        m.neck.out_channels = width
+    return cfg
+
+
+def build(cfg, device):
+    from mmpretrain.registry import MODELS
+    model = MODELS.build(copy.deepcopy(cfg.model))
+    model.init_weights()
+    return model.to(device).train()
+
+
+def build_optim(model, amp):
+    from mmengine.optim import build_optim_wrapper
+    wrapper = dict(type='AmpOptimWrapper', dtype='bfloat16') if amp else dict(
+        type='OptimWrapper')
+    wrapper['optimizer'] = dict(type='AdamW', lr=1e-4, betas=(0.9, 0.95),
+                                weight_decay=0.05)
+    return build_optim_wrapper(model, wrapper)
+
+
+def build_milan(model, batch_images, device, amp, tmp):
+    """mmpretrain's MILAN with a CLIP teacher of the same width/depth as ours."""
+    from mmpretrain.models.utils.clip_generator_helper import CLIP
+    from mmpretrain.registry import MODELS
+    tc = model.teacher_feat.backbone
+    s = model.backbone
+    clip = CLIP(
+        embed_dim=512, image_resolution=tc.img_size[0],
+        vision_layers=tc.num_layers, vision_width=tc.embed_dims,
+        vision_patch_size=tc.patch_embed.projection.kernel_size[0],
+        context_length=77, vocab_size=49408, transformer_width=512,
+        transformer_heads=8, transformer_layers=1)
+    path = osp.join(tmp, 'clip.pth')
+    torch.save(clip.state_dict(), path)
+    arch = dict(embed_dims=s.embed_dims, num_layers=s.num_layers,
+                num_heads=s.num_heads,
+                feedforward_channels=s.layers[0].ffn.feedforward_channels)
+    patch = s.patch_embed.projection.kernel_size[0]
+    cfg = dict(
+        type='MILAN',
+        backbone=dict(type='MILANViT', arch=arch, img_size=s.img_size[0],
+                      patch_size=patch, mask_ratio=0.75),
+        neck=dict(type='MILANPretrainDecoder', num_patches=s.num_patches,
+                  patch_size=patch, embed_dim=s.embed_dims,
+                  predict_feature_dim=512),
+        head=dict(type='MIMHead', loss=dict(
+            type='CosineSimilarityLoss', shift_factor=2.0, scale_factor=2.0)),
+        target_generator=dict(type='CLIPGenerator', tokenizer_path=path),
+        data_preprocessor=dict(type='SelfSupDataPreprocessor',
+                               mean=[123.675, 116.28, 103.53],
+                               std=[58.395, 57.12, 57.375], to_rgb=True))
+    milan = MODELS.build(cfg)
+    milan.init_weights()
+    return milan.to(device).train()
+
+
+# ---------------------------------------------------------------------- measuring
+class PeakRSS:
+    """Peak resident memory of this process while a block runs (CPU)."""
+
+    def __init__(self):
+        self.peak = 0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def rss():
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+    def _poll(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            time.sleep(0.005)
+
+    def __enter__(self):
+        self.peak = self.rss()
+        self._stop.clear()
+        self._t = threading.Thread(target=self._poll, daemon=True)
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self.rss())
+
+
+def timed(fn, device):
+    if device == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        return time.perf_counter() - t0, torch.cuda.max_memory_allocated()
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+    return dt, mem.peak
+
+
+def main():
+    args = parse_args()
+    if args.iters < 10:
+        sys.exit('--iters must be >= 10 (medians over at least 10 timed steps)')
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        sys.exit('--device cuda asked for, but torch sees no GPU')
+    from mmengine.logging import MMLogger
+    MMLogger.get_instance('mmengine', log_level='WARNING')
+    import mmhybrid  # noqa: F401
+    from mmhybrid.models.utils import num_kept_tokens, select_kept_tokens
+    from mmhybrid.testing.reference import plain_losses
+    torch.manual_seed(0)
+    dev = args.device
+    cfg = build_model_cfg(args)
+    model = build(cfg, dev)
+    if args.compile:
+        model.backbone = torch.compile(model.backbone)
+    optim = build_optim(model, args.amp)
+    B = args.batch_size
+    size = model.backbone.img_size
+    x = torch.randn(B, 3, *size, device=dev)
+    N = model.backbone.num_patches
+    amp_ctx = (lambda: torch.autocast('cuda', dtype=torch.bfloat16)) if args.amp \
+        else (lambda: torch.autocast('cpu', enabled=False))
+
+    def step(keep):
+        def run():
+            model.mask_ratio = 1.0 - keep
+            with optim.optim_context(model):
+                losses = model.loss(x)
+            total, _ = model.parse_losses(losses)
+            optim.update_params(total)
+        return run
+
+    s_layers = [s for s, _ in model.relation_pairs]
+    t_layers = [t for _, t in model.relation_pairs]
+    parts = model.loss_rel.parts
+
+    def teacher_feat():
+        model.teacher_feat(x, cls_attn=True)
+
+    def teacher_rel():
+        model.teacher_rel(x, out_layers=t_layers, parts=parts)
+
+    def student(keep):
+        K = num_kept_tokens(N, 1.0 - keep)
+        idx = None if K == N else select_kept_tokens(
+            torch.rand(B, N, device=dev), K)
+
+        def run():
+            with amp_ctx():
+                out = model.backbone.forward_distill(x, idx, s_layers, parts)
+                loss = out.tokens.float().mean() + sum(
+                    p.float().mean() for r in out.relations.values()
+                    for p in r.values())
+            loss.backward()
+            optim.zero_grad()
+        return run
+
+    def naive():
+        # explicit maps in every block, fp32 teachers, no masking, full maps
+        with amp_ctx():
+            loss_feat, loss_rel = plain_losses(model, x)
+        (loss_feat + loss_rel).backward()
+        optim.step()
+        optim.zero_grad()
+
+    bench = {}
+    for keep in args.keep_ratios:
+        bench[f'step keep={keep:g}'] = step(keep)
+        bench[f'student fwd+bwd keep={keep:g}'] = student(keep)
+    bench['teacher_feat fwd'] = teacher_feat
+    bench['teacher_rel fwd'] = teacher_rel
+    if not args.no_naive:
+        bench['naive step (keep=1)'] = naive
+    tmp = tempfile.mkdtemp()
+    if not args.no_milan:
+        milan = build_milan(model, x, dev, args.amp, tmp)
+        milan_optim = build_optim(milan, args.amp)
+
+        def milan_step():
+            with milan_optim.optim_context(milan):
+                losses = milan.loss(x, None)
+            total, _ = milan.parse_losses(losses)
+            milan_optim.update_params(total)
+        bench['mmpretrain MILAN step'] = milan_step
+
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+        acts = [ProfilerActivity.CPU] + (
+            [ProfilerActivity.CUDA] if dev == 'cuda' else [])
+        fn = step(args.keep_ratios[-1])
+        fn()
+        with profile(activities=acts) as prof:
+            fn()
+            if dev == 'cuda':
+                torch.cuda.synchronize()
+        key = 'self_cuda_time_total' if dev == 'cuda' else 'self_cpu_time_total'
+        print(f'[bench] profile of one step at keep={args.keep_ratios[-1]:g}')
+        print(prof.key_averages().table(sort_by=key, row_limit=20))
+        return
+
+    times = {k: [] for k in bench}
+    mems = {k: 0 for k in bench}
+    print(f'[bench] {args.config} preset={args.preset} device={dev} batch={B} '
+          f'img={size} amp_bf16={args.amp} warmup={args.warmup} '
+          f'iters={args.iters} threads={torch.get_num_threads()}', flush=True)
+    for it in range(args.warmup + args.iters):
+        for name, fn in bench.items():
+            dt, mem = timed(fn, dev)
+            if it >= args.warmup:
+                times[name].append(dt)
+            mems[name] = max(mems[name], mem)
+        print(f'[bench] round {it + 1}/{args.warmup + args.iters}', flush=True)
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    mem_label = 'peak GPU mem (GiB)' if dev == 'cuda' else 'peak RSS (GiB)'
+    print(f'\n| measured | ms/step | images/s | {mem_label} |')
+    print('|---|---|---|---|')
+    for k in bench:
+        print(f'| {k} | {med[k] * 1e3:.1f} | {B / med[k]:.1f} | '
+              f'{mems[k] / 2**30:.2f} |')
+
+    def parts_sum(keep):
+        return (med['teacher_feat fwd'] + med['teacher_rel fwd'] +
+                med[f'student fwd+bwd keep={keep:g}'])
+
+    keep_lo = min(args.keep_ratios)
+    keep_hi = max(args.keep_ratios)
+    step_lo = med[f'step keep={keep_lo:g}']
+    ratios = dict(
+        step_over_parts=step_lo / parts_sum(keep_lo),
+        keep05_over_keep10=step_lo / med[f'step keep={keep_hi:g}'],
+        naive_over_step=(med['naive step (keep=1)'] / step_lo
+                         if 'naive step (keep=1)' in med else float('nan')),
+        milan_over_step=(med['mmpretrain MILAN step'] / step_lo
+                         if 'mmpretrain MILAN step' in med else float('nan')))
+    print()
+    for keep in args.keep_ratios:
+        print(f'step / sum of parts at keep={keep:g}: '
+              f'{med[f"step keep={keep:g}"] / parts_sum(keep):.3f}')
+    print(f'step(keep={keep_lo:g}) / step(keep={keep_hi:g}): '
+          f'{ratios["keep05_over_keep10"]:.3f}')
+    print(f'naive / step(keep={keep_lo:g}): {ratios["naive_over_step"]:.3f}')
+    print(f'MILAN / step(keep={keep_lo:g}): {ratios["milan_over_step"]:.3f}')
+    print('RATIOS ' + ' '.join(f'{k}={v:.3f}' for k, v in ratios.items()),
+          flush=True)
+
+
+if __name__ == '__main__':
+    main()
