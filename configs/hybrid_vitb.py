@@ -11,12 +11,13 @@ custom_imports = dict(imports=['mmhybrid'], allow_failed_imports=False)
 train_dataloader = dict(batch_size=256, num_workers=10)
 
 # lr = 1.5e-4 * total_batch / 256 (METHOD.md); 8 x 256 = 2048
+# bf16 autocast without a GradScaler (mmhybrid.engine.BF16OptimWrapper): bf16 needs
+# no loss scaling, and the scaler's per-step inf check stalls the GPU pipeline.
 optim_wrapper = dict(
-    type='AmpOptimWrapper',
-    dtype='bfloat16',
+    type='BF16OptimWrapper',
     optimizer=dict(
         type='AdamW', lr=1.5e-4 * 2048 / 256, betas=(0.9, 0.95),
-        weight_decay=0.05),
+        weight_decay=0.05, fused=True),
     paramwise_cfg=dict(
         custom_keys={
             'ln': dict(decay_mult=0.0),

@@ -46,18 +46,20 @@ def plain_vit(vit, x: torch.Tensor, keep_idx: Optional[torch.Tensor] = None
 
 
 def plain_losses(model, x: torch.Tensor,
-                 keep_idx: Optional[torch.Tensor] = None
+                 keep_idx: Optional[torch.Tensor] = None,
+                 teachers: Optional[tuple] = None
                  ) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(loss_feat, loss_rel)`` of a default-configured ``HybridDistill``.
 
     Supports the default distances (whitened Smooth-L1 beta 2, KL(T || S) on Q-K
-    relations); anything else raises NotImplementedError.
+    relations); anything else raises NotImplementedError. ``teachers`` replaces
+    ``(model.teacher_feat, model.teacher_rel)``, e.g. by fp32 copies.
     """
     lf, lr = model.loss_feat, model.loss_rel
     if (lf.loss_type, lf.beta, lf.whiten_target) != ('smooth_l1', 2.0, True) or \
             lr.loss_type != 'kl' or lr.use_vv or model.neck is None:
         raise NotImplementedError('the plain reference covers the default losses')
-    tc, tm = model.teacher_feat, model.teacher_rel
+    tc, tm = teachers or (model.teacher_feat, model.teacher_rel)
     with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
         xf = x.float()
         t_tokens, _ = plain_vit(tc.backbone, xf * tc.in_scale + tc.in_shift)

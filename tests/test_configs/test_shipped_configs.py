@@ -42,8 +42,7 @@ def test_config_builds(path):
 def test_flagship_recipe():
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'hybrid_vitb.py'))
     assert cfg.train_dataloader.batch_size == 256
-    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
-    assert cfg.optim_wrapper.dtype == 'bfloat16'
+    assert cfg.optim_wrapper.type == 'BF16OptimWrapper'  # bf16 AMP
     opt = cfg.optim_wrapper.optimizer
     assert opt.type == 'AdamW' and tuple(opt.betas) == (0.9, 0.95)
     assert opt.lr == pytest.approx(1.5e-4 * 2048 / 256)

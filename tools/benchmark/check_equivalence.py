@@ -21,6 +21,8 @@ def main():
     p.add_argument('--arch', default='deit-small')
     p.add_argument('--batch-size', type=int, default=4)
     p.add_argument('--tol', type=float, default=1e-5)
+    p.add_argument('--compile', action='store_true',
+                   help='check the torch.compile-d relation distance (CUDA)')
     args = p.parse_args()
     from mmengine.logging import MMLogger
     MMLogger.get_instance('mmengine', log_level='WARNING')
@@ -39,6 +41,7 @@ def main():
     torch.manual_seed(0)
     cfg = tiny_hybrid_cfg(student_arch=arch, feat_arch=arch, rel_arch=arch,
                           img_size=224, patch_size=16, token_selection='topk')
+    cfg['loss_rel'] = dict(type='RelationDistillLoss', compile=args.compile)
     model = MODELS.build(cfg)
     model.init_weights()
     model.to(args.device).eval()
@@ -65,7 +68,8 @@ def main():
             print(f'mask_ratio={ratio:.2f} {name}: optimised={a.item():.8f} '
                   f'plain={b.item():.8f} rel.diff={rel:.2e}')
     ok = worst <= args.tol
-    print(f'EQUIVALENCE device={args.device} worst_rel_diff={worst:.2e} '
+    print(f'EQUIVALENCE device={args.device} compile={args.compile} '
+          f'worst_rel_diff={worst:.2e} '
           f'tol={args.tol:g} {"OK" if ok else "FAIL"}')
     sys.exit(0 if ok else 1)
 

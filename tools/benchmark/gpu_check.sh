@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The prepared GPU check (one H100/H200, well under 5 minutes): the flagship
-# ViT-B/16 step with CLIP-B/16 + MAE-B/16 teachers, batch 256, bf16 AMP, against its
-# parts, the naive step and mmpretrain's MILAN (tools/benchmark/pretrain_speed.py),
-# then the correctness of the fused path on the GPU, then one profiled step.
+# The prepared GPU check (one H100/H200, about 5 minutes): the flagship ViT-B/16
+# step with CLIP-B/16 + MAE-B/16 teachers, batch 256, bf16, against its parts, the
+# naive step and mmpretrain's MILAN (tools/benchmark/pretrain_speed.py); the same
+# with the compiled relation distance; the correctness of the optimised path on
+# the GPU (eager and compiled); one profiled step.
 #
 # Usage on a CUDA machine with mmengine/mmpretrain/mmcv installed:
 #   bash tools/benchmark/gpu_check.sh [OUT_DIR]
@@ -18,18 +19,24 @@ if ! "$PY" -c "import mmpretrain" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; 
         --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
 fi
-export PYTHONPATH="$PWD:${PYTHONPATH:-}"
+export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONWARNINGS=ignore
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT_DIR/gpu.txt"
 "$PY" -c "import torch, mmengine, mmpretrain; print('torch', torch.__version__, 'mmengine', mmengine.__version__, 'mmpretrain', mmpretrain.__version__)" | tee -a "$OUT_DIR/gpu.txt"
+BENCH=("$PY" -u tools/benchmark/pretrain_speed.py configs/hybrid_vitb.py --preset gpu-vitb)
 
 echo "== benchmark: flagship step, batch 256, bf16 =="
-"$PY" -u tools/benchmark/pretrain_speed.py configs/hybrid_vitb.py --preset gpu-vitb \
-    2>&1 | grep -v "mmengine - " | tee "$OUT_DIR/bench_gpu_vitb.log"
+"${BENCH[@]}" 2>&1 | grep -v "mmengine - \|round" | tee "$OUT_DIR/bench_gpu_vitb.log"
 
-echo "== correctness on the GPU: fused/kept-token path vs plain reference (fp32) =="
-"$PY" -u tools/benchmark/check_equivalence.py --device cuda 2>&1 | tee "$OUT_DIR/equivalence_gpu.log"
+echo "== benchmark: same, relation distance compiled (model.loss_rel.compile=True) =="
+"${BENCH[@]}" --no-naive --no-milan --cfg-options model.loss_rel.compile=True \
+    2>&1 | grep -v "mmengine - \|round" | tee "$OUT_DIR/bench_gpu_vitb_compile.log"
+
+echo "== correctness on the GPU: optimised path vs plain reference (fp32) =="
+"$PY" -u tools/benchmark/check_equivalence.py --device cuda 2>&1 | grep -v "mmengine - " \
+    | tee "$OUT_DIR/equivalence_gpu.log"
+"$PY" -u tools/benchmark/check_equivalence.py --device cuda --compile 2>&1 \
+    | grep -v "mmengine - " | tee -a "$OUT_DIR/equivalence_gpu.log"
 
 echo "== profile of one step (keep 0.5) =="
-"$PY" -u tools/benchmark/pretrain_speed.py configs/hybrid_vitb.py --preset gpu-vitb \
-    --profile --no-milan --no-naive --keep-ratios 1.0,0.5 \
-    2>&1 | grep -v "mmengine - " | head -60 | tee "$OUT_DIR/profile_gpu_vitb.log"
+"${BENCH[@]}" --profile --no-milan --no-naive --keep-ratios 1.0,0.5 \
+    2>&1 | grep -v "mmengine - " | head -40 | tee "$OUT_DIR/profile_gpu_vitb.log"

@@ -49,8 +49,6 @@ def parse_args():
     p.add_argument('--device', choices=['cpu', 'cuda'])
     p.add_argument('--no-milan', action='store_true')
     p.add_argument('--no-naive', action='store_true')
-    p.add_argument('--compile', action='store_true',
-                   help='torch.compile the student (GPU)')
     p.add_argument('--profile', action='store_true',
                    help='print the top operators of one step (keep = last '
                    'ratio) and exit')
@@ -95,12 +93,14 @@ def build(cfg, device):
     return model.to(device).train()
 
 
-def build_optim(model, amp):
+def build_optim(model, cfg, amp):
+    """The config's own optimizer wrapper on GPU; on CPU the same optimizer in a
+    plain OptimWrapper (AMP wrappers and fused AdamW need CUDA)."""
     from mmengine.optim import build_optim_wrapper
-    wrapper = dict(type='AmpOptimWrapper', dtype='bfloat16') if amp else dict(
-        type='OptimWrapper')
-    wrapper['optimizer'] = dict(type='AdamW', lr=1e-4, betas=(0.9, 0.95),
-                                weight_decay=0.05)
+    wrapper = copy.deepcopy(cfg.optim_wrapper)
+    if not amp:
+        wrapper = dict(type='OptimWrapper', optimizer=wrapper['optimizer'])
+        wrapper['optimizer'].pop('fused', None)
     return build_optim_wrapper(model, wrapper)
 
 
@@ -201,9 +201,7 @@ def main():
     dev = args.device
     cfg = build_model_cfg(args)
     model = build(cfg, dev)
-    if args.compile:
-        model.backbone = torch.compile(model.backbone)
-    optim = build_optim(model, args.amp)
+    optim = build_optim(model, cfg, args.amp)
     B = args.batch_size
     size = model.backbone.img_size
     x = torch.randn(B, 3, *size, device=dev)
@@ -245,10 +243,14 @@ def main():
             optim.zero_grad()
         return run
 
+    # fp32 copies: the real teachers keep bf16 weights on CUDA once they ran
+    naive_teachers = (copy.deepcopy(model.teacher_feat).float(),
+                      copy.deepcopy(model.teacher_rel).float())
+
     def naive():
         # explicit maps in every block, fp32 teachers, no masking, full maps
         with amp_ctx():
-            loss_feat, loss_rel = plain_losses(model, x)
+            loss_feat, loss_rel = plain_losses(model, x, teachers=naive_teachers)
         (loss_feat + loss_rel).backward()
         optim.step()
         optim.zero_grad()
@@ -264,7 +266,7 @@ def main():
     tmp = tempfile.mkdtemp()
     if not args.no_milan:
         milan = build_milan(model, x, dev, args.amp, tmp)
-        milan_optim = build_optim(milan, args.amp)
+        milan_optim = build_optim(milan, cfg, args.amp)
 
         def milan_step():
             with milan_optim.optim_context(milan):

@@ -15,6 +15,7 @@ from typing import Dict, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.models.utils import resize_pos_embed
 from mmpretrain.registry import MODELS
@@ -50,10 +51,16 @@ class HybridViT(VisionTransformer):
     (``arch``, ``img_size``, ``patch_size``, ``pre_norm``, ``layer_cfgs``, ...).
     ``with_cls_token`` must stay True: relations and token importance are defined
     with [CLS].
+
+    Args:
+        with_cp (bool): Recompute each block in the backward pass of
+            :meth:`forward_distill` instead of storing its activations
+            (activation checkpointing, for ViT-L students). Defaults to False.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, with_cp: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.with_cp = with_cp
         if not self.with_cls_token:
             raise ValueError('HybridViT needs with_cls_token=True')
         patch = self.patch_embed.projection.kernel_size
@@ -173,11 +180,15 @@ class HybridViT(VisionTransformer):
         relations = {}
         importance = None
         last = self.num_layers - 1
+        use_cp = self.with_cp and self.training and torch.is_grad_enabled()
         for i, layer in enumerate(self.layers):
-            x, proj, imp = self.block_forward(
-                layer, x,
-                parts if i in out_layers else (),
-                cls_attn and i == last)
+            args = (layer, x, parts if i in out_layers else (),
+                    cls_attn and i == last)
+            if use_cp:
+                x, proj, imp = checkpoint(
+                    self.block_forward, *args, use_reentrant=False)
+            else:
+                x, proj, imp = self.block_forward(*args)
             if proj:
                 relations[i] = proj
             if imp is not None:

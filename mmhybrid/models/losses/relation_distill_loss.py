@@ -27,6 +27,10 @@ class RelationDistillLoss(nn.Module):
         use_vv (bool): Also distil V-V relations. Defaults to False.
         beta (float): Smooth-L1 beta for ``'smooth_l1'``. Defaults to 1.0.
         loss_weight (float): beta in METHOD.md. Defaults to 1.0.
+        compile (bool): On CUDA, fuse the distance's element-wise passes over the
+            ``(B, H, L, L)`` maps with :func:`torch.compile` (dynamic shapes, as
+            the kept-token count changes). CPU inputs always run eagerly.
+            Defaults to False.
     """
     LOSS_TYPES = ('kl', 'smooth_l1', 'mse')
 
@@ -34,7 +38,8 @@ class RelationDistillLoss(nn.Module):
                  loss_type: str = 'kl',
                  use_vv: bool = False,
                  beta: float = 1.0,
-                 loss_weight: float = 1.0) -> None:
+                 loss_weight: float = 1.0,
+                 compile: bool = False) -> None:
         super().__init__()
         if loss_type not in self.LOSS_TYPES:
             raise ValueError(f'RelationDistillLoss: unknown loss_type '
@@ -43,6 +48,8 @@ class RelationDistillLoss(nn.Module):
         self.use_vv = use_vv
         self.beta = beta
         self.loss_weight = loss_weight
+        self.compile = compile
+        self._compiled = None
 
     @property
     def parts(self) -> Tuple[str, ...]:
@@ -51,6 +58,15 @@ class RelationDistillLoss(nn.Module):
 
     def distance(self, s_logits: torch.Tensor,
                  t_logits: torch.Tensor) -> torch.Tensor:
+        if self.compile and s_logits.is_cuda:
+            if self._compiled is None:
+                self._compiled = torch.compile(self._eager_distance,
+                                               dynamic=True)
+            return self._compiled(s_logits, t_logits)
+        return self._eager_distance(s_logits, t_logits)
+
+    def _eager_distance(self, s_logits: torch.Tensor,
+                        t_logits: torch.Tensor) -> torch.Tensor:
         if self.loss_type == 'kl':
             return kl_relation(s_logits, t_logits)
         if self.loss_type == 'smooth_l1':

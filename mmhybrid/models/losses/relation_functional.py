@@ -19,7 +19,10 @@ def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
 
 def relation_logits(a: torch.Tensor, b: torch.Tensor,
                     num_heads: int) -> torch.Tensor:
-    """Scaled dot-product logits ``a_h b_h^T / sqrt(d)`` per head, in fp32.
+    """Scaled dot-product logits ``a_h b_h^T / sqrt(d)`` per head.
+
+    The product runs in the inputs' dtype (bf16 under AMP, on tensor cores); the
+    distances below take their softmax in fp32.
 
     Args:
         a (Tensor): ``(B, L, C)`` queries (or values for V-V relations).
@@ -29,10 +32,12 @@ def relation_logits(a: torch.Tensor, b: torch.Tensor,
             count without any parameter.
 
     Returns:
-        Tensor: ``(B, H, L, L)`` fp32 logits; ``softmax(-1)`` gives the relation.
+        Tensor: ``(B, H, L, L)`` logits; ``softmax(-1)`` gives the relation.
     """
-    a = split_heads(a, num_heads).float()
-    b = split_heads(b, num_heads).float()
+    a = split_heads(a, num_heads)
+    b = split_heads(b, num_heads)
+    if a.dtype != b.dtype:  # a student under autocast vs an fp32 teacher
+        b = b.to(a.dtype)
     scale = a.shape[-1]**-0.5
     return torch.matmul(a * scale, b.transpose(-2, -1))
 
@@ -45,9 +50,11 @@ def kl_relation(student_logits: torch.Tensor,
     ``S = softmax(student_logits)``, both over the last dim.
     """
     log_s = F.log_softmax(student_logits.float(), dim=-1)
-    log_t = F.log_softmax(teacher_logits.float(), dim=-1)
-    kl = (log_t.exp() * (log_t - log_s)).sum(-1)
-    return kl.mean()
+    with torch.no_grad():  # the teacher side needs no autograd graph
+        log_t = F.log_softmax(teacher_logits.float(), dim=-1)
+        p_t = log_t.exp()
+        neg_entropy = (p_t * log_t).sum(-1).mean()
+    return neg_entropy - (p_t * log_s).sum(-1).mean()
 
 
 def smooth_l1_relation(student_logits: torch.Tensor,

@@ -155,6 +155,14 @@ class FrozenTeacher(nn.Module):
                              self.checkpoint_format, logger)
         self.freeze()
 
+    def _cast_weights(self, dtype: torch.dtype) -> None:
+        # Frozen weights kept in the autocast dtype: autocast would otherwise
+        # re-cast every fp32 weight at every step. LayerNorm still computes in
+        # fp32 under autocast.
+        first = next(self.backbone.parameters())
+        if first.dtype != dtype:
+            self.backbone.to(dtype)
+
     @property
     def embed_dims(self) -> int:
         return self.backbone.embed_dims
@@ -176,6 +184,9 @@ class FrozenTeacher(nn.Module):
 
         Outputs are inference tensors (no autograd history, possibly bf16).
         """
+        use_amp = x.is_cuda and self.autocast_dtype is not None
+        if use_amp:
+            self._cast_weights(getattr(torch, self.autocast_dtype))
         with torch.inference_mode():
             if self.mean is not None:
                 x = x * self.in_scale + self.in_shift
@@ -183,7 +194,6 @@ class FrozenTeacher(nn.Module):
             if tuple(x.shape[-2:]) != size:
                 x = F.interpolate(x, size=size, mode='bicubic',
                                   align_corners=False)
-            use_amp = x.is_cuda and self.autocast_dtype is not None
             dtype = getattr(torch, self.autocast_dtype or 'float32')
             with torch.autocast('cuda', dtype=dtype, enabled=use_amp):
                 return self.backbone.forward_distill(

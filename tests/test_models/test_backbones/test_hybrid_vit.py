@@ -98,3 +98,24 @@ def test_bad_arguments():
         model.forward_distill(torch.randn(1, 3, 32, 32), out_layers=[3])
     with pytest.raises(ValueError, match='not divisible by patch_size 8'):
         MODELS.build(tiny_vit_cfg(img_size=36))
+
+
+def test_activation_checkpointing_same_values_and_grads():
+    plain = _build()
+    cp = _build(with_cp=True)
+    cp.load_state_dict(plain.state_dict())
+    plain.train()
+    cp.train()
+    x = torch.randn(2, 3, 32, 32)
+    keep = torch.tensor([[0, 3, 5, 9], [1, 2, 7, 8]])
+    outs = []
+    for model in (plain, cp):
+        out = model.forward_distill(x, keep, out_layers=[1])
+        loss = out.tokens.square().mean() + out.relations[1]['q'].mean()
+        loss.backward()
+        outs.append((out.tokens.detach(), {
+            k: p.grad.clone() for k, p in model.named_parameters()}))
+    torch.testing.assert_close(outs[0][0], outs[1][0])
+    for k in outs[0][1]:
+        torch.testing.assert_close(outs[0][1][k], outs[1][1][k], rtol=1e-5,
+                                   atol=1e-7)
