@@ -69,6 +69,43 @@ def first_last_loss(work_dir):
     return recs[0], recs[-1]
 
 
+def feature_fit(hybrid_cfg, options, ckpt, data_root):
+    """How much of the feature teacher's whitened tokens the student's projected
+    tokens explain on the val images (R^2), for [CLS] and for patch tokens."""
+    import numpy as np
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
+    from PIL import Image
+
+    from mmhybrid.models.losses import whiten
+    from mmhybrid.utils import load_checkpoint_file
+    cfg = Config.fromfile(hybrid_cfg)
+    cfg.merge_from_dict(dict(kv.split('=', 1) for kv in options))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.load_state_dict(load_checkpoint_file(ckpt)['state_dict'], strict=False)
+    model.eval()
+    files = sorted(glob.glob(osp.join(data_root, 'val', '*', '*.png')))
+    imgs = torch.stack([
+        torch.from_numpy(np.array(Image.open(f).convert('RGB'))).permute(2, 0, 1)
+        for f in files
+    ]).float()
+    mean = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
+    std = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
+    x = (imgs - mean) / std
+    with torch.no_grad():
+        pred = model.neck(model.backbone.forward_distill(x).tokens)
+        target = whiten(model.teacher_feat(x).tokens.clone())
+    fit = {}
+    for name, part in (('[CLS]', slice(0, 1)), ('patches', slice(1, None))):
+        err = (pred[:, part] - target[:, part]).square().mean()
+        fit[name] = 1.0 - (err / target[:, part].var()).item()
+    return fit
+
+
 def main():
     args = parse_args()
     sys.path.insert(0, ROOT)
@@ -104,6 +141,11 @@ def main():
          f'model.teacher_rel.checkpoint={mae_ckpt}'] + iters(it)
         + [f'param_scheduler.1.end={it}'], wd)
     first, last = first_last_loss(hyb_dir)
+    fit = feature_fit(
+        osp.join(CFG, 'hybrid-distill_vit-tiny-p8_1xb32-300i_shapes.py'),
+        [f'model.teacher_feat.checkpoint={sup_ckpt}',
+         f'model.teacher_rel.checkpoint={mae_ckpt}'],
+        osp.join(hyb_dir, f'iter_{it}.pth'), data)
 
     rows = []
     probe_cfg = osp.join(CFG, 'linear-probe_vit-tiny-p8_1xb64-200i_shapes.py')
@@ -134,6 +176,8 @@ def main():
         f"{last['loss_feat']:.4f}, loss_rel {first['loss_rel']:.4f} -> "
         f"{last['loss_rel']:.4f}, mask_ratio {first['mask_ratio']:.2f} -> "
         f"{last['mask_ratio']:.2f}",
+        'share of the feature teacher\'s whitened tokens explained by the '
+        'student (R^2 on val): ' + ', '.join(f'{k} {v:.2f}' for k, v in fit.items()),
         f'total time: {time.time() - t_start:.0f}s'
     ]
     report = '\n'.join(lines)
