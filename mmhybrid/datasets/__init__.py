@@ -1,5 +1,6 @@
 from .shapes import (SHAPE_CLASSES, make_ade20k_style, make_all,
                      make_coco_style, make_imagenet_style, render_sample)
+from .shapes_seg import *  # noqa: F401,F403  (mmseg dataset, if installed)
 
 __all__ = [
     'SHAPE_CLASSES', 'render_sample', 'make_imagenet_style', 'make_ade20k_style',

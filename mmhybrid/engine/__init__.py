@@ -1,4 +1,5 @@
 from .bf16_optim_wrapper import BF16OptimWrapper
 from .hooks import *  # noqa: F401,F403
+from .optimizers import *  # noqa: F401,F403
 
 __all__ = ['BF16OptimWrapper']

@@ -1,0 +1,112 @@
+"""Fixtures of the downstream tests: generated data for the three libraries, a
+synthetic student checkpoint (fast tests) and a real one from a tiny
+``HybridDistill`` run through ``tools/train.py`` (slow tests)."""
+import importlib.util
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TINY_ARCH = dict(embed_dims=96, num_layers=4, num_heads=3,
+                 feedforward_channels=384)
+PRETRAIN_CONFIG = 'configs/demo/hybrid-distill_vit-tiny-p8_1xb32-300i_shapes.py'
+DEMO = {
+    'ft': 'configs/benchmarks/demo/vit-tiny-p8_hybrid-pre_ft_1xb8-4i_shapes.py',
+    'linear':
+    'configs/benchmarks/demo/vit-tiny-p8_hybrid-pre_linear_1xb16-4i_shapes.py',
+    'ade20k':
+    'configs/benchmarks/demo/upernet_vit-tiny-p8_hybrid-pre_1xb4-4i_shapes-64x64.py',
+    'coco':
+    'configs/benchmarks/demo/mask-rcnn_vit-tiny-p8_hybrid-pre_sfp_1xb2-4i_shapes.py',
+}
+DEMO_TARGET = {'ft': 'mmpretrain', 'linear': 'mmpretrain', 'ade20k': 'mmseg',
+               'coco': 'mmdet'}
+
+
+def load_tool(relpath: str, name: str):
+    """Import a script under tools/ as a module."""
+    path = osp.join(ROOT, relpath)
+    folder = osp.dirname(path)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='session')
+def vit_convert():
+    return load_tool('tools/model_converters/vit_convert.py', 'vit_convert')
+
+
+def make_student_checkpoint(path, seed=0, arch=TINY_ARCH, img_size=64,
+                            patch_size=8, perturb=True):
+    """A checkpoint laid out as ``HybridDistill`` saves one: ``backbone.*``
+    (a ``HybridViT``) + ``neck.*`` + meta; every tensor made non-trivial."""
+    from mmhybrid.models.backbones import HybridViT
+    torch.manual_seed(seed)
+    vit = HybridViT(arch=arch, img_size=img_size, patch_size=patch_size,
+                    out_type='raw')
+    if perturb:
+        g = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for p in vit.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    sd = {f'backbone.{k}': v for k, v in vit.state_dict().items()}
+    width = arch['embed_dims']
+    sd['neck.proj.weight'] = torch.randn(width, width)
+    sd['neck.proj.bias'] = torch.zeros(width)
+    torch.save(dict(state_dict=sd, meta=dict(iter=1)), path)
+    return str(path)
+
+
+@pytest.fixture(scope='session')
+def synthetic_student(tmp_path_factory):
+    """Tiny student checkpoint (96 wide, 4 blocks, 64 px, 8 px patches)."""
+    return make_student_checkpoint(
+        tmp_path_factory.mktemp('student') / 'student.pth')
+
+
+@pytest.fixture(scope='session')
+def downstream_data(tmp_path_factory, shapes_imagenet):
+    """Generated data in the three layouts (64 px)."""
+    from mmhybrid.datasets import make_ade20k_style, make_coco_style
+    root = tmp_path_factory.mktemp('downstream_data')
+    return dict(
+        imagenet=shapes_imagenet,
+        ade20k=make_ade20k_style(str(root / 'ade20k'), num_train=8, num_val=3,
+                                 size=64, seed=0),
+        coco=make_coco_style(str(root / 'coco'), num_train=8, num_val=3,
+                             size=64, seed=0))
+
+
+@pytest.fixture(scope='session')
+def pretrained_student(tmp_path_factory, shapes_imagenet, demo_teachers):
+    """A real student: the tiny demo ``HybridDistill`` config trained for a few
+    iterations through tools/train.py from the tiny demo teachers."""
+    work = tmp_path_factory.mktemp('hybrid_pretrain')
+    tc, tm = demo_teachers
+    iters = 3
+    cmd = [
+        sys.executable, 'tools/train.py', PRETRAIN_CONFIG, '--work-dir',
+        str(work), '--cfg-options',
+        f'train_dataloader.dataset.data_root={shapes_imagenet}',
+        f'model.teacher_feat.checkpoint={tc}',
+        f'model.teacher_rel.checkpoint={tm}', f'train_cfg.max_iters={iters}',
+        'param_scheduler.0.end=1', 'param_scheduler.1.begin=1',
+        f'param_scheduler.1.end={iters}', 'train_dataloader.batch_size=8',
+        'train_dataloader.num_workers=0',
+        'train_dataloader.persistent_workers=False',
+        f'default_hooks.checkpoint.interval={iters}'
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ckpt = work / f'iter_{iters}.pth'
+    assert ckpt.is_file()
+    return str(ckpt)

@@ -1,0 +1,20 @@
+"""mmhybrid pretraining checkpoint -> backbone weights for the mmdet Mask R-CNN
+configs (mmpretrain ``VisionTransformer`` + simple feature pyramid; position
+embeddings resized to 1024 x 1024 by default).
+
+    python tools/model_converters/hybrid2mmdet.py \\
+        work_dirs/hybrid_vitb/epoch_300.pth pretrain/hybrid_vitb_mmdet.pth \\
+        --config $CONFIG
+
+with CONFIG=
+configs/benchmarks/mmdet/mask-rcnn_vit-base-p16_hybrid-pre_sfp_8xb8-lsj-100e_coco.py
+"""
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
+from vit_convert import main  # noqa: E402
+
+if __name__ == '__main__':
+    sys.exit(main('mmdet'))
