@@ -1,7 +1,25 @@
-"""Train with an mmhybrid (or any mmpretrain) config: mmpretrain's flags."""
+"""Train with an mmhybrid (or any mmpretrain) config: mmpretrain's flags.
+
+On top of mmpretrain's ``tools/train.py`` this script
+
+* checks the config first (:func:`mmhybrid.engine.preflight.check_train_config`):
+  a bad teacher file, layer index, mask ratio, image/patch size, loss name or
+  dataset path fails before anything is built, naming the config key and value;
+* adds the reliability hooks to every run unless the config lists them:
+  ``ExactResumeHook`` (a killed run resumes bit for bit) and ``NonFiniteLossHook``
+  (a NaN/inf loss stops the run, or is skipped ``--max-nonfinite-skips`` times);
+* reads and writes every checkpoint through mmhybrid's safe I/O
+  (:mod:`mmhybrid.engine.safe_io`: no code from checkpoints, atomic saves,
+  ``--resume auto`` skips a truncated newest checkpoint).
+
+Known failures (bad config, unusable checkpoint, non-finite loss) end with a
+one-line ``ERROR:`` message and exit status 1.
+"""
 import argparse
+import copy
 import os
 import os.path as osp
+import sys
 
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.runner import Runner
@@ -9,7 +27,7 @@ from mmengine.utils import digit_version
 from mmengine.utils.dl_utils import TORCH_VERSION
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a model')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
@@ -62,7 +80,14 @@ def parse_args():
     # will pass the `--local-rank` parameter to `tools/train.py` instead
     # of `--local_rank`.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument(
+        '--max-nonfinite-skips',
+        type=int,
+        default=None,
+        help='skip up to N training steps whose loss or gradients are NaN/inf '
+        '(the weights are not updated) before stopping; default: the '
+        "config's NonFiniteLossHook, else 0 (stop at the first)")
+    args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
@@ -117,9 +142,10 @@ def merge_args(cfg, args):
     def set_default_dataloader_cfg(cfg, field):
         if cfg.get(field, None) is None:
             return
-        dataloader_cfg = cfg[field]
-        default_dataloader_cfg.update(dataloader_cfg)
-        dataloader_cfg.update(default_dataloader_cfg)
+        # a fresh copy per loader: sharing one dict leaked the val dataset into
+        # train_dataloader
+        dataloader_cfg = copy.deepcopy(default_dataloader_cfg)
+        dataloader_cfg.update(cfg[field])
         if args.no_pin_memory:
             dataloader_cfg['pin_memory'] = False
         if args.no_persistent_workers:
@@ -134,23 +160,72 @@ def merge_args(cfg, args):
 
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    # `--cfg-options train_dataloader.num_workers=0` must not leave
+    # persistent_workers on (DataLoader refuses the combination)
+    for field in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(field, None)
+        if loader is not None and loader.get('num_workers', 0) == 0:
+            loader['persistent_workers'] = False
 
+    add_reliability_hooks(cfg, args.max_nonfinite_skips)
     return cfg
 
 
-def main():
-    args = parse_args()
+RELIABILITY_HOOKS = ('ExactResumeHook', 'NonFiniteLossHook')
 
-    # registers mmhybrid's components and applies its stack fixes even when a
-    # config forgets custom_imports
-    import mmhybrid  # noqa: F401
+
+def add_reliability_hooks(cfg, max_nonfinite_skips=None):
+    """Append mmhybrid's reliability hooks to ``cfg.custom_hooks`` unless the
+    config has them (then ``--max-nonfinite-skips`` overrides its value)."""
+    hooks = list(cfg.get('custom_hooks', None) or [])
+
+    def name(h):
+        t = h.get('type', '')
+        return (t if isinstance(t, str) else t.__name__).split('.')[-1]
+
+    present = {name(h): h for h in hooks}
+    for hook in RELIABILITY_HOOKS:
+        if hook not in present:
+            # scoped name: found from any default scope (mmseg, mmdet, ...)
+            present[hook] = dict(type=f'mmpretrain.{hook}')
+            hooks.append(present[hook])
+    if max_nonfinite_skips is not None:
+        present['NonFiniteLossHook']['max_skips'] = max_nonfinite_skips
+    cfg.custom_hooks = hooks
+
+
+def main(argv=None):
+    args = parse_args(argv)
+
+    # registers mmhybrid's components and applies its stack fixes (safe
+    # checkpoint I/O included) even when a config forgets custom_imports
+    import mmhybrid  # noqa: F401  (registers components, stack fixes)
+    from mmhybrid.engine import safe_io
+    from mmhybrid.engine.preflight import check_train_config
+    safe_io.apply()
 
     cfg = Config.fromfile(args.config)
     cfg = merge_args(cfg, args)
+    check_train_config(cfg)
 
     runner = Runner.from_cfg(cfg)
     runner.train()
+    return runner
+
+
+def cli():
+    from mmhybrid.engine.hooks import NonFiniteLossError
+    from mmhybrid.engine.preflight import ConfigError
+    from mmhybrid.utils.checkpoint import CheckpointError
+    try:
+        main()
+    except (ConfigError, CheckpointError, NonFiniteLossError) as e:
+        where = ''
+        if int(os.environ.get('WORLD_SIZE', '1')) > 1:
+            where = f'[rank {os.environ.get("RANK", "?")}] '
+        print(f'ERROR: {where}{e}', file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 if __name__ == '__main__':
-    main()
+    cli()

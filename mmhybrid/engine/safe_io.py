@@ -1,0 +1,400 @@
+"""Every checkpoint mmengine reads or writes goes through mmhybrid's safe I/O.
+
+Applied once, when :mod:`mmhybrid` is imported (:func:`apply`, idempotent):
+
+* **Reading.** mmengine reads checkpoints through ``CheckpointLoader`` (used by
+  ``Runner.resume`` / ``--resume``, ``load_from``, ``Runner.load_checkpoint``,
+  ``mmengine.runner.load_checkpoint`` and the ``Pretrained`` initialiser).
+  Every scheme it knows (local paths, ``http(s)://``, ``torchvision://``,
+  ``open-mmlab://``, ``mmcls://``, ``s3://``/``petrel://``, ``pavi://``) is
+  re-registered so that the bytes end up in
+  :func:`mmhybrid.utils.checkpoint.load_checkpoint_file`: ``weights_only=True``
+  with the allow-list of :mod:`mmhybrid.compat`, or safetensors. A file whose
+  unpickling would run code is refused with a :class:`CheckpointError` that
+  names it. ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` cannot switch this off (the
+  loader passes ``weights_only=True`` explicitly).
+* **Writing.** ``mmengine.runner.checkpoint.save_checkpoint`` (what
+  ``Runner.save_checkpoint`` and ``CheckpointHook`` call) writes local files with
+  :func:`mmhybrid.utils.checkpoint.save_checkpoint_atomic`: a temporary file in
+  the same folder, fsync, ``os.replace``. A checkpoint whose weights hold NaN or
+  inf is refused. ``CheckpointHook`` writes ``last_checkpoint`` after the
+  checkpoint itself; that small file is also written to a temporary file and
+  renamed, so it only ever names a complete checkpoint.
+* **Auto resume.** ``find_latest_checkpoint`` (``--resume`` without a path)
+  checks the file ``last_checkpoint`` names and, when it is missing, truncated or
+  corrupt, falls back to the newest readable ``iter_*.pth`` / ``epoch_*.pth``
+  and logs a warning that names both files.
+"""
+import builtins
+import glob
+import io
+import logging
+import os
+import os.path as osp
+import re
+import struct
+import tempfile
+import zipfile
+from typing import Any, List, Optional, Tuple
+
+import torch
+
+from ..utils.checkpoint import (CheckpointError, load_checkpoint_file,
+                                save_checkpoint_atomic)
+
+_APPLIED = False
+_ORIGINAL_SAVE = None
+
+__all__ = [
+    'apply', 'safe_save_checkpoint', 'find_latest_checkpoint',
+    'probe_checkpoint', 'non_finite_keys'
+]
+
+
+def _log(msg: str, level: int = logging.INFO) -> None:
+    from mmengine.logging import print_log
+    print_log(msg, logger='current', level=level)
+
+
+# --------------------------------------------------------------------- reading
+def _map(map_location):
+    # None would restore tensors onto the device they were saved from
+    return 'cpu' if map_location is None else map_location
+
+
+def safe_load_local(filename: str, map_location=None) -> Any:
+    """``CheckpointLoader`` scheme for local paths."""
+    return load_checkpoint_file(osp.expanduser(filename), _map(map_location))
+
+
+def safe_load_http(filename: str, map_location=None) -> Any:
+    """``CheckpointLoader`` scheme for URLs: rank 0 downloads first (into
+    torch's hub cache), then the other ranks read the cached file."""
+    from mmengine.dist import get_dist_info
+    rank, world_size = get_dist_info()
+    checkpoint = None
+    if rank == 0:
+        checkpoint = load_checkpoint_file(filename, _map(map_location))
+    if world_size > 1:
+        torch.distributed.barrier()
+        if rank > 0:
+            checkpoint = load_checkpoint_file(filename, _map(map_location))
+    return checkpoint
+
+
+def _load_bytes(data: bytes, name: str, map_location) -> Any:
+    suffix = '.safetensors' if name.endswith('.safetensors') else '.pth'
+    with tempfile.TemporaryDirectory() as tmp:
+        path = osp.join(tmp, osp.basename(name) or 'checkpoint' + suffix)
+        with open(path, 'wb') as f:
+            f.write(data)
+        try:
+            return load_checkpoint_file(path, _map(map_location))
+        except CheckpointError as e:
+            raise CheckpointError(str(e).replace(path, name)) from None
+
+
+def safe_load_torchvision(filename: str, map_location=None) -> Any:
+    from mmengine.runner.checkpoint import get_torchvision_models
+    name = filename.split('://', 1)[1]
+    return safe_load_http(get_torchvision_models()[name], map_location)
+
+
+def safe_load_openmmlab(filename: str, map_location=None) -> Any:
+    from mmengine.runner.checkpoint import (_get_mmengine_home,
+                                            get_deprecated_model_names,
+                                            get_external_models)
+    name = filename.split('://', 1)[1]
+    name = get_deprecated_model_names().get(name, name)
+    url = get_external_models()[name]
+    if url.startswith(('http://', 'https://')):
+        return safe_load_http(url, map_location)
+    return safe_load_local(osp.join(_get_mmengine_home(), url), map_location)
+
+
+def safe_load_mmcls(filename: str, map_location=None) -> Any:
+    from mmengine.runner.checkpoint import (_process_mmcls_checkpoint,
+                                            get_mmcls_models)
+    url = get_mmcls_models()[filename[len('mmcls://'):]]
+    return _process_mmcls_checkpoint(safe_load_http(url, map_location))
+
+
+def safe_load_ceph(filename: str, map_location=None, backend='petrel') -> Any:
+    from mmengine.fileio import get_file_backend
+    file_backend = get_file_backend(
+        filename, backend_args={'backend': backend})
+    return _load_bytes(file_backend.get(filename), filename, map_location)
+
+
+def safe_load_pavi(filename: str, map_location=None) -> Any:
+    from pavi import modelcloud  # noqa: only where pavi is installed
+    model = modelcloud.get(filename[len('pavi://'):])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = osp.join(tmp, model.name)
+        model.download(path)
+        return load_checkpoint_file(path, _map(map_location))
+
+
+_SCHEMES = [
+    ('', safe_load_local),
+    (('http://', 'https://'), safe_load_http),
+    (('modelzoo://', 'torchvision://'), safe_load_torchvision),
+    (('open-mmlab://', 'openmmlab://'), safe_load_openmmlab),
+    ('mmcls://', safe_load_mmcls),
+    ([r'(\S+\:)?s3://', r'(\S+\:)?petrel://'], safe_load_ceph),
+    ('pavi://', safe_load_pavi),
+]
+
+
+def _register_loaders() -> None:
+    from mmengine.runner.checkpoint import CheckpointLoader
+    for prefixes, fn in _SCHEMES:
+        CheckpointLoader.register_scheme(prefixes, fn, force=True)
+
+
+# -------------------------------------------------------------------- checking
+def non_finite_keys(state_dict: Any, limit: int = 5) -> List[str]:
+    """Names of floating-point tensors in ``state_dict`` with NaN or inf."""
+    bad = []
+    if not isinstance(state_dict, dict):
+        return bad
+    for k, v in state_dict.items():
+        if (isinstance(v, torch.Tensor) and v.is_floating_point()
+                and not bool(torch.isfinite(v).all())):
+            bad.append(str(k))
+            if len(bad) >= limit:
+                break
+    return bad
+
+
+def _check_zip(path: str) -> Optional[str]:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.CRC == 0 and info.file_size > 0:
+                    continue  # written without CRCs: nothing to compare with
+                with zf.open(info) as member:
+                    while member.read(1 << 24):
+                        pass
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        return f'{type(e).__name__}: {e}'
+    return None
+
+
+def _check_safetensors(path: str) -> Optional[str]:
+    size = osp.getsize(path)
+    with open(path, 'rb') as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return 'shorter than a safetensors header'
+        (n, ) = struct.unpack('<Q', head)
+        if n > size - 8:
+            return 'truncated safetensors header'
+        import json
+        try:
+            meta = json.loads(f.read(n))
+        except ValueError as e:
+            return f'corrupt safetensors header: {e}'
+    end = max((v['data_offsets'][1] for k, v in meta.items()
+               if k != '__metadata__'), default=0)
+    if 8 + n + end > size:
+        return f'truncated: {size} bytes, the header needs {8 + n + end}'
+    return None
+
+
+def probe_checkpoint(path: str) -> Optional[str]:
+    """Check that ``path`` is a complete checkpoint file, without unpickling.
+
+    torch's zip format is checked for its central directory and every member's
+    CRC-32 (a truncated or bit-flipped file fails); safetensors for a complete
+    header and data; any other format is opened with the safe loader.
+
+    Returns:
+        str | None: Why the file is unusable, or None when it is fine.
+    """
+    if not osp.exists(path):
+        return 'file not found'
+    if not osp.isfile(path):
+        return 'not a file'
+    if not os.access(path, os.R_OK):
+        return 'not readable (permission denied)'
+    if osp.getsize(path) == 0:
+        return 'empty file'
+    if path.endswith('.safetensors'):
+        return _check_safetensors(path)
+    if zipfile.is_zipfile(path):
+        return _check_zip(path)
+    with open(path, 'rb') as f:
+        magic = f.read(2)
+    if magic[:1] == b'PK':
+        return 'truncated or corrupt zip archive (no central directory)'
+    try:  # legacy (non-zip) torch format: only a full safe load can tell
+        load_checkpoint_file(path)
+    except CheckpointError as e:
+        return str(e)
+    return None
+
+
+# --------------------------------------------------------------------- writing
+def _is_local(filename: str, file_client_args, backend_args) -> bool:
+    if file_client_args is not None or filename.startswith('pavi://'):
+        return False
+    from mmengine.fileio import LocalBackend, get_file_backend
+    return isinstance(
+        get_file_backend(filename, backend_args=backend_args), LocalBackend)
+
+
+def safe_save_checkpoint(checkpoint: dict,
+                         filename: str,
+                         file_client_args: Optional[dict] = None,
+                         backend_args: Optional[dict] = None) -> None:
+    """Drop-in for ``mmengine.runner.checkpoint.save_checkpoint``.
+
+    Raises:
+        CheckpointError: If the weights hold NaN/inf (nothing is written).
+    """
+    bad = non_finite_keys(
+        checkpoint.get('state_dict') if isinstance(checkpoint, dict) else None)
+    if bad:
+        raise CheckpointError(
+            f'refusing to save {filename}: the model weights hold non-finite '
+            f'values (NaN/inf) in {bad}')
+    if _is_local(filename, file_client_args, backend_args):
+        save_checkpoint_atomic(checkpoint, filename)
+    else:
+        _ORIGINAL_SAVE(checkpoint, filename, file_client_args, backend_args)
+
+
+class _AtomicTextFile(io.StringIO):
+    """``open(path, 'w')`` replacement that renames into place on close."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._path = path
+
+    def close(self) -> None:
+        if not self.closed:
+            text = self.getvalue()
+            folder = osp.dirname(osp.abspath(self._path))
+            fd, tmp = tempfile.mkstemp(
+                prefix='.' + osp.basename(self._path) + '.', dir=folder)
+            try:
+                with os.fdopen(fd, 'w') as f:
+                    f.write(text)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self._path)
+            except BaseException:
+                if osp.exists(tmp):
+                    os.remove(tmp)
+                raise
+        super().close()
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:  # do not publish a half-written pointer
+            io.StringIO.close(self)
+            return False
+        self.close()
+        return False
+
+
+def _checkpoint_hook_open(file, mode='r', *args, **kwargs):
+    """``open`` as seen by mmengine's ``checkpoint_hook`` module: writing
+    ``last_checkpoint`` becomes atomic, everything else is the builtin."""
+    if (isinstance(file, (str, os.PathLike))
+            and osp.basename(os.fspath(file)) == 'last_checkpoint'
+            and mode == 'w' and not args and not kwargs):
+        return _AtomicTextFile(os.fspath(file))
+    return builtins.open(file, mode, *args, **kwargs)
+
+
+# ----------------------------------------------------------------- auto resume
+_STEP = re.compile(r'^(iter|epoch)_(\d+)\.pth$')
+
+
+def _step_of(path: str) -> Tuple[str, int]:
+    m = _STEP.match(osp.basename(path))
+    return (m.group(1), int(m.group(2))) if m else ('', -1)
+
+
+def find_latest_checkpoint(path: str) -> Optional[str]:
+    """The newest *readable* checkpoint of a work dir (``--resume`` auto).
+
+    Order of preference: the file named by ``<path>/last_checkpoint``, then the
+    ``iter_*.pth`` (or ``epoch_*.pth``, the kind ``last_checkpoint`` names)
+    next to it and in ``path``, newest step first. Unusable files are skipped
+    with a warning naming the skipped and the chosen file.
+
+    Returns:
+        str | None: None when the work dir has no checkpoint at all (a fresh
+        start, as in mmengine).
+
+    Raises:
+        CheckpointError: Checkpoints exist but none of them is readable.
+    """
+    pointer = osp.join(path, 'last_checkpoint')
+    named = None
+    if osp.isfile(pointer):
+        with builtins.open(pointer) as f:
+            named = f.read().strip() or None
+        if named is None:
+            _log(f'{pointer} is empty; looking for checkpoints in {path}',
+                 logging.WARNING)
+    folders = [path] + ([osp.dirname(named)] if named else [])
+    kind = _step_of(named)[0] if named else ''
+    found = set()
+    for folder in folders:
+        for f in glob.glob(osp.join(folder, '*.pth')):
+            k, step = _step_of(f)
+            if step >= 0 and (not kind or k == kind):
+                found.add(osp.abspath(f))
+    ranked = sorted(found, key=lambda f: (_step_of(f)[1], osp.getmtime(f)),
+                    reverse=True)
+    candidates = ([named] if named else []) + [
+        f for f in ranked if not named or f != osp.abspath(named)
+    ]
+    if named:
+        # a complete checkpoint newer than the pointer (killed between the
+        # rename of the checkpoint and that of last_checkpoint) goes first
+        n_step = _step_of(named)[1]
+        newer = [f for f in candidates[1:] if _step_of(f)[1] > n_step]
+        candidates = newer + [c for c in candidates if c not in newer]
+    if not candidates:
+        _log('Did not find last_checkpoint to be resumed.')
+        return None
+    rejected = []
+    for cand in candidates:
+        reason = probe_checkpoint(cand)
+        if reason is None:
+            if rejected:
+                skipped = '; '.join(f'{f} ({r})' for f, r in rejected)
+                _log(f'--resume auto: skipped unusable checkpoint(s) {skipped};'
+                     f' falling back to {cand}', logging.WARNING)
+            return cand
+        rejected.append((cand, reason))
+    raise CheckpointError(
+        f'--resume auto found checkpoints in {path} but none is readable: '
+        + '; '.join(f'{f} ({r})' for f, r in rejected))
+
+
+# ----------------------------------------------------------------------- apply
+def apply() -> None:
+    """Route mmengine's checkpoint reads and writes through mmhybrid
+    (idempotent)."""
+    global _APPLIED, _ORIGINAL_SAVE
+    if _APPLIED:
+        return
+    import mmengine.hooks.checkpoint_hook as ckpt_hook_mod
+    import mmengine.runner as runner_pkg
+    import mmengine.runner.checkpoint as ckpt_mod
+    import mmengine.runner.runner as runner_mod
+
+    _register_loaders()
+    _ORIGINAL_SAVE = ckpt_mod.save_checkpoint
+    for mod in (ckpt_mod, runner_mod, runner_pkg):
+        if hasattr(mod, 'save_checkpoint'):
+            mod.save_checkpoint = safe_save_checkpoint
+        if hasattr(mod, 'find_latest_checkpoint'):
+            mod.find_latest_checkpoint = find_latest_checkpoint
+    ckpt_hook_mod.open = _checkpoint_hook_open
+    _APPLIED = True

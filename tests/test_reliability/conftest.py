@@ -1,0 +1,221 @@
+"""Shared helpers of the reliability tests (issue 6).
+
+``tiny`` builds the command line of a tiny CPU run of the demo config through
+``tools/train.py``; ``run_train_inprocess`` runs ``tools/train.py``'s ``main``
+in this process (for runs that fail before or at their first step);
+``scalars`` reads the per-iteration log of a work dir.
+"""
+import glob
+import importlib.util
+import json
+import os
+import os.path as osp
+import pickle
+import sys
+
+import pytest
+import torch
+
+CONFIG = 'configs/demo/hybrid-distill_vit-tiny-p8_1xb32-300i_shapes.py'
+
+
+class Tiny:
+    """Command-line pieces of a tiny demo run."""
+
+    def __init__(self, repo_root, data, teachers):
+        self.repo_root = repo_root
+        self.data = data
+        self.teachers = teachers
+
+    def options(self, iters, batch=8, workers=1, ckpt_interval=None,
+                extra=()):
+        tc, tm = self.teachers
+        warm = max(iters // 4, 1)
+        return [
+            '--cfg-options', f'train_dataloader.dataset.data_root={self.data}',
+            f'model.teacher_feat.checkpoint={tc}',
+            f'model.teacher_rel.checkpoint={tm}',
+            f'train_cfg.max_iters={iters}', f'param_scheduler.0.end={warm}',
+            f'param_scheduler.1.begin={warm}', f'param_scheduler.1.end={iters}',
+            f'train_dataloader.batch_size={batch}',
+            f'train_dataloader.num_workers={workers}',
+            'default_hooks.logger.interval=1',
+            f'default_hooks.checkpoint.interval={ckpt_interval or iters}',
+            *extra
+        ]
+
+    def argv(self, work_dir, iters, args=(), **kw):
+        return [CONFIG, '--work-dir', str(work_dir), *args
+                ] + self.options(iters, **kw)
+
+    def cmd(self, work_dir, iters, args=(), **kw):
+        return [sys.executable, 'tools/train.py'] + self.argv(
+            work_dir, iters, args, **kw)
+
+    # the reference run of the resume tests: 12 iterations, checkpoints every
+    # 4 (the demo keeps the last 2), two dataloader workers as in the demo
+    REF = dict(iters=12, ckpt_interval=4, workers=2)
+
+    def ref_cmd(self, work_dir, args=()):
+        ref = dict(self.REF)
+        return self.cmd(work_dir, ref.pop('iters'), args=args, **ref)
+
+
+@pytest.fixture(scope='session')
+def tiny(repo_root, shapes_imagenet, demo_teachers):
+    return Tiny(repo_root, shapes_imagenet, demo_teachers)
+
+
+def _load_tool(repo_root, rel):
+    path = osp.join(repo_root, rel)
+    name = 'mmhybrid_tool_' + rel.replace('/', '_').replace('.py', '')
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope='session')
+def train_tool(repo_root):
+    """``tools/train.py`` as a module (its ``main(argv)``)."""
+    return _load_tool(repo_root, 'tools/train.py')
+
+
+@pytest.fixture
+def run_train_inprocess(repo_root, train_tool, monkeypatch):
+    """Run ``tools/train.py`` in this process, from the repository root."""
+
+    def run(argv):
+        monkeypatch.chdir(repo_root)
+        return train_tool.main(list(argv))
+
+    return run
+
+
+def scalars(work_dir, latest_only=False):
+    """Per-iteration records (``loss``, ``loss_feat``, ...) by iteration.
+
+    A resumed run writes a new timestamped folder; all are merged (later ones
+    win) unless ``latest_only``. A line cut short by a kill is ignored.
+    """
+    files = sorted(glob.glob(osp.join(str(work_dir), '*', 'vis_data',
+                                      'scalars.json')))
+    if latest_only:
+        files = files[-1:]
+    recs = {}
+    for f in files:
+        for line in open(f):
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if 'loss' in r:
+                recs[r['iter']] = r
+    return recs
+
+
+# ------------------------------------------------------ malicious checkpoints
+class CodeOnLoad:
+    """Unpickling this object runs code: it creates ``path``."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (exec, (f'open({self.path!r}, "w").write("pwned")', ))
+
+
+class GetattrEscape:
+    """Tries to reach beyond the allow-list through the restricted getattr
+    that mmhybrid registers for mmengine's HistoryBuffer."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        from mmengine.logging import HistoryBuffer
+        return (getattr, (HistoryBuffer, '__init__'))
+
+
+def write_malicious(path, marker, kind='zip'):
+    """A checkpoint that looks like mmpretrain's but runs code when unpickled.
+
+    kind: ``zip`` (torch.save), ``legacy`` (torch's pre-1.6 format), ``pickle``
+    (a bare pickle file), ``getattr`` (escape through the allow-listed
+    ``builtins.getattr``).
+    """
+    from mmpretrain.models import VisionTransformer
+    sd = {f'backbone.{k}': v for k, v in VisionTransformer(
+        arch=dict(embed_dims=96, num_layers=4, num_heads=3,
+                  feedforward_channels=384), img_size=64,
+        patch_size=8).state_dict().items()}
+    payload = GetattrEscape(marker) if kind == 'getattr' else CodeOnLoad(
+        marker)
+    obj = dict(state_dict=sd, meta=dict(iter=1, payload=payload))
+    if kind == 'zip' or kind == 'getattr':
+        torch.save(obj, path)
+    elif kind == 'legacy':
+        torch.save(obj, path, _use_new_zipfile_serialization=False)
+    elif kind == 'pickle':
+        with open(path, 'wb') as f:
+            pickle.dump(obj, f)
+    else:
+        raise ValueError(kind)
+    return str(path)
+
+
+@pytest.fixture(scope='session')
+def evil_ckpt(tmp_path_factory):
+    """(checkpoint path, marker path): the marker appears iff the payload ran."""
+    d = tmp_path_factory.mktemp('evil')
+    marker = d / 'PAYLOAD_RAN'
+    path = write_malicious(d / 'evil_teacher.pth', marker)
+    return path, str(marker)
+
+
+@pytest.fixture(autouse=True)
+def _payload_never_ran(request):
+    """Every test of this folder: no malicious payload ran, whatever it did."""
+    yield
+    if 'evil_ckpt' in request.fixturenames:
+        marker = request.getfixturevalue('evil_ckpt')[1]
+        assert not osp.exists(marker), 'a checkpoint payload ran!'
+
+
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def env_for_subprocess(**extra):
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+@pytest.fixture(scope='session')
+def reference_run(tiny, tmp_path_factory):
+    """An uninterrupted reference run: (work dir, per-iteration records)."""
+    import subprocess
+    work = tmp_path_factory.mktemp('reference') / 'work'
+    proc = subprocess.run(tiny.ref_cmd(work), cwd=tiny.repo_root,
+                          capture_output=True, text=True, timeout=600,
+                          env=env_for_subprocess())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    recs = scalars(work)
+    assert sorted(recs) == list(range(1, Tiny.REF['iters'] + 1))
+    return work, recs
+
+
+@pytest.fixture(scope='session')
+def rel():
+    """The helpers above, for the test modules (importlib mode cannot import
+    conftest by name)."""
+    import types
+    return types.SimpleNamespace(
+        scalars=scalars, write_malicious=write_malicious, free_port=free_port,
+        env=env_for_subprocess, CONFIG=CONFIG, load_tool=_load_tool)
