@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast demo clean-venv
+.PHONY: install test test-fast demo study clean-venv
 
 install:
 	VENV=$(VENV) PYTHON=$(PYTHON) bash tools/setup_env.sh
@@ -20,6 +20,10 @@ test-fast: install
 
 demo: install
 	$(PY) tools/demo/run_demo.py --work-dir work_dirs/demo
+
+# the paper's study in miniature on the CPU (about 8 min on 2 free cores); work_dirs/study/report.md
+study: install
+	$(PY) tools/analysis/run_study.py --work-dir work_dirs/study
 
 clean-venv:
 	rm -rf $(VENV)

@@ -193,6 +193,7 @@ def test_pretrained_init_config_refuses(run_train_inprocess, tiny, tmp_path,
         f'train_dataloader.dataset.data_root={tiny.data}',
         'train_dataloader.num_workers=0', 'train_cfg.max_iters=2',
         'val_dataloader.dataset.data_root=' + tiny.data,
+        'test_dataloader.dataset.data_root=' + tiny.data,
         'val_dataloader.num_workers=0'
     ]
     with pytest.raises(CheckpointError) as info:

@@ -1,0 +1,20 @@
+"""Analysis of ViT attention: the measurements behind the paper's figures.
+
+* :mod:`.attention_metrics`: pure per-head statistics of attention maps
+  (attention distance, entropy, query-key NMI).
+* :mod:`.attention_report`: those statistics for a whole ViT over images, CSV and
+  paper-style plots.
+* :mod:`.vit_loading`: a ViT for analysis from a config or any supported
+  checkpoint layout, and an image-folder reader.
+
+Command-line tools: ``tools/analysis/attention_stats.py``,
+``tools/analysis/visualize_masking.py``, ``tools/analysis/run_study.py``.
+"""
+from .attention_metrics import (attention_distance, attention_entropy,
+                                attention_stats, patch_attention,
+                                patch_distance_matrix, query_key_nmi)
+
+__all__ = [
+    'attention_distance', 'attention_entropy', 'attention_stats',
+    'patch_attention', 'patch_distance_matrix', 'query_key_nmi'
+]

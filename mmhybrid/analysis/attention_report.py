@@ -1,0 +1,257 @@
+"""Attention statistics of a whole ViT on a set of images: compute, save, plot.
+
+``stats`` below is a dict ``{'distance': A, 'entropy': A, 'nmi': A}`` of numpy
+arrays ``A`` of shape ``(num_layers, num_heads)``: per layer and head, the mean
+over images of the per-image statistic of :mod:`.attention_metrics`.
+"""
+import csv
+import os
+import os.path as osp
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .attention_metrics import attention_stats
+
+METRICS = ('distance', 'entropy', 'nmi')
+METRIC_LABELS = {
+    'distance': 'attention distance (px)',
+    'entropy': 'attention entropy (nats)',
+    'nmi': 'query-key NMI',
+}
+CSV_FIELDS = ('model', 'layer', 'head', 'attn_distance_px', 'attn_entropy_nats',
+              'nmi', 'num_images')
+_CSV_KEYS = dict(distance='attn_distance_px', entropy='attn_entropy_nats',
+                 nmi='nmi')
+
+
+@torch.no_grad()
+def compute_attention_stats(vit,
+                            images: torch.Tensor,
+                            batch_size: int = 32,
+                            layers: Optional[Sequence[int]] = None
+                            ) -> Dict[str, np.ndarray]:
+    """Per layer and head statistics of a ViT over images.
+
+    Args:
+        vit (AnalysisVit): The model and its normalisation
+            (:mod:`.vit_loading`).
+        images (Tensor): ``(B, 3, H, W)`` uint8 RGB at ``vit.img_size``.
+        batch_size (int): Images per forward pass. Defaults to 32.
+        layers (Sequence[int], optional): Blocks (0-based); all when None.
+
+    Returns:
+        dict[str, np.ndarray]: ``distance``, ``entropy``, ``nmi``, each
+        ``(num_layers, num_heads)`` (rows in the order of ``layers``).
+    """
+    model = vit.model
+    layers = list(range(model.num_layers)) if layers is None else list(layers)
+    if tuple(images.shape[-2:]) != vit.img_size:
+        raise ValueError(f'images are {tuple(images.shape[-2:])}, the model '
+                         f'expects {vit.img_size}')
+    sums = {m: None for m in METRICS}
+    for start in range(0, images.shape[0], batch_size):
+        x = vit.normalize(images[start:start + batch_size])
+        maps = model.attention_maps(x, layers)
+        per_layer = {m: [] for m in METRICS}
+        for i in layers:
+            s = attention_stats(maps[i], vit.grid_hw, vit.patch_size,
+                                num_prefix_tokens=1)
+            for m in METRICS:
+                per_layer[m].append(s[m].sum(0).double().cpu())  # (H,)
+        for m in METRICS:
+            batch = torch.stack(per_layer[m])  # (L, H)
+            sums[m] = batch if sums[m] is None else sums[m] + batch
+    n = images.shape[0]
+    return {m: (sums[m] / n).numpy() for m in METRICS}
+
+
+def write_csv(path: str, stats: Dict[str, np.ndarray], model: str,
+              num_images: int, layers: Optional[Sequence[int]] = None) -> None:
+    """One row per layer and head (layers and heads 0-based)."""
+    num_layers, num_heads = stats['distance'].shape
+    layers = list(range(num_layers)) if layers is None else list(layers)
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(path, 'w', newline='') as f:
+        w = csv.writer(f)
+        w.writerow(CSV_FIELDS)
+        for li, layer in enumerate(layers):
+            for h in range(num_heads):
+                w.writerow([model, layer, h] + [
+                    f'{float(stats[m][li, h]):.6f}' for m in METRICS
+                ] + [num_images])
+
+
+def read_csv(path: str) -> Dict[str, Dict[str, np.ndarray]]:
+    """Read :func:`write_csv` files back: ``{model: stats}``."""
+    rows: Dict[str, List[dict]] = {}
+    with open(path, newline='') as f:
+        for r in csv.DictReader(f):
+            rows.setdefault(r['model'], []).append(r)
+    out = {}
+    for model, rs in rows.items():
+        layers = sorted({int(r['layer']) for r in rs})
+        heads = sorted({int(r['head']) for r in rs})
+        stats = {m: np.zeros((len(layers), len(heads))) for m in METRICS}
+        for r in rs:
+            li, h = layers.index(int(r['layer'])), heads.index(int(r['head']))
+            for m in METRICS:
+                stats[m][li, h] = float(r[_CSV_KEYS[m]])
+        out[model] = stats
+    return out
+
+
+def layer_summary(stats: Dict[str, np.ndarray],
+                  layers: Optional[Sequence[int]] = None) -> List[str]:
+    """One line per layer: head mean and [min, max] of every statistic."""
+    num_layers = stats['distance'].shape[0]
+    layers = list(range(num_layers)) if layers is None else list(layers)
+    lines = []
+    for li, layer in enumerate(layers):
+        d, e, n = (stats[m][li] for m in METRICS)
+        lines.append(
+            f'layer {layer:2d}: distance {d.mean():6.2f} px '
+            f'[{d.min():.2f}, {d.max():.2f}]  entropy {e.mean():5.3f} nats '
+            f'[{e.min():.3f}, {e.max():.3f}]  NMI {n.mean():5.3f} '
+            f'[{n.min():.3f}, {n.max():.3f}]')
+    return lines
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def uniform_reference(grid_hw, patch_size) -> Dict[str, float]:
+    """The statistics of uniform attention over an ``(h, w)`` patch grid:
+    distance = mean pairwise patch distance (px), entropy = ``log N``, NMI = 0.
+    Drawn as dashed lines, they show how far a model is from "attends to
+    everything alike"."""
+    from .attention_metrics import patch_distance_matrix
+    dist = patch_distance_matrix(grid_hw, patch_size)
+    return dict(distance=float(dist.mean()),
+                entropy=float(np.log(dist.shape[0])), nmi=0.0)
+
+
+def plot_metric(ax,
+                stats_by_model: Dict[str, Dict[str, np.ndarray]],
+                metric: str,
+                colors: Optional[Dict[str, str]] = None,
+                reference: Optional[Dict[str, float]] = None) -> None:
+    """Draw one metric on ``ax``: layer on x, one dot per head per model, a
+    line through the head means, and a dashed line at ``reference[metric]``
+    (e.g. :func:`uniform_reference`) when given."""
+    names = list(stats_by_model)
+    width = 0.6
+    for mi, name in enumerate(names):
+        a = stats_by_model[name][metric]
+        num_layers, num_heads = a.shape
+        offset = (mi - (len(names) - 1) / 2) * width / max(len(names), 1)
+        color = (colors or {}).get(name)
+        xs = np.arange(1, num_layers + 1) + offset
+        pts = ax.scatter(np.repeat(xs, num_heads), a.reshape(-1), s=14,
+                         alpha=0.8, color=color, label=name)
+        ax.plot(xs, a.mean(1), '-', lw=1, alpha=0.6,
+                color=pts.get_facecolor()[0])
+    ax.set_xlabel('layer')
+    ax.set_ylabel(METRIC_LABELS[metric])
+    num_layers = max(s[metric].shape[0] for s in stats_by_model.values())
+    ax.set_xticks(range(1, num_layers + 1))
+    if reference is not None and metric in reference:
+        ax.axhline(reference[metric], ls='--', lw=0.8, color='grey')
+        ax.text(0.98, reference[metric], 'uniform', ha='right', va='bottom',
+                fontsize=7, color='grey', transform=ax.get_yaxis_transform())
+    ax.grid(alpha=0.3)
+
+
+def plot_stats(stats_by_model: Dict[str, Dict[str, np.ndarray]],
+               path: str,
+               title: Optional[str] = None,
+               metrics: Sequence[str] = METRICS,
+               separate: bool = False,
+               reference: Optional[Dict[str, float]] = None,
+               dpi: int = 90) -> str:
+    """Paper-style plots: per metric, layer on x and one dot per head.
+
+    Args:
+        stats_by_model (dict): ``{name: stats}``.
+        path (str): Output PNG.
+        title (str, optional): Figure title.
+        metrics (Sequence[str]): Which statistics, one panel (row) each.
+        separate (bool): One column per model (y shared along each metric's
+            row) instead of all models overlaid in one panel. Defaults to
+            False.
+        reference (dict, optional): A dashed line per metric, e.g.
+            :func:`uniform_reference`.
+        dpi (int): Resolution. Defaults to 90.
+
+    Returns:
+        str: ``path``.
+    """
+    plt = _plt()
+    names = list(stats_by_model)
+    palette = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    colors = {n: palette[i % len(palette)] for i, n in enumerate(names)}
+    if separate:  # rows: metrics, columns: models
+        fig, axes = plt.subplots(len(metrics), len(names),
+                                 figsize=(2.5 * len(names) + 0.6,
+                                          2.3 * len(metrics) + 0.5),
+                                 squeeze=False, sharey='row')
+        for r, metric in enumerate(metrics):
+            for c, name in enumerate(names):
+                ax = axes[r, c]
+                plot_metric(ax, {name: stats_by_model[name]}, metric, colors,
+                            reference)
+                if r == 0:
+                    ax.set_title(name, fontsize=9)
+                if c > 0:
+                    ax.set_ylabel('')
+    else:  # one panel per metric, side by side, models overlaid
+        fig, axes = plt.subplots(1, len(metrics),
+                                 figsize=(3.4 * len(metrics), 2.9),
+                                 squeeze=False)
+        for c, metric in enumerate(metrics):
+            plot_metric(axes[0, c], stats_by_model, metric, colors, reference)
+    if not separate and len(names) > 1:
+        axes[0, 0].legend(fontsize=7, loc='best')
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def plot_layer_means(stats_by_model: Dict[str, Dict[str, np.ndarray]],
+                     path: str,
+                     metrics: Sequence[str] = ('distance', 'nmi'),
+                     reference: Optional[Dict[str, float]] = None,
+                     dpi: int = 90) -> str:
+    """Head-averaged statistic per layer, one line per model (compact view),
+    with the dashed ``reference`` (e.g. :func:`uniform_reference`)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(metrics),
+                             figsize=(3.6 * len(metrics) + 1.6, 2.9),
+                             squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for name, stats in stats_by_model.items():
+            a = stats[metric]
+            ax.plot(np.arange(1, a.shape[0] + 1), a.mean(1), 'o-', ms=3,
+                    label=name)
+        if reference is not None and metric in reference:
+            ax.axhline(reference[metric], ls='--', lw=0.8, color='grey',
+                       label='uniform attention')
+        ax.set_xlabel('layer')
+        ax.set_xticks(range(1, a.shape[0] + 1))
+        ax.set_ylabel(METRIC_LABELS[metric] + ', head mean')
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7, loc='center left', bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

@@ -1,0 +1,394 @@
+"""Build a :class:`HybridViT` for analysis from a config or from a bare checkpoint,
+and read a folder of images for it.
+
+Two entry points, used by ``tools/analysis/attention_stats.py`` and
+``tools/analysis/visualize_masking.py``:
+
+* :func:`vit_from_config`: the student (``model.backbone``) or a teacher
+  (``model.teacher_feat`` / ``model.teacher_rel``) of a HybridDistill config, or
+  the backbone of any mmpretrain ViT config (``ImageClassifier``, ``MAE``, ...).
+* :func:`vit_from_checkpoint`: any ViT file :func:`load_vit_weights` reads
+  (mmpretrain incl. HybridDistill student checkpoints, OpenAI CLIP, timm / MAE /
+  DeiT / DINO, ``.safetensors``); the architecture is read off the weights
+  (width, depth, MLP width, patch size, image size, pre-norm, final norm, layer
+  scale, qkv bias) except the head count, which comes from ``arch`` or
+  ``num_heads`` (default: 64 channels per head, as in every published ViT-S/B/L).
+
+Weights are always loaded strictly through :func:`load_vit_weights`, hence
+through :func:`mmhybrid.utils.checkpoint.load_checkpoint_file`.
+"""
+import ast
+import copy
+import inspect
+import json
+import os
+import os.path as osp
+import random
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from mmpretrain.models.backbones import VisionTransformer
+from mmpretrain.registry import MODELS
+
+from ..models.backbones.hybrid_vit import HybridViT
+from ..models.teachers.frozen_teacher import load_vit_weights
+from ..models.teachers.vit_formats import FORMATS, convert_vit_state_dict
+from ..utils.checkpoint import (CheckpointError, extract_state_dict,
+                                load_checkpoint_file)
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+CLIP_MEAN = (0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255)
+CLIP_STD = (0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255)
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.ppm', '.tif',
+                    '.tiff')
+COMPONENTS = ('student', 'teacher_feat', 'teacher_rel')
+# backbone types whose weights are mmpretrain VisionTransformer weights
+_VIT_TYPES = ('VisionTransformer', 'HybridViT', 'MAEViT', 'BEiTViT',
+              'MILANViT', 'CAEViT', 'MaskFeatViT', 'iTPNHiViT')
+
+
+class AnalysisVit:
+    """A ViT ready for analysis and how its inputs are normalised.
+
+    Attributes:
+        model (HybridViT): In eval mode, weights loaded.
+        mean (tuple[float]): Input mean, 0-255 RGB.
+        std (tuple[float]): Input std, 0-255 RGB.
+        source (str): Human-readable origin (file and layout).
+    """
+
+    def __init__(self, model: HybridViT, mean: Sequence[float],
+                 std: Sequence[float], source: str) -> None:
+        model.eval()  # mmpretrain's ViT.train() returns None: no chaining
+        self.model = model
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
+        self.source = source
+
+    @property
+    def img_size(self) -> Tuple[int, int]:
+        return tuple(self.model.img_size)
+
+    @property
+    def grid_hw(self) -> Tuple[int, int]:
+        return tuple(self.model.patch_resolution)
+
+    @property
+    def patch_size(self) -> Tuple[int, int]:
+        return tuple(self.model.patch_embed.projection.kernel_size)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` uint8 RGB -> normalised float, on the model's device."""
+        device = next(self.model.parameters()).device
+        x = images.to(device=device, dtype=torch.float32)
+        mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+
+# ------------------------------------------------------------------ arch parsing
+def parse_arch(arch: Union[str, dict, None]) -> Union[str, dict, None]:
+    """Read an ``--arch`` value.
+
+    Accepts an mmpretrain arch name (``'b'``, ``'base'``, ``'l'``, ``'deit-s'``,
+    ...), a shorthand ``'EMBED,LAYERS,HEADS[,FFN]'`` (FFN defaults to 4 x EMBED),
+    a JSON object or a Python dict literal with ``embed_dims``, ``num_layers``,
+    ``num_heads``, ``feedforward_channels``, or a dict.
+    """
+    if arch is None or isinstance(arch, dict):
+        return copy.deepcopy(arch)
+    text = str(arch).strip()
+    if text.lower() in VisionTransformer.arch_zoo:
+        return text.lower()
+    if text.startswith('{'):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = ast.literal_eval(text)
+        return dict(value)
+    if text.startswith('dict('):
+        tree = ast.parse(text, mode='eval').body
+        return {kw.arg: ast.literal_eval(kw.value) for kw in tree.keywords}
+    parts = [p for p in text.replace('x', ',').split(',') if p]
+    if len(parts) in (3, 4) and all(p.strip().isdigit() for p in parts):
+        e, n_layers, heads = (int(p) for p in parts[:3])
+        ffn = int(parts[3]) if len(parts) == 4 else 4 * e
+        return dict(embed_dims=e, num_layers=n_layers, num_heads=heads,
+                    feedforward_channels=ffn)
+    raise ValueError(
+        f'cannot read --arch {arch!r}: give an mmpretrain name '
+        f'({", ".join(sorted(VisionTransformer.arch_zoo))}), '
+        "'EMBED,LAYERS,HEADS[,FFN]' or a dict")
+
+
+def _arch_dict(arch: Union[str, dict]) -> dict:
+    if isinstance(arch, dict):
+        return dict(arch)
+    return dict(VisionTransformer.arch_zoo[arch])
+
+
+def infer_vit_kwargs(state_dict: Dict[str, torch.Tensor],
+                     fmt: str,
+                     arch: Union[str, dict, None] = None,
+                     num_heads: Optional[int] = None,
+                     patch_size: Optional[int] = None,
+                     img_size: Optional[int] = None) -> dict:
+    """A :class:`HybridViT` config that matches a (converted) state dict.
+
+    Args:
+        state_dict (dict): Weights in mmpretrain's keys
+            (:func:`convert_vit_state_dict`).
+        fmt (str): The layout they were read from; ``'openai_clip'`` also sets
+            CLIP's QuickGELU and LayerNorm eps 1e-5.
+        arch (str | dict, optional): See :func:`parse_arch`; checked against the
+            weights. None: read off the weights.
+        num_heads (int, optional): Overrides the head count (default: from
+            ``arch``, else width / 64).
+        patch_size (int, optional): Defaults to the patch embedding's kernel.
+        img_size (int, optional): Defaults to the position embedding's grid x
+            patch size; another size resizes the position embedding on load.
+
+    Returns:
+        dict: Keyword arguments for ``HybridViT`` (with ``type``).
+    """
+    sd = state_dict
+    try:
+        proj = sd['patch_embed.projection.weight']
+        pos = sd['pos_embed']
+    except KeyError as e:
+        raise CheckpointError(f'not a ViT state dict: no {e} after conversion; '
+                              f'first keys {sorted(sd)[:8]}') from None
+    embed = int(proj.shape[0])
+    layer_ids = {int(k.split('.')[1]) for k in sd if k.startswith('layers.')}
+    depth = max(layer_ids) + 1 if layer_ids else 0
+    ffn_key = 'layers.0.ffn.layers.0.0.weight'
+    ffn = int(sd[ffn_key].shape[0]) if ffn_key in sd else 4 * embed
+    kernel = int(proj.shape[-1])
+    patch = int(patch_size or kernel)
+    extra = 1 if 'cls_token' in sd else 0
+    n_pos = int(pos.shape[1]) - extra
+    side = int(round(n_pos**0.5))
+    if side * side != n_pos:
+        raise CheckpointError(f'pos_embed holds {n_pos} patch positions, not a '
+                              'square grid; pass --img-size')
+    size = int(img_size or side * kernel)
+
+    if arch is not None:
+        a = _arch_dict(parse_arch(arch))
+        a_embed = a.get('embed_dims')
+        a_depth = a.get('num_layers')
+        if (a_embed, a_depth) != (embed, depth):
+            raise CheckpointError(
+                f'--arch {arch!r} has width {a_embed} and depth {a_depth}; the '
+                f'checkpoint has width {embed} and depth {depth}')
+        heads = int(num_heads or a['num_heads'])
+    else:
+        heads = int(num_heads or max(embed // 64, 1))
+    if embed % heads:
+        raise ValueError(f'width {embed} is not divisible into {heads} heads')
+
+    kwargs = dict(
+        type='HybridViT',
+        arch=dict(embed_dims=embed, num_layers=depth, num_heads=heads,
+                  feedforward_channels=ffn),
+        img_size=size,
+        patch_size=patch,
+        qkv_bias='layers.0.attn.qkv.bias' in sd,
+        final_norm='ln1.weight' in sd,
+        pre_norm='pre_norm.weight' in sd,
+        with_cls_token=True,
+        out_type='raw')
+    if 'layers.0.attn.gamma1.weight' in sd:
+        kwargs['layer_scale_init_value'] = 1e-5
+    if fmt == 'openai_clip':
+        kwargs['norm_cfg'] = dict(type='LN', eps=1e-5)
+        kwargs['layer_cfgs'] = dict(act_cfg=dict(type='mmpretrain.QuickGELU'))
+    if not extra:
+        raise CheckpointError('the checkpoint has no cls_token; HybridViT '
+                              'analysis needs a [CLS] token')
+    return kwargs
+
+
+def vit_from_checkpoint(checkpoint: str,
+                        fmt: str = 'auto',
+                        arch: Union[str, dict, None] = None,
+                        num_heads: Optional[int] = None,
+                        patch_size: Optional[int] = None,
+                        img_size: Optional[int] = None,
+                        clip_norm: Optional[bool] = None,
+                        quick_gelu: bool = False,
+                        device: Union[str, torch.device] = 'cpu') -> AnalysisVit:
+    """A ViT built to match a checkpoint file, weights loaded strictly.
+
+    Args:
+        checkpoint (str): Path, URL or ``.safetensors`` file.
+        fmt (str): ``'auto'``, ``'mmpretrain'``, ``'openai_clip'`` or ``'timm'``.
+        arch, num_heads, patch_size, img_size: See :func:`infer_vit_kwargs`.
+        clip_norm (bool, optional): Normalise inputs with CLIP's mean/std. None:
+            CLIP's for OpenAI CLIP files, ImageNet's otherwise.
+        quick_gelu (bool): Use QuickGELU (timm ports of OpenAI CLIP need it; set
+            automatically for ``openai_clip`` files).
+        device (str | torch.device): Where the model goes.
+
+    Returns:
+        AnalysisVit: The model and its input normalisation.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f'unknown format {fmt!r}; expected one of {FORMATS}')
+    raw = extract_state_dict(load_checkpoint_file(checkpoint), checkpoint)
+    try:
+        sd, used = convert_vit_state_dict(raw, fmt)
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f'{checkpoint}: {e}') from None
+    kwargs = infer_vit_kwargs(sd, used, arch, num_heads, patch_size, img_size)
+    if quick_gelu:
+        kwargs['layer_cfgs'] = dict(act_cfg=dict(type='mmpretrain.QuickGELU'))
+    del raw, sd
+    model = MODELS.build(kwargs)
+    used = load_vit_weights(model, checkpoint, used)
+    if clip_norm is None:
+        clip_norm = used == 'openai_clip'
+    mean, std = (CLIP_MEAN, CLIP_STD) if clip_norm else (IMAGENET_MEAN,
+                                                         IMAGENET_STD)
+    return AnalysisVit(model.to(device), mean, std, f'{checkpoint} ({used} layout)')
+
+
+# ------------------------------------------------------------------ from config
+def _hybrid_vit_cfg(backbone: dict) -> dict:
+    """A backbone config of the VisionTransformer family as a HybridViT config."""
+    bb = copy.deepcopy(dict(backbone))
+    btype = str(bb.get('type', 'VisionTransformer')).split('.')[-1]
+    if btype not in _VIT_TYPES:
+        raise ValueError(f'backbone type {btype!r} is not a ViT that shares '
+                         f"mmpretrain's VisionTransformer keys {_VIT_TYPES}")
+    accepted = set(inspect.signature(VisionTransformer.__init__).parameters)
+    bb = {k: v for k, v in bb.items() if k in accepted and k != 'init_cfg'}
+    bb.update(type='HybridViT', drop_path_rate=0.0, drop_rate=0.0,
+              with_cls_token=True, frozen_stages=-1)
+    if bb.get('out_type') == 'cls_token' or 'out_type' not in bb:
+        bb['out_type'] = 'raw'
+    return bb
+
+
+def _cfg_get(cfg, key, default=None):
+    return cfg.get(key, default) if cfg is not None else default
+
+
+def vit_from_config(cfg,
+                    component: str = 'student',
+                    checkpoint: Optional[str] = None,
+                    fmt: str = 'auto',
+                    clip_norm: Optional[bool] = None,
+                    random_init: bool = False,
+                    device: Union[str, torch.device] = 'cpu') -> AnalysisVit:
+    """The student or a teacher of a config, weights loaded strictly.
+
+    Args:
+        cfg (mmengine.Config): A HybridDistill config, or any mmpretrain config
+            whose ``model.backbone`` is a ViT of mmpretrain's key layout.
+        component (str): ``'student'`` (``model.backbone``), ``'teacher_feat'``
+            or ``'teacher_rel'``. Defaults to ``'student'``.
+        checkpoint (str, optional): Weights. Required for the student unless
+            ``random_init``; teachers default to the config's own checkpoint.
+        fmt (str): Layout; ``'auto'`` uses the teacher's ``checkpoint_format``
+            when there is one, else detects.
+        clip_norm (bool, optional): Force CLIP's input normalisation. None: the
+            teacher's own ``mean``/``std`` if set, else the data preprocessor's.
+        random_init (bool): Keep the (seeded) random initialisation.
+        device (str | torch.device): Where the model goes.
+
+    Returns:
+        AnalysisVit: The model and its input normalisation.
+    """
+    if component not in COMPONENTS:
+        raise ValueError(f'component must be one of {COMPONENTS}, got '
+                         f'{component!r}')
+    model_cfg = cfg.model
+    dp = _cfg_get(model_cfg, 'data_preprocessor') or {}
+    mean = tuple(_cfg_get(dp, 'mean') or IMAGENET_MEAN)
+    std = tuple(_cfg_get(dp, 'std') or IMAGENET_STD)
+    if component == 'student':
+        backbone = model_cfg.backbone
+    else:
+        teacher = _cfg_get(model_cfg, component)
+        if teacher is None:
+            raise ValueError(f'the config has no model.{component}')
+        backbone = teacher['backbone']
+        checkpoint = checkpoint or teacher.get('checkpoint')
+        if fmt == 'auto':
+            fmt = teacher.get('checkpoint_format', 'auto')
+        if teacher.get('mean') is not None:
+            mean, std = tuple(teacher['mean']), tuple(teacher['std'])
+    if clip_norm:
+        mean, std = CLIP_MEAN, CLIP_STD
+    model = MODELS.build(_hybrid_vit_cfg(backbone))
+    if random_init:
+        model.init_weights()
+        source = 'random initialisation'
+    else:
+        if not checkpoint:
+            raise ValueError(f'no checkpoint for the {component}: pass '
+                             '--checkpoint (or --random-init)')
+        used = load_vit_weights(model, checkpoint, fmt)
+        source = f'{checkpoint} ({used} layout)'
+    return AnalysisVit(model.to(device), mean, std, source)
+
+
+# ------------------------------------------------------------------ images
+def list_images(folder: str) -> List[str]:
+    """Every image file under ``folder`` (recursively), sorted."""
+    if not osp.isdir(folder):
+        raise FileNotFoundError(f'image folder not found: {folder}')
+    paths = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs.sort()
+        for f in files:
+            if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith('.'):
+                paths.append(osp.join(root, f))
+    return sorted(paths)
+
+
+def load_images(folder: str,
+                img_size: Union[int, Sequence[int]],
+                num_images: Optional[int] = None,
+                seed: int = 0) -> Tuple[torch.Tensor, List[str]]:
+    """Read images for analysis.
+
+    Each image is converted to RGB, resized so that its shorter side covers the
+    target (bicubic) and centre-cropped to ``img_size``.
+
+    Args:
+        folder (str): Read recursively (jpg, png, bmp, webp, ppm, tif).
+        img_size (int | tuple[int, int]): Target ``(H, W)``.
+        num_images (int, optional): How many; a seeded random subset when the
+            folder holds more. None: all.
+        seed (int): Subset seed. Defaults to 0.
+
+    Returns:
+        tuple: ``(B, 3, H, W)`` uint8 tensor and the chosen paths.
+    """
+    from PIL import Image
+    paths = list_images(folder)
+    if not paths:
+        raise FileNotFoundError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) '
+                                f'under {folder}')
+    if num_images is not None and num_images < len(paths):
+        paths = sorted(random.Random(seed).sample(paths, num_images))
+    th, tw = (img_size, img_size) if isinstance(img_size, int) else img_size
+    out = torch.empty(len(paths), 3, th, tw, dtype=torch.uint8)
+    for i, p in enumerate(paths):
+        with Image.open(p) as im:
+            im = im.convert('RGB')
+            scale = max(th / im.height, tw / im.width)
+            size = (max(tw, round(im.width * scale)),
+                    max(th, round(im.height * scale)))
+            if size != im.size:
+                im = im.resize(size, Image.BICUBIC)
+            left = (im.width - tw) // 2
+            top = (im.height - th) // 2
+            im = im.crop((left, top, left + tw, top + th))
+            out[i] = torch.frombuffer(bytearray(im.tobytes()),
+                                      dtype=torch.uint8).view(th, tw,
+                                                              3).permute(2, 0, 1)
+    return out, paths

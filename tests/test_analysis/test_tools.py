@@ -1,0 +1,228 @@
+"""tools/analysis/attention_stats.py and visualize_masking.py end to end on tiny
+checkpoints; the study's train runs use the train split."""
+import csv
+import importlib.util
+import math
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ARCH = dict(embed_dims=96, num_layers=4, num_heads=3, feedforward_channels=384)
+HYBRID_CFG = 'configs/demo/hybrid-distill_vit-tiny-p8_1xb32-300i_shapes.py'
+PROBE_CFG = 'configs/demo/linear-probe_vit-tiny-p8_1xb64-200i_shapes.py'
+
+
+def _tool(repo_root, name):
+    path = osp.join(repo_root, 'tools', 'analysis', f'{name}.py')
+    spec = importlib.util.spec_from_file_location(f'_test_{name}', path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope='module')
+def student_ckpt(tmp_path_factory):
+    """A tiny student saved as HybridDistill saves one (mmpretrain layout:
+    ``backbone.*`` and ``neck.*``), with non-trivial attention."""
+    from mmpretrain.registry import MODELS
+    torch.manual_seed(0)
+    vit = MODELS.build(dict(type='HybridViT', arch=ARCH, img_size=64,
+                            patch_size=8, out_type='raw'))
+    vit.init_weights()
+    with torch.no_grad():
+        for layer in vit.layers:  # sharper, position-dependent attention
+            layer.attn.qkv.weight.mul_(20)
+        vit.pos_embed.normal_(0, 1.0)
+    sd = {f'backbone.{k}': v for k, v in vit.state_dict().items()}
+    sd['neck.proj.weight'] = torch.randn(96, 96)
+    sd['neck.proj.bias'] = torch.zeros(96)
+    path = tmp_path_factory.mktemp('student') / 'iter_10.pth'
+    torch.save(dict(state_dict=sd, meta=dict(iter=10)), path)
+    return str(path)
+
+
+def _read_csv(path):
+    with open(path, newline='') as f:
+        return list(csv.DictReader(f))
+
+
+def _check_outputs(out, layers=4, heads=3, grid=8, patch=8):
+    rows = _read_csv(osp.join(out, 'attention_stats.csv'))
+    assert len(rows) == layers * heads
+    assert {(int(r['layer']), int(r['head'])) for r in rows} == {
+        (i, h) for i in range(layers) for h in range(heads)}
+    max_dist = patch * math.hypot(grid - 1, grid - 1)
+    for r in rows:
+        assert 0.0 <= float(r['attn_distance_px']) <= max_dist
+        assert 0.0 <= float(r['attn_entropy_nats']) <= math.log(grid**2) + 1e-4
+        assert 0.0 <= float(r['nmi']) <= 1.0
+    png = osp.join(out, 'attention_stats.png')
+    assert osp.getsize(png) > 1000
+    with open(png, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    summary = open(osp.join(out, 'summary.txt')).read().splitlines()
+    assert sum(ln.startswith('layer') for ln in summary) == layers
+    return rows
+
+
+def test_attention_stats_checkpoint_source(repo_root, tmp_path, student_ckpt,
+                                           shapes_imagenet):
+    tool = _tool(repo_root, 'attention_stats')
+    out = tmp_path / 'ckpt'
+    tool.main([student_ckpt, '--arch', '96,4,3', '--data',
+               osp.join(shapes_imagenet, 'val'), '--out', str(out),
+               '--num-images', '6', '--batch-size', '4', '--device', 'cpu'])
+    rows = _check_outputs(str(out))
+    assert rows[0]['model'] == 'iter_10' and rows[0]['num_images'] == '6'
+    # the scaled-up q/k make the attention far from uniform
+    assert min(float(r['attn_entropy_nats']) for r in rows) < math.log(64) - 0.5
+
+
+def test_attention_stats_config_source_matches(repo_root, tmp_path,
+                                               student_ckpt, shapes_imagenet):
+    tool = _tool(repo_root, 'attention_stats')
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    common = ['--data', osp.join(shapes_imagenet, 'val'), '--num-images', '5',
+              '--device', 'cpu', '--name', 'student']
+    tool.main([HYBRID_CFG, '--checkpoint', student_ckpt, '--out', str(a)] +
+              common)
+    tool.main([student_ckpt, '--arch', '96,4,3', '--out', str(b)] + common)
+    ra, rb = _check_outputs(str(a)), _check_outputs(str(b))
+    for x, y in zip(ra, rb):
+        for k in ('attn_distance_px', 'attn_entropy_nats', 'nmi'):
+            assert float(x[k]) == pytest.approx(float(y[k]), abs=1e-5)
+
+
+def test_attention_stats_teacher_of_config_and_errors(repo_root, tmp_path,
+                                                      demo_teachers,
+                                                      shapes_imagenet):
+    tool = _tool(repo_root, 'attention_stats')
+    tc, tm = demo_teachers
+    out = tmp_path / 'tm'
+    tool.main([HYBRID_CFG, '--component', 'teacher_rel', '--data',
+               osp.join(shapes_imagenet, 'val'), '--out', str(out),
+               '--num-images', '3', '--device', 'cpu', '--cfg-options',
+               f'model.teacher_rel.checkpoint={tm}'])
+    rows = _check_outputs(str(out))
+    assert rows[0]['model'] == 'teacher_rel'
+    # a config source without weights, and a bad file, fail with a message
+    with pytest.raises(SystemExit, match='checkpoint'):
+        tool.main([PROBE_CFG, '--data', shapes_imagenet, '--out',
+                   str(tmp_path / 'x')])
+    bad = tmp_path / 'bad.pth'
+    bad.write_bytes(b'not a checkpoint')
+    with pytest.raises(SystemExit, match='attention_stats'):
+        tool.main([str(bad), '--data', shapes_imagenet, '--out',
+                   str(tmp_path / 'y')])
+
+
+def test_visualize_masking_config_and_checkpoint(repo_root, tmp_path,
+                                                 demo_teachers,
+                                                 shapes_imagenet, capsys):
+    tool = _tool(repo_root, 'visualize_masking')
+    tc, tm = demo_teachers
+    out = tmp_path / 'masking.png'
+    tool.main([HYBRID_CFG, '--data', osp.join(shapes_imagenet, 'val'), '--out',
+               str(out), '--num-images', '3', '--device', 'cpu',
+               '--cfg-options', f'model.teacher_feat.checkpoint={tc}',
+               f'model.teacher_rel.checkpoint={tm}', 'train_cfg.max_iters=100'])
+    text = capsys.readouterr().out
+    # the demo config's hook: linear 0 -> 0.5 over max_iters
+    assert 'iter 0/100: ratio 0.00, 64/64 kept' in text
+    assert 'iter 50/100: ratio 0.25, 48/64 kept' in text
+    assert 'iter 100/100: ratio 0.50, 32/64 kept' in text
+    from PIL import Image
+    with Image.open(out) as im:
+        w, h = im.size
+    assert w > h > 100  # 3 rows, 7 columns
+    # checkpoint source, explicit schedule, deterministic top-k
+    out2 = tmp_path / 'dir'
+    out2.mkdir()
+    tool.main([tc, '--arch', '96,4,3', '--data', shapes_imagenet, '--out',
+               str(out2), '--num-images', '2', '--final-ratio', '0.75',
+               '--schedule', 'cosine', '--selection', 'topk', '--points',
+               '0,0.5,1'])
+    text = capsys.readouterr().out
+    assert '50% of training: ratio 0.37, 40/64 kept' in text
+    assert 'ratio 0.75, 16/64 kept' in text
+    assert osp.isfile(out2 / 'masking_schedule.png')
+    # a config without the hook (the unmasked study student) keeps every token
+    tool.main([HYBRID_CFG, '--data', shapes_imagenet, '--out',
+               str(tmp_path / 'nomask.png'), '--num-images', '1',
+               '--cfg-options', f'model.teacher_feat.checkpoint={tc}',
+               'custom_hooks=[]'])
+    text = capsys.readouterr().out
+    assert 'ratio 0.00, 64/64 kept' in text and 'ratio 0.50' not in text
+
+
+def test_kept_sets_are_nested(repo_root):
+    """Reusing the random stream across schedule points nests the kept sets."""
+    from mmhybrid.models.utils.token_masking import select_kept_tokens
+    imp = torch.rand(2, 64, generator=torch.Generator().manual_seed(0))
+    sets = []
+    for k in (64, 48, 32, 16):
+        g = torch.Generator().manual_seed(0)
+        sets.append([set(r.tolist()) for r in select_kept_tokens(imp, k,
+                                                                 'sample', g)])
+    for bigger, smaller in zip(sets, sets[1:]):
+        for a, b in zip(bigger, smaller):
+            assert b <= a
+
+
+def test_study_classifier_runs_train_on_the_train_split(repo_root):
+    """tools/train.py's merge_args keeps train_dataloader on the train split
+    (mmengine's recursive ConfigDict.update once leaked val's dataset into it),
+    and the study's own check agrees."""
+    from mmengine.config import Config
+    study = _tool(repo_root, 'run_study')
+    train_tool = study.load_train_tool()
+    for cfg_path in ('configs/demo/vit-tiny-p8_sup_1xb32-300i_shapes.py',
+                     PROBE_CFG, study.FT_CFG):
+        args = train_tool.parse_args([cfg_path, '--cfg-options',
+                                      'train_dataloader.dataset.data_root=/t',
+                                      'val_dataloader.dataset.data_root=/v'])
+        cfg = train_tool.merge_args(Config.fromfile(cfg_path), args)
+        train, val = cfg.train_dataloader, cfg.val_dataloader
+        assert train.dataset.data_prefix == 'train'
+        assert train.dataset.data_root == '/t'
+        assert train.sampler.type == 'InfiniteSampler'
+        assert len(train.dataset.pipeline) == 4  # with augmentation
+        assert val.dataset.data_prefix == 'val' and val.dataset.data_root == '/v'
+        assert val.sampler.type == 'DefaultSampler'
+
+
+@pytest.mark.slow
+def test_attention_stats_cli(repo_root, tmp_path, student_ckpt,
+                             shapes_imagenet):
+    out = tmp_path / 'cli'
+    proc = subprocess.run(
+        [sys.executable, 'tools/analysis/attention_stats.py', student_ckpt,
+         '--arch', '96,4,3', '--data', shapes_imagenet, '--out', str(out),
+         '--num-images', '4'], cwd=repo_root, capture_output=True, text=True,
+        timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert 'layer  3:' in proc.stdout
+    _check_outputs(str(out))
+
+
+def test_study_refuses_a_train_tool_that_leaks_val_into_train(repo_root):
+    """The study's guard recognises the shared-default-dict merge of old."""
+    from types import SimpleNamespace
+
+    from mmengine.config import ConfigDict
+    study = _tool(repo_root, 'run_study')
+
+    def leaky_merge_args(cfg, args):
+        default = ConfigDict(pin_memory=True)
+        for field in ('train_dataloader', 'val_dataloader'):
+            default.update(cfg[field])
+            cfg[field].update(default)
+        return cfg
+
+    leaky = SimpleNamespace(merge_args=leaky_merge_args,
+                            parse_args=lambda argv: None)
+    assert study._dataloader_aliasing(leaky)
+    assert not study._dataloader_aliasing(study.load_train_tool())
