@@ -40,6 +40,7 @@ if ROOT not in sys.path:
 
 import mmhybrid  # noqa: E402,F401  (registers HybridViT, applies the compat fixes)
 from mmhybrid.models.teachers.vit_formats import (  # noqa: E402
+    to_timm,
     compare_keys, convert_vit_state_dict, format_key_report)
 from mmhybrid.utils import (  # noqa: E402
     extract_state_dict, load_checkpoint_file, save_checkpoint_atomic)
@@ -321,44 +322,6 @@ def convert_to_mmpretrain(src: str,
     return report
 
 
-_TIMM_BLOCK = [  # mmpretrain -> timm, inside blocks
-    ('ln1.', 'norm1.'),
-    ('ln2.', 'norm2.'),
-    ('attn.qkv.', 'attn.qkv.'),
-    ('attn.proj.', 'attn.proj.'),
-    ('ffn.layers.0.0.', 'mlp.fc1.'),
-    ('ffn.layers.1.', 'mlp.fc2.'),
-    ('attn.gamma1.weight', 'ls1.gamma'),
-    ('ffn.gamma2.weight', 'ls2.gamma'),
-]
-
-
-def mmpretrain_to_timm(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """mmpretrain ``VisionTransformer`` keys -> timm ``VisionTransformer`` keys.
-
-    Unknown keys keep their names (and are then reported by the strict check).
-    """
-    out = {}
-    for k, v in sd.items():
-        new = k
-        m = re.match(r'^layers\.(\d+)\.(.*)$', k)
-        if m:
-            rest = m.group(2)
-            for src, dst in _TIMM_BLOCK:
-                if rest.startswith(src):
-                    rest = dst + rest[len(src):]
-                    break
-            new = f'blocks.{m.group(1)}.{rest}'
-        elif k.startswith('patch_embed.projection.'):
-            new = 'patch_embed.proj.' + k[len('patch_embed.projection.'):]
-        elif k.startswith('pre_norm.'):
-            new = 'norm_pre.' + k[len('pre_norm.'):]
-        elif k.startswith('ln1.'):
-            new = 'norm.' + k[len('ln1.'):]
-        out[new] = v
-    return out
-
-
 def timm_model_kwargs(arch: dict, img_size) -> dict:
     """Keyword arguments of ``timm.models.vision_transformer.VisionTransformer``
     for ``arch`` (no classifier: ``num_classes=0``, [CLS] pooling)."""
@@ -421,7 +384,7 @@ def convert_to_timm(src: str,
                               f'size {patch}')
     dst_grid = (size[0] // patch, size[1] // patch)
     sd['pos_embed'] = resize_pos_embed(sd['pos_embed'], dst_grid)
-    out = mmpretrain_to_timm(sd)
+    out = to_timm(sd)
     try:
         from timm.models.vision_transformer import VisionTransformer
     except ImportError:

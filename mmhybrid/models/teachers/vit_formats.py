@@ -94,6 +94,31 @@ def _from_timm(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return out
 
 
+def to_timm(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """mmpretrain ``VisionTransformer`` keys -> timm keys (inverse of the timm
+    reader above). Unknown keys keep their names, for the strict check to report.
+    """
+    out = {}
+    for k, v in sd.items():
+        new = k
+        m = re.match(r'^layers\.(\d+)\.(.*)$', k)
+        if m:
+            rest = m.group(2)
+            for dst, src in _TIMM_BLOCK:
+                if rest.startswith(src):
+                    rest = dst + rest[len(src):]
+                    break
+            new = f'blocks.{m.group(1)}.{rest}'
+        else:
+            for mm, timm in (('patch_embed.projection.', 'patch_embed.proj.'),
+                             ('pre_norm.', 'norm_pre.'), ('ln1.', 'norm.')):
+                if k.startswith(mm):
+                    new = timm + k[len(mm):]
+                    break
+        out[new] = v
+    return out
+
+
 def _from_openai_clip(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     sd = _drop_ignored(sd, 'openai_clip')
     out = {}
