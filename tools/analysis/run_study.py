@@ -434,7 +434,10 @@ def main(argv=None):
         else:
             opts += [f'param_scheduler.0.end={iters}']
         if val:
+            # test_dataloader too: preflight checks every dataset the
+            # config names, and the base config points it at data/shapes.
             opts += [f'val_dataloader.dataset.data_root={data}',
+                     f'test_dataloader.dataset.data_root={data}',
                      f'train_cfg.val_interval={iters}',
                      f"val_dataloader.num_workers={s['workers']}"]
         return opts

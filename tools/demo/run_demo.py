@@ -120,7 +120,9 @@ def main():
     print(f'[demo] data: {data} ({args.num_train} train / {args.num_val} val '
           'images, 5 classes)', flush=True)
     data_opt = f'train_dataloader.dataset.data_root={data}'
-    val_opt = f'val_dataloader.dataset.data_root={data}'
+    # The test set too: preflight checks every dataset a config names.
+    val_opts = [f'val_dataloader.dataset.data_root={data}',
+                f'test_dataloader.dataset.data_root={data}']
     it = args.iters
 
     def iters(n):
@@ -129,7 +131,7 @@ def main():
     sup_dir, mae_dir = osp.join(wd, 'teacher_sup'), osp.join(wd, 'teacher_mae')
     hyb_dir = osp.join(wd, 'hybrid')
     run('teacher_sup', osp.join(CFG, 'vit-tiny-p8_sup_1xb32-300i_shapes.py'),
-        sup_dir, [data_opt, val_opt, f'train_cfg.val_interval={it}'] + iters(it)
+        sup_dir, [data_opt, *val_opts, f'train_cfg.val_interval={it}'] + iters(it)
         + [f'param_scheduler.1.end={it}'], wd)
     run('teacher_mae', osp.join(CFG, 'mae_vit-tiny-p8_1xb32-300i_shapes.py'),
         mae_dir, [data_opt] + iters(it) + [f'param_scheduler.1.end={it}'], wd)
@@ -159,7 +161,7 @@ def main():
         init = (f'model.backbone.init_cfg.checkpoint={ckpt}' if ckpt else
                 'model.backbone.init_cfg=None')
         run(slug, probe_cfg, osp.join(wd, slug),
-            [data_opt, val_opt, init, f'train_cfg.max_iters={pit}',
+            [data_opt, *val_opts, init, f'train_cfg.max_iters={pit}',
              f'train_cfg.val_interval={pit}', f'param_scheduler.0.end={pit}',
              f'default_hooks.checkpoint.interval={pit}'], wd)
         rows.append((name, last_scalar(osp.join(wd, slug), 'accuracy/top1')))
