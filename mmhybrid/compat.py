@@ -16,8 +16,16 @@ wrap models in DDP with ``device_ids=[LOCAL_RANK]`` unconditionally, so a
 distributed run on CPU (gloo) dies before its first step. On a machine without
 CUDA only, ``set_device`` is skipped during ``init_dist`` and CPU modules are
 wrapped without ``device_ids``; on GPU machines nothing changes.
+
+A config whose ``_base_`` comes from another package (``mmpretrain::_base_/
+datasets/imagenet_bs512_mae.py``, as our flagship's does) gets ``_scope_`` written
+into every dict with a ``type``, ``collate_fn`` included. ``Runner.build_dataloader``
+pops ``type`` but passes ``_scope_`` on to the collate function, and the first
+batch dies with ``default_collate() got an unexpected keyword argument
+'_scope_'``. The collate function is looked up in the scope it names instead.
 """
 import contextlib
+import copy
 import functools
 import pickle
 from typing import List
@@ -122,8 +130,43 @@ def _patch_cpu_distributed() -> None:
     MMDistributedDataParallel.__init__ = __init__
 
 
+def _resolve_collate(loader_cfg):
+    """``loader_cfg`` with a scoped ``collate_fn`` dict resolved to its function."""
+    collate = loader_cfg.get('collate_fn') if hasattr(loader_cfg, 'get') else None
+    if not isinstance(collate, dict) or '_scope_' not in collate:
+        return loader_cfg
+    from mmengine.registry import FUNCTIONS
+    collate = dict(collate)
+    scope = collate.pop('_scope_')
+    fn = collate.get('type')
+    if isinstance(fn, str):
+        with FUNCTIONS.switch_scope_and_registry(scope) as registry:
+            found = registry.get(fn)
+        if found is None:
+            raise KeyError(f'collate_fn type {fn!r} is not registered in scope '
+                           f'{scope!r} (or its parents) of the FUNCTIONS registry')
+        collate['type'] = found
+    loader_cfg = copy.copy(loader_cfg)
+    loader_cfg['collate_fn'] = collate
+    return loader_cfg
+
+
+def _patch_scoped_collate() -> None:
+    from mmengine.runner import Runner
+    build = Runner.__dict__['build_dataloader'].__func__
+    if getattr(build, '_mmhybrid_scoped_collate', False):
+        return
+
+    @functools.wraps(build)
+    def build_dataloader(dataloader, *args, **kwargs):
+        return build(_resolve_collate(dataloader), *args, **kwargs)
+
+    build_dataloader._mmhybrid_scoped_collate = True
+    Runner.build_dataloader = staticmethod(build_dataloader)
+
+
 def apply() -> None:
-    """Register the allow-list and the CPU-distributed fixes (idempotent)."""
+    """Register the allow-list and the stack fixes (idempotent)."""
     global _APPLIED
     if _APPLIED:
         return
@@ -131,4 +174,5 @@ def apply() -> None:
     if add is not None:  # torch < 2.4 has no weights_only default to fight
         add(mmengine_safe_globals())
     _patch_cpu_distributed()
+    _patch_scoped_collate()
     _APPLIED = True

@@ -32,6 +32,9 @@ def parse_args():
     p.add_argument('--probe-iters', type=int, default=200)
     p.add_argument('--num-train', type=int, default=1000)
     p.add_argument('--num-val', type=int, default=250)
+    p.add_argument('--workers', type=int, default=0,
+                   help='data loader workers per run (on two cores, worker '
+                   'processes only compete with training for them)')
     return p.parse_args()
 
 
@@ -119,10 +122,13 @@ def main():
         num_val=args.num_val, size=64, seed=0)
     print(f'[demo] data: {data} ({args.num_train} train / {args.num_val} val '
           'images, 5 classes)', flush=True)
-    data_opt = f'train_dataloader.dataset.data_root={data}'
+    data_opts = [f'train_dataloader.dataset.data_root={data}',
+                 f'train_dataloader.num_workers={args.workers}']
     # The test set too: preflight checks every dataset a config names.
     val_opts = [f'val_dataloader.dataset.data_root={data}',
-                f'test_dataloader.dataset.data_root={data}']
+                f'test_dataloader.dataset.data_root={data}',
+                f'val_dataloader.num_workers={args.workers}',
+                f'test_dataloader.num_workers={args.workers}']
     it = args.iters
 
     def iters(n):
@@ -131,15 +137,15 @@ def main():
     sup_dir, mae_dir = osp.join(wd, 'teacher_sup'), osp.join(wd, 'teacher_mae')
     hyb_dir = osp.join(wd, 'hybrid')
     run('teacher_sup', osp.join(CFG, 'vit-tiny-p8_sup_1xb32-300i_shapes.py'),
-        sup_dir, [data_opt, *val_opts, f'train_cfg.val_interval={it}'] + iters(it)
+        sup_dir, [*data_opts, *val_opts, f'train_cfg.val_interval={it}'] + iters(it)
         + [f'param_scheduler.1.end={it}'], wd)
     run('teacher_mae', osp.join(CFG, 'mae_vit-tiny-p8_1xb32-300i_shapes.py'),
-        mae_dir, [data_opt] + iters(it) + [f'param_scheduler.1.end={it}'], wd)
+        mae_dir, data_opts + iters(it) + [f'param_scheduler.1.end={it}'], wd)
     sup_ckpt = osp.join(sup_dir, f'iter_{it}.pth')
     mae_ckpt = osp.join(mae_dir, f'iter_{it}.pth')
     run('hybrid_distill',
         osp.join(CFG, 'hybrid-distill_vit-tiny-p8_1xb32-300i_shapes.py'), hyb_dir,
-        [data_opt, f'model.teacher_feat.checkpoint={sup_ckpt}',
+        [*data_opts, f'model.teacher_feat.checkpoint={sup_ckpt}',
          f'model.teacher_rel.checkpoint={mae_ckpt}'] + iters(it)
         + [f'param_scheduler.1.end={it}'], wd)
     first, last = first_last_loss(hyb_dir)
@@ -161,7 +167,7 @@ def main():
         init = (f'model.backbone.init_cfg.checkpoint={ckpt}' if ckpt else
                 'model.backbone.init_cfg=None')
         run(slug, probe_cfg, osp.join(wd, slug),
-            [data_opt, *val_opts, init, f'train_cfg.max_iters={pit}',
+            [*data_opts, *val_opts, init, f'train_cfg.max_iters={pit}',
              f'train_cfg.val_interval={pit}', f'param_scheduler.0.end={pit}',
              f'default_hooks.checkpoint.interval={pit}'], wd)
         rows.append((name, last_scalar(osp.join(wd, slug), 'accuracy/top1')))
