@@ -10,6 +10,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
+# absolute: the mmcv build runs pip from inside the unpacked sdist
+case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac
 PYTHON="${PYTHON:-python3}"
 CONSTRAINTS="$ROOT/requirements/constraints.txt"
 CACHE="${MMHYBRID_CACHE:-$HOME/.cache/mmhybrid}"

@@ -7,6 +7,43 @@ patch_size = 8
 tiny_arch = dict(
     embed_dims=96, num_layers=4, num_heads=3, feedforward_channels=384)
 
+# The training data and schedule every demo run shares (teachers and students):
+# light augmentation, batch 32, AdamW with warm-up + cosine over 300 iterations.
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomResizedCrop', scale=img_size, crop_ratio_range=(0.5, 1.0),
+         backend='pillow'),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(
+    batch_size=32,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    collate_fn=dict(type='default_collate'),
+    dataset=dict(
+        type='CustomDataset',
+        data_root=data_root,
+        data_prefix='train',
+        pipeline=train_pipeline))
+optim_wrapper = dict(
+    type='OptimWrapper',  # CPU: AMP wrappers need a GPU
+    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.95),
+                   weight_decay=0.05),
+    paramwise_cfg=dict(custom_keys={
+        'ln': dict(decay_mult=0.0),
+        'bias': dict(decay_mult=0.0),
+        'pos_embed': dict(decay_mult=0.),
+        'cls_token': dict(decay_mult=0.)
+    }))
+max_iters = 300
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=30, end=max_iters)
+]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters)
+
 default_scope = 'mmpretrain'
 custom_imports = dict(imports=['mmhybrid'], allow_failed_imports=False)
 

@@ -26,24 +26,7 @@ model = dict(
         dict(type='Constant', layer='LayerNorm', val=1.0, bias=0.0)
     ])
 
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='RandomResizedCrop', scale={{_base_.img_size}},
-         crop_ratio_range=(0.5, 1.0), backend='pillow'),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackInputs'),
-]
 test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
-train_dataloader = dict(
-    batch_size=32,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(
-        type='CustomDataset',
-        data_root={{_base_.data_root}},
-        data_prefix='train',
-        pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=64,
     num_workers=2,
@@ -57,22 +40,8 @@ val_evaluator = dict(type='Accuracy', topk=(1, ))
 test_dataloader = val_dataloader
 test_evaluator = val_evaluator
 
-# CPU: plain OptimWrapper (AmpOptimWrapper asserts a GPU)
-optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
-    paramwise_cfg=dict(custom_keys={
-        'ln': dict(decay_mult=0.0),
-        'bias': dict(decay_mult=0.0),
-        'pos_embed': dict(decay_mult=0.),
-        'cls_token': dict(decay_mult=0.)
-    }))
-max_iters = 300
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=30, end=max_iters)
-]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters,
-                 val_interval=max_iters)
+# AdamW's default betas for the classifier (the shared base uses MAE's 0.95)
+optim_wrapper = dict(optimizer=dict(betas=(0.9, 0.999)))
+train_cfg = dict(val_interval={{_base_.max_iters}})
 val_cfg = dict()
 test_cfg = dict()
