@@ -246,19 +246,30 @@ class HybridDistill(BaseSelfSupervisor):
             index = with_cls_index(keep_idx)
 
         def kept(t: torch.Tensor) -> torch.Tensor:
-            return _normal(t if index is None else gather_tokens(t, index))
+            return t if index is None else gather_tokens(t, index)
+
+        # Teacher targets at the kept tokens now, and the full teacher outputs
+        # dropped: the q/k slices hold views of whole qkv buffers, which would
+        # otherwise stay alive through the student's forward and backward.
+        # The feature loss may save its target for backward, which an
+        # inference tensor (unmasked path) may not be; relation targets only
+        # feed no-grad teacher-side maps.
+        target_feat = _normal(kept(tc.tokens))
+        t_rel = [{p: kept(v) for p, v in tm.relations[t].items()}
+                 for _, t in self.relation_pairs]
+        del tc, tm
 
         s_layers = [s for s, _ in self.relation_pairs]
         student = self.backbone.forward_distill(
             x, keep_idx, out_layers=s_layers, parts=self.loss_rel.parts)
 
         pred = self.neck(student.tokens)
-        loss_feat = self.loss_feat(pred, kept(tc.tokens))
+        loss_feat = self.loss_feat(pred, target_feat)
         s_rel = [student.relations[s] for s, _ in self.relation_pairs]
-        t_rel = [{p: kept(v) for p, v in tm.relations[t].items()}
-                 for _, t in self.relation_pairs]
         loss_rel = self.loss_rel(s_rel, t_rel, self.teacher_rel.num_heads)
         return dict(
             loss_feat=loss_feat,
             loss_rel=loss_rel,
-            mask_ratio=torch.tensor(self.mask_ratio, device=x.device))
+            # filled on the device: torch.tensor(..., device=cuda) would be a
+            # blocking host-to-device copy in the middle of every step
+            mask_ratio=loss_feat.new_full((), self.mask_ratio))

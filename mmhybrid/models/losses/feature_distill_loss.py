@@ -1,5 +1,3 @@
-from typing import Optional
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -73,8 +71,7 @@ class FeatureDistillLoss(nn.Module):
 
     def forward(self,
                 pred: torch.Tensor,
-                target: torch.Tensor,
-                weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+                target: torch.Tensor) -> torch.Tensor:
         """Args: ``pred`` and ``target`` are ``(B, L, C)``."""
         if pred.shape != target.shape:
             raise ValueError(f'FeatureDistillLoss: prediction {tuple(pred.shape)} '

@@ -36,8 +36,6 @@ def relation_logits(a: torch.Tensor, b: torch.Tensor,
     """
     a = split_heads(a, num_heads)
     b = split_heads(b, num_heads)
-    if a.dtype != b.dtype:  # a student under autocast vs an fp32 teacher
-        b = b.to(a.dtype)
     scale = a.shape[-1]**-0.5
     return torch.matmul(a * scale, b.transpose(-2, -1))
 
@@ -49,9 +47,10 @@ def kl_relation(student_logits: torch.Tensor,
     ``sum_k T_k (log T_k - log S_k)`` with ``T = softmax(teacher_logits)`` and
     ``S = softmax(student_logits)``, both over the last dim.
     """
-    log_s = F.log_softmax(student_logits.float(), dim=-1)
+    # the fp32 cast inside the softmax kernel: no extra fp32 copy of the map
+    log_s = F.log_softmax(student_logits, dim=-1, dtype=torch.float32)
     with torch.no_grad():  # the teacher side needs no autograd graph
-        log_t = F.log_softmax(teacher_logits.float(), dim=-1)
+        log_t = F.log_softmax(teacher_logits, dim=-1, dtype=torch.float32)
         p_t = log_t.exp()
         neg_entropy = (p_t * log_t).sum(-1).mean()
     return neg_entropy - (p_t * log_s).sum(-1).mean()
@@ -61,14 +60,14 @@ def smooth_l1_relation(student_logits: torch.Tensor,
                        teacher_logits: torch.Tensor,
                        beta: float = 1.0) -> torch.Tensor:
     """Smooth-L1 between the two probability maps, averaged over entries."""
-    s = student_logits.float().softmax(-1)
-    t = teacher_logits.float().softmax(-1)
+    s = student_logits.softmax(-1, dtype=torch.float32)
+    t = teacher_logits.softmax(-1, dtype=torch.float32)
     return F.smooth_l1_loss(s, t, beta=beta)
 
 
 def mse_relation(student_logits: torch.Tensor,
                  teacher_logits: torch.Tensor) -> torch.Tensor:
     """Mean squared error between the two probability maps."""
-    s = student_logits.float().softmax(-1)
-    t = teacher_logits.float().softmax(-1)
+    s = student_logits.softmax(-1, dtype=torch.float32)
+    t = teacher_logits.softmax(-1, dtype=torch.float32)
     return F.mse_loss(s, t)

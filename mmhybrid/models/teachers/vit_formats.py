@@ -183,11 +183,11 @@ def convert_vit_state_dict(state_dict: Dict[str, torch.Tensor],
     return _CONVERTERS[fmt](state_dict), fmt
 
 
-def compare_keys(expected: Iterable[str], got: Iterable[str],
-                 optional: Iterable[str] = ()) -> Tuple[List[str], List[str]]:
-    """``(missing, unexpected)`` key names, sorted; ``optional`` may be absent."""
+def compare_keys(expected: Iterable[str],
+                 got: Iterable[str]) -> Tuple[List[str], List[str]]:
+    """``(missing, unexpected)`` key names, sorted."""
     expected, got = set(expected), set(got)
-    missing = sorted(expected - got - set(optional))
+    missing = sorted(expected - got)
     unexpected = sorted(got - expected)
     return missing, unexpected
 
