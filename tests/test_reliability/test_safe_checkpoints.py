@@ -266,8 +266,8 @@ def _run_tool_inprocess(repo_root, script, argv, monkeypatch, capsys):
 @pytest.mark.parametrize('tool', TOOLS, ids=[t.script for t in TOOLS])
 def test_tool_refuses(tool, repo_root, tiny, tmp_path, evil_ckpt, monkeypatch,
                       capsys):
-    if not osp.isfile(osp.join(repo_root, tool.script)):
-        pytest.skip(f'{tool.script} does not exist (yet)')
+    # a renamed or removed tool must fail here, not drop out of the check
+    assert osp.isfile(osp.join(repo_root, tool.script)), tool.script
     path, _ = evil_ckpt
     out = tmp_path / 'out'
     out.mkdir()

@@ -15,7 +15,9 @@ def test_versions_and_registration():
     import mmseg
     from mmpretrain.registry import HOOKS, MODELS
     assert mmhybrid.__version__
-    assert mmcv.__version__ < '2.2.0'  # mmdet/mmseg assert it
+    from mmengine.utils import digit_version
+    # mmdet/mmseg assert it
+    assert digit_version(mmcv.__version__) < digit_version('2.2.0')
     assert mmengine.__version__ and mmpretrain.__version__
     assert mmdet.__version__ and mmseg.__version__
     for name in ('HybridDistill', 'HybridViT', 'FrozenTeacher',
