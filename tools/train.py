@@ -23,8 +23,6 @@ import sys
 
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.runner import Runner
-from mmengine.utils import digit_version
-from mmengine.utils.dl_utils import TORCH_VERSION
 
 
 def parse_args(argv=None):
@@ -136,8 +134,6 @@ def merge_args(cfg, args):
         persistent_workers=True,
         collate_fn=dict(type='default_collate'),
     )
-    if digit_version(TORCH_VERSION) < digit_version('1.8.0'):
-        default_dataloader_cfg.persistent_workers = False
 
     def set_default_dataloader_cfg(cfg, field):
         if cfg.get(field, None) is None:
@@ -149,8 +145,6 @@ def merge_args(cfg, args):
         if args.no_pin_memory:
             dataloader_cfg['pin_memory'] = False
         if args.no_persistent_workers:
-            dataloader_cfg['persistent_workers'] = False
-        if dataloader_cfg.get('num_workers', 0) == 0:
             dataloader_cfg['persistent_workers'] = False
         cfg[field] = ConfigDict(dataloader_cfg)
 
@@ -200,9 +194,7 @@ def main(argv=None):
     # registers mmhybrid's components and applies its stack fixes (safe
     # checkpoint I/O included) even when a config forgets custom_imports
     import mmhybrid  # noqa: F401  (registers components, stack fixes)
-    from mmhybrid.engine import safe_io
     from mmhybrid.engine.preflight import check_train_config
-    safe_io.apply()
 
     cfg = Config.fromfile(args.config)
     cfg = merge_args(cfg, args)

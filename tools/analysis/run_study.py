@@ -282,11 +282,6 @@ def mean_iter_time(work_dir, skip=1):
     return sum(t) / len(t) if t else None
 
 
-def final_losses(work_dir):
-    recs = [r for r in _scalars(work_dir) if 'loss' in r]
-    return recs[-1] if recs else {}
-
-
 def distill_distances(ckpt, teachers, data_root, num_images, seed=0):
     """Feature distance to Tc and relation KL to Tm of a student checkpoint on
     validation images, with the hybrid config's losses at weight 1 and no

@@ -26,6 +26,7 @@ import argparse
 import math
 import os
 import os.path as osp
+import shutil
 import statistics
 import sys
 import time
@@ -72,6 +73,13 @@ def make_jpeg_folder(root: str, num: int, size: tuple, classes: int = 8,
     stamp = f'{num} {size[0]}x{size[1]} {classes} {seed}'
     if osp.isfile(done) and open(done).read() == stamp:
         return root
+    if osp.isdir(root) and os.listdir(root):
+        # other settings or an interrupted run: start afresh, but only in a
+        # folder this function made (never empty someone's own folder)
+        if not set(os.listdir(root)) <= {'train', '.done'}:
+            sys.exit(f'--cache-dir {root!r} holds files this tool did not '
+                     f'write; expected an empty or a previous cache folder')
+        shutil.rmtree(root)
     rng = np.random.default_rng(seed)
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)

@@ -49,24 +49,23 @@ class NonFiniteLossError(RuntimeError):
     """Training stopped on a NaN/inf loss or gradient."""
 
 
-def _all_ranks_ok(ok: bool, device) -> bool:
-    _, world_size = get_dist_info()
-    if world_size == 1:
-        return ok
-    flag = torch.tensor([1.0 if ok else 0.0], device=device)
-    torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MIN)
-    return bool(flag.item() > 0.5)
+def _all_ranks_ok(flags: torch.Tensor) -> List[bool]:
+    """Per flag, whether it holds on every rank: one all-reduce, one read-back."""
+    flags = flags.float()
+    if get_dist_info()[1] > 1:
+        torch_dist.all_reduce(flags, op=torch_dist.ReduceOp.MIN)
+    return [v > 0.5 for v in flags.tolist()]
 
 
-def _grads_finite(optim_wrapper: OptimWrapper) -> bool:
+def _grads_finite(optim_wrapper: OptimWrapper) -> torch.Tensor:
+    """A 0-dim bool tensor on the gradients' device (no read-back)."""
     grads = [
         p.grad for group in optim_wrapper.optimizer.param_groups
         for p in group['params'] if p.grad is not None
     ]
     if not grads:
-        return True
-    norms = torch._foreach_norm(grads)
-    return bool(torch.isfinite(torch.stack(norms)).all())
+        return torch.tensor(True)
+    return torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
 
 
 @HOOKS.register_module()
@@ -113,20 +112,20 @@ class NonFiniteLossHook(Hook):
                           zero_kwargs: Optional[Dict] = None) -> None:
             step_kwargs = step_kwargs or {}
             zero_kwargs = zero_kwargs or {}
-            if not _all_ranks_ok(bool(torch.isfinite(loss.detach()).all()),
-                                 loss.device):
-                hook._bad = 'loss'
-                ow._inner_count += 1  # the micro-batch counts, unapplied
+            # The flags stay on the device until backward is queued and are read
+            # back once, together: no stall between forward and backward. A
+            # non-finite loss gives non-finite gradients, which are discarded.
+            loss_ok = torch.isfinite(loss.detach()).all()
+            ow.backward(ow.scale_loss(loss))
+            update = ow.should_update()
+            grads_ok = (_grads_finite(ow).to(loss_ok.device)
+                        if update and check_grads else torch.ones_like(loss_ok))
+            loss_ok, grads_ok = _all_ranks_ok(torch.stack([loss_ok, grads_ok]))
+            if not (loss_ok and grads_ok):
+                hook._bad = 'loss' if not loss_ok else 'gradients'
                 ow.zero_grad(**zero_kwargs)
                 return
-            loss = ow.scale_loss(loss)
-            ow.backward(loss)
-            if ow.should_update():
-                if check_grads and not _all_ranks_ok(_grads_finite(ow),
-                                                     loss.device):
-                    hook._bad = 'gradients'
-                    ow.zero_grad(**zero_kwargs)
-                    return
+            if update:
                 ow.step(**step_kwargs)
                 ow.zero_grad(**zero_kwargs)
 
@@ -180,7 +179,9 @@ class NonFiniteLossHook(Hook):
         outputs = outputs if isinstance(outputs, dict) else {}
         if get_dist_info()[1] > 1 and (self.reduce_logs or self._bad):
             self._reduce(outputs)
-        bad_terms = self._bad_terms(outputs)
+        # a finite total (the sum of the loss terms) on every rank means every
+        # term is finite: the terms are read back only after a bad step
+        bad_terms = self._bad_terms(outputs) if self._bad else []
         reason, self._bad = self._bad, None
         if reason is None and not bad_terms:
             return
