@@ -31,10 +31,11 @@ from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.registry import MODELS
 
 from ..models.backbones.hybrid_vit import HybridViT
-from ..models.teachers.frozen_teacher import load_vit_weights
-from ..models.teachers.vit_formats import FORMATS, convert_vit_state_dict
-from ..utils.checkpoint import (CheckpointError, extract_state_dict,
-                                load_checkpoint_file)
+from ..models.teachers.frozen_teacher import (load_vit_state_dict,
+                                               load_vit_weights,
+                                               read_vit_state_dict)
+from ..models.teachers.vit_formats import FORMATS
+from ..utils.checkpoint import CheckpointError
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -236,17 +237,14 @@ def vit_from_checkpoint(checkpoint: str,
     """
     if fmt not in FORMATS:
         raise ValueError(f'unknown format {fmt!r}; expected one of {FORMATS}')
-    raw = extract_state_dict(load_checkpoint_file(checkpoint), checkpoint)
-    try:
-        sd, used = convert_vit_state_dict(raw, fmt)
-    except (KeyError, ValueError) as e:
-        raise CheckpointError(f'{checkpoint}: {e}') from None
+    # read once: the same converted weights give the architecture and the load
+    sd, used = read_vit_state_dict(checkpoint, fmt)
     kwargs = infer_vit_kwargs(sd, used, arch, num_heads, patch_size, img_size)
     if quick_gelu:
         kwargs['layer_cfgs'] = dict(act_cfg=dict(type='mmpretrain.QuickGELU'))
-    del raw, sd
     model = MODELS.build(kwargs)
-    used = load_vit_weights(model, checkpoint, used)
+    load_vit_state_dict(model, sd, checkpoint, used)
+    del sd
     if clip_norm is None:
         clip_norm = used == 'openai_clip'
     mean, std = (CLIP_MEAN, CLIP_STD) if clip_norm else (IMAGENET_MEAN,

@@ -70,6 +70,26 @@ def test_timm_checkpoint_arch_read_off_the_weights(tmp_path):
     assert vit.grid_hw == (6, 6)
 
 
+def test_checkpoint_file_is_read_once(tmp_path, monkeypatch):
+    """The architecture and the weights come from one read of the file (a
+    CLIP-L or ViT-L checkpoint is over a gigabyte)."""
+    torch.manual_seed(0)
+    src = TimmViT(img_size=32, patch_size=8, embed_dim=EMBED, depth=DEPTH,
+                  num_heads=HEADS, mlp_ratio=2, num_classes=0)
+    path = tmp_path / 'timm_vit.pth'
+    torch.save({'model': src.state_dict()}, path)
+    reads = []
+    real = torch.load
+
+    def counting_load(f, *args, **kwargs):
+        reads.append(str(f))
+        return real(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, 'load', counting_load)
+    vit_from_checkpoint(str(path), 'auto', num_heads=HEADS)
+    assert reads == [str(path)]
+
+
 def test_openai_clip_checkpoint_gets_clip_norm_and_quick_gelu(tmp_path):
     from mmpretrain.models.utils.clip_generator_helper import \
         VisionTransformer as ClipVisionTransformer

@@ -1,5 +1,5 @@
 import os.path as osp
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -34,11 +34,36 @@ def load_vit_weights(model: HybridViT,
         CheckpointError: Unreadable file, or keys that do not match (missing and
             unexpected keys are listed by name), or shapes that differ.
     """
+    sd, fmt = read_vit_state_dict(filename, fmt)
+    load_vit_state_dict(model, sd, filename, fmt, logger)
+    return fmt
+
+
+def read_vit_state_dict(filename: str,
+                        fmt: str = 'auto') -> Tuple[Dict[str, torch.Tensor], str]:
+    """Read a ViT checkpoint file and convert it to mmpretrain's key layout.
+
+    Returns:
+        tuple: The converted state dict and the layout that was read.
+
+    Raises:
+        CheckpointError: Unreadable file or a layout that does not convert.
+    """
     raw = extract_state_dict(load_checkpoint_file(filename), filename)
     try:
-        sd, fmt = convert_vit_state_dict(raw, fmt)
+        return convert_vit_state_dict(raw, fmt)
     except (KeyError, ValueError) as e:
         raise CheckpointError(f'{filename}: {e}') from None
+
+
+def load_vit_state_dict(model: HybridViT,
+                        sd: Dict[str, torch.Tensor],
+                        filename: str,
+                        fmt: str,
+                        logger: Optional[MMLogger] = None) -> None:
+    """Load an already converted state dict (see :func:`read_vit_state_dict`)
+    into ``model`` strictly: keys by name, then shapes; ``filename`` and
+    ``fmt`` only name the source in errors."""
     own = model.state_dict()
     missing, unexpected = compare_keys(own, sd)
     if missing or unexpected:
@@ -55,7 +80,6 @@ def load_vit_weights(model: HybridViT,
     model.load_state_dict(sd, strict=True)
     if logger is not None:
         logger.info(f'loaded {len(sd)} tensors from {filename} ({fmt} layout)')
-    return fmt
 
 
 @MODELS.register_module()
