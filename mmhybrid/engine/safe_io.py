@@ -40,7 +40,7 @@ from typing import Any, List, Optional, Tuple
 import torch
 
 from ..utils.checkpoint import (CheckpointError, load_checkpoint_file,
-                                save_checkpoint_atomic)
+                                save_checkpoint_atomic, write_atomic)
 
 _APPLIED = False
 _ORIGINAL_SAVE = None
@@ -275,19 +275,7 @@ class _AtomicTextFile(io.StringIO):
     def close(self) -> None:
         if not self.closed:
             text = self.getvalue()
-            folder = osp.dirname(osp.abspath(self._path))
-            fd, tmp = tempfile.mkstemp(
-                prefix='.' + osp.basename(self._path) + '.', dir=folder)
-            try:
-                with os.fdopen(fd, 'w') as f:
-                    f.write(text)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self._path)
-            except BaseException:
-                if osp.exists(tmp):
-                    os.remove(tmp)
-                raise
+            write_atomic(self._path, lambda f: f.write(text), mode='w')
         super().close()
 
     def __exit__(self, exc_type, exc, tb):

@@ -10,7 +10,7 @@ import os.path as osp
 import pickle
 import re
 import tempfile
-from typing import Any, Union
+from typing import IO, Any, Callable, Union
 
 import torch
 
@@ -105,17 +105,35 @@ def save_checkpoint_atomic(obj: Any, filename: Union[str, os.PathLike]) -> None:
         filename (str | PathLike): Destination. Its folder is created if needed.
     """
     filename = os.fspath(filename)
+
+    def write(f) -> None:
+        if filename.endswith('.safetensors'):
+            from safetensors.torch import save
+            f.write(save({k: v.contiguous() for k, v in obj.items()}))
+        else:
+            torch.save(obj, f)
+
+    write_atomic(filename, write)
+
+
+def write_atomic(filename: str, write: Callable[[IO], None],
+                 mode: str = 'wb') -> None:
+    """Write ``filename`` through ``write(f)`` into a temporary file beside it,
+    fsync, then rename into place: readers see the old file or the new one,
+    never a partial one; on any error the temporary file is removed.
+
+    Args:
+        filename (str): Destination. Its folder is created if needed.
+        write (callable): Writes the content to the open file object.
+        mode (str): ``'wb'`` or ``'w'``. Defaults to ``'wb'``.
+    """
     folder = osp.dirname(osp.abspath(filename))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
         prefix='.' + osp.basename(filename) + '.', suffix='.tmp', dir=folder)
     try:
-        with os.fdopen(fd, 'wb') as f:
-            if filename.endswith('.safetensors'):
-                from safetensors.torch import save
-                f.write(save({k: v.contiguous() for k, v in obj.items()}))
-            else:
-                torch.save(obj, f)
+        with os.fdopen(fd, mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, filename)
