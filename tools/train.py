@@ -171,13 +171,9 @@ RELIABILITY_HOOKS = ('ExactResumeHook', 'NonFiniteLossHook')
 def add_reliability_hooks(cfg, max_nonfinite_skips=None):
     """Append mmhybrid's reliability hooks to ``cfg.custom_hooks`` unless the
     config has them (then ``--max-nonfinite-skips`` overrides its value)."""
+    from mmhybrid.engine.preflight import type_name
     hooks = list(cfg.get('custom_hooks', None) or [])
-
-    def name(h):
-        t = h.get('type', '')
-        return (t if isinstance(t, str) else t.__name__).split('.')[-1]
-
-    present = {name(h): h for h in hooks}
+    present = {type_name(h): h for h in hooks}
     for hook in RELIABILITY_HOOKS:
         if hook not in present:
             # scoped name: found from any default scope (mmseg, mmdet, ...)

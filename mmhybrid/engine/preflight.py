@@ -26,13 +26,24 @@ class ConfigError(ValueError):
     """A config value that cannot work; the message names key and value."""
 
 
-def _type_name(cfg: Any) -> str:
+def type_name(cfg: Any) -> str:
+    """The bare registered name of a config's ``type`` (a string with or
+    without its scope, or a class): ``'mmpretrain.Foo'`` and ``Foo`` -> ``'Foo'``."""
     t = cfg.get('type', '') if hasattr(cfg, 'get') else ''
-    return t if isinstance(t, str) else getattr(t, '__name__', str(t))
+    t = t if isinstance(t, str) else getattr(t, '__name__', str(t))
+    return t.split('.')[-1]
 
 
 def _is(cfg: Any, name: str) -> bool:
-    return _type_name(cfg).split('.')[-1] == name
+    return type_name(cfg) == name
+
+
+def _default_final_ratio() -> float:
+    import inspect
+
+    from .hooks.progressive_masking_hook import ProgressiveMaskingHook
+    return inspect.signature(
+        ProgressiveMaskingHook).parameters['final_ratio'].default
 
 
 def _pair(v: Any) -> Tuple[int, int]:
@@ -193,7 +204,7 @@ class _Checker:
             if cfg is None:
                 continue
             key = f'model.{name}'
-            t = _type_name(cfg)
+            t = type_name(cfg)
             cls = MODELS.get(t) if t else None
             if cls is None:
                 self.err(f'{key}.type', t, 'not a registered loss')
@@ -212,8 +223,9 @@ class _Checker:
             for name in ('final_ratio', 'start_ratio'):
                 if name in h:
                     self.ratio(f'custom_hooks[{i}].{name}', h[name], student)
-            if 'final_ratio' not in h:  # the hook's default
-                self.ratio(f'custom_hooks[{i}].final_ratio', 0.5, student)
+            if 'final_ratio' not in h:  # the hook's own default
+                self.ratio(f'custom_hooks[{i}].final_ratio',
+                           _default_final_ratio(), student)
 
     # ----------------------------------------------------------------- data
     def dataset(self, key: str, ds) -> None:

@@ -79,9 +79,10 @@ def schedule_from_config(cfg):
     of a HybridDistill config."""
     from mmhybrid.engine.hooks.progressive_masking_hook import \
         ProgressiveMaskingHook
+    from mmhybrid.engine.preflight import type_name
     hook = None
     for h in cfg.get('custom_hooks', None) or []:
-        if str(h.get('type', '')).split('.')[-1] == 'ProgressiveMaskingHook':
+        if type_name(h) == 'ProgressiveMaskingHook':
             kwargs = {k: v for k, v in h.items() if k not in ('type', 'priority')}
             hook = ProgressiveMaskingHook(**kwargs)
     train_cfg = cfg.get('train_cfg', None) or {}
