@@ -11,8 +11,9 @@ point, :meth:`HybridViT.forward_distill`, that
 * returns the [CLS]->patch attention of the last block (token importance),
 * runs fused ``scaled_dot_product_attention`` in every block.
 """
-from typing import Dict, NamedTuple, Optional, Sequence
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
@@ -24,6 +25,40 @@ from ..losses.relation_functional import relation_logits
 from ..utils.token_masking import gather_tokens
 
 QKV_PARTS = ('q', 'k', 'v')
+
+
+def embed_patches(patch_embed: torch.nn.Module,
+                  x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    """mmcv's ``PatchEmbed`` forward, as one matrix product where it can be.
+
+    A patch convolution whose stride equals its kernel, over an image that its
+    patches tile exactly, is a linear map of the flattened patches: the same
+    parameters, the same tokens in the same order. cuDNN runs that convolution
+    far below the matmul rate (2 ms per ViT-B call at batch 256 on an H200 in
+    ``docs/benchmarks/profile_gpu_vitb.log``); other cases use the module.
+
+    Args:
+        patch_embed (nn.Module): An mmcv ``PatchEmbed``.
+        x (Tensor): ``(B, C, H, W)`` images.
+
+    Returns:
+        tuple: ``(B, N, D)`` tokens and the ``(rows, cols)`` patch grid.
+    """
+    conv = patch_embed.projection
+    kh, kw = conv.kernel_size
+    B, C, H, W = x.shape
+    plain = (type(conv) is torch.nn.Conv2d and conv.stride == (kh, kw)
+             and conv.padding == (0, 0) and conv.dilation == (1, 1)
+             and conv.groups == 1 and H % kh == 0 and W % kw == 0)
+    if not plain:
+        return patch_embed(x)
+    gh, gw = H // kh, W // kw
+    patches = x.reshape(B, C, gh, kh, gw, kw).permute(0, 2, 4, 1, 3, 5)
+    tokens = F.linear(patches.reshape(B, gh * gw, C * kh * kw),
+                      conv.weight.reshape(conv.out_channels, -1), conv.bias)
+    if patch_embed.norm is not None:
+        tokens = patch_embed.norm(tokens)
+    return tokens, (gh, gw)
 
 
 class DistillOutput(NamedTuple):
@@ -63,6 +98,11 @@ class HybridViT(VisionTransformer):
         self.with_cp = with_cp
         if not self.with_cls_token:
             raise ValueError('HybridViT needs with_cls_token=True')
+        for m in self.modules():
+            # mmpretrain stores each block's drop-path rate as a numpy scalar,
+            # which torch.compile treats as a tensor: a graph break per block
+            if isinstance(getattr(m, 'drop_prob', None), np.generic):
+                m.drop_prob = float(m.drop_prob)
         patch = self.patch_embed.projection.kernel_size
         for size, p, axis in zip(self.img_size, patch, ('height', 'width')):
             if size % p:
@@ -93,7 +133,7 @@ class HybridViT(VisionTransformer):
             Tensor: ``(B, 1 + K, C)`` tokens, [CLS] first, after ``pre_norm``.
         """
         B = x.shape[0]
-        x, patch_resolution = self.patch_embed(x)
+        x, patch_resolution = embed_patches(self.patch_embed, x)
         pos = resize_pos_embed(
             self.pos_embed,
             self.patch_resolution,

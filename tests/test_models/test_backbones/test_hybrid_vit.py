@@ -37,6 +37,30 @@ def test_forward_distill_matches_forward(pre_norm):
     assert out.relations == {} and out.cls_attn is None
 
 
+@pytest.mark.parametrize('size,norm', [((32, 32), False), ((32, 48), True),
+                                       ((30, 37), False)])
+def test_patch_matmul_equals_patch_conv(size, norm):
+    """The matmul patch embedding gives the conv's tokens and gradients; a size
+    the patches do not tile (30x37) goes through the module (adaptive padding)."""
+    from mmcv.cnn.bricks.transformer import PatchEmbed
+
+    from mmhybrid.models.backbones.hybrid_vit import embed_patches
+    torch.manual_seed(0)
+    pe = PatchEmbed(in_channels=3, embed_dims=16, kernel_size=8, stride=8,
+                    norm_cfg=dict(type='LN') if norm else None).double()
+    x = torch.randn(2, 3, *size, dtype=torch.float64)  # summation order aside
+    ref, ref_size = pe(x)
+    ref.square().sum().backward()
+    ref_grads = [p.grad.clone() for p in pe.parameters()]
+    pe.zero_grad()
+    out, out_size = embed_patches(pe, x)
+    out.square().sum().backward()
+    assert out_size == ref_size
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    for g, r in zip([p.grad for p in pe.parameters()], ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
+
+
 def _naive_kept_forward(model, x, keep_idx):
     """Plain reference: mmpretrain's own blocks on explicitly gathered tokens."""
     tokens, _ = model.patch_embed(x)
