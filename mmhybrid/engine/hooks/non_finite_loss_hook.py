@@ -106,6 +106,10 @@ class NonFiniteLossHook(Hook):
         check_grads = self.check_grads and getattr(ow, 'loss_scaler',
                                                    None) is None
 
+        # backward and the optimizer step stay eager under mmengine's
+        # ``compile=True`` (which compiles the whole train_step): dynamo fails
+        # on reading the optimizer's param groups here
+        @torch.compiler.disable
         @functools.wraps(ow.update_params)
         def update_params(loss: torch.Tensor,
                           step_kwargs: Optional[Dict] = None,

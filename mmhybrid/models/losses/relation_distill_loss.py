@@ -48,7 +48,7 @@ class RelationDistillLoss(nn.Module):
         self.use_vv = use_vv
         self.beta = beta
         self.loss_weight = loss_weight
-        self.compile = compile
+        self.compile_cfg = compile  # not self.compile: nn.Module.compile
         self._compiled = None
 
     @property
@@ -58,11 +58,12 @@ class RelationDistillLoss(nn.Module):
 
     def distance(self, s_logits: torch.Tensor,
                  t_logits: torch.Tensor) -> torch.Tensor:
-        if self.compile and s_logits.is_cuda:
+        if self.compile_cfg and s_logits.is_cuda:
             if self._compiled is None:
-                self._compiled = torch.compile(self._eager_distance,
+                # unbound: a bound method would tie deep copies to this one
+                self._compiled = torch.compile(type(self)._eager_distance,
                                                dynamic=True)
-            return self._compiled(s_logits, t_logits)
+            return self._compiled(self, s_logits, t_logits)
         return self._eager_distance(s_logits, t_logits)
 
     def _eager_distance(self, s_logits: torch.Tensor,

@@ -1,5 +1,5 @@
 import os.path as osp
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -104,6 +104,13 @@ class FrozenTeacher(nn.Module):
         std (Sequence[float], optional): The teacher's own input std.
         autocast_dtype (str, optional): Autocast dtype on CUDA, ``'bfloat16'``,
             ``'float16'`` or None for fp32. Defaults to ``'bfloat16'``.
+        compile (bool | dict): Run the teacher's encoding (input normalisation
+            included) through :func:`torch.compile`; a dict holds its keyword
+            arguments (e.g. ``dict(mode='max-autotune-no-cudagraphs')``). A
+            teacher always sees full images of one size, so one graph serves
+            every step (one more per other batch size, e.g. a last smaller
+            batch). It fuses the element-wise work between the matmuls
+            (LayerNorm, casts, GELU, bias adds). Defaults to False.
 
     Images whose size differs from ``backbone.img_size`` are resized (bicubic)
     first: a CLIP ViT-L/14 teacher at 196 px sees the same 14x14 patch grid as a
@@ -116,7 +123,8 @@ class FrozenTeacher(nn.Module):
                  checkpoint_format: str = 'auto',
                  mean: Optional[Sequence[float]] = None,
                  std: Optional[Sequence[float]] = None,
-                 autocast_dtype: Optional[str] = 'bfloat16') -> None:
+                 autocast_dtype: Optional[str] = 'bfloat16',
+                 compile: Union[bool, dict] = False) -> None:
         super().__init__()
         self.backbone = MODELS.build(backbone)
         if not isinstance(self.backbone, HybridViT):
@@ -134,6 +142,11 @@ class FrozenTeacher(nn.Module):
         if autocast_dtype not in (None, 'bfloat16', 'float16'):
             raise ValueError(f'FrozenTeacher: autocast_dtype must be bfloat16, '
                              f'float16 or None, got {autocast_dtype!r}')
+        if not isinstance(compile, (bool, dict)):
+            raise TypeError('FrozenTeacher: compile must be a bool or a dict of '
+                            f'torch.compile arguments, got {compile!r}')
+        self.compile_cfg = compile
+        self._compiled = None
         self.checkpoint = checkpoint
         self.checkpoint_format = checkpoint_format
         self.autocast_dtype = autocast_dtype
@@ -199,6 +212,10 @@ class FrozenTeacher(nn.Module):
     def num_layers(self) -> int:
         return self.backbone.num_layers
 
+    # Never traced by an enclosing torch.compile (mmengine's ``compile=True``
+    # compiles the whole train_step): dynamo fails on inference tensors. The
+    # teacher compiles itself when asked (``compile``).
+    @torch.compiler.disable
     def forward(self,
                 x: torch.Tensor,
                 out_layers: Sequence[int] = (),
@@ -206,19 +223,35 @@ class FrozenTeacher(nn.Module):
                 cls_attn: bool = False) -> DistillOutput:
         """Encode the full image (see :meth:`HybridViT.forward_distill`).
 
-        Outputs are inference tensors (no autograd history, possibly bf16).
+        Outputs have no autograd history and may be bf16: inference tensors
+        when eager; plain tensors made under ``no_grad`` when compiled (dynamo
+        does not trace inference mode reliably: its guards and version counters
+        fail on inference tensors).
         """
         use_amp = x.is_cuda and self.autocast_dtype is not None
         if use_amp:
             self._cast_weights(getattr(torch, self.autocast_dtype))
-        with torch.inference_mode():
-            if self.mean is not None:
-                x = x * self.in_scale + self.in_shift
-            size = tuple(self.backbone.img_size)
-            if tuple(x.shape[-2:]) != size:
-                x = F.interpolate(x, size=size, mode='bicubic',
-                                  align_corners=False)
-            dtype = getattr(torch, self.autocast_dtype or 'float32')
-            with torch.autocast('cuda', dtype=dtype, enabled=use_amp):
-                return self.backbone.forward_distill(
-                    x, None, out_layers, parts, cls_attn)
+        args = (x, tuple(out_layers), tuple(parts), cls_attn, use_amp)
+        if self.compile_cfg is False:
+            with torch.inference_mode():
+                return self._encode(*args)
+        if self._compiled is None:
+            kwargs = {} if self.compile_cfg is True else dict(self.compile_cfg)
+            # the unbound function: a bound one would keep running this
+            # instance's weights in a deep copy
+            self._compiled = torch.compile(type(self)._encode, **kwargs)
+        with torch.no_grad():
+            return self._compiled(self, *args)
+
+    def _encode(self, x: torch.Tensor, out_layers: Tuple[int, ...],
+                parts: Tuple[str, ...], cls_attn: bool,
+                use_amp: bool) -> DistillOutput:
+        if self.mean is not None:
+            x = x * self.in_scale + self.in_shift
+        size = tuple(self.backbone.img_size)
+        if tuple(x.shape[-2:]) != size:
+            x = F.interpolate(x, size=size, mode='bicubic', align_corners=False)
+        dtype = getattr(torch, self.autocast_dtype or 'float32')
+        with torch.autocast('cuda', dtype=dtype, enabled=use_amp):
+            return self.backbone.forward_distill(x, None, out_layers, parts,
+                                                 cls_attn)

@@ -1,4 +1,6 @@
 """``FrozenTeacher``: built from config, loaded from its own file, frozen."""
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
@@ -215,3 +217,49 @@ def test_shipped_clip_teacher_config_loads_openai_clip(tmp_path):
     hook.remove()
     torch.testing.assert_close(teacher(raw).tokens, seen[0], rtol=0,
                                atol=ATOL)
+
+
+def test_compiled_teacher_equals_eager(timm_ckpt):
+    """``compile=True`` runs the real inductor (C++ on CPU): same tokens, q/k/v and
+    [CLS] attention as the eager teacher, CLIP-style normalisation included, no
+    autograd history, and one graph for repeated steps of one shape."""
+    import torch._dynamo as dynamo
+    eager = _build(timm_ckpt, mean=CLIP_MEAN, std=CLIP_STD)
+    compiled = _build(timm_ckpt, mean=CLIP_MEAN, std=CLIP_STD, compile=True)
+    for t in (eager, compiled):
+        t.set_input_norm(torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD))
+    dynamo.reset()
+    dynamo.utils.counters.clear()
+    for seed in (3, 4, 5):
+        x = _images(seed=seed)
+        want = eager(x, out_layers=(0, 1), parts=('q', 'k'), cls_attn=True)
+        got = compiled(x, out_layers=(0, 1), parts=('q', 'k'), cls_attn=True)
+        torch.testing.assert_close(got.tokens, want.tokens, rtol=1e-5, atol=ATOL)
+        torch.testing.assert_close(got.cls_attn, want.cls_attn, rtol=1e-5,
+                                   atol=ATOL)
+        assert set(got.relations) == {0, 1}
+        for i in (0, 1):
+            for p in ('q', 'k'):
+                torch.testing.assert_close(got.relations[i][p],
+                                           want.relations[i][p], rtol=1e-5,
+                                           atol=ATOL)
+        assert not got.tokens.requires_grad and got.tokens.grad_fn is None
+    assert compiled._compiled is not None
+    assert dynamo.utils.counters['stats']['unique_graphs'] == 1
+
+    # a deep copy (an EMA model, say) runs its own weights, not the original's
+    twin = _perturb(copy.deepcopy(compiled).backbone, 11)
+    twin_teacher = copy.deepcopy(compiled)
+    twin_teacher.backbone = twin
+    eager_twin = copy.deepcopy(twin_teacher)
+    eager_twin.compile_cfg, eager_twin._compiled = False, None
+    x = _images(seed=6)
+    got = twin_teacher(x, cls_attn=True).tokens
+    torch.testing.assert_close(got, eager_twin(x, cls_attn=True).tokens,
+                               rtol=1e-5, atol=ATOL)
+    assert (got - compiled(x, cls_attn=True).tokens).abs().max() > 1e-2
+
+
+def test_compile_argument_checked():
+    with pytest.raises(TypeError, match='compile must be a bool or a dict'):
+        MODELS.build(_teacher_cfg(compile='yes'))
