@@ -1,10 +1,11 @@
 """Check the optimised step against the plain reference on a device (fp32).
 
 The optimised path (fused attention, kept-token encoding, relations from q/k
-gathered at kept tokens, teachers under inference_mode) must give the same
-losses as ``mmhybrid.testing.reference.plain_losses``.
+gathered at kept tokens, teachers under inference_mode; with ``--compile`` all
+of it compiled) must give the same losses as
+``mmhybrid.testing.reference.plain_losses``.
 
-    python tools/benchmark/check_equivalence.py --device cuda
+    python tools/benchmark/check_equivalence.py --device cuda [--compile]
 """
 import argparse
 import os.path as osp
@@ -22,7 +23,9 @@ def main():
     p.add_argument('--batch-size', type=int, default=4)
     p.add_argument('--tol', type=float, default=1e-5)
     p.add_argument('--compile', action='store_true',
-                   help='check the torch.compile-d relation distance (CUDA)')
+                   help='check the compiled path: both teachers (compile=True), '
+                   'the loss as mmengine compile=True runs it, and the '
+                   'relation distance (compiled on CUDA only)')
     args = p.parse_args()
     from mmengine.logging import MMLogger
     MMLogger.get_instance('mmengine', log_level='WARNING')
@@ -42,16 +45,20 @@ def main():
     cfg = tiny_hybrid_cfg(student_arch=arch, feat_arch=arch, rel_arch=arch,
                           img_size=224, patch_size=16, token_selection='topk')
     cfg['loss_rel'] = dict(type='RelationDistillLoss', compile=args.compile)
+    for t in ('teacher_feat', 'teacher_rel'):
+        cfg[t]['compile'] = args.compile
     model = MODELS.build(cfg)
     model.init_weights()
     model.to(args.device).eval()
     for t in (model.teacher_feat, model.teacher_rel):
         t.autocast_dtype = None  # fp32 for the comparison
     x = torch.randn(args.batch_size, 3, 224, 224, device=args.device)
+    # mmengine's compile=True compiles train_step, i.e. this loss inside it
+    loss_fn = torch.compile(model.loss) if args.compile else model.loss
     worst = 0.0
     for ratio in (0.0, 0.25, 0.5, 0.75):
         model.mask_ratio = ratio
-        losses = model.loss(x)
+        losses = loss_fn(x)
         keep = None
         if ratio > 0:
             tc = model.teacher_feat

@@ -8,7 +8,11 @@ the machine cancels; medians over the timed iterations after warm-up.
     python tools/benchmark/pretrain_speed.py configs/hybrid_vitb.py --preset gpu-vitb
 
 Teacher files are never read: teachers get random weights (speed does not depend
-on their values). The last printed line is machine-readable:
+on their values). Compilation follows the config: a teacher's own ``compile``,
+and mmengine's top-level ``compile`` (which compiles ``train_step``; here the
+model's ``loss`` and, for the student part, ``forward_distill``), e.g.
+``--cfg-options compile=True model.teacher_feat.compile=True``; compile time
+falls in the warm-up. The last printed line is machine-readable:
 
     RATIOS step_over_parts=X keep05_over_keep10=Y naive_over_step=Z milan_over_step=W
 """
@@ -212,12 +216,18 @@ def main():
     N = model.backbone.num_patches
     amp_ctx = (lambda: torch.autocast('cuda', dtype=torch.bfloat16)) if args.amp \
         else (lambda: torch.autocast('cpu', enabled=False))
+    loss_fn, student_fn = model.loss, model.backbone.forward_distill
+    compile_cfg = cfg.get('compile')
+    if compile_cfg:
+        kwargs = {} if compile_cfg is True else dict(compile_cfg)
+        loss_fn = torch.compile(loss_fn, **kwargs)
+        student_fn = torch.compile(student_fn, **kwargs)
 
     def step(keep):
         def run():
             model.mask_ratio = 1.0 - keep
             with optim.optim_context(model):
-                losses = model.loss(x)
+                losses = loss_fn(x)
             total, _ = model.parse_losses(losses)
             optim.update_params(total)
         return run
@@ -239,7 +249,7 @@ def main():
 
         def run():
             with amp_ctx():
-                out = model.backbone.forward_distill(x, idx, s_layers, parts)
+                out = student_fn(x, idx, s_layers, parts)
                 loss = out.tokens.float().mean() + sum(
                     p.float().mean() for r in out.relations.values()
                     for p in r.values())
@@ -298,7 +308,11 @@ def main():
     mems = {k: 0 for k in bench}
     print(f'[bench] {args.config} preset={args.preset} device={dev} batch={B} '
           f'img={size} amp_bf16={args.amp} warmup={args.warmup} '
-          f'iters={args.iters} threads={torch.get_num_threads()}', flush=True)
+          f'iters={args.iters} threads={torch.get_num_threads()} '
+          f'compile={compile_cfg or False} '
+          f'teacher_compile={model.teacher_feat.compile_cfg},'
+          f'{model.teacher_rel.compile_cfg} '
+          f'rel_compile={model.loss_rel.compile_cfg}', flush=True)
     for it in range(args.warmup + args.iters):
         for name, fn in bench.items():
             dt, mem = timed(fn, dev)
