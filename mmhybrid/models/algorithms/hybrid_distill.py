@@ -224,16 +224,31 @@ class HybridDistill(BaseSelfSupervisor):
         importance = (tc if use_feat else tm).cls_attn
         return tc, tm, importance
 
-    def loss(self, inputs, data_samples: Optional[List[DataSample]] = None,
-             **kwargs) -> Dict[str, torch.Tensor]:
-        """Compute ``loss_feat`` and ``loss_rel`` (and log ``mask_ratio``).
+    @torch.compiler.disable
+    def teacher_targets(
+        self, x: torch.Tensor
+    ) -> Tuple[torch.Tensor, List[Dict[str, torch.Tensor]],
+               Optional[torch.Tensor], torch.Tensor]:
+        """What the student's losses need from the teachers, at the kept tokens.
 
-        Args:
-            inputs (Tensor | list[Tensor]): ``(B, 3, H, W)`` normalised images
-                (the first view when a list).
-            data_samples (list[DataSample], optional): Unused.
+        Both teachers run once on the full image; the feature teacher's [CLS]
+        attention of that same pass picks the kept tokens; the targets are
+        gathered there and the full teacher outputs dropped (the q/k slices
+        hold views of whole qkv buffers, which would otherwise stay alive
+        through the student's forward and backward).
+
+        Never traced by an enclosing ``torch.compile`` (mmengine's
+        ``compile=True``): the mask ratio is a Python float that changes every
+        iteration, and a traced float is a guard, i.e. a recompilation per
+        iteration. The traced step sees tensors only; the kept-token count is
+        the shape of ``keep_idx``, which becomes a dynamic dimension.
+
+        Returns:
+            tuple: ``target_feat`` ``(B, 1 + K, C)``, the relation targets
+            (per pair, ``{'q': (B, 1 + K, C), 'k': ...}``), ``keep_idx``
+            ``(B, K)`` or None (every token kept), and the mask ratio as a
+            0-dim tensor for the logs.
         """
-        x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
         num_patches = self.backbone.num_patches
         num_keep = num_kept_tokens(num_patches, self.mask_ratio)
         masked = num_keep < num_patches
@@ -248,16 +263,28 @@ class HybridDistill(BaseSelfSupervisor):
         def kept(t: torch.Tensor) -> torch.Tensor:
             return t if index is None else gather_tokens(t, index)
 
-        # Teacher targets at the kept tokens now, and the full teacher outputs
-        # dropped: the q/k slices hold views of whole qkv buffers, which would
-        # otherwise stay alive through the student's forward and backward.
         # The feature loss may save its target for backward, which an
         # inference tensor (unmasked path) may not be; relation targets only
         # feed no-grad teacher-side maps.
         target_feat = _normal(kept(tc.tokens))
         t_rel = [{p: kept(v) for p, v in tm.relations[t].items()}
                  for _, t in self.relation_pairs]
-        del tc, tm
+        # filled on the device: torch.tensor(..., device=cuda) would be a
+        # blocking host-to-device copy in the middle of every step
+        mask_ratio = torch.full((), self.mask_ratio, device=x.device)
+        return target_feat, t_rel, keep_idx, mask_ratio
+
+    def loss(self, inputs, data_samples: Optional[List[DataSample]] = None,
+             **kwargs) -> Dict[str, torch.Tensor]:
+        """Compute ``loss_feat`` and ``loss_rel`` (and log ``mask_ratio``).
+
+        Args:
+            inputs (Tensor | list[Tensor]): ``(B, 3, H, W)`` normalised images
+                (the first view when a list).
+            data_samples (list[DataSample], optional): Unused.
+        """
+        x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+        target_feat, t_rel, keep_idx, mask_ratio = self.teacher_targets(x)
 
         s_layers = [s for s, _ in self.relation_pairs]
         student = self.backbone.forward_distill(
@@ -267,9 +294,4 @@ class HybridDistill(BaseSelfSupervisor):
         loss_feat = self.loss_feat(pred, target_feat)
         s_rel = [student.relations[s] for s, _ in self.relation_pairs]
         loss_rel = self.loss_rel(s_rel, t_rel, self.teacher_rel.num_heads)
-        return dict(
-            loss_feat=loss_feat,
-            loss_rel=loss_rel,
-            # filled on the device: torch.tensor(..., device=cuda) would be a
-            # blocking host-to-device copy in the middle of every step
-            mask_ratio=loss_feat.new_full((), self.mask_ratio))
+        return dict(loss_feat=loss_feat, loss_rel=loss_rel, mask_ratio=mask_ratio)
