@@ -46,7 +46,10 @@ model = dict(
         checkpoint_format='openai_clip',
         mean=clip_mean,
         std=clip_std,
-        autocast_dtype='bfloat16'),
+        autocast_dtype='bfloat16',
+        # True compiles the teacher (one graph: it sees full images of one size);
+        # not yet timed on a GPU, see projects_readme.md "Speed and memory"
+        compile=False),
     teacher_rel=dict(
         type='FrozenTeacher',
         backbone=dict(
@@ -57,7 +60,8 @@ model = dict(
             out_type='raw'),
         checkpoint=mae_b16_ckpt,
         checkpoint_format='mmpretrain',
-        autocast_dtype='bfloat16'),
+        autocast_dtype='bfloat16',
+        compile=False),
     loss_feat=dict(
         type='FeatureDistillLoss',
         loss_type='smooth_l1',
