@@ -12,7 +12,6 @@ import torch
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TINY_ARCH = dict(embed_dims=96, num_layers=4, num_heads=3,
                  feedforward_channels=384)
-PRETRAIN_CONFIG = 'configs/demo/hybrid-distill_vit-tiny-p8_1xb32-300i_shapes.py'
 DEMO = {
     'ft': 'configs/benchmarks/demo/vit-tiny-p8_hybrid-pre_ft_1xb8-4i_shapes.py',
     'linear':
@@ -86,24 +85,12 @@ def downstream_data(tmp_path_factory, shapes_imagenet):
 
 
 @pytest.fixture(scope='session')
-def pretrained_student(tmp_path_factory, shapes_imagenet, demo_teachers):
+def pretrained_student(tmp_path_factory, demo_train_cmd):
     """A real student: the tiny demo ``HybridDistill`` config trained for a few
     iterations through tools/train.py from the tiny demo teachers."""
     work = tmp_path_factory.mktemp('hybrid_pretrain')
-    tc, tm = demo_teachers
     iters = 3
-    cmd = [
-        sys.executable, 'tools/train.py', PRETRAIN_CONFIG, '--work-dir',
-        str(work), '--cfg-options',
-        f'train_dataloader.dataset.data_root={shapes_imagenet}',
-        f'model.teacher_feat.checkpoint={tc}',
-        f'model.teacher_rel.checkpoint={tm}', f'train_cfg.max_iters={iters}',
-        'param_scheduler.0.end=1', 'param_scheduler.1.begin=1',
-        f'param_scheduler.1.end={iters}', 'train_dataloader.batch_size=8',
-        'train_dataloader.num_workers=0',
-        'train_dataloader.persistent_workers=False',
-        f'default_hooks.checkpoint.interval={iters}'
-    ]
+    cmd = demo_train_cmd(work, iters)
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
