@@ -88,7 +88,8 @@ class FrozenTeacher(nn.Module):
 
     Frozen means: every parameter has ``requires_grad=False``; the module stays in
     eval mode whatever ``train()`` is asked; it runs under
-    :func:`torch.inference_mode` (bf16 autocast on CUDA by default). The owning
+    :func:`torch.inference_mode` (:func:`torch.no_grad` when compiled; bf16
+    autocast on CUDA by default). The owning
     algorithm keeps teachers outside its module tree, so they are not in its
     ``state_dict`` nor in the optimizer.
 
