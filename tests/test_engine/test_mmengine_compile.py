@@ -30,22 +30,23 @@ def _train(repo_root, demo_train_cmd, work_dir, iters, extra=()):
 @pytest.mark.slow
 def test_mmengine_compile_trains_hybrid_distill(repo_root, tmp_path,
                                                  demo_train_cmd):
+    """Compiled student and losses (mmengine) with compiled teachers (their
+    own flag) inside: the losses of the eager run, iteration by iteration
+    (token sampling runs eagerly in both, from the same random state)."""
     iters = 2
     eager, _ = _train(repo_root, demo_train_cmd, tmp_path / 'eager', iters)
-    compiled, log = _train(repo_root, demo_train_cmd, tmp_path / 'compiled',
-                           iters, extra=['compile=True'])
+    compiled, log = _train(
+        repo_root, demo_train_cmd, tmp_path / 'compiled', iters,
+        extra=['compile=True', 'model.teacher_feat.compile=True',
+               'model.teacher_rel.compile=True'])
     assert 'Model has been "compiled"' in log
     assert sorted(compiled) == sorted(eager) == list(range(1, iters + 1))
-    # iteration 1 keeps every token (mask ratio 0): no sampling, so the
-    # compiled step must give the eager losses
-    for k in ('loss_feat', 'loss_rel'):
-        assert compiled[1][k] == pytest.approx(eager[1][k], rel=1e-4), k
-    # later iterations sample kept tokens (the compiled graph draws its own
-    # random numbers): masked and finite
-    for it in range(2, iters + 1):
-        assert compiled[it]['mask_ratio'] == eager[it]['mask_ratio'] > 0
+    assert eager[1]['mask_ratio'] == 0 < eager[2]['mask_ratio']
+    for it in range(1, iters + 1):
+        assert compiled[it]['mask_ratio'] == eager[it]['mask_ratio']
         for k in ('loss_feat', 'loss_rel'):
-            assert 0 < compiled[it][k] < 10, (it, k, compiled[it][k])
+            assert compiled[it][k] == pytest.approx(eager[it][k], rel=1e-3), \
+                (it, k)
 
 
 def test_compiled_loss_does_not_recompile_per_mask_ratio():

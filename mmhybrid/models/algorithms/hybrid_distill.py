@@ -212,15 +212,17 @@ class HybridDistill(BaseSelfSupervisor):
             inputs = inputs[0]
         return self.backbone(inputs)
 
-    def teacher_forward(self, x: torch.Tensor, need_importance: bool):
-        """Run both teachers once on the full image."""
+    def teacher_forward(self, x: torch.Tensor):
+        """Run both teachers once on the full image; the importance teacher
+        also returns its [CLS] attention, whether or not tokens are dropped
+        this step (one small product: a compiled teacher then needs one graph
+        for every mask ratio)."""
         parts = self.loss_rel.parts
         t_layers = [t for _, t in self.relation_pairs]
         use_feat = self.importance_source == 'feat'
-        tc = self.teacher_feat(x, cls_attn=need_importance and use_feat)
+        tc = self.teacher_feat(x, cls_attn=use_feat)
         tm = self.teacher_rel(
-            x, out_layers=t_layers, parts=parts,
-            cls_attn=need_importance and not use_feat)
+            x, out_layers=t_layers, parts=parts, cls_attn=not use_feat)
         importance = (tc if use_feat else tm).cls_attn
         return tc, tm, importance
 
@@ -253,7 +255,7 @@ class HybridDistill(BaseSelfSupervisor):
         num_keep = num_kept_tokens(num_patches, self.mask_ratio)
         masked = num_keep < num_patches
 
-        tc, tm, importance = self.teacher_forward(x, masked)
+        tc, tm, importance = self.teacher_forward(x)
         keep_idx = index = None
         if masked:
             keep_idx = select_kept_tokens(importance, num_keep,

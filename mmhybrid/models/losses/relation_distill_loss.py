@@ -51,6 +51,12 @@ class RelationDistillLoss(nn.Module):
         self.compile_cfg = compile  # not self.compile: nn.Module.compile
         self._compiled = None
 
+    def __getstate__(self) -> dict:
+        # a compiled function does not pickle; it is rebuilt on the next call
+        state = super().__getstate__()
+        state['_compiled'] = None
+        return state
+
     @property
     def parts(self) -> Tuple[str, ...]:
         """The projections each pair needs from student and teacher."""

@@ -108,10 +108,11 @@ class FrozenTeacher(nn.Module):
         compile (bool | dict): Run the teacher's encoding (input normalisation
             included) through :func:`torch.compile`; a dict holds its keyword
             arguments (e.g. ``dict(mode='max-autotune-no-cudagraphs')``). A
-            teacher always sees full images of one size, so one graph serves
-            every step (one more per other batch size, e.g. a last smaller
-            batch). It fuses the element-wise work between the matmuls
-            (LayerNorm, casts, GELU, bias adds). Defaults to False.
+            teacher always sees full images of one size and is always asked
+            for the same outputs, so one graph serves every step (one more for
+            another batch size, e.g. a smaller last batch). It fuses the
+            element-wise work between the matmuls (LayerNorm, casts, GELU,
+            bias adds). Defaults to False.
 
     Images whose size differs from ``backbone.img_size`` are resized (bicubic)
     first: a CLIP ViT-L/14 teacher at 196 px sees the same 14x14 patch grid as a
@@ -157,6 +158,12 @@ class FrozenTeacher(nn.Module):
         self.register_buffer('in_scale', torch.ones(1, 3, 1, 1), persistent=False)
         self.register_buffer('in_shift', torch.zeros(1, 3, 1, 1), persistent=False)
         self.freeze()
+
+    def __getstate__(self) -> dict:
+        # a compiled function does not pickle; it is rebuilt on the next call
+        state = super().__getstate__()
+        state['_compiled'] = None
+        return state
 
     def freeze(self) -> None:
         self.requires_grad_(False)

@@ -53,6 +53,9 @@ def test_patch_matmul_equals_patch_conv(size, norm):
     ref.square().sum().backward()
     ref_grads = [p.grad.clone() for p in pe.parameters()]
     pe.zero_grad()
+    if size[0] % 8 == 0 and size[1] % 8 == 0:
+        # the matmul must be what runs here, not the module compared with itself
+        pe.forward = None
     out, out_size = embed_patches(pe, x)
     out.square().sum().backward()
     assert out_size == ref_size

@@ -1,5 +1,6 @@
 """``FrozenTeacher``: built from config, loaded from its own file, frozen."""
 import copy
+import pickle
 
 import pytest
 import torch
@@ -258,6 +259,12 @@ def test_compiled_teacher_equals_eager(timm_ckpt):
     torch.testing.assert_close(got, eager_twin(x, cls_attn=True).tokens,
                                rtol=1e-5, atol=ATOL)
     assert (got - compiled(x, cls_attn=True).tokens).abs().max() > 1e-2
+
+    # a compiled function does not pickle: dropped, rebuilt on the next call
+    again = pickle.loads(pickle.dumps(compiled))
+    assert again._compiled is None
+    torch.testing.assert_close(again(x, cls_attn=True).tokens,
+                               compiled(x, cls_attn=True).tokens)
 
 
 def test_compile_argument_checked():
