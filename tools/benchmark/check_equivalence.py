@@ -61,9 +61,9 @@ def main():
         losses = loss_fn(x)
         keep = None
         if ratio > 0:
-            tc = model.teacher_feat
-            imp = tc.backbone.forward_distill(
-                x * tc.in_scale + tc.in_shift, cls_attn=True).cls_attn
+            # the teacher as the step calls it (compiled with --compile), so
+            # that both sides rank tokens by the same numbers
+            imp = model.teacher_feat(x, cls_attn=True).cls_attn
             keep = select_kept_tokens(
                 imp, num_kept_tokens(model.backbone.num_patches, ratio), 'topk')
         with torch.no_grad():

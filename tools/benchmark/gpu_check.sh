@@ -25,21 +25,29 @@ export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONWARNINGS=ignore
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT_DIR/gpu.txt"
 "$PY" -c "import torch, mmengine, mmpretrain; print('torch', torch.__version__, 'mmengine', mmengine.__version__, 'mmpretrain', mmpretrain.__version__)" | tee -a "$OUT_DIR/gpu.txt"
 BENCH=("$PY" -u tools/benchmark/pretrain_speed.py configs/hybrid_vitb.py --preset gpu-vitb)
+STATUS=0
+# cheapest first, the compile-heavy runs last: a section that fails is reported
+# and the next one still runs (the logs so far stay in OUT_DIR)
+section() {
+    local name=$1 log=$2
+    shift 2
+    echo "== $name =="
+    if ! "$@" 2>&1 | grep -v "mmengine - \|round" | tee "$OUT_DIR/$log"; then
+        echo "== FAILED: $name (see $log) =="
+        STATUS=1
+    fi
+}
 
-echo "== benchmark: the flagship as shipped =="
-"${BENCH[@]}" 2>&1 | grep -v "mmengine - \|round" | tee "$OUT_DIR/bench_gpu_vitb_asshipped.log"
-
-echo "== benchmark: compiled teachers, student and losses =="
-"${BENCH[@]}" --no-naive --no-milan --cfg-options compile=True \
-    model.teacher_feat.compile=True model.teacher_rel.compile=True \
-    2>&1 | grep -v "mmengine - \|round" | tee "$OUT_DIR/bench_gpu_vitb_fullcompile.log"
-
-echo "== correctness on the GPU: optimised path vs plain reference (fp32) =="
-"$PY" -u tools/benchmark/check_equivalence.py --device cuda 2>&1 | grep -v "mmengine - " \
-    | tee "$OUT_DIR/equivalence_gpu.log"
-"$PY" -u tools/benchmark/check_equivalence.py --device cuda --compile 2>&1 \
-    | grep -v "mmengine - " | tee -a "$OUT_DIR/equivalence_gpu.log"
-
-echo "== profile of one step (keep 0.5) =="
-"${BENCH[@]}" --profile --no-milan --no-naive --keep-ratios 1.0,0.5 \
-    2>&1 | grep -v "mmengine - " | head -40 | tee "$OUT_DIR/profile_gpu_vitb.log"
+section "correctness on the GPU: optimised path vs plain reference (fp32)" \
+    equivalence_gpu.log "$PY" -u tools/benchmark/check_equivalence.py --device cuda
+section "benchmark: the flagship as shipped" bench_gpu_vitb_asshipped.log \
+    "${BENCH[@]}"
+section "profile of one step as shipped (keep 0.5)" profile_gpu_vitb.log \
+    "${BENCH[@]}" --profile --no-milan --no-naive --keep-ratios 1.0,0.5
+section "benchmark: compiled teachers, student and losses" \
+    bench_gpu_vitb_fullcompile.log "${BENCH[@]}" --no-naive --no-milan \
+    --cfg-options compile=True model.teacher_feat.compile=True \
+    model.teacher_rel.compile=True
+section "correctness of the compiled path (fp32)" equivalence_gpu_compile.log \
+    "$PY" -u tools/benchmark/check_equivalence.py --device cuda --compile
+exit $STATUS
