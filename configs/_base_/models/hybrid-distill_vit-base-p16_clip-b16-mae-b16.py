@@ -47,7 +47,7 @@ model = dict(
         mean=clip_mean,
         std=clip_std,
         autocast_dtype='bfloat16',
-        # True compiles the teacher (one graph: it sees full images of one size);
+        # True compiles the teacher (one graph per batch size);
         # not yet timed on a GPU, see projects_readme.md "Speed and memory"
         compile=False),
     teacher_rel=dict(
