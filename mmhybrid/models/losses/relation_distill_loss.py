@@ -4,12 +4,13 @@ import torch
 import torch.nn as nn
 from mmpretrain.registry import MODELS
 
+from ..utils.lazy_compile import LazyCompileMixin
 from .relation_functional import (kl_relation, mse_relation, relation_logits,
                                   smooth_l1_relation)
 
 
 @MODELS.register_module()
-class RelationDistillLoss(nn.Module):
+class RelationDistillLoss(LazyCompileMixin, nn.Module):
     """Token-relation distillation from the MIM teacher.
 
     For every distilled (student block, teacher block) pair, the relation is the
@@ -49,13 +50,6 @@ class RelationDistillLoss(nn.Module):
         self.beta = beta
         self.loss_weight = loss_weight
         self.compile_cfg = compile  # not self.compile: nn.Module.compile
-        self._compiled = None
-
-    def __getstate__(self) -> dict:
-        # a compiled function does not pickle; it is rebuilt on the next call
-        state = super().__getstate__()
-        state['_compiled'] = None
-        return state
 
     @property
     def parts(self) -> Tuple[str, ...]:
@@ -65,11 +59,8 @@ class RelationDistillLoss(nn.Module):
     def distance(self, s_logits: torch.Tensor,
                  t_logits: torch.Tensor) -> torch.Tensor:
         if self.compile_cfg and s_logits.is_cuda:
-            if self._compiled is None:
-                # unbound: a bound method would tie deep copies to this one
-                self._compiled = torch.compile(type(self)._eager_distance,
-                                               dynamic=True)
-            return self._compiled(self, s_logits, t_logits)
+            distance = self.compiled_method('_eager_distance', dynamic=True)
+            return distance(s_logits, t_logits)
         return self._eager_distance(s_logits, t_logits)
 
     def _eager_distance(self, s_logits: torch.Tensor,

@@ -10,6 +10,7 @@ from mmpretrain.registry import MODELS
 from ...utils.checkpoint import (CheckpointError, extract_state_dict,
                                  load_checkpoint_file)
 from ..backbones.hybrid_vit import DistillOutput, HybridViT
+from ..utils.lazy_compile import LazyCompileMixin
 from .vit_formats import (FORMATS, compare_keys, convert_vit_state_dict,
                           format_key_report)
 
@@ -83,7 +84,7 @@ def load_vit_state_dict(model: HybridViT,
 
 
 @MODELS.register_module()
-class FrozenTeacher(nn.Module):
+class FrozenTeacher(LazyCompileMixin, nn.Module):
     """A frozen ViT teacher: never trained, never saved, loaded from its own file.
 
     Frozen means: every parameter has ``requires_grad=False``; the module stays in
@@ -148,7 +149,6 @@ class FrozenTeacher(nn.Module):
             raise TypeError('FrozenTeacher: compile must be a bool or a dict of '
                             f'torch.compile arguments, got {compile!r}')
         self.compile_cfg = compile
-        self._compiled = None
         self.checkpoint = checkpoint
         self.checkpoint_format = checkpoint_format
         self.autocast_dtype = autocast_dtype
@@ -158,12 +158,6 @@ class FrozenTeacher(nn.Module):
         self.register_buffer('in_scale', torch.ones(1, 3, 1, 1), persistent=False)
         self.register_buffer('in_shift', torch.zeros(1, 3, 1, 1), persistent=False)
         self.freeze()
-
-    def __getstate__(self) -> dict:
-        # a compiled function does not pickle; it is rebuilt on the next call
-        state = super().__getstate__()
-        state['_compiled'] = None
-        return state
 
     def freeze(self) -> None:
         self.requires_grad_(False)
@@ -243,13 +237,10 @@ class FrozenTeacher(nn.Module):
         if self.compile_cfg is False:
             with torch.inference_mode():
                 return self._encode(*args)
-        if self._compiled is None:
-            kwargs = {} if self.compile_cfg is True else dict(self.compile_cfg)
-            # the unbound function: a bound one would keep running this
-            # instance's weights in a deep copy
-            self._compiled = torch.compile(type(self)._encode, **kwargs)
+        kwargs = {} if self.compile_cfg is True else dict(self.compile_cfg)
+        encode = self.compiled_method('_encode', **kwargs)
         with torch.no_grad():
-            return self._compiled(self, *args)
+            return encode(*args)
 
     def _encode(self, x: torch.Tensor, out_layers: Tuple[int, ...],
                 parts: Tuple[str, ...], cls_attn: bool,
