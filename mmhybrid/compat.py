@@ -1,10 +1,14 @@
 """Stack fixes applied once, when :mod:`mmhybrid` is imported.
 
 mmengine 0.10.7 pickles a few non-tensor objects into its checkpoints (the message
-hub's ``HistoryBuffer`` and the numpy arrays/scalars inside it). torch >= 2.6 loads
-with ``weights_only=True`` by default and refuses them, so ``--resume`` fails. We
-allow-list exactly those types with :func:`torch.serialization.add_safe_globals`;
-safe loading stays on and any other global still raises.
+hub's ``HistoryBuffer`` and the numpy arrays/scalars inside it). mmhybrid reads
+every checkpoint with torch's weights-only unpickler, which refuses them, so
+``--resume`` would fail. :func:`safe_globals` is the one allow-list of exactly
+those objects. On torch >= 2.6 it is registered with
+:func:`torch.serialization.add_safe_globals`; older torch (2.1-2.5) lacks that
+function or its ``(object, 'module.name')`` entries, and
+:mod:`mmhybrid.utils.safe_unpickler` admits the same list there. Safe loading
+stays on and any other global still raises.
 
 A ``HistoryBuffer`` pickles its statistics methods as ``getattr(HistoryBuffer,
 'mean')``. The real ``getattr`` would let a file reach any attribute of any
@@ -24,11 +28,13 @@ pops ``type`` but passes ``_scope_`` on to the collate function, and the first
 batch dies with ``default_collate() got an unexpected keyword argument
 '_scope_'``. The collate function is looked up in the scope it names instead.
 """
+import codecs
 import contextlib
 import copy
 import functools
+import importlib
 import pickle
-from typing import List
+from typing import Dict
 
 import numpy as np
 import torch
@@ -36,31 +42,37 @@ import torch
 _APPLIED = False
 
 
-def _numpy_globals() -> List[object]:
+def _qualified(obj: object) -> str:
+    return f'{obj.__module__}.{obj.__qualname__}'
+
+
+def _numpy_globals() -> Dict[str, object]:
     """Numpy callables/types that appear when numpy arrays and scalars are pickled.
 
     Their module path differs between numpy 1 (``numpy.core``) and numpy 2
-    (``numpy._core``); the pickles name whatever the writer used, so both spellings
-    are registered where they exist.
+    (``numpy._core``); a pickle names whatever its writer used, so both spellings
+    map to the installed numpy's functions (imported from ``numpy._core`` when it
+    exists: numpy 2 warns on every ``numpy.core`` access).
     """
-    found = [np.ndarray, np.dtype]
+    found = {'numpy.ndarray': np.ndarray, 'numpy.dtype': np.dtype}
+    multiarray = None
     for mod_name in ('numpy._core.multiarray', 'numpy.core.multiarray'):
         try:
-            mod = __import__(mod_name, fromlist=['_reconstruct', 'scalar'])
+            multiarray = importlib.import_module(mod_name)
+            break
         except ImportError:  # pragma: no cover - depends on the numpy major
             continue
-        for name in ('_reconstruct', 'scalar'):
-            fn = getattr(mod, name, None)
-            if fn is not None:
-                # A module alias must be registered under the path the pickle uses.
-                found.append((fn, f'{mod_name}.{name}'))
-    # numpy >= 1.25 pickles dtypes by their concrete class, e.g. numpy.dtypes.Float64DType
+    for name in ('_reconstruct', 'scalar'):
+        for spelling in ('numpy._core.multiarray', 'numpy.core.multiarray'):
+            found[f'{spelling}.{name}'] = getattr(multiarray, name)
+    # numpy >= 1.25 builds dtypes as their concrete class, e.g.
+    # numpy.dtypes.Float64DType: the unpickler's BUILD step checks that class
     dtypes_mod = getattr(np, 'dtypes', None)
     if dtypes_mod is not None:
         for name in dir(dtypes_mod):
             obj = getattr(dtypes_mod, name)
             if isinstance(obj, type) and issubclass(obj, np.dtype):
-                found.append(obj)
+                found[_qualified(obj)] = obj
     return found
 
 
@@ -77,11 +89,36 @@ def _history_buffer_getattr(obj: object, name: str) -> object:
         f'HistoryBuffer.{{{",".join(_HISTORY_BUFFER_METHODS)}}} are allowed')
 
 
-def mmengine_safe_globals() -> List[object]:
-    """Everything an mmengine 0.10 checkpoint needs beyond tensors and containers."""
+def safe_globals() -> Dict[str, object]:
+    """The one allow-list: every global an mmengine 0.10 checkpoint needs beyond
+    what torch's weights-only unpickler admits itself (tensors, storages,
+    dtypes, ``OrderedDict``, plain containers).
+
+    Returns:
+        dict: Path as written in the pickle (``'module.name'``) -> the object it
+        resolves to. Registered with ``add_safe_globals`` on torch >= 2.6 and
+        used by :mod:`mmhybrid.utils.safe_unpickler` on older torch.
+    """
     from mmengine.logging import HistoryBuffer
-    return [HistoryBuffer, (_history_buffer_getattr, 'builtins.getattr')
-            ] + _numpy_globals()
+    found = {
+        _qualified(HistoryBuffer): HistoryBuffer,
+        'builtins.getattr': _history_buffer_getattr,
+        # bytes under pickle protocol 2 (torch.save's), e.g. the raw data of the
+        # message hub's numpy arrays; torch >= 2.4 admits it by default
+        '_codecs.encode': codecs.encode,
+    }
+    found.update(_numpy_globals())
+    return found
+
+
+def torch_has_safe_globals() -> bool:
+    """Whether torch's own weights-only unpickler can take :func:`safe_globals`.
+
+    ``add_safe_globals`` exists from torch 2.4, but its ``(object, 'module.name')``
+    entries, needed for ``builtins.getattr`` and the numpy aliases, from 2.6.
+    """
+    return (hasattr(torch.serialization, 'add_safe_globals')
+            and torch.__version__ >= (2, 6))
 
 
 @contextlib.contextmanager
@@ -170,9 +207,9 @@ def apply() -> None:
     global _APPLIED
     if _APPLIED:
         return
-    add = getattr(torch.serialization, 'add_safe_globals', None)
-    if add is not None:  # torch < 2.4 has no weights_only default to fight
-        add(mmengine_safe_globals())
+    if torch_has_safe_globals():  # else mmhybrid.utils.safe_unpickler reads
+        torch.serialization.add_safe_globals(
+            [(obj, path) for path, obj in safe_globals().items()])
     _patch_cpu_distributed()
     _patch_scoped_collate()
     _APPLIED = True

@@ -8,11 +8,13 @@ Applied once, when :mod:`mmhybrid` is imported (:func:`apply`, idempotent):
   Every scheme it knows (local paths, ``http(s)://``, ``torchvision://``,
   ``open-mmlab://``, ``mmcls://``, ``s3://``/``petrel://``, ``pavi://``) is
   re-registered so that the bytes end up in
-  :func:`mmhybrid.utils.checkpoint.load_checkpoint_file`: ``weights_only=True``
-  with the allow-list of :mod:`mmhybrid.compat`, or safetensors. A file whose
-  unpickling would run code is refused with a :class:`CheckpointError` that
-  names it. ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` cannot switch this off (the
-  loader passes ``weights_only=True`` explicitly).
+  :func:`mmhybrid.utils.checkpoint.load_checkpoint_file`: a weights-only
+  unpickler with the allow-list of :mod:`mmhybrid.compat` (torch's own on
+  torch >= 2.6, :mod:`mmhybrid.utils.safe_unpickler` on 2.1-2.5), or
+  safetensors. A file whose unpickling would run code is refused with a
+  :class:`CheckpointError` that names it and the refused global.
+  ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` cannot switch this off (the loader
+  chooses its unpickler explicitly).
 * **Writing.** ``mmengine.runner.checkpoint.save_checkpoint`` (what
   ``Runner.save_checkpoint`` and ``CheckpointHook`` call) writes local files with
   :func:`mmhybrid.utils.checkpoint.save_checkpoint_atomic`: a temporary file in

@@ -1,7 +1,9 @@
 """The one place where mmhybrid reads and writes checkpoint files.
 
-Reading never runs code: pickles are opened with ``weights_only=True`` (plus the
-allow-list of :mod:`mmhybrid.compat`), ``.safetensors`` with safetensors. Writing is
+Reading never runs code: pickles are opened with torch's weights-only unpickler
+plus the allow-list of :mod:`mmhybrid.compat` (torch >= 2.6), or with
+:mod:`mmhybrid.utils.safe_unpickler`, as strict and with the same allow-list
+(torch 2.1-2.5); ``.safetensors`` with safetensors. Writing is
 atomic: a file is written next to its destination and renamed into place, so a crash
 never leaves a half-written checkpoint under the real name.
 """
@@ -10,11 +12,13 @@ import os.path as osp
 import pickle
 import re
 import tempfile
-from typing import IO, Any, Callable, Union
+from typing import IO, Any, Callable, Optional, Union
+from urllib.parse import urlparse
 
 import torch
 
 from .. import compat
+from .safe_unpickler import load_restricted
 
 
 class CheckpointError(RuntimeError):
@@ -36,9 +40,82 @@ def _is_url(path: str) -> bool:
     return path.startswith(('http://', 'https://'))
 
 
+# a global outside the allow-list, as this package's unpickler (torch < 2.6) and
+# torch's own weights-only unpickler (which drops a 'builtins.' prefix) say it
+_UNLISTED_GLOBAL = re.compile(
+    r"refuses global '([^']+)'|GLOBAL (\S+) (?:was not an allowed|whose module)")
+# any other refusal of either unpickler (a call, a construction, a state)
+_REFUSED = re.compile(r'(refuses|refused getattr|unsupported global|unrecognized '
+                      r'function|is blocked|can only (?:build|create))[^\n]*',
+                      re.IGNORECASE)
+
+
+def _refusal(err: BaseException) -> Optional[str]:
+    """Why a safe unpickler refused a file, or None if the file is unreadable."""
+    msg = str(err)
+    found = _UNLISTED_GLOBAL.search(msg)
+    if found:
+        name = found.group(1) or found.group(2)
+        if '.' not in name:
+            name = 'builtins.' + name
+        return (f"global '{name}' is not on the allow-list "
+                f'(mmhybrid.compat.safe_globals)')
+    found = _REFUSED.search(msg)
+    if found:
+        return f'it holds objects outside the safe allow-list ({found.group(0)})'
+    return None
+
+
+def _read_pickled(filename: str, map_location: Union[str, torch.device]) -> Any:
+    """torch's weights-only unpickler where it takes mmhybrid's allow-list (torch
+    >= 2.6), an equally strict one of mmhybrid's on older torch."""
+    if compat.torch_has_safe_globals():
+        return torch.load(filename, map_location=map_location, weights_only=True)
+    return load_restricted(filename, map_location)
+
+
+def _download(url: str) -> str:
+    """The copy of ``url`` in torch's hub cache (``<hub>/checkpoints``, named as
+    ``torch.hub.load_state_dict_from_url`` names it), downloaded once."""
+    folder = osp.join(torch.hub.get_dir(), 'checkpoints')
+    os.makedirs(folder, exist_ok=True)
+    cached = osp.join(folder, osp.basename(urlparse(url).path))
+    if not osp.isfile(cached):
+        torch.hub.download_url_to_file(url, cached, progress=True)
+    return cached
+
+
+def _load_local(filename: str, map_location: Union[str, torch.device],
+                shown: str) -> Any:
+    """Read a local file; errors name ``shown`` (the path or URL asked for)."""
+    if not osp.isfile(filename):
+        raise CheckpointError(f'checkpoint file not found: {shown}')
+    if filename.endswith('.safetensors'):
+        try:
+            from safetensors.torch import load_file
+            return load_file(filename, device=str(map_location))
+        except Exception as e:  # safetensors raises its own error types
+            raise CheckpointError(
+                f'{shown} is not a readable .safetensors file: {e}') from None
+    try:
+        return _read_pickled(filename, map_location)
+    except pickle.UnpicklingError as e:
+        why = _refusal(e)
+        if why:
+            raise CheckpointError(f'refused to load {shown}: {why}; mmhybrid '
+                                  f'never unpickles code') from None
+        raise CheckpointError(
+            f'{shown} is not a readable checkpoint (truncated or corrupt?): '
+            f'{_reason(e)}') from None
+    except Exception as e:  # torch raises many types on corrupt data
+        raise CheckpointError(
+            f'{shown} is not a readable checkpoint (truncated or corrupt?): '
+            f'{_reason(e)}') from None
+
+
 def load_checkpoint_file(filename: Union[str, os.PathLike],
                          map_location: Union[str, torch.device] = 'cpu') -> Any:
-    """Load a checkpoint safely.
+    """Load a checkpoint safely, on every supported torch (>= 2.1).
 
     Args:
         filename (str | PathLike): Local path, ``http(s)://`` URL (downloaded into
@@ -52,49 +129,17 @@ def load_checkpoint_file(filename: Union[str, os.PathLike],
 
     Raises:
         CheckpointError: If the file is missing, truncated, not a checkpoint, or
-            contains a pickled object outside the safe allow-list.
+            contains a pickled object outside the safe allow-list (the message
+            names the refused global).
     """
     compat.apply()
     filename = os.fspath(filename)
-    if _is_url(filename):
-        if filename.endswith('.safetensors'):
-            raise CheckpointError(
-                f'{filename}: download .safetensors files first and pass the path')
-        try:
-            return torch.hub.load_state_dict_from_url(
-                filename, map_location=map_location, weights_only=True,
-                check_hash=False)
-        except pickle.UnpicklingError as e:
-            raise CheckpointError(
-                f'refused to load {filename}: it holds objects outside the safe '
-                f'allow-list (mmhybrid never unpickles code): {e}') from None
-    if not osp.isfile(filename):
-        raise CheckpointError(f'checkpoint file not found: {filename}')
+    if not _is_url(filename):
+        return _load_local(filename, map_location, filename)
     if filename.endswith('.safetensors'):
-        try:
-            from safetensors.torch import load_file
-            return load_file(filename, device=str(map_location))
-        except Exception as e:  # safetensors raises its own error types
-            raise CheckpointError(
-                f'{filename} is not a readable .safetensors file: {e}') from None
-    try:
-        return torch.load(filename, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        msg = str(e)
-        unsafe = re.search(r'(unsupported global|unrecognized function|refused '
-                           r'getattr|is blocked)[^\n]*', msg, re.IGNORECASE)
-        if unsafe:
-            raise CheckpointError(
-                f'refused to load {filename}: it holds objects outside the safe '
-                f'allow-list, and mmhybrid never unpickles code ({unsafe.group(0)})'
-            ) from None
         raise CheckpointError(
-            f'{filename} is not a readable checkpoint (truncated or corrupt?): '
-            f'{_reason(e)}') from None
-    except Exception as e:  # torch raises many types on corrupt data
-        raise CheckpointError(
-            f'{filename} is not a readable checkpoint (truncated or corrupt?): '
-            f'{_reason(e)}') from None
+            f'{filename}: download .safetensors files first and pass the path')
+    return _load_local(_download(filename), map_location, filename)
 
 
 def save_checkpoint_atomic(obj: Any, filename: Union[str, os.PathLike]) -> None:

@@ -40,8 +40,13 @@ def _assert_refused(text, path):
 
 
 # ----------------------------------------------------------- the one loader
+@pytest.mark.parametrize('unpickler', ['torch', 'restricted'])
 @pytest.mark.parametrize('kind', ['zip', 'legacy', 'pickle', 'getattr'])
-def test_loader_refuses_code(tmp_path, rel, kind):
+def test_loader_refuses_code(tmp_path, rel, kind, unpickler, monkeypatch):
+    """``restricted``: the unpickler of torch 2.1-2.5, forced here."""
+    if unpickler == 'restricted':
+        from mmhybrid import compat
+        monkeypatch.setattr(compat, 'torch_has_safe_globals', lambda: False)
     marker = tmp_path / 'PAYLOAD_RAN'
     path = rel.write_malicious(tmp_path / f'{kind}.pth', marker, kind)
     with pytest.raises(CheckpointError) as info:
@@ -286,8 +291,8 @@ UNSAFE = re.compile(
     r'allow_pickle\s*=\s*True|weights_only\s*=\s*False|'
     r'\bload_state_dict_from_url\s*\(|\bload_url\s*\(|\bload_file\s*\(|'
     r'\bsafe_open\s*\(')
-# the one loader; and the crafted-file writer of these tests
-ALLOWED = {'mmhybrid/utils/checkpoint.py'}
+# the one loader and the restricted unpickler it uses on torch < 2.6
+ALLOWED = {'mmhybrid/utils/checkpoint.py', 'mmhybrid/utils/safe_unpickler.py'}
 
 
 def test_no_raw_unpickling_outside_the_loader(repo_root):
