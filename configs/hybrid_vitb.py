@@ -13,8 +13,11 @@ train_dataloader = dict(batch_size=256, num_workers=10)
 # lr = 1.5e-4 * total_batch / 256 (METHOD.md); 8 x 256 = 2048
 # bf16 autocast without a GradScaler (mmhybrid.engine.BF16OptimWrapper): bf16 needs
 # no loss scaling, and the scaler's per-step inf check stalls the GPU pipeline.
+# GPUs without bf16 (V100): the *-fp16-* configs.
+# Gradient norm clipped at 3.0, as Feature Distillation does at this lr.
 optim_wrapper = dict(
     type='BF16OptimWrapper',
+    clip_grad=dict(max_norm=3.0),
     optimizer=dict(
         type='AdamW', lr=1.5e-4 * 2048 / 256, betas=(0.9, 0.95),
         weight_decay=0.05, fused=True),
