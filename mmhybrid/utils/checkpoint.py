@@ -41,9 +41,11 @@ def _is_url(path: str) -> bool:
 
 
 # a global outside the allow-list, as this package's unpickler (torch < 2.6) and
-# torch's own weights-only unpickler (which drops a 'builtins.' prefix) say it
+# torch's own weights-only unpickler (2.4+, which drops a 'builtins.' prefix;
+# 2.1-2.3 with TORCH_FORCE_WEIGHTS_ONLY_LOAD=1) say it
 _UNLISTED_GLOBAL = re.compile(
-    r"refuses global '([^']+)'|GLOBAL (\S+) (?:was not an allowed|whose module)")
+    r"refuses global '([^']+)'|GLOBAL (\S+) (?:was not an allowed|whose module)"
+    r'|Unsupported class (\S+)')
 # any other refusal of either unpickler (a call, a construction, a state)
 _REFUSED = re.compile(r'(refuses|refused getattr|unsupported global|unrecognized '
                       r'function|is blocked|can only (?:build|create))[^\n]*',
@@ -55,7 +57,7 @@ def _refusal(err: BaseException) -> Optional[str]:
     msg = str(err)
     found = _UNLISTED_GLOBAL.search(msg)
     if found:
-        name = found.group(1) or found.group(2)
+        name = next(g for g in found.groups() if g)
         if '.' not in name:
             name = 'builtins.' + name
         return (f"global '{name}' is not on the allow-list "

@@ -265,3 +265,34 @@ def test_one_allow_list_for_both_paths():
         }
         for name, obj in listed.items():
             assert registered.get(name) is obj, name
+
+
+@pytest.mark.slow
+def test_restricted_path_reads_a_hybrid_distill_training_checkpoint(
+        tmp_path, demo_train_cmd, repo_root):
+    """The checkpoint ``tools/train.py`` writes for the demo HybridDistill run
+    (message hub, optimizer, schedulers, RNG states) reads the same through
+    both unpicklers."""
+    import subprocess
+    proc = subprocess.run(demo_train_cmd(tmp_path / 'w', 2), cwd=repo_root,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    path = tmp_path / 'w' / 'iter_2.pth'
+    _assert_same(load_restricted(path),
+                 torch.load(path, map_location='cpu', weights_only=True))
+
+
+def test_forced_weights_only_env_still_loads_safely(tmp_path, monkeypatch,
+                                                    restricted_loader):
+    """With TORCH_FORCE_WEIGHTS_ONLY_LOAD=1 torch refuses any pickle_module;
+    the restricted path then uses torch's own (stricter) unpickler."""
+    monkeypatch.setenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '1')
+    good = tmp_path / 'good.pth'
+    torch.save({'w': torch.arange(3)}, good)
+    assert torch.equal(restricted_loader(good)['w'], torch.arange(3))
+    marker = tmp_path / 'PAYLOAD_RAN'
+    evil = tmp_path / 'evil.pth'
+    torch.save({'x': RunsCommand(marker)}, evil)
+    with pytest.raises(CheckpointError, match="global '.*system'"):
+        restricted_loader(evil)
+    assert not marker.exists()
