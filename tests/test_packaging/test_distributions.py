@@ -165,3 +165,45 @@ def test_mim_train_runs_the_demo_config_from_the_installed_wheel(
     assert osp.join(packaged, DEMO_CONFIG) in proc.stdout
     assert osp.join(packaged, 'tools', 'train.py') in proc.stdout
     assert osp.isfile(work / 'iter_2.pth')
+
+
+SUP_CONFIG = 'configs/demo/vit-tiny-p8_sup_1xb32-300i_shapes.py'
+
+
+def _top1(output, loop):
+    """accuracy/top1 of the last ``Iter(val)`` / ``Iter(test)`` log line."""
+    lines = [ln for ln in output.splitlines()
+             if f'Iter({loop})' in ln and 'accuracy/top1' in ln]
+    assert lines, output[-3000:]
+    return float(lines[-1].split('accuracy/top1:')[1].split()[0])
+
+
+def test_mim_train_with_the_pytorch_launcher_then_mim_test(
+        installed_wheel, tmp_path, shapes_imagenet):
+    """The shape of `mim train mmhybrid CONFIG --gpus 8 --launcher pytorch`
+    (two CPU processes here, gloo), then `mim test` of its checkpoint: the
+    test gives the accuracy the run's last validation gave."""
+    _, env = installed_wheel
+    data = shapes_imagenet
+    options = [
+        '--cfg-options', f'train_dataloader.dataset.data_root={data}',
+        f'val_dataloader.dataset.data_root={data}',
+        f'test_dataloader.dataset.data_root={data}', 'train_cfg.max_iters=2',
+        'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2',
+        'train_dataloader.batch_size=8', 'train_dataloader.num_workers=0',
+        'train_dataloader.persistent_workers=False',
+        'val_dataloader.num_workers=0', 'test_dataloader.num_workers=0'
+    ]
+    train = _run(MIM + ['train', 'mmhybrid', SUP_CONFIG, '--gpus', '2',
+                        '--launcher', 'pytorch', '--work-dir',
+                        str(tmp_path / 'train')] + options,
+                 cwd=tmp_path, env=env)
+    assert 'torch.distributed.launch --nproc_per_node=2' in train.stdout
+    ckpt = tmp_path / 'train' / 'iter_2.pth'
+    assert osp.isfile(ckpt)
+    test = _run(MIM + ['test', 'mmhybrid', SUP_CONFIG, '--checkpoint',
+                       str(ckpt), '--gpus', '0', '--work-dir',
+                       str(tmp_path / 'test')] + options,
+                cwd=tmp_path, env=env)
+    assert _top1(test.stdout + test.stderr, 'test') == _top1(
+        train.stdout + train.stderr, 'val')
