@@ -5,6 +5,8 @@ mmengine's ``AmpOptimWrapper`` refuses to start without a GPU and creates a CUDA
 passes and its scaler is ``torch.amp.GradScaler('cpu')`` (same algorithm, same
 defaults). Everything else (scaling, unscaling before clipping, skipped steps,
 scale updates, its state in checkpoints) is mmengine's and torch's real code.
+A whole HybridDistill step in fp16 needs a GPU: mmengine's ``autocast`` asserts
+bf16 on the CPU ("In CPU autocast, only support `torch.bfloat16` dtype").
 """
 import functools
 import os.path as osp
