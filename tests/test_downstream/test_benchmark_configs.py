@@ -26,9 +26,11 @@ def _types(pipeline):
 
 def test_imagenet_finetune_vitb_recipe():
     cfg = _cfg(FT_B)
-    assert cfg.custom_imports.imports == ['mmhybrid']
+    assert cfg.custom_imports.imports == [
+        'mmhybrid', 'mmhybrid.models.backbones.strict_pretrained_vit']
     assert cfg.default_scope == 'mmpretrain'
     bb = cfg.model.backbone
+    assert bb.type == 'StrictPretrainedViT'  # loads all tensors or fails
     assert bb.arch == 'base' and bb.patch_size == 16 and bb.img_size == 224
     assert bb.drop_path_rate == 0.1
     assert bb.init_cfg == dict(type='Pretrained',
@@ -52,6 +54,7 @@ def test_imagenet_finetune_vitb_recipe():
 def test_imagenet_finetune_vitl_variant():
     cfg = _cfg(FT_L)
     assert cfg.model.backbone.arch == 'large'
+    assert cfg.model.backbone.type == 'StrictPretrainedViT'
     assert cfg.model.head.in_channels == 1024
     assert cfg.optim_wrapper.paramwise_cfg == dict(layer_decay_rate=0.75)
     assert cfg.optim_wrapper.constructor == \
@@ -62,6 +65,7 @@ def test_imagenet_finetune_vitl_variant():
 def test_linear_probe_recipe():
     cfg = _cfg(LINEAR)
     bb = cfg.model.backbone
+    assert bb.type == 'StrictPretrainedViT'
     assert bb.frozen_stages == 12 and bb.out_type == 'cls_token'
     assert bb.final_norm is True
     assert cfg.model.neck.type == 'ClsBatchNormNeck'
@@ -75,7 +79,7 @@ def test_ade20k_upernet_recipe():
     assert cfg.default_scope == 'mmseg'
     m = cfg.model
     assert m.type == 'EncoderDecoder' and m.pretrained is None
-    assert m.backbone.type == 'mmpretrain.VisionTransformer'
+    assert m.backbone.type == 'mmpretrain.StrictPretrainedViT'
     assert m.backbone.out_type == 'featmap'
     assert list(m.backbone.out_indices) == [3, 5, 7, 11]
     assert tuple(m.backbone.img_size) == (512, 512)
@@ -102,7 +106,7 @@ def test_coco_mask_rcnn_vitdet_recipe(path, times):
     assert cfg.default_scope == 'mmdet'
     m = cfg.model
     assert m.type == 'MaskRCNN'
-    assert m.backbone.type == 'mmpretrain.VisionTransformer'
+    assert m.backbone.type == 'mmpretrain.StrictPretrainedViT'
     assert tuple(m.backbone.img_size) == (1024, 1024)
     assert list(m.backbone.out_indices) == [11]
     assert m.neck.type == 'SimpleFeaturePyramid'

@@ -4,24 +4,29 @@
 # of a 4x repeated dataset), batch 64 (8 GPUs x 8), AdamW lr 1e-4, weight decay
 # 0.1, layer-wise lr decay 0.7 and drop path 0.1 (ViTDet's ViT-B values), a
 # 2-conv RPN and a 4-conv + 1-fc box head with LayerNorm as ViTDet.
-# The backbone is mmpretrain's own VisionTransformer with global attention in
-# every block (ViTDet's window attention / relative positions are not used), so
-# the pretrained keys need no renaming.
+# The backbone (StrictPretrainedViT) is mmpretrain's own VisionTransformer with
+# global attention in every block (ViTDet's window attention / relative positions
+# are not used), so the pretrained keys need no renaming.
 #
 #   tools/benchmarks/dist_downstream.sh coco PRETRAIN.pth 8
-# or, by hand:
-#   python tools/model_converters/hybrid2mmdet.py PRETRAIN.pth \
-#       pretrain/hybrid_vitb_mmdet.pth --config THIS_CONFIG
+# or, by hand, with the pretraining checkpoint itself (work_dirs/.../epoch_300.pth)
+# or a converter's output (tools/model_converters/hybrid2mmdet.py):
 #   tools/dist_train.sh THIS_CONFIG 8 \
-#       --cfg-options model.backbone.init_cfg.checkpoint=pretrain/hybrid_vitb_mmdet.pth
+#       --cfg-options model.backbone.init_cfg.checkpoint=PRETRAIN.pth
+# The backbone loads every tensor or stops with an ERROR before training;
+# pos_embed is resized to the 64 x 64 grid.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     'mmdet::common/lsj-100e_coco-instance.py',
 ]
 
-custom_imports = dict(imports=['mmhybrid'], allow_failed_imports=False)
+# the second module registers StrictPretrainedViT, the backbone that loads its
+# pretrained weights completely or stops with an ERROR
+custom_imports = dict(
+    imports=['mmhybrid', 'mmhybrid.models.backbones.strict_pretrained_vit'],
+    allow_failed_imports=False)
 
-# output of tools/model_converters/hybrid2mmdet.py (pos_embed already at 64 x 64)
+# a pretraining checkpoint (backbone.* + neck.*) or hybrid2mmdet.py's output
 pretrained = 'pretrain/hybrid_vitb_mmdet.pth'
 image_size = (1024, 1024)
 norm_cfg = dict(type='mmpretrain.LN2d', requires_grad=True)
@@ -33,7 +38,7 @@ model = dict(
     data_preprocessor=dict(pad_size_divisor=32, batch_augments=batch_augments),
     backbone=dict(
         _delete_=True,
-        type='mmpretrain.VisionTransformer',
+        type='mmpretrain.StrictPretrainedViT',
         arch='base',
         img_size=image_size,
         patch_size=16,

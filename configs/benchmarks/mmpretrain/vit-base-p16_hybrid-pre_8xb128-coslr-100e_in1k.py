@@ -5,25 +5,33 @@
 # mmpretrain's own MAE fine-tuning recipe, inherited (not copied).
 #
 #   tools/benchmarks/dist_downstream.sh in1k-ft PRETRAIN.pth 8
-# or, by hand:
-#   python tools/model_converters/hybrid2mmpretrain.py PRETRAIN.pth \
-#       pretrain/hybrid_vitb_mmpretrain.pth --config THIS_CONFIG
+# or, by hand, with the pretraining checkpoint itself (work_dirs/.../epoch_300.pth)
+# or a converter's output (tools/model_converters/hybrid2mmpretrain.py):
 #   tools/dist_train.sh THIS_CONFIG 8 --cfg-options \
-#       model.backbone.init_cfg.checkpoint=pretrain/hybrid_vitb_mmpretrain.pth
+#       model.backbone.init_cfg.checkpoint=PRETRAIN.pth
+# The backbone (StrictPretrainedViT: mmpretrain's VisionTransformer, same keys)
+# loads every tensor or stops with an ERROR before training; pos_embed is resized.
 _base_ = 'mmpretrain::mae/benchmarks/vit-base-p16_8xb128-coslr-100e_in1k.py'
 
-custom_imports = dict(imports=['mmhybrid'], allow_failed_imports=False)
+# the second module registers StrictPretrainedViT, the backbone that loads its
+# pretrained weights completely or stops with an ERROR
+custom_imports = dict(
+    imports=['mmhybrid', 'mmhybrid.models.backbones.strict_pretrained_vit'],
+    allow_failed_imports=False)
 
-# output of tools/model_converters/hybrid2mmpretrain.py (backbone keys, no prefix)
+# a pretraining checkpoint (backbone.* + neck.*) or a converter's output; a
+# prefix='backbone.' in init_cfg is accepted but not needed
 pretrained = 'pretrain/hybrid_vitb_mmpretrain.pth'
 
 model = dict(
     backbone=dict(
+        type='StrictPretrainedViT',
         # [CLS] token after the final norm: the student's [CLS] and final norm are
         # distilled (the feature loss covers [CLS]), so every pretrained tensor is
         # used and the backbone loads with zero missing keys. MAE/MILAN-style
         # global pooling: out_type='avg_featmap', final_norm=False, and convert
-        # with --allow 'ln[12]\.' (ln2, the pooled-feature norm, starts fresh).
+        # with --allow 'ln[12]\.' / init_cfg allow=r'^ln[12]\.' (ln2, the
+        # pooled-feature norm, starts fresh).
         out_type='cls_token',
         final_norm=True,
         init_cfg=dict(_delete_=True, type='Pretrained', checkpoint=pretrained)))

@@ -1,21 +1,26 @@
 # ADE20K semantic segmentation with a Hybrid Distill ViT-B/16 student (METHOD.md):
 # UperNet, 512 x 512 crops, 160k iterations, batch 16 (8 GPUs x 2), AdamW lr 1e-4,
 # layer-wise lr decay 0.65, drop path 0.1, sliding-window inference (512 crops,
-# stride 341). mmseg's MAE UperNet config is inherited; only the backbone (mmpretrain's
-# own VisionTransformer, so the pretrained keys need no renaming) and the
-# optimizer constructor change.
+# stride 341). mmseg's MAE UperNet config is inherited; only the backbone
+# (StrictPretrainedViT: mmpretrain's own VisionTransformer, so the pretrained keys
+# need no renaming) and the optimizer constructor change.
 #
 #   tools/benchmarks/dist_downstream.sh ade20k PRETRAIN.pth 8
-# or, by hand:
-#   python tools/model_converters/hybrid2mmseg.py PRETRAIN.pth \
-#       pretrain/hybrid_vitb_mmseg.pth --config THIS_CONFIG
+# or, by hand, with the pretraining checkpoint itself (work_dirs/.../epoch_300.pth)
+# or a converter's output (tools/model_converters/hybrid2mmseg.py):
 #   tools/dist_train.sh THIS_CONFIG 8 \
-#       --cfg-options model.backbone.init_cfg.checkpoint=pretrain/hybrid_vitb_mmseg.pth
+#       --cfg-options model.backbone.init_cfg.checkpoint=PRETRAIN.pth
+# The backbone loads every tensor or stops with an ERROR before training;
+# pos_embed is resized to the 32 x 32 grid.
 _base_ = 'mmseg::mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py'
 
-custom_imports = dict(imports=['mmhybrid'], allow_failed_imports=False)
+# the second module registers StrictPretrainedViT, the backbone that loads its
+# pretrained weights completely or stops with an ERROR
+custom_imports = dict(
+    imports=['mmhybrid', 'mmhybrid.models.backbones.strict_pretrained_vit'],
+    allow_failed_imports=False)
 
-# output of tools/model_converters/hybrid2mmseg.py (pos_embed already at 32 x 32)
+# a pretraining checkpoint (backbone.* + neck.*) or hybrid2mmseg.py's output
 pretrained = 'pretrain/hybrid_vitb_mmseg.pth'
 crop_size = (512, 512)
 
@@ -23,7 +28,7 @@ model = dict(
     pretrained=None,
     backbone=dict(
         _delete_=True,
-        type='mmpretrain.VisionTransformer',
+        type='mmpretrain.StrictPretrainedViT',
         arch='base',
         img_size=crop_size,
         patch_size=16,
