@@ -2,29 +2,40 @@
 
 A pretraining checkpoint of mmhybrid holds ``backbone.*`` (mmpretrain's
 ``VisionTransformer`` layout) and ``neck.*`` (the projection head). Every
-downstream library here uses mmpretrain's ``VisionTransformer`` as its backbone
-(``type='mmpretrain.VisionTransformer'`` inside mmseg and mmdet), so one key
-layout serves all three; a conversion
+downstream config here uses mmpretrain's ``VisionTransformer`` as its backbone
+(``StrictPretrainedViT``, ``type='mmpretrain.StrictPretrainedViT'`` inside mmseg
+and mmdet; it also loads the raw pretraining checkpoint, so converting first is
+optional there), so one key layout serves all three; a conversion
 
 1. reads the file with :func:`mmhybrid.utils.load_checkpoint_file` (safe loading;
    ``.safetensors`` too) and takes the ViT (``backbone.*``, prefix stripped; the
    neck, heads and MIM tokens are dropped; official timm/CLIP layouts are read as
    well, through :mod:`mmhybrid.models.teachers.vit_formats`),
-2. builds the target backbone, from the downstream config's ``model.backbone``
-   when one is given, else an mmpretrain ``VisionTransformer`` of the architecture
-   read off the weights,
+2. builds the target backbone in its config's scope, from the downstream
+   config's ``model.backbone`` when one is given, else an mmpretrain
+   ``VisionTransformer`` of the architecture read off the weights,
 3. resizes ``pos_embed`` (bicubic, [CLS] kept) to the target's patch grid,
-4. compares keys and shapes strictly with the target's state dict and fails with
-   the names of the missing / unexpected / mismatched keys,
+4. compares keys and shapes strictly with the target's state dict
+   (:func:`mmhybrid.downstream.match_keys`, the rule the strict loader uses)
+   and fails with the names of the missing / unexpected / mismatched keys,
 5. writes ``{'state_dict': <backbone keys, no prefix>, 'meta': {...}}`` with
    :func:`mmhybrid.utils.save_checkpoint_atomic`, to be loaded with
    ``backbone.init_cfg = dict(type='Pretrained', checkpoint=...)``.
+
+mmseg's own ``MAE`` and ``BEiT`` backbones (the protocol of
+``mmseg::mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py``) are targets too:
+their keys are mmpretrain's plus layer scale and relative-position tables (BEiT:
+the qkv bias split, :func:`to_mmseg_beit`); since mmseg loads ``model.pretrained``
+with ``strict=False`` and reports nothing, the converter verifies that every
+target tensor but those comes from the student (:func:`fit_mmseg_beit`). Any
+other target is an ``ERROR:`` naming its type.
 
 The timm export maps the same tensors to timm's ``VisionTransformer`` names and
 writes a ``.safetensors`` file.
 """
 import argparse
 import copy
+import dataclasses
 import math
 import os
 import os.path as osp
@@ -39,9 +50,10 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import mmhybrid  # noqa: E402,F401  (registers HybridViT, applies the compat fixes)
+from mmhybrid.downstream import (  # noqa: E402
+    KeyMatch, PretrainedMismatchError, fit_pos_embed, match_keys)
 from mmhybrid.models.teachers.vit_formats import (  # noqa: E402
-    to_timm,
-    compare_keys, convert_vit_state_dict, format_key_report)
+    convert_vit_state_dict, format_key_report, to_timm)
 from mmhybrid.utils import (  # noqa: E402
     extract_state_dict, load_checkpoint_file, save_checkpoint_atomic)
 
@@ -156,10 +168,38 @@ def default_backbone_cfg(arch: dict, img_size) -> dict:
         out_type='avg_featmap' if arch.get('fc_norm') else 'cls_token')
 
 
-def backbone_cfg_from_config(config: str, img_size=None) -> dict:
-    """``model.backbone`` of a downstream config, without its ``init_cfg``."""
+def resolve_config(config: str) -> str:
+    """A config path, or ``'mmseg::mae/x.py'`` for a config an OpenMMLab
+    package ships (``<package>/.mim/configs/mae/x.py``)."""
+    if '::' not in config:
+        return config
+    import importlib
+    package, rel = config.split('::', 1)
+    try:
+        root = osp.dirname(importlib.import_module(package).__file__)
+    except ImportError:
+        raise ConversionError(f'{config}: package {package!r} is not '
+                              'installed') from None
+    path = osp.join(root, '.mim', 'configs', rel)
+    if not osp.isfile(path):
+        raise ConversionError(f'{config}: no such config in {package} '
+                              f'(looked for {path})')
+    return path
+
+
+def backbone_cfg_from_config(config, img_size=None) -> dict:
+    """``model.backbone`` of a downstream config, without its ``init_cfg``,
+    with the config's ``default_scope`` as ``_scope_`` (mmseg's ``MAE`` is a
+    backbone in the ``mmseg`` scope, mmpretrain's ``MAE`` an algorithm).
+
+    Args:
+        config (str | Config): A path, ``'<package>::<path>'`` or a loaded
+            config.
+        img_size (int | tuple, optional): Replaces the backbone's ``img_size``.
+    """
     from mmengine.config import Config
-    cfg = Config.fromfile(config)
+    cfg = config if isinstance(config, Config) else Config.fromfile(
+        resolve_config(config))
     backbone = cfg.get('model', {}).get('backbone')
     if backbone is None:
         raise ConversionError(f'{config} has no model.backbone')
@@ -168,53 +208,82 @@ def backbone_cfg_from_config(config: str, img_size=None) -> dict:
     backbone.pop('init_cfg', None)
     backbone.pop('pretrained', None)
     backbone.pop('frozen_stages', None)
+    backbone.setdefault('_scope_', cfg.get('default_scope', None))
     if img_size is not None:
         backbone['img_size'] = _pair(img_size)
     return backbone
 
 
 def build_backbone(backbone_cfg: dict) -> torch.nn.Module:
-    """Build a ViT backbone config (mmpretrain layout) on the CPU."""
-    from mmengine.registry import DefaultScope
-    from mmpretrain.registry import MODELS
+    """Build a backbone config on the CPU, in its ``_scope_`` (default
+    ``mmpretrain``).
+
+    Raises:
+        ConversionError: One line naming the type and scope when it cannot be
+            built.
+    """
+    import importlib
+
+    from mmengine.registry import MODELS, DefaultScope
     cfg = dict(backbone_cfg)
-    scope = cfg.pop('_scope_', None)
-    if scope not in (None, 'mmpretrain', 'mmhybrid'):
-        raise ConversionError(
-            f'the target backbone {cfg.get("type")!r} is built in scope '
-            f'{scope!r}; the converters target mmpretrain\'s VisionTransformer '
-            "(type='mmpretrain.VisionTransformer')")
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        model = MODELS.build(cfg)
-    if not hasattr(model, 'pos_embed') or not hasattr(model, 'patch_embed'):
-        raise ConversionError(
-            f'the target backbone {type(model).__name__} is not a ViT in '
-            "mmpretrain's layout; use type='mmpretrain.VisionTransformer'")
-    return model
+    scope = cfg.pop('_scope_', None) or 'mmpretrain'
+    name = f'{cfg.get("type")!r} (scope {scope!r})'
+    try:
+        importlib.import_module(f'{scope}.registry')
+    except ImportError:
+        raise ConversionError(f'the target backbone {name} needs the package '
+                              f'{scope!r}, which is not installed') from None
+    try:
+        with DefaultScope.overwrite_default_scope(scope):
+            return MODELS.build(cfg)
+    except Exception as e:  # noqa: BLE001  (any build failure: one line)
+        reason = str(e).splitlines()[0] if str(e) else ''
+        raise ConversionError(f'cannot build the target backbone {name}: '
+                              f'{type(e).__name__}: {reason}') from None
+
+
+def target_layout(model: torch.nn.Module) -> str:
+    """``'mmpretrain'`` for mmpretrain's ``VisionTransformer`` and its
+    subclasses (``StrictPretrainedViT``, ``HybridViT``), ``'mmseg_beit'`` for
+    mmseg's ``BEiT`` and ``MAE``.
+
+    Raises:
+        ConversionError: Naming the backbone type, for anything else.
+    """
+    from mmpretrain.models import VisionTransformer
+    if isinstance(model, VisionTransformer):
+        return 'mmpretrain'
+    try:
+        from mmseg.models.backbones import BEiT
+    except ImportError:
+        BEiT = ()
+    if BEiT and isinstance(model, BEiT):
+        return 'mmseg_beit'
+    cls = type(model)
+    raise ConversionError(
+        f'the target backbone {cls.__name__} ({cls.__module__}) is not one the '
+        "converters handle: mmpretrain's VisionTransformer (and subclasses: "
+        "StrictPretrainedViT, HybridViT), mmseg's MAE and BEiT")
 
 
 # --------------------------------------------------------------------- resizing
 def resize_pos_embed(pos_embed: torch.Tensor, dst_grid: Sequence[int],
                      num_extra_tokens: int = 1,
                      mode: str = 'bicubic') -> torch.Tensor:
-    """``(1, extra + h*w, C)`` -> ``(1, extra + H*W, C)``, square source grid."""
-    n = pos_embed.shape[1] - num_extra_tokens
-    side = int(round(math.sqrt(n)))
-    if side * side != n:
-        raise ConversionError(f'pos_embed: {n} positions is not a square grid')
-    dst_grid = tuple(int(g) for g in dst_grid)
-    if (side, side) == dst_grid:
-        return pos_embed
-    from mmpretrain.models.utils import resize_pos_embed as _resize
-    return _resize(pos_embed.float(), (side, side), dst_grid, mode=mode,
-                   num_extra_tokens=num_extra_tokens).contiguous()
+    """``(1, extra + h*w, C)`` -> ``(1, extra + H*W, C)``, square source grid
+    (:func:`mmhybrid.downstream.fit_pos_embed`, the downstream loader's rule)."""
+    try:
+        return fit_pos_embed(pos_embed, dst_grid, num_extra_tokens, mode)
+    except PretrainedMismatchError as e:
+        raise ConversionError(str(e)) from None
 
 
 # ------------------------------------------------------------------- checking
 def check_against(sd: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor],
                   source: str, allow: Optional[str] = None
                   ) -> Tuple[Dict[str, torch.Tensor], List[str], List[str]]:
-    """Strict key + shape check of ``sd`` against the ``target`` state dict.
+    """Strict key + shape check of ``sd`` against the ``target`` state dict
+    (:func:`mmhybrid.downstream.match_keys`, the downstream loader's rule).
 
     Args:
         sd (dict): Converted tensors.
@@ -231,24 +300,21 @@ def check_against(sd: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor],
         ConversionError: With the names of every missing, unexpected or
             shape-mismatched key.
     """
-    pattern = re.compile(allow) if allow else None
-    missing, unexpected = compare_keys(target, sd)
-    allowed_missing = [k for k in missing if pattern and pattern.search(k)]
-    dropped = [k for k in unexpected if pattern and pattern.search(k)]
-    missing = [k for k in missing if k not in allowed_missing]
-    unexpected = [k for k in unexpected if k not in dropped]
-    mismatched = [
-        f'{k} {tuple(sd[k].shape)} vs {tuple(target[k].shape)}'
-        for k in sorted(set(sd) & set(target)) if sd[k].shape != target[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        msg = format_key_report(source, missing, unexpected)
-        if mismatched:
-            msg += (f'\n  shape mismatches ({len(mismatched)}), source vs '
-                    f'target: ' + ', '.join(mismatched[:20]))
-        raise ConversionError(msg)
-    kept = {k: v for k, v in sd.items() if k not in dropped}
-    return kept, allowed_missing, dropped
+    match = match_keys(sd, target, allow)
+    if not match.ok:
+        raise ConversionError(mismatch_report(source, match))
+    return match.kept, match.allowed_missing, match.dropped
+
+
+def mismatch_report(source: str, match: KeyMatch) -> str:
+    """The missing / unexpected keys (:func:`format_key_report`) and the shape
+    mismatches of a failed :func:`match_keys`."""
+    msg = format_key_report(source, match.missing, match.unexpected)
+    if match.mismatched:
+        sep = '; ' if match.missing or match.unexpected else ''
+        msg += (f'{sep}shape mismatches ({len(match.mismatched)}), source vs '
+                'target: ' + ', '.join(match.mismatched[:20]))
+    return msg
 
 
 # ---------------------------------------------------------------- conversions
@@ -265,9 +331,10 @@ def convert_to_mmpretrain(src: str,
     Args:
         src (str): Source checkpoint.
         dst (str): Output ``.pth``.
-        config (str, optional): Downstream config whose ``model.backbone`` is the
-            target. Without it, an mmpretrain ``VisionTransformer`` of the source
-            architecture at ``img_size``.
+        config (str | Config, optional): Downstream config whose
+            ``model.backbone`` is the target (a path, ``'mmseg::<path>'`` or
+            a loaded config). Without it, an mmpretrain ``VisionTransformer``
+            of the source architecture at ``img_size``.
         img_size (int | tuple, optional): Target input size. Defaults to the
             config's backbone ``img_size``, else the target's protocol size (224,
             512, 1024).
@@ -290,36 +357,146 @@ def convert_to_mmpretrain(src: str,
         backbone_cfg = default_backbone_cfg(
             arch, img_size or DEFAULT_IMG_SIZE[target])
     model = build_backbone(backbone_cfg)
-    target_sd = model.state_dict()
-    src_grid = arch['grid']
-    dst_grid = tuple(model.patch_embed.init_out_size)
-    if 'pos_embed' in sd and 'pos_embed' in target_sd:
-        sd['pos_embed'] = resize_pos_embed(
-            sd['pos_embed'], dst_grid,
-            num_extra_tokens=getattr(model, 'num_extra_tokens', 1))
-    kept, allowed_missing, dropped = check_against(
-        sd, target_sd, f'{src} -> {target} {type(model).__name__}', allow)
+    layout = target_layout(model)
+    name = f'{src} -> {target} {type(model).__name__}'
+    if layout == 'mmseg_beit':
+        dst_grid = tuple(model.patch_shape)
+        kept, allowed_missing, dropped, notes = fit_mmseg_beit(
+            sd, model, name, allow)
+    else:
+        dst_grid = tuple(model.patch_embed.init_out_size)
+        if 'pos_embed' in sd and 'pos_embed' in model.state_dict():
+            sd['pos_embed'] = resize_pos_embed(
+                sd['pos_embed'], dst_grid,
+                num_extra_tokens=getattr(model, 'num_extra_tokens', 1))
+        kept, allowed_missing, dropped = check_against(
+            sd, model.state_dict(), name, allow)
+        notes = []
+    img = getattr(model, 'img_size', None)
+    img = list(_pair(img)) if img is not None else [g * p for g, p in zip(
+        dst_grid, arch['patch_size'])]
     report = dict(
         target=target,
         backbone_type=type(model).__name__,
-        img_size=list(model.img_size),
-        pos_embed=dict(src_grid=list(src_grid), dst_grid=list(dst_grid)),
+        img_size=img,
+        pos_embed=dict(src_grid=list(arch['grid']), dst_grid=list(dst_grid)),
         num_tensors=len(kept),
         missing=[],
         unexpected=[],
         allowed_missing=allowed_missing,
         dropped=dropped,
+        notes=notes,
         arch={k: (list(v) if isinstance(v, tuple) else v)
               for k, v in arch.items()})
     meta = dict(
         converted_from=osp.basename(src),
         converter=f'hybrid2{target}',
-        img_size=list(model.img_size),
+        backbone_type=type(model).__name__,
+        img_size=img,
         embed_dims=arch['embed_dims'],
         num_layers=arch['num_layers'],
         patch_size=list(arch['patch_size']))
     save_checkpoint_atomic(dict(state_dict=kept, meta=meta), dst)
     return report
+
+
+# ------------------------------------------------------------ mmseg BEiT / MAE
+#: target tensors of mmseg's BEiT / MAE that no ViT student has: layer scale
+#: (``init_values``) and relative-position tables, left to the target's init
+MMSEG_BEIT_OWN = r'(^|\.)(gamma_[12]|relative_position_bias_table|' \
+    r'relative_position_index)$'
+
+
+def to_mmseg_beit(sd: Dict[str, torch.Tensor],
+                  target: Dict[str, torch.Tensor]
+                  ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """mmpretrain ViT tensors -> mmseg ``BEiT`` / ``MAE`` keys.
+
+    The names agree except layer scale (``attn.gamma1.weight`` ->
+    ``gamma_1``, ``ffn.gamma2.weight`` -> ``gamma_2``) and, for BEiT, the qkv
+    bias. mmseg's ``MAE`` keeps the whole ``attn.qkv.bias``; ``BEiT`` keeps
+    ``attn.q_bias`` + ``attn.v_bias`` (``qv_bias=True``) or no bias at all:
+
+    * the key bias is dropped, exactly: it adds ``q . b_k`` to every logit of a
+      query, a per-query constant that softmax removes;
+    * without ``v_bias``, the value bias moves into ``attn.proj.bias``
+      (``+ W_proj @ b_v``), exactly: attention rows sum to 1, so it reaches
+      the projection unchanged;
+    * without ``q_bias`` the query bias has no place; a note says so.
+
+    Args:
+        sd (dict): Source tensors, mmpretrain ``VisionTransformer`` keys.
+        target (dict): The target's ``state_dict()``.
+
+    Returns:
+        tuple: ``(tensors in mmseg keys, notes on inexact parts)``.
+    """
+    out, biases = {}, {}
+    for k, v in sd.items():
+        m = re.match(r'^layers\.(\d+)\.(.*)$', k)
+        rest = m.group(2) if m else None
+        if rest == 'attn.qkv.bias':
+            biases[int(m.group(1))] = v
+        elif rest == 'attn.gamma1.weight':
+            out[f'layers.{m.group(1)}.gamma_1'] = v
+        elif rest == 'ffn.gamma2.weight':
+            out[f'layers.{m.group(1)}.gamma_2'] = v
+        else:
+            out[k] = v
+    lost_q = []
+    for i, bias in sorted(biases.items()):
+        if f'layers.{i}.attn.qkv.bias' in target:
+            out[f'layers.{i}.attn.qkv.bias'] = bias
+            continue
+        q, _, v = bias.chunk(3)
+        if f'layers.{i}.attn.q_bias' in target:
+            out[f'layers.{i}.attn.q_bias'] = q
+            out[f'layers.{i}.attn.v_bias'] = v
+            continue
+        proj_w = out.get(f'layers.{i}.attn.proj.weight')
+        if proj_w is None:
+            continue  # the coverage check names the missing projection
+        proj_b = out.get(f'layers.{i}.attn.proj.bias', torch.zeros_like(v))
+        out[f'layers.{i}.attn.proj.bias'] = proj_b + proj_w @ v
+        if bool(q.any()):
+            lost_q.append(i)
+    notes = []
+    if lost_q:
+        notes.append(
+            f'the target has no q bias: the query bias of blocks {lost_q} '
+            'is not representable (value bias folded into attn.proj.bias, '
+            'key bias dropped, both exactly)')
+    return out, notes
+
+
+def fit_mmseg_beit(sd: Dict[str, torch.Tensor], model: torch.nn.Module,
+                   source: str, allow: Optional[str] = None
+                   ) -> Tuple[Dict[str, torch.Tensor], List[str], List[str],
+                              List[str]]:
+    """Convert for mmseg's ``BEiT`` / ``MAE`` and verify coverage: every
+    target tensor except layer scale and relative-position tables
+    (:data:`MMSEG_BEIT_OWN`) must come from the source, with its shape. mmseg
+    loads ``model.pretrained`` with ``strict=False`` and reports nothing, so
+    this check is the only one.
+
+    Returns:
+        tuple: ``(tensors to save, target keys left to the target's init,
+        source keys the target has no place for, notes)``.
+
+    Raises:
+        ConversionError: Naming every uncovered or mismatched target key.
+    """
+    target = model.state_dict()
+    out, notes = to_mmseg_beit(sd, target)
+    if 'pos_embed' in out and 'pos_embed' in target:
+        out['pos_embed'] = resize_pos_embed(out['pos_embed'], model.patch_shape)
+    own = MMSEG_BEIT_OWN + (f'|{allow}' if allow else '')
+    match = match_keys(out, target, own)
+    if match.missing or match.mismatched:
+        raise ConversionError(mismatch_report(
+            source, dataclasses.replace(match, unexpected=[])))
+    kept = {k: v for k, v in match.kept.items() if k in target}
+    return kept, match.allowed_missing, sorted(match.unexpected), notes
 
 
 def timm_model_kwargs(arch: dict, img_size) -> dict:
@@ -415,7 +592,7 @@ def parse_args(target: str, argv=None) -> argparse.Namespace:
         'mmpretrain': 'mmpretrain VisionTransformer (ImageNet fine-tuning, '
                       'linear probing)',
         'mmseg': 'the mmpretrain VisionTransformer inside the mmseg UperNet '
-                 'configs',
+                 "configs, or mmseg's own MAE / BEiT backbones",
         'mmdet': 'the mmpretrain VisionTransformer inside the mmdet Mask R-CNN '
                  '(simple feature pyramid) configs',
         'timm': "timm's VisionTransformer, as .safetensors",
@@ -458,10 +635,12 @@ def _show(report: dict) -> str:
              f"missing keys: {len(report['missing'])}, unexpected keys: "
              f"{len(report['unexpected'])}"]
     if report.get('allowed_missing'):
-        lines.append(f"left to the target's init (--allow): "
-                     f"{report['allowed_missing']}")
+        lines.append(f"left to the target's init: {report['allowed_missing']}")
     if report.get('dropped'):
-        lines.append(f"dropped (--allow): {report['dropped']}")
+        lines.append(f"source tensors not used by the target: "
+                     f"{report['dropped']}")
+    for note in report.get('notes', []):
+        lines.append(f'note: {note}')
     if report['target'] == 'timm':
         kw = report['timm_kwargs']
         if report.get('timm_model'):
@@ -489,7 +668,9 @@ def main(target: str, argv=None) -> int:
     except Exception as e:  # noqa: BLE001  (report, non-zero exit)
         from mmhybrid.utils import CheckpointError
         if isinstance(e, (ConversionError, CheckpointError)):
-            print(f'error: {e}', file=sys.stderr)
+            one_line = '; '.join(ln.strip() for ln in str(e).splitlines()
+                                 if ln.strip())
+            print(f'ERROR: {one_line}', file=sys.stderr)
             return 1
         raise
     print(_show(report))
