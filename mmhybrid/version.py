@@ -77,7 +77,8 @@ def incompatible_versions(installed: Dict[str, Optional[str]],
         if version is None:
             continue
         try:
-            ok = SpecifierSet(spec).contains(Version(version), prereleases=True)
+            ok = SpecifierSet(spec).contains(
+                Version(version), prereleases=True)
         except InvalidVersion:
             ok = False
         if not ok:

@@ -127,7 +127,8 @@ def test_mim_search_lists_every_model_of_the_installed_wheel(
     for name in _model_names():
         assert name in out, name
     # one model by its name, as `mim search mmhybrid --config NAME`
-    name = 'hybrid-distill_vit-base-p16_clip-b16-mae-b16_8xb256-amp-coslr-300e_in1k'
+    name = ('hybrid-distill_vit-base-p16_clip-b16-mae-b16_'
+            '8xb256-amp-coslr-300e_in1k')
     out = _run(MIM + ['search', 'mmhybrid', '--config', name],
                cwd=tmp_path, env=env).stdout
     assert name in out and 'vit-large' not in out

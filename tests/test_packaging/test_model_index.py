@@ -113,7 +113,8 @@ def test_metadata_matches_the_config(model):
     name's ``NxbB`` is the config's per-GPU batch."""
     cfg = Config.fromfile(osp.join(ROOT, model['Config']))
     meta = model['Metadata']
-    gpus, per_gpu = map(int, re.search(r'(\d+)xb(\d+)', model['Name']).groups())
+    gpus, per_gpu = map(int,
+                        re.search(r'(\d+)xb(\d+)', model['Name']).groups())
     assert cfg.train_dataloader.batch_size == per_gpu
     assert meta['Batch Size'] == gpus * per_gpu
     assert re.match(rf'{gpus}x (\S+ )?GPUs$', meta['Training Resources'])

@@ -1,4 +1,4 @@
-"""mmhybrid.version_info and the import-time check of the OpenMMLab versions."""
+"""mmhybrid.version_info and the import-time check of OpenMMLab versions."""
 import re
 
 import pytest
@@ -21,8 +21,8 @@ def test_version_info_is_the_version_as_a_tuple():
 
 @pytest.mark.parametrize('name,version', [
     ('mmcv', '2.2.0'), ('mmcv', '1.7.2'), ('mmengine', '1.0.0'),
-    ('mmengine', '0.10.3'), ('mmpretrain', '1.3.0'), ('mmpretrain', '1.3.0rc1'),
-    ('mmpretrain', '1.0.0rc8')])
+    ('mmengine', '0.10.3'), ('mmpretrain', '1.3.0'),
+    ('mmpretrain', '1.3.0rc1'), ('mmpretrain', '1.0.0rc8')])
 def test_version_outside_the_range_names_the_range_to_install(name, version):
     messages = incompatible_versions(dict(INSIDE, **{name: version}), RANGES)
     assert messages == [
