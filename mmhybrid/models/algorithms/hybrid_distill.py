@@ -212,18 +212,40 @@ class HybridDistill(BaseSelfSupervisor):
             inputs = inputs[0]
         return self.backbone(inputs)
 
-    def teacher_forward(self, x: torch.Tensor):
-        """Run both teachers once on the full image; the importance teacher
-        also returns its [CLS] attention, whether or not tokens are dropped
-        this step (one small product: a compiled teacher then needs one graph
-        for every mask ratio)."""
-        parts = self.loss_rel.parts
-        t_layers = [t for _, t in self.relation_pairs]
+    def teacher_requests(self) -> Dict[str, dict]:
+        """What each teacher is asked for at every step: keyword arguments of
+        :meth:`FrozenTeacher.forward`, by teacher name.
+
+        The importance teacher returns its [CLS] attention whether or not
+        tokens are dropped this step (one small product: a compiled teacher
+        then needs one graph for every mask ratio). Each teacher runs only the
+        blocks its outputs need: Tc all of them and its final norm (its last
+        tokens are the feature target); Tm stops after the deepest paired
+        block, without its final norm (blocks 0..10 of 12 for the default
+        ViT-B pairs), unless it ranks the tokens (``importance_source='rel'``),
+        which needs its last block.
+        """
         use_feat = self.importance_source == 'feat'
-        tc = self.teacher_feat(x, cls_attn=use_feat)
-        tm = self.teacher_rel(
-            x, out_layers=t_layers, parts=parts, cls_attn=not use_feat)
-        importance = (tc if use_feat else tm).cls_attn
+        return dict(
+            teacher_feat=dict(cls_attn=use_feat),
+            teacher_rel=dict(
+                out_layers=tuple(t for _, t in self.relation_pairs),
+                parts=tuple(self.loss_rel.parts),
+                cls_attn=not use_feat,
+                final_tokens=False))
+
+    def teacher_forward(self, x: torch.Tensor):
+        """Run both teachers once on the full image, each asked for what
+        :meth:`teacher_requests` says.
+
+        Returns:
+            tuple: Tc's and Tm's :class:`DistillOutput` and the importance
+            teacher's ``(B, N)`` [CLS] attention.
+        """
+        asked = self.teacher_requests()
+        tc = self.teacher_feat(x, **asked['teacher_feat'])
+        tm = self.teacher_rel(x, **asked['teacher_rel'])
+        importance = (tc if self.importance_source == 'feat' else tm).cls_attn
         return tc, tm, importance
 
     @torch.compiler.disable

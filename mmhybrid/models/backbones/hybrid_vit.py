@@ -9,6 +9,8 @@ point, :meth:`HybridViT.forward_distill`, that
 * returns the per-token q/k/v projections of chosen blocks, from which the
   distillation losses build per-head relations (:mod:`mmhybrid.models.losses`),
 * returns the [CLS]->patch attention of the last block (token importance),
+* runs only the blocks that the requested outputs need (a relation teacher
+  stops at its deepest distilled block),
 * runs fused ``scaled_dot_product_attention`` in every block.
 """
 from typing import Dict, NamedTuple, Optional, Sequence, Tuple
@@ -61,19 +63,41 @@ def embed_patches(patch_embed: torch.nn.Module,
     return tokens, (gh, gw)
 
 
+def num_blocks_to_run(num_layers: int, out_layers: Sequence[int],
+                      cls_attn: bool, final_tokens: bool) -> int:
+    """How many leading blocks produce the requested outputs.
+
+    The last block's tokens and its [CLS] attention need every block; q/k/v
+    projections only need the blocks up to the deepest one asked for.
+
+    Args:
+        num_layers (int): Blocks in the model.
+        out_layers (Sequence[int]): Blocks whose projections are asked for.
+        cls_attn (bool): Whether the last block's [CLS] attention is asked for.
+        final_tokens (bool): Whether the last block's tokens are asked for.
+
+    Returns:
+        int: The number of blocks to run, from block 0.
+    """
+    if final_tokens or cls_attn:
+        return num_layers
+    return max(out_layers, default=-1) + 1
+
+
 class DistillOutput(NamedTuple):
     """What :meth:`HybridViT.forward_distill` returns.
 
     Attributes:
-        tokens (Tensor): ``(B, 1 + K, C)`` last-layer tokens ([CLS] first), after
-            the final norm when the model has one.
+        tokens (Tensor | None): ``(B, 1 + K, C)`` last-layer tokens ([CLS]
+            first), after the final norm when the model has one; None when they
+            were not asked for (``final_tokens=False``).
         relations (dict[int, dict[str, Tensor]]): For each requested block, its
             ``'q'``/``'k'``/``'v'`` projections, each ``(B, 1 + K, C)``.
         cls_attn (Tensor | None): ``(B, K)`` [CLS]->patch attention of the last
             block, averaged over heads (rows sum to <= 1: the [CLS]->[CLS] share is
             left out).
     """
-    tokens: torch.Tensor
+    tokens: Optional[torch.Tensor]
     relations: Dict[int, Dict[str, torch.Tensor]]
     cls_attn: Optional[torch.Tensor]
 
@@ -194,8 +218,14 @@ class HybridViT(VisionTransformer):
                         keep_idx: Optional[torch.Tensor] = None,
                         out_layers: Sequence[int] = (),
                         parts: Sequence[str] = ('q', 'k'),
-                        cls_attn: bool = False) -> DistillOutput:
+                        cls_attn: bool = False,
+                        final_tokens: bool = True) -> DistillOutput:
         """Encode (kept tokens of) images for distillation.
+
+        Only the blocks that the requested outputs need are run
+        (:func:`num_blocks_to_run`): without ``final_tokens`` and ``cls_attn``
+        the encoding stops after the deepest block in ``out_layers`` and the
+        final norm is skipped.
 
         Args:
             x (Tensor): ``(B, 3, H, W)`` images.
@@ -207,6 +237,9 @@ class HybridViT(VisionTransformer):
                 Defaults to ``('q', 'k')``.
             cls_attn (bool): Also return the last block's [CLS]->patch
                 attention. Defaults to False.
+            final_tokens (bool): Return the last block's tokens (after the
+                final norm). False returns ``tokens=None``, e.g. for a relation
+                teacher. Defaults to True.
 
         Returns:
             DistillOutput: tokens, relations, cls_attn.
@@ -220,8 +253,11 @@ class HybridViT(VisionTransformer):
         relations = {}
         importance = None
         last = self.num_layers - 1
+        depth = num_blocks_to_run(self.num_layers, out_layers, cls_attn,
+                                  final_tokens)
         use_cp = self.with_cp and self.training and torch.is_grad_enabled()
-        for i, layer in enumerate(self.layers):
+        for i in range(depth):
+            layer = self.layers[i]
             args = (layer, x, parts if i in out_layers else (),
                     cls_attn and i == last)
             if use_cp:
@@ -233,6 +269,8 @@ class HybridViT(VisionTransformer):
                 relations[i] = proj
             if imp is not None:
                 importance = imp
+        if not final_tokens:
+            return DistillOutput(None, relations, importance)
         if self.final_norm:
             x = self.ln1(x)
         return DistillOutput(x, relations, importance)

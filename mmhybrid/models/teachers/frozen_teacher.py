@@ -222,8 +222,26 @@ class FrozenTeacher(LazyCompileMixin, nn.Module):
                 x: torch.Tensor,
                 out_layers: Sequence[int] = (),
                 parts: Sequence[str] = ('q', 'k'),
-                cls_attn: bool = False) -> DistillOutput:
+                cls_attn: bool = False,
+                final_tokens: bool = True) -> DistillOutput:
         """Encode the full image (see :meth:`HybridViT.forward_distill`).
+
+        Only the blocks the requested outputs need are run: with
+        ``final_tokens=False`` and no ``cls_attn`` (a relation teacher), the
+        encoding stops after the deepest block of ``out_layers``, without the
+        final norm.
+
+        Args:
+            x (Tensor): ``(B, 3, H, W)`` images, normalised as the data
+                preprocessor does (see :meth:`set_input_norm`).
+            out_layers (Sequence[int]): Blocks whose projections are returned.
+                Defaults to ``()``.
+            parts (Sequence[str]): Which of ``'q'``, ``'k'``, ``'v'``.
+                Defaults to ``('q', 'k')``.
+            cls_attn (bool): Also return the last block's [CLS]->patch
+                attention. Defaults to False.
+            final_tokens (bool): Return the last block's tokens (after the
+                final norm); False returns ``tokens=None``. Defaults to True.
 
         Outputs have no autograd history and may be bf16: inference tensors
         when eager; plain tensors made under ``no_grad`` when compiled (dynamo
@@ -233,7 +251,8 @@ class FrozenTeacher(LazyCompileMixin, nn.Module):
         use_amp = x.is_cuda and self.autocast_dtype is not None
         if use_amp:
             self._cast_weights(getattr(torch, self.autocast_dtype))
-        args = (x, tuple(out_layers), tuple(parts), cls_attn, use_amp)
+        args = (x, tuple(out_layers), tuple(parts), cls_attn, final_tokens,
+                use_amp)
         if self.compile_cfg is False:
             with torch.inference_mode():
                 return self._encode(*args)
@@ -243,7 +262,7 @@ class FrozenTeacher(LazyCompileMixin, nn.Module):
             return encode(*args)
 
     def _encode(self, x: torch.Tensor, out_layers: Tuple[int, ...],
-                parts: Tuple[str, ...], cls_attn: bool,
+                parts: Tuple[str, ...], cls_attn: bool, final_tokens: bool,
                 use_amp: bool) -> DistillOutput:
         if self.mean is not None:
             x = x * self.in_scale + self.in_shift
@@ -253,4 +272,4 @@ class FrozenTeacher(LazyCompileMixin, nn.Module):
         dtype = getattr(torch, self.autocast_dtype or 'float32')
         with torch.autocast('cuda', dtype=dtype, enabled=use_amp):
             return self.backbone.forward_distill(x, None, out_layers, parts,
-                                                 cls_attn)
+                                                 cls_attn, final_tokens)
