@@ -1,5 +1,5 @@
 import os.path as osp
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -11,8 +11,8 @@ from ...utils.checkpoint import (CheckpointError, extract_state_dict,
                                  load_checkpoint_file)
 from ..backbones.hybrid_vit import DistillOutput, HybridViT
 from ..utils.lazy_compile import LazyCompileMixin
-from .vit_formats import (FORMATS, compare_keys, convert_vit_state_dict,
-                          format_key_report)
+from .vit_formats import (FORMATS, compare_keys, fit_final_norm,
+                          format_key_report, read_vit_layout)
 
 
 def load_vit_weights(model: HybridViT,
@@ -20,6 +20,11 @@ def load_vit_weights(model: HybridViT,
                      fmt: str = 'auto',
                      logger: Optional[MMLogger] = None) -> str:
     """Load an official ViT checkpoint into ``model``, checking keys strictly.
+
+    Keys that are not part of the ViT encoder (CLIP's text tower and
+    projections, heads, decoders) are ignored and reported to ``logger``; the
+    final norm may be absent from the file or from the model
+    (:func:`~.vit_formats.fit_final_norm`); every other encoder key must match.
 
     Args:
         model (HybridViT): Target (mmpretrain key layout).
@@ -35,14 +40,22 @@ def load_vit_weights(model: HybridViT,
         CheckpointError: Unreadable file, or keys that do not match (missing and
             unexpected keys are listed by name), or shapes that differ.
     """
-    sd, fmt = read_vit_state_dict(filename, fmt)
+    sd, fmt = read_vit_state_dict(filename, fmt, logger)
     load_vit_state_dict(model, sd, filename, fmt, logger)
     return fmt
 
 
 def read_vit_state_dict(filename: str,
-                        fmt: str = 'auto') -> Tuple[Dict[str, torch.Tensor], str]:
+                        fmt: str = 'auto',
+                        logger: Optional[MMLogger] = None
+                        ) -> Tuple[Dict[str, torch.Tensor], str]:
     """Read a ViT checkpoint file and convert it to mmpretrain's key layout.
+
+    Args:
+        filename (str): Path, URL or ``.safetensors`` file.
+        fmt (str): Layout, see :data:`~.vit_formats.FORMATS`. Defaults to
+            ``'auto'``.
+        logger (MMLogger, optional): Where the ignored keys are reported.
 
     Returns:
         tuple: The converted state dict and the layout that was read.
@@ -52,9 +65,19 @@ def read_vit_state_dict(filename: str,
     """
     raw = extract_state_dict(load_checkpoint_file(filename), filename)
     try:
-        return convert_vit_state_dict(raw, fmt)
+        vit = read_vit_layout(raw, fmt)
     except (KeyError, ValueError) as e:
         raise CheckpointError(f'{filename}: {e}') from None
+    if vit.ignored and logger is not None:
+        logger.info(f'{filename} ({vit.fmt} layout): ignored '
+                    f'{len(vit.ignored)} tensors that are not part of the ViT '
+                    f'encoder: {_show(vit.ignored)}')
+    return vit.state_dict, vit.fmt
+
+
+def _show(keys: List[str], limit: int = 12) -> str:
+    more = f' ... (+{len(keys) - limit} more)' if len(keys) > limit else ''
+    return ', '.join(keys[:limit]) + more
 
 
 def load_vit_state_dict(model: HybridViT,
@@ -63,9 +86,11 @@ def load_vit_state_dict(model: HybridViT,
                         fmt: str,
                         logger: Optional[MMLogger] = None) -> None:
     """Load an already converted state dict (see :func:`read_vit_state_dict`)
-    into ``model`` strictly: keys by name, then shapes; ``filename`` and
-    ``fmt`` only name the source in errors."""
+    into ``model`` strictly: keys by name, then shapes; the final norm may be
+    absent on either side (:func:`~.vit_formats.fit_final_norm`).
+    ``filename`` and ``fmt`` only name the source in errors and logs."""
     own = model.state_dict()
+    sd, norm_note = fit_final_norm(sd, own)
     missing, unexpected = compare_keys(own, sd)
     if missing or unexpected:
         raise CheckpointError(
@@ -80,7 +105,8 @@ def load_vit_state_dict(model: HybridViT,
                 f'arch/patch_size')
     model.load_state_dict(sd, strict=True)
     if logger is not None:
-        logger.info(f'loaded {len(sd)} tensors from {filename} ({fmt} layout)')
+        logger.info(f'loaded {len(sd)} tensors from {filename} ({fmt} layout)'
+                    + (f'; {norm_note}' if norm_note else ''))
 
 
 @MODELS.register_module()
@@ -118,6 +144,16 @@ class FrozenTeacher(LazyCompileMixin, nn.Module):
     Images whose size differs from ``backbone.img_size`` are resized (bicubic)
     first: a CLIP ViT-L/14 teacher at 196 px sees the same 14x14 patch grid as a
     /16 student at 224 px, which token masking needs.
+
+    The feature target is the teacher's last tokens after its final norm when
+    the backbone has one (``final_norm=True``, mmpretrain's default and the
+    shipped configs): the file's own final norm (OpenAI ``ln_post``,
+    mmpretrain ``ln1`` / ``visual.ln1``, timm ``norm``), or, for a file
+    without one, a LayerNorm without affine (weight 1, bias 0). With
+    ``final_norm=False`` it is the last block's tokens before any norm, as
+    mmpretrain's CLIP configs use them (a final norm in the file is then
+    ignored and reported). ``FeatureDistillLoss`` whitens the target in every
+    case.
     """
 
     def __init__(self,

@@ -3,59 +3,110 @@
 One key scheme inside mmhybrid (mmpretrain's); every other layout is converted
 here, on load. Supported layouts:
 
-* ``'mmpretrain'``: mmpretrain/mmselfsup checkpoints (``backbone.`` prefix, or a
-  bare backbone state dict).
+* ``'mmpretrain'``: mmpretrain/mmselfsup checkpoints: an algorithm's
+  ``backbone.`` keys; mmpretrain's CLIP files, whose image tower sits under
+  ``visual.`` next to the text tower and ``visual_proj.proj``
+  (``tools/model_converters/openai-clip_to_mmpretrain-clip.py``); or a bare
+  backbone state dict.
 * ``'openai_clip'``: OpenAI CLIP (``visual.conv1.weight``, ...; the text tower and
-  ``visual.proj`` are not used).
+  ``visual.proj`` are not used); a bare visual tower (``conv1.weight``, ...) too.
 * ``'timm'``: timm ViTs, which covers facebookresearch MAE (``{'model': ...}``,
-  decoder dropped), DeiT, DINO and timm's CLIP ports; ``.safetensors`` too.
+  decoder dropped), DeiT, DINO (``backbone.`` in its training checkpoints) and
+  timm's CLIP ports; ``.safetensors`` too.
+
+The encoder of a layout may sit under ``backbone.``, ``visual.`` or no prefix
+(:data:`ENCODER_PREFIXES`); keys outside it, and the known non-encoder keys of
+each layout (heads, decoders, CLIP's text tower and projections), are ignored
+and listed in :attr:`ConvertedViT.ignored`, never reported as errors. The final
+norm is optional in every layout (:func:`fit_final_norm`).
 """
 import re
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 import torch
 
 FORMATS = ('auto', 'mmpretrain', 'openai_clip', 'timm')
 
-# keys of a source file that the ViT encoder does not use, per layout
+# Where a layout's image encoder may sit, tried in this order.
+ENCODER_PREFIXES = ('backbone.', 'visual.', '')
+# A key (after the prefix) that only that layout's ViT encoder has.
+_MARKERS = {
+    'openai_clip': r'^class_embedding$',
+    'timm': r'^(blocks\.|patch_embed\.proj\.weight$)',
+    'mmpretrain': r'^layers\.',
+}
+# OpenAI CLIP's text tower and projections, as OpenAI and mmpretrain's CLIP
+# converter write them (the converter renames ``visual.proj`` only)
+_CLIP_TEXT = (r'^(transformer\.|token_embedding\.|ln_final\.|visual_proj\.)',
+              r'^(positional_embedding|text_projection|logit_scale)$')
+
+# keys inside the encoder prefix that the ViT encoder does not use, per layout
 _IGNORED = {
     'mmpretrain': (r'^(neck|head|target_generator|data_preprocessor|teacher|'
-                   r'momentum_encoder)\.', r'^backbone\.mask_token$'),
-    'openai_clip': (r'^(?!visual\.)', r'^visual\.proj$'),
+                   r'momentum_encoder)\.', r'^mask_token$') + _CLIP_TEXT,
+    # the text tower sits outside ``visual.``; bare files hold the image
+    # tower alone (its ``positional_embedding`` is the image one)
+    'openai_clip': (r'^proj$', ),
     'timm': (r'^(head|head_dist|fc_norm|decoder_|mask_token|decoder\.|pre_logits)',
              ),
 }
 
+# the final norm in mmpretrain's keys: OpenAI ``ln_post``, timm ``norm``
+FINAL_NORM_KEYS = ('ln1.weight', 'ln1.bias')
+
+
+class ConvertedViT(NamedTuple):
+    """A ViT state dict in mmpretrain's keys and where it came from.
+
+    Attributes:
+        state_dict (dict[str, Tensor]): The encoder's tensors, mmpretrain keys.
+        fmt (str): The layout that was read.
+        ignored (list[str]): Source keys that are not part of the ViT encoder
+            (text tower, projections, heads, decoders), sorted.
+    """
+    state_dict: Dict[str, torch.Tensor]
+    fmt: str
+    ignored: List[str]
+
+
+def _encoder_prefix(state_dict: Dict[str, torch.Tensor],
+                    fmt: str) -> Optional[str]:
+    """The prefix under which ``fmt``'s encoder sits, or None if absent."""
+    marker = re.compile(_MARKERS[fmt])
+    for prefix in ENCODER_PREFIXES:
+        if any(k.startswith(prefix) and marker.search(k[len(prefix):])
+               for k in state_dict):
+            return prefix
+    return None
+
 
 def detect_format(state_dict: Dict[str, torch.Tensor]) -> str:
     """Guess a state dict's layout from its keys."""
-    keys = set(state_dict)
-    if 'visual.conv1.weight' in keys:
-        return 'openai_clip'
-    if any(k.startswith('blocks.') for k in keys) or 'patch_embed.proj.weight' in keys:
-        return 'timm'
-    if any(k.startswith(('backbone.layers.', 'layers.')) for k in keys):
-        return 'mmpretrain'
+    for fmt in ('openai_clip', 'timm', 'mmpretrain'):
+        if _encoder_prefix(state_dict, fmt) is not None:
+            return fmt
     raise KeyError('cannot tell the layout of this ViT checkpoint; pass '
                    f'checkpoint_format, one of {FORMATS[1:]}. First keys: '
-                   f'{sorted(keys)[:8]}')
+                   f'{sorted(state_dict)[:8]}')
 
 
-def _drop_ignored(state_dict: Dict[str, torch.Tensor],
-                  fmt: str) -> Dict[str, torch.Tensor]:
+def _split_encoder(state_dict: Dict[str, torch.Tensor], fmt: str
+                   ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """The encoder's tensors (prefix removed, ignored keys dropped) and the
+    source keys that were left out."""
+    prefix = _encoder_prefix(state_dict, fmt) or ''
     patterns = [re.compile(p) for p in _IGNORED[fmt]]
-    return {
-        k: v
-        for k, v in state_dict.items()
-        if not any(p.search(k) for p in patterns)
-    }
+    kept, ignored = {}, []
+    for k, v in state_dict.items():
+        name = k[len(prefix):]
+        if not k.startswith(prefix) or any(p.search(name) for p in patterns):
+            ignored.append(k)
+        else:
+            kept[name] = v
+    return kept, ignored
 
 
 def _from_mmpretrain(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    sd = _drop_ignored(sd, 'mmpretrain')
-    if any(k.startswith('backbone.') for k in sd):
-        return {k[len('backbone.'):]: v for k, v in sd.items()
-                if k.startswith('backbone.')}
     return dict(sd)
 
 
@@ -72,7 +123,6 @@ _TIMM_BLOCK = [
 
 
 def _from_timm(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    sd = _drop_ignored(sd, 'timm')
     out = {}
     for k, v in sd.items():
         new = k
@@ -120,10 +170,8 @@ def to_timm(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
 
 
 def _from_openai_clip(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    sd = _drop_ignored(sd, 'openai_clip')
     out = {}
     for k, v in sd.items():
-        k = k[len('visual.'):]
         m = re.match(r'^transformer\.resblocks\.(\d+)\.(.*)$', k)
         if m:
             i, rest = m.groups()
@@ -156,8 +204,8 @@ _CONVERTERS = {
 }
 
 
-def convert_vit_state_dict(state_dict: Dict[str, torch.Tensor],
-                           fmt: str = 'auto') -> Tuple[Dict[str, torch.Tensor], str]:
+def read_vit_layout(state_dict: Dict[str, torch.Tensor],
+                    fmt: str = 'auto') -> ConvertedViT:
     """Convert a ViT state dict of a known layout to mmpretrain's keys.
 
     Args:
@@ -165,22 +213,72 @@ def convert_vit_state_dict(state_dict: Dict[str, torch.Tensor],
         fmt (str): One of ``FORMATS``. Defaults to ``'auto'``.
 
     Returns:
-        tuple: ``(converted state dict, the layout used)``.
+        ConvertedViT: The encoder's tensors, the layout used and the source
+        keys left out as not part of the encoder.
     """
     if fmt not in FORMATS:
         raise ValueError(f'unknown checkpoint_format {fmt!r}; expected one of '
                          f'{FORMATS}')
     if state_dict and all(k.startswith('module.') for k in state_dict):
         state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
-    # DINO's training checkpoints hold {'backbone.blocks.*', 'head.*'} (the
-    # projection head is not part of the ViT)
-    if fmt in ('auto', 'timm') and any(
-            k.startswith('backbone.blocks.') for k in state_dict):
-        state_dict = {k[len('backbone.'):]: v for k, v in state_dict.items()
-                      if k.startswith('backbone.')}
     if fmt == 'auto':
         fmt = detect_format(state_dict)
-    return _CONVERTERS[fmt](state_dict), fmt
+    encoder, ignored = _split_encoder(state_dict, fmt)
+    return ConvertedViT(_CONVERTERS[fmt](encoder), fmt, sorted(ignored))
+
+
+def convert_vit_state_dict(state_dict: Dict[str, torch.Tensor],
+                           fmt: str = 'auto') -> Tuple[Dict[str, torch.Tensor], str]:
+    """:func:`read_vit_layout` without the list of ignored keys.
+
+    Returns:
+        tuple: ``(converted state dict, the layout used)``.
+    """
+    out = read_vit_layout(state_dict, fmt)
+    return out.state_dict, out.fmt
+
+
+def fit_final_norm(state_dict: Dict[str, torch.Tensor],
+                   expected: Iterable[str]) -> Tuple[Dict[str, torch.Tensor], str]:
+    """Match a converted state dict's final norm to the model's.
+
+    A final norm is optional in every layout (mmpretrain's CLIP configs drop
+    it with ``final_norm=False``; a file may come without one):
+
+    * the file has one and so has the model: loaded as is;
+    * the file has none, the model has one (``final_norm=True``): the model's
+      is set to a LayerNorm without affine effect (weight 1, bias 0);
+    * the file has one, the model has none (``final_norm=False``): left out.
+
+    A final norm with only one of its two tensors is left as it is, for the
+    strict key check to report.
+
+    Args:
+        state_dict (dict): Converted tensors (mmpretrain keys).
+        expected (Iterable[str]): The model's state-dict keys.
+
+    Returns:
+        tuple: The state dict to load and what was done, ``''`` when nothing
+        was (for the load report).
+    """
+    expected = set(expected)
+    in_model = all(k in expected for k in FINAL_NORM_KEYS)
+    in_file = [k for k in FINAL_NORM_KEYS if k in state_dict]
+    sd = dict(state_dict)
+    if in_model and not in_file:
+        dims = sd['cls_token'].shape[-1] if 'cls_token' in sd else None
+        if dims is None:
+            return sd, ''  # not a ViT: the key check reports it
+        sd['ln1.weight'] = torch.ones(dims)
+        sd['ln1.bias'] = torch.zeros(dims)
+        return sd, ('the file has no final norm: the model\'s final norm is '
+                    'a LayerNorm without affine (weight 1, bias 0)')
+    if not in_model and len(in_file) == len(FINAL_NORM_KEYS):
+        for k in in_file:
+            del sd[k]
+        return sd, ('the file\'s final norm (ln1) is not used: the model has '
+                    'final_norm=False')
+    return sd, ''
 
 
 def compare_keys(expected: Iterable[str],
@@ -194,16 +292,17 @@ def compare_keys(expected: Iterable[str],
 
 def format_key_report(source: str, missing: List[str], unexpected: List[str],
                       fmt: Optional[str] = None, limit: int = 20) -> str:
-    """Human-readable report of a strict key check."""
+    """One line reporting a strict key check: the file, then the missing and
+    the unexpected keys by name."""
 
     def show(keys):
         more = f' ... (+{len(keys) - limit} more)' if len(keys) > limit else ''
         return ', '.join(keys[:limit]) + more
 
-    lines = [f'{source}' + (f' (read as {fmt} layout)' if fmt else '') +
-             ' does not match the model:']
+    parts = []
     if missing:
-        lines.append(f'  missing keys ({len(missing)}): {show(missing)}')
+        parts.append(f'missing keys ({len(missing)}): {show(missing)}')
     if unexpected:
-        lines.append(f'  unexpected keys ({len(unexpected)}): {show(unexpected)}')
-    return '\n'.join(lines)
+        parts.append(f'unexpected keys ({len(unexpected)}): {show(unexpected)}')
+    layout = f' (read as {fmt} layout)' if fmt else ''
+    return f'{source}{layout} does not match the model: ' + '; '.join(parts)

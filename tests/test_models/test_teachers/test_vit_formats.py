@@ -553,3 +553,178 @@ def test_pos_embed_resized_on_load(timm_model, timm_ckpt):
     sd['pos_embed'] = want
     big.load_state_dict(sd, strict=True)
     torch.testing.assert_close(out, _timm_tokens(big, x), rtol=0, atol=ATOL)
+
+
+# ------------------------------------------------ mmpretrain's CLIP files
+def _mmpretrain_clip_converter():
+    """``convert_clip`` of mmpretrain's own
+    ``tools/model_converters/openai-clip_to_mmpretrain-clip.py``, as the
+    installed package ships it (``mmpretrain/.mim/tools``)."""
+    import importlib.util
+    import os.path as osp
+
+    import mmpretrain
+    path = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'tools',
+                    'model_converters', 'openai-clip_to_mmpretrain-clip.py')
+    spec = importlib.util.spec_from_file_location('openai_clip_converter', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.convert_clip
+
+
+# OpenAI CLIP's text tower and projections, tiny: what the converter keeps
+# (unrenamed) next to the image tower
+CLIP_TEXT_KEYS = {
+    'positional_embedding': (8, 32),
+    'text_projection': (32, 24),
+    'logit_scale': (),
+    'token_embedding.weight': (100, 32),
+    'transformer.resblocks.0.ln_1.weight': (32, ),
+    'transformer.resblocks.0.attn.in_proj_weight': (96, 32),
+    'transformer.resblocks.0.attn.out_proj.weight': (32, 32),
+    'transformer.resblocks.0.mlp.c_fc.weight': (128, 32),
+    'ln_final.weight': (32, ),
+    'ln_final.bias': (32, ),
+}
+
+
+def _openai_clip_file_tensors(clip_tower):
+    """A whole OpenAI CLIP state dict: image tower under ``visual.``, text
+    tower at the top level."""
+    g = torch.Generator().manual_seed(40)
+    sd = {f'visual.{k}': v for k, v in clip_tower.state_dict().items()}
+    sd.update({k: torch.randn(shape, generator=g)
+               for k, shape in CLIP_TEXT_KEYS.items()})
+    return sd
+
+
+def _mmpretrain_clip_file(tmp_path, clip_tower, prefix, final_norm=True):
+    """An mmpretrain CLIP file: the converter's output as it writes it
+    (``visual.``-prefixed image tower, ``visual_proj.proj``, the text tower
+    unchanged), or that file with the image tower moved under ``prefix``;
+    without the final norm (``visual.ln1``) when ``final_norm`` is False.
+    Returns the path and the keys that are not part of the image encoder."""
+    sd = _mmpretrain_clip_converter()(_openai_clip_file_tensors(clip_tower))
+    assert {'visual.pre_norm.weight', 'visual.ln1.weight',
+            'visual.layers.0.attn.qkv.weight', 'visual.cls_token',
+            'visual.pos_embed', 'visual_proj.proj',
+            'visual.patch_embed.projection.weight'} <= set(sd)
+    assert sd['visual.cls_token'].shape == (1, 1, EMBED)
+    assert sd['visual.pos_embed'].shape == (1, 17, EMBED)
+    if not final_norm:
+        del sd['visual.ln1.weight'], sd['visual.ln1.bias']
+    sd = {(prefix + k[len('visual.'):] if k.startswith('visual.') else k): v
+          for k, v in sd.items()}
+    path = str(tmp_path / f'clip_{prefix or "bare."}pth')
+    torch.save(sd, path)
+    return path, set(CLIP_TEXT_KEYS) | {'visual_proj.proj'}
+
+
+def _clip_tokens_before_ln_post(tower, x):
+    seen = []
+    handle = tower.ln_post.register_forward_hook(
+        lambda mod, inp, out: seen.append(inp[0]))
+    try:
+        with torch.no_grad():
+            tower(x)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+@pytest.mark.parametrize('prefix', ['visual.', 'backbone.', ''])
+def test_mmpretrain_clip_file_every_prefix(tmp_path, clip_tower, prefix):
+    """``vit-large-p14_clip-openai-pre_3rdparty`` style files: image tower
+    under ``visual.`` (as the converter writes it), ``backbone.`` or bare;
+    the text tower and ``visual_proj.proj`` are ignored, not errors; the
+    shipped teacher (``final_norm=True``) reproduces the tokens after
+    ``ln_post``."""
+    from mmhybrid.models.teachers.vit_formats import read_vit_layout
+    path, not_encoder = _mmpretrain_clip_file(tmp_path, clip_tower, prefix)
+    raw = torch.load(path, weights_only=True)
+    vit = read_vit_layout(raw)
+    assert vit.fmt == 'mmpretrain'
+    assert set(vit.ignored) == not_encoder
+    for fmt in ('auto', 'mmpretrain'):
+        model = _hybrid(CLIP_ARCH, **CLIP_TEACHER_KW)
+        assert load_vit_weights(model, path, fmt) == 'mmpretrain'
+        x = _images(seed=3)
+        torch.testing.assert_close(_tokens(model, x),
+                                   _clip_tokens(clip_tower, x), rtol=0,
+                                   atol=ATOL)
+
+
+@pytest.mark.parametrize('file_norm', [True, False])
+@pytest.mark.parametrize('model_norm', [True, False])
+def test_mmpretrain_clip_file_with_or_without_final_norm(
+        tmp_path, clip_tower, file_norm, model_norm):
+    """The final norm may be absent from the file or from the model: the
+    feature tokens are then what :class:`FrozenTeacher` documents."""
+    path, _ = _mmpretrain_clip_file(tmp_path, clip_tower, 'visual.',
+                                    final_norm=file_norm)
+    model = _hybrid(CLIP_ARCH, final_norm=model_norm, **CLIP_TEACHER_KW)
+    load_vit_weights(model, path)
+    x = _images(seed=4)
+    raw = _clip_tokens_before_ln_post(clip_tower, x)
+    if not model_norm:  # the last block's tokens, as mmpretrain's configs
+        want = raw
+    elif file_norm:  # CLIP's ln_post
+        want = _clip_tokens(clip_tower, x)
+    else:  # a LayerNorm without affine
+        want = F.layer_norm(raw, (EMBED, ), eps=1e-5)
+    torch.testing.assert_close(_tokens(model, x), want, rtol=0, atol=ATOL)
+
+
+def test_ignored_keys_and_final_norm_are_reported(tmp_path, clip_tower):
+    from mmengine.logging import MMLogger
+    path, not_encoder = _mmpretrain_clip_file(tmp_path, clip_tower, 'visual.',
+                                              final_norm=False)
+    log_file = tmp_path / 'load.log'
+    logger = MMLogger.get_instance('test_ignored_keys_are_reported',
+                                   log_file=str(log_file))
+    load_vit_weights(_hybrid(CLIP_ARCH, **CLIP_TEACHER_KW), path,
+                     logger=logger)
+    log = log_file.read_text()
+    assert f'ignored {len(not_encoder)} tensors that are not part of the ' \
+           'ViT encoder' in log
+    for k in ('text_projection', 'visual_proj.proj', 'token_embedding.weight'):
+        assert k in log
+    assert 'the file has no final norm' in log
+    assert 'missing' not in log and 'unexpected' not in log
+
+
+def test_mmpretrain_clip_file_missing_key_is_one_line_error(
+        tmp_path, clip_tower):
+    path, _ = _mmpretrain_clip_file(tmp_path, clip_tower, 'visual.')
+    sd = torch.load(path, weights_only=True)
+    del sd['visual.layers.1.attn.qkv.weight']
+    torch.save(sd, path)
+    model = _hybrid(CLIP_ARCH, **CLIP_TEACHER_KW)
+    before = model.state_dict()
+    with pytest.raises(CheckpointError) as e:
+        load_vit_weights(model, path)
+    msg = str(e.value)
+    assert '\n' not in msg
+    assert msg.startswith(path) and 'mmpretrain layout' in msg
+    assert msg.endswith('missing keys (1): layers.1.attn.qkv.weight')
+    _assert_untouched(model, before)
+
+
+def test_half_a_final_norm_is_a_missing_key(tmp_path, clip_tower):
+    path, _ = _mmpretrain_clip_file(tmp_path, clip_tower, 'visual.')
+    sd = torch.load(path, weights_only=True)
+    del sd['visual.ln1.bias']
+    torch.save(sd, path)
+    with pytest.raises(CheckpointError, match=r'missing keys \(1\): ln1\.bias'):
+        load_vit_weights(_hybrid(CLIP_ARCH, **CLIP_TEACHER_KW), path)
+
+
+def test_bare_openai_clip_visual_tower(tmp_path, clip_tower):
+    """``model.visual.state_dict()`` saved alone (no ``visual.`` prefix)."""
+    path = str(tmp_path / 'clip_visual_only.pth')
+    torch.save(clip_tower.state_dict(), path)
+    model = _hybrid(CLIP_ARCH, **CLIP_TEACHER_KW)
+    assert load_vit_weights(model, path) == 'openai_clip'
+    x = _images(seed=5)
+    torch.testing.assert_close(_tokens(model, x), _clip_tokens(clip_tower, x),
+                               rtol=0, atol=ATOL)
