@@ -12,17 +12,19 @@ On top of mmpretrain's ``tools/train.py`` this script
   (:mod:`mmhybrid.engine.safe_io`: no code from checkpoints, atomic saves,
   ``--resume auto`` skips a truncated newest checkpoint).
 
-Known failures (bad config, unusable checkpoint, non-finite loss) end with a
-one-line ``ERROR:`` message and exit status 1.
+Like mmpretrain's, it builds the runner a config names in ``runner_type``
+(``FlexibleRunner`` with an FSDP / DeepSpeed / DDP ``strategy``), else
+mmengine's ``Runner``; the reliability hooks apply to both.
+
+Known failures (bad config, bad flag such as ``--amp`` on a config that already
+trains in bf16, unusable checkpoint, non-finite loss) end with a one-line
+``ERROR:`` message and exit status 1 (:func:`mmhybrid.apis.run_tool`).
 """
 import argparse
 import copy
 import os
-import os.path as osp
-import sys
 
 from mmengine.config import Config, ConfigDict, DictAction
-from mmengine.runner import Runner
 
 
 def parse_args(argv=None):
@@ -93,6 +95,7 @@ def parse_args(argv=None):
 
 def merge_args(cfg, args):
     """Merge CLI arguments to config."""
+    from mmhybrid.apis import enable_train_amp, set_work_dir
     if args.no_validate:
         cfg.val_cfg = None
         cfg.val_dataloader = None
@@ -100,21 +103,9 @@ def merge_args(cfg, args):
 
     cfg.launcher = args.launcher
 
-    # work_dir is determined in this priority: CLI > segment in file > filename
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
-
-    # enable automatic-mixed-precision training
+    set_work_dir(cfg, args.work_dir, args.config)
     if args.amp is True:
-        optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        assert optim_wrapper in ['OptimWrapper', 'AmpOptimWrapper'], \
-            '`--amp` is not supported custom optimizer wrapper type ' \
-            f'`{optim_wrapper}.'
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        enable_train_amp(cfg, args.config)
 
     # resume training
     if args.resume == 'auto':
@@ -190,29 +181,24 @@ def main(argv=None):
     # registers mmhybrid's components and applies its stack fixes (safe
     # checkpoint I/O included) even when a config forgets custom_imports
     import mmhybrid  # noqa: F401  (registers components, stack fixes)
+    from mmhybrid.apis import build_runner
     from mmhybrid.engine.preflight import check_train_config
 
     cfg = Config.fromfile(args.config)
     cfg = merge_args(cfg, args)
     check_train_config(cfg)
 
-    runner = Runner.from_cfg(cfg)
+    # a config's runner_type (FlexibleRunner: FSDP / DeepSpeed strategies) is
+    # honoured as in mmpretrain; the hooks above are in cfg.custom_hooks for
+    # either runner
+    runner = build_runner(cfg)
     runner.train()
     return runner
 
 
 def cli():
-    from mmhybrid.engine.hooks import NonFiniteLossError
-    from mmhybrid.engine.preflight import ConfigError
-    from mmhybrid.utils.checkpoint import CheckpointError
-    try:
-        main()
-    except (ConfigError, CheckpointError, NonFiniteLossError) as e:
-        where = ''
-        if int(os.environ.get('WORLD_SIZE', '1')) > 1:
-            where = f'[rank {os.environ.get("RANK", "?")}] '
-        print(f'ERROR: {where}{e}', file=sys.stderr, flush=True)
-        sys.exit(1)
+    from mmhybrid.apis import run_tool
+    run_tool(main)
 
 
 if __name__ == '__main__':
