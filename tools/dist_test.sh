@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Usage: tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args...]
+# As mmpretrain's (arguments with spaces survive). Multi-node: NNODES, NODE_RANK,
+# MASTER_ADDR and PORT as for torchrun.
 set -e
 CONFIG=$1
 CHECKPOINT=$2
@@ -19,6 +21,6 @@ exec "$PYTHON" -m torch.distributed.run \
     --nproc_per_node=$GPUS \
     --master_port=$PORT \
     "$DIR/test.py" \
-    $CONFIG \
-    $CHECKPOINT \
-    --launcher pytorch ${@:4}
+    "$CONFIG" \
+    "$CHECKPOINT" \
+    --launcher pytorch "${@:4}"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Usage: tools/dist_train.sh CONFIG GPUS [train.py args...]
-# Multi-node: NNODES, NODE_RANK, MASTER_ADDR and PORT as for torchrun.
+# As mmpretrain's (arguments with spaces survive). Multi-node: NNODES, NODE_RANK,
+# MASTER_ADDR and PORT as for torchrun.
 set -e
 CONFIG=$1
 GPUS=$2
@@ -19,5 +20,5 @@ exec "$PYTHON" -m torch.distributed.run \
     --nproc_per_node=$GPUS \
     --master_port=$PORT \
     "$DIR/train.py" \
-    $CONFIG \
-    --launcher pytorch ${@:3}
+    "$CONFIG" \
+    --launcher pytorch "${@:3}"
