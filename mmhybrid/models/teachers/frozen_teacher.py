@@ -9,6 +9,7 @@ from mmpretrain.registry import MODELS
 
 from ...utils.checkpoint import (CheckpointError, extract_state_dict,
                                  load_checkpoint_file)
+from ...utils.teacher_files import fetch_teacher_file, is_url
 from ..backbones.hybrid_vit import DistillOutput, HybridViT
 from ..utils.lazy_compile import LazyCompileMixin
 from .vit_formats import (FORMATS, compare_keys, fit_final_norm,
@@ -51,6 +52,10 @@ def read_vit_state_dict(filename: str,
                         ) -> Tuple[Dict[str, torch.Tensor], str]:
     """Read a ViT checkpoint file and convert it to mmpretrain's key layout.
 
+    A URL is downloaded once per node into torch hub's cache
+    (:func:`~mmhybrid.utils.teacher_files.fetch_teacher_file`); every rank
+    reads the cached file.
+
     Args:
         filename (str): Path, URL or ``.safetensors`` file.
         fmt (str): Layout, see :data:`~.vit_formats.FORMATS`. Defaults to
@@ -63,7 +68,14 @@ def read_vit_state_dict(filename: str,
     Raises:
         CheckpointError: Unreadable file or a layout that does not convert.
     """
-    raw = extract_state_dict(load_checkpoint_file(filename), filename)
+    path = fetch_teacher_file(filename)
+    try:
+        ckpt = load_checkpoint_file(path)
+    except CheckpointError as e:
+        if path == filename:
+            raise
+        raise CheckpointError(f'{filename} (cached as {path}): {e}') from None
+    raw = extract_state_dict(ckpt, filename)
     try:
         vit = read_vit_layout(raw, fmt)
     except (KeyError, ValueError) as e:
@@ -172,8 +184,8 @@ class FrozenTeacher(LazyCompileMixin, nn.Module):
         if checkpoint_format not in FORMATS:
             raise ValueError(f'FrozenTeacher: unknown checkpoint_format '
                              f'{checkpoint_format!r}; expected one of {FORMATS}')
-        if checkpoint is not None and not checkpoint.startswith(
-                ('http://', 'https://')) and not osp.isfile(checkpoint):
+        if checkpoint is not None and not is_url(checkpoint) and \
+                not osp.isfile(checkpoint):
             # fail at build time, before any data is loaded or step is run
             raise CheckpointError(f'teacher checkpoint not found: {checkpoint}')
         if (mean is None) != (std is None):

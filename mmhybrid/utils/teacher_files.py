@@ -1,0 +1,116 @@
+"""Teacher files given by URL: one download per node, read by every rank.
+
+Every rank of a training job loads the frozen teachers. Reading a URL in every
+rank would make 8 processes per node download the same file at once into the
+same cache. Instead local rank 0 of each node downloads into torch hub's cache
+(``<hub dir>/checkpoints/``, where ``torch.hub.load_state_dict_from_url`` and
+mmengine's ``load_url`` keep it too), the other ranks wait for it, then all read
+the cached file. A failed download is reported on every rank, naming the URL.
+"""
+import os
+import os.path as osp
+from typing import List, Optional
+from urllib.parse import urlparse
+
+import torch
+from mmengine.dist import all_gather_object, is_distributed
+
+from .checkpoint import CheckpointError
+
+
+def is_url(filename: str) -> bool:
+    """Whether ``filename`` is an ``http(s)://`` URL."""
+    return filename.startswith(('http://', 'https://'))
+
+
+def cached_file(url: str) -> str:
+    """Where torch hub's cache keeps the file of ``url``.
+
+    Args:
+        url (str): An ``http(s)://`` URL.
+
+    Returns:
+        str: ``<torch hub dir>/checkpoints/<file name of the URL>``.
+    """
+    name = osp.basename(urlparse(url).path)
+    if not name:
+        raise CheckpointError(f'{url}: the URL names no file')
+    return osp.join(torch.hub.get_dir(), 'checkpoints', name)
+
+
+# where launchers put a process's rank on its node: torchrun (mmengine's
+# ``pytorch`` launcher) and mmengine's ``slurm`` launcher set LOCAL_RANK, Open
+# MPI (mmengine's ``mpi`` launcher) its own variable
+_LOCAL_RANK_VARS = ('LOCAL_RANK', 'OMPI_COMM_WORLD_LOCAL_RANK')
+
+
+def downloads_for_node() -> bool:
+    """Whether this process fetches URLs for its node: local rank 0.
+
+    A process that is not distributed, or whose local rank is unknown, fetches
+    its own copy (slower, never wrong).
+    """
+    if not is_distributed():
+        return True
+    for var in _LOCAL_RANK_VARS:
+        if var in os.environ:
+            return int(os.environ[var]) == 0
+    return True
+
+
+def _download(url: str, dst: str) -> Optional[str]:
+    """Download ``url`` to ``dst`` unless it is there; the error text, if any.
+
+    torch writes a temporary file and renames it into place, so ``dst`` never
+    holds a partial file.
+    """
+    if osp.isfile(dst):
+        return None
+    try:
+        os.makedirs(osp.dirname(dst), exist_ok=True)
+        torch.hub.download_url_to_file(url, dst, progress=False)
+    except Exception as e:  # urllib, OSError, hash errors: all reported alike
+        return f'{type(e).__name__}: {e}'
+    return None
+
+
+def fetch_teacher_file(filename: str) -> str:
+    """A local path for a teacher file, downloading a URL once per node.
+
+    A local path is returned as it is. For a URL, local rank 0 of each node
+    downloads it into torch hub's cache unless it is there; when
+    ``torch.distributed`` is initialised, every rank then waits for all
+    downloads (one ``all_gather_object``, which also shares their errors).
+    Every rank must call this for the same files in the same order.
+
+    Args:
+        filename (str): Path or ``http(s)://`` URL.
+
+    Returns:
+        str: The local file to read.
+
+    Raises:
+        CheckpointError: On every rank when a download failed on any rank
+            (naming the URL, the failing rank and the reason), or when the
+            cached file is missing after the download.
+    """
+    if not is_url(filename):
+        return filename
+    dst = cached_file(filename)
+    error = _download(filename, dst) if downloads_for_node() else None
+    if is_distributed():
+        errors: List[Optional[str]] = all_gather_object(error)
+    else:
+        errors = [error]
+    failed = [(rank, e) for rank, e in enumerate(errors) if e is not None]
+    if failed:
+        rank, reason = failed[0]
+        where = f' on rank {rank}' if is_distributed() else ''
+        raise CheckpointError(
+            f'could not download the teacher file {filename}{where}: {reason}')
+    if not osp.isfile(dst):
+        raise CheckpointError(
+            f'{filename}: not in the cache ({dst}) after local rank 0 '
+            'downloaded it; every rank of a node must see the same torch hub '
+            'dir (TORCH_HOME)')
+    return dst
