@@ -121,6 +121,32 @@ def load_vit_state_dict(model: HybridViT,
                     + (f'; {norm_note}' if norm_note else ''))
 
 
+def resize_for_teacher(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """Bicubic resize of ``(B, C, H, W)`` images to the teacher's ``size``.
+
+    Downsizing is antialiased (the kernel widened to the output's sampling
+    rate, like PIL's resize, which CLIP's own preprocessing uses); plain bicubic
+    would alias fine detail. Upsizing has nothing to alias and stays plain
+    bicubic (torch's antialiased kernel would also change its coefficient).
+
+    Args:
+        x (Tensor): ``(B, C, H, W)`` images.
+        size (tuple[int, int]): The teacher's ``(height, width)``.
+
+    Returns:
+        Tensor: ``(B, C, *size)``; ``x`` itself when it has that size.
+    """
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode='bicubic', align_corners=False,
+                         antialias=is_downsize(x.shape[-2:], size))
+
+
+def is_downsize(src: Sequence[int], dst: Sequence[int]) -> bool:
+    """Whether resizing ``(H, W)`` ``src`` to ``dst`` shrinks either side."""
+    return dst[0] < src[0] or dst[1] < src[1]
+
+
 @MODELS.register_module()
 class FrozenTeacher(LazyCompileMixin, nn.Module):
     """A frozen ViT teacher: never trained, never saved, loaded from its own file.
@@ -155,7 +181,9 @@ class FrozenTeacher(LazyCompileMixin, nn.Module):
 
     Images whose size differs from ``backbone.img_size`` are resized (bicubic)
     first: a CLIP ViT-L/14 teacher at 196 px sees the same 14x14 patch grid as a
-    /16 student at 224 px, which token masking needs.
+    /16 student at 224 px, which token masking needs. Downsizing is
+    antialiased (:func:`resize_for_teacher`), as CLIP's own PIL preprocessing
+    is.
 
     The feature target is the teacher's last tokens after its final norm when
     the backbone has one (``final_norm=True``, mmpretrain's default and the
@@ -314,9 +342,7 @@ class FrozenTeacher(LazyCompileMixin, nn.Module):
                 use_amp: bool) -> DistillOutput:
         if self.mean is not None:
             x = x * self.in_scale + self.in_shift
-        size = tuple(self.backbone.img_size)
-        if tuple(x.shape[-2:]) != size:
-            x = F.interpolate(x, size=size, mode='bicubic', align_corners=False)
+        x = resize_for_teacher(x, tuple(self.backbone.img_size))
         dtype = getattr(torch, self.autocast_dtype or 'float32')
         with torch.autocast('cuda', dtype=dtype, enabled=use_amp):
             return self.backbone.forward_distill(x, None, out_layers, parts,

@@ -183,6 +183,26 @@ def test_input_resized_to_teacher_size():
     torch.testing.assert_close(got, want, rtol=0, atol=ATOL)
 
 
+def test_downsizing_to_the_teacher_is_antialiased():
+    """A CLIP ViT-L/14 teacher at 196 px under a 224 px student: the teacher
+    sees antialiased bicubic downsizing (like CLIP's PIL preprocessing), not
+    plain bicubic, which aliases fine detail."""
+    teacher = _build(img_size=32)
+    _perturb(teacher.backbone, 8)
+    x = _images(size=48)
+    x[..., ::2, :] += 2.0  # stripes at the input's Nyquist rate
+    got = teacher(x).tokens
+    aa = F.interpolate(x, size=(32, 32), mode='bicubic', align_corners=False,
+                       antialias=True)
+    plain = F.interpolate(x, size=(32, 32), mode='bicubic',
+                          align_corners=False)
+    with torch.no_grad():
+        want = teacher.backbone.forward_distill(aa).tokens
+        aliased = teacher.backbone.forward_distill(plain).tokens
+    torch.testing.assert_close(got, want, rtol=0, atol=ATOL)
+    assert (got - aliased).abs().max() > 1e-2
+
+
 def test_shipped_clip_teacher_config_loads_openai_clip(tmp_path):
     """The feature teacher exactly as ``tiny_hybrid_cfg`` (and the shipped
     CLIP config) declares it, loading an OpenAI CLIP file made by mmpretrain's
