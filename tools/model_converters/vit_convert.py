@@ -627,6 +627,15 @@ def parse_args(target: str, argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _by_block(keys: List[str]) -> str:
+    """Key names with the block index folded (``layers.*.gamma_1``), so that a
+    per-block tensor is listed once."""
+    names = sorted({re.sub(r'^layers\.\d+\.', 'layers.*.', k) for k in keys})
+    if len(names) == len(keys):
+        return str(keys)
+    return f'{len(keys)} tensors, {names}'
+
+
 def _show(report: dict) -> str:
     lines = [f"converted {report['num_tensors']} tensors for {report['target']}"
              f" ({report.get('backbone_type', 'VisionTransformer')}, img_size "
@@ -635,10 +644,11 @@ def _show(report: dict) -> str:
              f"missing keys: {len(report['missing'])}, unexpected keys: "
              f"{len(report['unexpected'])}"]
     if report.get('allowed_missing'):
-        lines.append(f"left to the target's init: {report['allowed_missing']}")
+        lines.append(f"left to the target's init: "
+                     f"{_by_block(report['allowed_missing'])}")
     if report.get('dropped'):
         lines.append(f"source tensors not used by the target: "
-                     f"{report['dropped']}")
+                     f"{_by_block(report['dropped'])}")
     for note in report.get('notes', []):
         lines.append(f'note: {note}')
     if report['target'] == 'timm':
