@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -58,8 +59,10 @@ def test_slurm_train_sh_runs_and_checkpoints(repo_root, tiny, tmp_path, rel,
     if int(cpus.strip().rstrip('+') or 0) < 2:
         pytest.skip(f'the one-node cluster has {cpus.strip()} CPU(s); two '
                     'tasks of one CPU each are needed')
-    cmd = ['bash', 'tools/slurm_train.sh', 'debug', 'mmhybrid-ci'] + \
-        tiny.argv(work, 4, batch=4, workers=0)
+    # mmpretrain's signature: PARTITION JOB_NAME CONFIG WORK_DIR [args]
+    config, _, work_dir, *options = tiny.argv(work, 4, batch=4, workers=0)
+    cmd = ['bash', 'tools/slurm_train.sh', 'debug', 'mmhybrid-ci', config,
+           work_dir] + options
     proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True,
                           timeout=480, env=env)
     out = proc.stdout + proc.stderr
@@ -67,10 +70,16 @@ def test_slurm_train_sh_runs_and_checkpoints(repo_root, tiny, tmp_path, rel,
     assert 'srun -p debug --job-name=mmhybrid-ci' in out  # set -x trace
     assert '--gres' not in out  # CPU mode asks for no GPUs
 
-    # the job is known to Slurm and finished cleanly
-    jobs = subprocess.run(['scontrol', 'show', 'job', '-o'], env=env,
-                          capture_output=True, text=True, timeout=60).stdout
-    mine = [j for j in jobs.splitlines() if 'JobName=mmhybrid-ci' in j]
+    # the job is known to Slurm and finished cleanly; srun returns while
+    # slurmd still cleans up (JobState=COMPLETING for some seconds)
+    for _ in range(60):
+        jobs = subprocess.run(['scontrol', 'show', 'job', '-o'], env=env,
+                              capture_output=True, text=True,
+                              timeout=60).stdout
+        mine = [j for j in jobs.splitlines() if 'JobName=mmhybrid-ci' in j]
+        if not mine or 'JobState=COMPLETING' not in mine[-1]:
+            break
+        time.sleep(1)
     assert mine, jobs
     assert 'JobState=COMPLETED' in mine[-1] and 'ExitCode=0:0' in mine[-1], \
         mine[-1]
