@@ -111,22 +111,33 @@ FLEXIBLE = ('configs/demo/'
             'hybrid-distill_vit-tiny-p8_1xb32-flexible-ddp-300i_shapes.py')
 
 
-def test_flexible_runner_ddp_strategy_trains_with_mmhybrid_hooks(
-        repo_root, tmp_path, shapes_imagenet, demo_teachers):
-    """runner_type='FlexibleRunner' + DDPStrategy (the FSDP / DeepSpeed path)
-    through the real launcher: one gloo process, 4 iterations."""
-    work = tmp_path / 'flexible'
-    env = dict(os.environ, PYTHON=sys.executable, PORT='29519',
+def _train_flexible(repo_root, work, data, teachers, port, args=()):
+    """4 iterations of the FlexibleRunner + DDPStrategy config (the FSDP /
+    DeepSpeed path) through the real launcher, one gloo process, checkpoints
+    at 2 and 4."""
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(port),
                OMP_NUM_THREADS='1')
     cmd = ['bash', 'tools/dist_train.sh', FLEXIBLE, '1', '--work-dir',
-           str(work)] + _options(shapes_imagenet, demo_teachers, 4, [
-               'default_hooks.checkpoint.interval=4',
+           str(work), *args] + _options(data, teachers, 4, [
+               'default_hooks.checkpoint.interval=2',
                'train_dataloader.num_workers=0'
            ])
     proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True,
                           timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    log = open(glob.glob(osp.join(work, '*', '*.log'))[0]).read()
+
+
+@pytest.fixture(scope='module')
+def flexible_work(repo_root, tmp_path_factory, shapes_imagenet,
+                  demo_teachers):
+    work = tmp_path_factory.mktemp('flexible') / 'full'
+    _train_flexible(repo_root, work, shapes_imagenet, demo_teachers, 29519)
+    return work
+
+
+def test_flexible_runner_ddp_strategy_trains_with_mmhybrid_hooks(
+        flexible_work):
+    log = open(glob.glob(osp.join(flexible_work, '*', '*.log'))[0]).read()
     assert 'Distributed launcher: pytorch' in log
     # the strategy ran it: its runtime environment lists the launcher and the
     # randomness settings (mmengine's Runner logs neither entry)
@@ -135,10 +146,23 @@ def test_flexible_runner_ddp_strategy_trains_with_mmhybrid_hooks(
     for hook in ('ExactResumeHook', 'NonFiniteLossHook',
                  'ProgressiveMaskingHook'):
         assert hook in log, hook
-    recs = [r for r in _scalars(work) if 'loss' in r]
+    recs = [r for r in _scalars(flexible_work) if 'loss' in r]
     assert [r['iter'] for r in recs] == [1, 2, 3, 4]
     assert recs[-1]['mask_ratio'] > recs[0]['mask_ratio']
-    ckpt = torch.load(work / 'iter_4.pth', weights_only=True)
+    ckpt = torch.load(flexible_work / 'iter_4.pth', weights_only=True)
     assert ckpt['meta']['iter'] == 4
     assert 'rng_state' in ckpt  # ExactResumeHook's part of the checkpoint
     assert not [k for k in ckpt['state_dict'] if 'teacher' in k]
+
+
+def test_flexible_runner_resumes_exactly(repo_root, tmp_path, flexible_work,
+                                        shapes_imagenet, demo_teachers):
+    resumed = tmp_path / 'resumed'
+    _train_flexible(repo_root, resumed, shapes_imagenet, demo_teachers, 29520,
+                    ['--resume', str(flexible_work / 'iter_2.pth')])
+    full = {r['iter']: r for r in _scalars(flexible_work) if 'loss' in r}
+    again = {r['iter']: r for r in _scalars(resumed) if 'loss' in r}
+    assert sorted(again) == [3, 4]
+    for it in (3, 4):
+        assert again[it]['loss'] == full[it]['loss'], it
+        assert again[it]['mask_ratio'] == full[it]['mask_ratio'], it
