@@ -133,6 +133,29 @@ def test_imagenet_linear_probe(vit_convert, pretrained_student,
         assert torch.equal(backbone[k], v), k
 
 
+def test_imagenet_linear_probe_from_the_raw_checkpoint(pretrained_student,
+                                                       downstream_data,
+                                                       tmp_path):
+    """No conversion: the pretraining checkpoint as the runner saved it
+    (``backbone.*`` + ``neck.*``) goes straight into the config. The frozen
+    backbone after training is the student's, every tensor (mmengine's own
+    Pretrained init loaded none of them from this file)."""
+    work = tmp_path / 'linear_raw'
+    _run([sys.executable, 'tools/train.py', DEMO['linear'], '--work-dir',
+          str(work), '--cfg-options',
+          f'model.backbone.init_cfg.checkpoint={pretrained_student}',
+          *_data_options('linear', downstream_data), *_short()])
+    _assert_backbone_loaded(work, pretrained_student)
+    trained = load_checkpoint_file(work / f'iter_{ITERS}.pth')['state_dict']
+    student = load_checkpoint_file(pretrained_student)['state_dict']
+    backbone = {k: v for k, v in trained.items() if k.startswith('backbone.')}
+    assert f'StrictPretrainedViT: loaded all {len(backbone)} backbone ' \
+        'tensors' in _log(work)
+    assert set(backbone) <= set(student)
+    for k, v in backbone.items():
+        assert torch.equal(v, student[k]), k
+
+
 def test_ade20k_upernet(vit_convert, pretrained_student, downstream_data,
                         tmp_path):
     """mmseg UperNet: train, mIoU at the end of training, then tools/test.py
