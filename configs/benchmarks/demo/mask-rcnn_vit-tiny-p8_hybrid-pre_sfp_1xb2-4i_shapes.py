@@ -3,7 +3,8 @@
 # feature pyramid, LSJ, layer decay) with the demo student's tiny ViT (8 px
 # patches; the pyramid scales 2, 1, 1/2, 1/4 give the usual strides 4-32, +64),
 # 96 x 96 large-scale-jitter crops of the 64 px images (so the position embedding
-# is resized 8 x 8 -> 12 x 12 by the converter), narrow heads, a few iterations,
+# is resized 8 x 8 -> 12 x 12, by the converter or by the backbone's strict load
+# of a raw pretraining checkpoint), narrow heads, a few iterations,
 # bbox and segm AP through mmdet's CocoMetric (pycocotools).
 _base_ = ['../mmdet/mask-rcnn_vit-base-p16_hybrid-pre_sfp_8xb8-lsj-100e_coco.py']
 

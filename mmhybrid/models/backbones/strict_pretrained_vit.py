@@ -34,7 +34,9 @@ class StrictPretrainedViT(VisionTransformer):
 
     Same arguments, modules, state-dict keys and ``forward`` as mmpretrain's
     ViT; only :meth:`init_weights` differs when ``init_cfg`` holds
-    ``dict(type='Pretrained', checkpoint=..., prefix=None, allow=None)``:
+    ``dict(type='Pretrained', checkpoint=..., prefix=None, allow=None)``
+    (``map_location`` is accepted as mmengine's; tensors are read onto the
+    CPU):
 
     * ``checkpoint`` may be a raw pretraining checkpoint (``backbone.*`` +
       ``neck.*``, as ``work_dirs/.../epoch_300.pth``), a converter's output
