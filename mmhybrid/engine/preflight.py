@@ -8,8 +8,8 @@ first; the model's own build-time checks (``HybridDistill``, ``FrozenTeacher``,
 ``HybridViT``, ``ProgressiveMaskingHook``) stay as a second line for configs
 built some other way.
 
-Checked: teacher checkpoint files (missing, not a file, unreadable, truncated or
-corrupt), image size vs patch size of the student and both teachers, student
+Checked: teacher checkpoint files and a downstream backbone's ``Pretrained``
+checkpoint (missing, not a file, unreadable, truncated or corrupt), image size vs patch size of the student and both teachers, student
 width vs the relation teacher's heads (q/k re-split) and the neck widths,
 relation-pair block indices (range, duplicates), mask ratios in ``[0, 1)`` and a
 non-zero keep count at the final ratio, loss types and names, and the dataset
@@ -108,6 +108,25 @@ class _Checker:
         reason = probe_checkpoint(path)
         if reason is not None:
             self.err(key, path, f'teacher checkpoint unusable: {reason}')
+
+    def pretrained_file(self) -> None:
+        """A downstream backbone's ``init_cfg`` ``Pretrained`` checkpoint:
+        missing or corrupt fails here, before datasets and model are built."""
+        backbone = (self.cfg.get('model') or {}).get('backbone') or {}
+        init = backbone.get('init_cfg')
+        many = isinstance(init, (list, tuple))
+        for i, c in enumerate(init if many else [init]):
+            if not hasattr(c, 'get') or c.get('type') != 'Pretrained':
+                continue
+            key = f'model.backbone.init_cfg{f"[{i}]" if many else ""}.checkpoint'
+            path = c.get('checkpoint')
+            if not isinstance(path, str) or not path:
+                self.err(key, path, 'expected a file path or URL')
+            elif not _is_remote(path):
+                reason = probe_checkpoint(path)
+                if reason is not None:
+                    self.err(key, path,
+                             f'pretrained checkpoint unusable: {reason}')
 
     # ----------------------------------------------------------------- model
     def model(self) -> Optional[dict]:
@@ -276,6 +295,7 @@ def check_train_config(cfg) -> None:
     """
     c = _Checker(cfg)
     student = c.model()
+    c.pretrained_file()
     c.hooks(student)
     c.data()
     if c.errors:

@@ -212,3 +212,16 @@ def test_train_stops_with_one_error_line_before_training(tmp_path,
     assert str(bad) in errors[0] and 'missing [pos_embed]' in errors[0]
     assert 'Traceback' not in proc.stderr
     assert 'Iter(train)' not in proc.stdout + proc.stderr
+
+
+def test_preflight_names_a_missing_pretrained_file(tmp_path):
+    """tools/train.py's config check: a missing pretrained file fails before
+    datasets and model are built, naming the config key."""
+    from mmhybrid.engine.preflight import ConfigError, check_train_config
+    cfg = Config.fromfile(osp.join(ROOT, DEMO['ft']))
+    missing = str(tmp_path / 'nope.pth')
+    cfg.model.backbone.init_cfg.checkpoint = missing
+    with pytest.raises(ConfigError) as err:
+        check_train_config(cfg)
+    assert (f"model.backbone.init_cfg.checkpoint={missing!r}: pretrained "
+            'checkpoint unusable: file not found') in str(err.value)
