@@ -234,3 +234,14 @@ def test_unsupported_target_is_one_error_line(vit_convert, tmp_path, capsys,
                                       '--config', str(config)]) == 1
     assert expected in _one_error_line(capsys)
     assert not (tmp_path / 'o.pth').exists()
+
+
+def test_unreadable_config_is_one_error_line(vit_convert, tmp_path, capsys):
+    src = make_student_checkpoint(tmp_path / 's.pth')
+    for config, expected in (
+            (str(tmp_path / 'nope.py'), 'cannot read the config'),
+            ('mmseg::mae/nope.py', 'no such config in mmseg')):
+        assert vit_convert.main('mmseg', [src, str(tmp_path / 'o.pth'),
+                                          '--config', config]) == 1
+        line = _one_error_line(capsys)
+        assert expected in line and 'nope.py' in line

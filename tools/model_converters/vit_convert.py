@@ -198,8 +198,17 @@ def backbone_cfg_from_config(config, img_size=None) -> dict:
         img_size (int | tuple, optional): Replaces the backbone's ``img_size``.
     """
     from mmengine.config import Config
-    cfg = config if isinstance(config, Config) else Config.fromfile(
-        resolve_config(config))
+    if isinstance(config, Config):
+        cfg = config
+    else:
+        try:
+            cfg = Config.fromfile(resolve_config(config))
+        except ConversionError:
+            raise
+        except Exception as e:  # noqa: BLE001  (a config that cannot load)
+            reason = str(e).splitlines()[0] if str(e) else ''
+            raise ConversionError(f'cannot read the config {config}: '
+                                  f'{type(e).__name__}: {reason}') from None
     backbone = cfg.get('model', {}).get('backbone')
     if backbone is None:
         raise ConversionError(f'{config} has no model.backbone')
