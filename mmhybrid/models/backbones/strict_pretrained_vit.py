@@ -28,6 +28,32 @@ def _is_pretrained(cfg: dict) -> bool:
     return cfg.get('type') == 'Pretrained'
 
 
+def pretrained_entry(init_cfg, owner: str) -> Optional[dict]:
+    """The (last) ``Pretrained`` entry of an ``init_cfg``, checked.
+
+    Args:
+        init_cfg (dict | list[dict] | None): A module's ``init_cfg``.
+        owner (str): Named in the error.
+
+    Returns:
+        dict | None: The entry, or None when there is none.
+
+    Raises:
+        PretrainedMismatchError: For unknown keys or no ``checkpoint``.
+    """
+    entries = [c for c in _as_list(init_cfg) if _is_pretrained(c)]
+    if not entries:
+        return None
+    cfg = entries[-1]
+    unknown = sorted(set(cfg) - set(PRETRAINED_KEYS))
+    if unknown or not cfg.get('checkpoint'):
+        raise PretrainedMismatchError(
+            f'{owner}.init_cfg={dict(cfg)!r}: expected the keys '
+            f'{PRETRAINED_KEYS[:2]} and optionally {PRETRAINED_KEYS[2:]}'
+            + (f', got unknown {unknown}' if unknown else ', got no checkpoint'))
+    return cfg
+
+
 @MODELS.register_module()
 class StrictPretrainedViT(VisionTransformer):
     """:class:`mmpretrain.models.VisionTransformer` with a strict pretrained load.
@@ -58,19 +84,10 @@ class StrictPretrainedViT(VisionTransformer):
 
     def init_weights(self) -> None:
         """Random initialisation of every part, then the strict load."""
-        pretrained = [c for c in _as_list(self.init_cfg) if _is_pretrained(c)]
-        if not pretrained:
+        cfg = pretrained_entry(self.init_cfg, type(self).__name__)
+        if cfg is None:
             super().init_weights()
             return
-        cfg = pretrained[-1]
-        unknown = sorted(set(cfg) - set(PRETRAINED_KEYS))
-        if unknown or not cfg.get('checkpoint'):
-            raise PretrainedMismatchError(
-                f'{type(self).__name__}.init_cfg={dict(cfg)!r}: expected '
-                f'the keys {PRETRAINED_KEYS[:2]} and optionally '
-                f'{PRETRAINED_KEYS[2:]}'
-                + (f', got unknown {unknown}' if unknown else
-                   ', got no checkpoint'))
         original = self.init_cfg
         # mmpretrain re-draws pos_embed after any non-Pretrained init: do all
         # of that first, so the load below is the last word on every tensor
