@@ -11,10 +11,10 @@ built some other way.
 Checked: teacher checkpoint files and a downstream backbone's ``Pretrained``
 checkpoint (missing, not a file, unreadable, truncated or corrupt), image size
 vs patch size of the student and both teachers, student width vs the relation
-teacher's heads (q/k re-split) and the neck widths, relation-pair block indices (range, duplicates), mask ratios in ``[0, 1)`` and a
-non-zero keep count at the final ratio, loss types and names, and the dataset
-paths (``data_root``, ``data_prefix``, ``ann_file``) of every dataloader that
-will be used.
+teacher's heads (q/k re-split) and the neck widths, relation-pair block indices
+(range, duplicates), mask ratios in ``[0, 1)`` and a non-zero keep count at the
+final ratio, loss types and names, and the dataset paths (``data_root``,
+``data_prefix``, ``ann_file``) of every dataloader that will be used.
 """
 import os.path as osp
 from typing import Any, List, Optional, Tuple
