@@ -108,13 +108,13 @@ def describe(model) -> List[str]:
     return lines
 
 
-def _median_ms(times: List[float]) -> float:
-    return 1000 * statistics.median(times)
-
-
 def time_teachers(model, x: torch.Tensor, iters: int,
-                  warmup: int) -> Dict[str, float]:
-    """Median ms per call of each teacher, as asked and in full."""
+                  warmup: int) -> Dict[str, List[float]]:
+    """Seconds per call of each teacher, as asked and in full, per round.
+
+    The calls are interleaved (each round calls every variant once), so that
+    drift of the machine hits all of them alike.
+    """
     asked = model.teacher_requests()
     runs: Dict[str, Callable[[], object]] = {}
     for name, kwargs in asked.items():
@@ -125,14 +125,21 @@ def time_teachers(model, x: torch.Tensor, iters: int,
     times = {k: [] for k in runs}
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
     for it in range(warmup + iters):
-        for k, fn in runs.items():  # interleaved: drift hits all alike
+        for k, fn in runs.items():
             sync()
             t0 = time.perf_counter()
             fn()
             sync()
             if it >= warmup:
                 times[k].append(time.perf_counter() - t0)
-    return {k: _median_ms(v) for k, v in times.items()}
+    return times
+
+
+def paired_ratio(num: List[float], den: List[float]) -> float:
+    """Median over rounds of ``num / den``: calls of one round ran back to
+    back, so their ratio is less affected by load on a shared machine than
+    the ratio of the two medians."""
+    return statistics.median(a / b for a, b in zip(num, den))
 
 
 def main(argv=None):
@@ -144,21 +151,28 @@ def main(argv=None):
         return
     x = torch.randn(args.batch_size, 3, *model.backbone.img_size,
                     device=args.device)
-    ms = time_teachers(model, x, args.time, args.warmup)
+    times = time_teachers(model, x, args.time, args.warmup)
+    ms = {k: 1000 * statistics.median(v) for k, v in times.items()}
     print(f'\n[time] batch={args.batch_size} device={args.device} '
           f'threads={torch.get_num_threads()} rounds={args.time} '
           f'warmup={args.warmup}')
-    print('| teacher | as asked (ms) | full (ms) | asked / full |')
+    print('| teacher | as asked (ms) | full (ms) | asked / full (paired) |')
     print('|---|---|---|---|')
+    ratio = {}
     for name in TEACHERS:
-        a, f = ms[f'{name} asked'], ms[f'{name} full']
-        print(f'| {name} | {a:.1f} | {f:.1f} | {a / f:.3f} |')
+        ratio[name] = paired_ratio(times[f'{name} asked'],
+                                   times[f'{name} full'])
+        print(f"| {name} | {ms[f'{name} asked']:.1f} | "
+              f"{ms[f'{name} full']:.1f} | {ratio[name]:.3f} |")
+    rounds = list(zip(*(times[f'{n} {m}'] for n in TEACHERS
+                        for m in ('asked', 'full'))))
+    both = statistics.median((r[0] + r[2]) / (r[1] + r[3]) for r in rounds)
     asked = sum(ms[f'{n} asked'] for n in TEACHERS)
     full = sum(ms[f'{n} full'] for n in TEACHERS)
-    rel = ms['teacher_rel asked'] / ms['teacher_rel full']
-    # totals: sums of the per-teacher medians
+    # ms: sums of the per-teacher medians; ratios: medians of per-round ratios
     print(f'TEACHER_TIME asked_ms={asked:.1f} full_ms={full:.1f} '
-          f'asked_over_full={asked / full:.3f} rel_asked_over_full={rel:.3f}')
+          f'asked_over_full={both:.3f} '
+          f"rel_asked_over_full={ratio['teacher_rel']:.3f}")
 
 
 if __name__ == '__main__':
