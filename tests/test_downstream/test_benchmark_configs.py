@@ -26,8 +26,7 @@ def _types(pipeline):
 
 def test_imagenet_finetune_vitb_recipe():
     cfg = _cfg(FT_B)
-    assert cfg.custom_imports.imports == [
-        'mmhybrid', 'mmhybrid.models.backbones.strict_pretrained_vit']
+    assert cfg.custom_imports.imports == ['mmhybrid']
     assert cfg.default_scope == 'mmpretrain'
     bb = cfg.model.backbone
     assert bb.type == 'StrictPretrainedViT'  # loads all tensors or fails

@@ -20,11 +20,7 @@ _base_ = [
     'mmdet::common/lsj-100e_coco-instance.py',
 ]
 
-# the second module registers StrictPretrainedViT, the backbone that loads its
-# pretrained weights completely or stops with an ERROR
-custom_imports = dict(
-    imports=['mmhybrid', 'mmhybrid.models.backbones.strict_pretrained_vit'],
-    allow_failed_imports=False)
+custom_imports = dict(imports=['mmhybrid'], allow_failed_imports=False)
 
 # a pretraining checkpoint (backbone.* + neck.*) or hybrid2mmdet.py's output
 pretrained = 'pretrain/hybrid_vitb_mmdet.pth'

@@ -13,11 +13,7 @@
 # loads every tensor or stops with an ERROR before training; pos_embed is resized.
 _base_ = 'mmpretrain::mae/benchmarks/vit-base-p16_8xb128-coslr-100e_in1k.py'
 
-# the second module registers StrictPretrainedViT, the backbone that loads its
-# pretrained weights completely or stops with an ERROR
-custom_imports = dict(
-    imports=['mmhybrid', 'mmhybrid.models.backbones.strict_pretrained_vit'],
-    allow_failed_imports=False)
+custom_imports = dict(imports=['mmhybrid'], allow_failed_imports=False)
 
 # a pretraining checkpoint (backbone.* + neck.*) or a converter's output; a
 # prefix='backbone.' in init_cfg is accepted but not needed

@@ -6,11 +6,7 @@
 #   tools/benchmarks/dist_downstream.sh in1k-ft-l PRETRAIN.pth 8
 _base_ = 'mmpretrain::mae/benchmarks/vit-large-p16_8xb128-coslr-50e_in1k.py'
 
-# the second module registers StrictPretrainedViT, the backbone that loads its
-# pretrained weights completely or stops with an ERROR
-custom_imports = dict(
-    imports=['mmhybrid', 'mmhybrid.models.backbones.strict_pretrained_vit'],
-    allow_failed_imports=False)
+custom_imports = dict(imports=['mmhybrid'], allow_failed_imports=False)
 
 # a pretraining checkpoint (backbone.* + neck.*) or a converter's output
 pretrained = 'pretrain/hybrid_vitl_mmpretrain.pth'

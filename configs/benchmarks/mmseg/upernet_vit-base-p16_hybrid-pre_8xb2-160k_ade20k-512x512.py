@@ -14,11 +14,7 @@
 # pos_embed is resized to the 32 x 32 grid.
 _base_ = 'mmseg::mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py'
 
-# the second module registers StrictPretrainedViT, the backbone that loads its
-# pretrained weights completely or stops with an ERROR
-custom_imports = dict(
-    imports=['mmhybrid', 'mmhybrid.models.backbones.strict_pretrained_vit'],
-    allow_failed_imports=False)
+custom_imports = dict(imports=['mmhybrid'], allow_failed_imports=False)
 
 # a pretraining checkpoint (backbone.* + neck.*) or hybrid2mmseg.py's output
 pretrained = 'pretrain/hybrid_vitb_mmseg.pth'

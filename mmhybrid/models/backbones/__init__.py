@@ -1,3 +1,4 @@
 from .hybrid_vit import DistillOutput, HybridViT
+from .strict_pretrained_vit import StrictPretrainedViT
 
-__all__ = ['HybridViT', 'DistillOutput']
+__all__ = ['HybridViT', 'DistillOutput', 'StrictPretrainedViT']
