@@ -1,8 +1,9 @@
-from .shapes import (SHAPE_CLASSES, make_ade20k_style, make_all,
-                     make_coco_style, make_imagenet_style, render_sample)
+from .shapes import (IMAGENET_TASKS, SHAPE_CLASSES, make_ade20k_style,
+                     make_all, make_coco_style, make_imagenet_style,
+                     render_object, render_sample)
 from .shapes_seg import *  # noqa: F401,F403  (mmseg dataset, if installed)
 
 __all__ = [
-    'SHAPE_CLASSES', 'render_sample', 'make_imagenet_style', 'make_ade20k_style',
-    'make_coco_style', 'make_all'
+    'SHAPE_CLASSES', 'IMAGENET_TASKS', 'render_sample', 'render_object',
+    'make_imagenet_style', 'make_ade20k_style', 'make_coco_style', 'make_all'
 ]
