@@ -255,3 +255,71 @@ def plot_layer_means(stats_by_model: Dict[str, Dict[str, np.ndarray]],
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+def plot_layer_bands(runs_by_model: Dict[str, Sequence[Dict[str, np.ndarray]]],
+                     path: str,
+                     metrics: Sequence[str] = ('distance', 'nmi'),
+                     reference: Optional[Dict[str, float]] = None,
+                     dpi: int = 90) -> str:
+    """Head-averaged statistic per layer, mean over repeats (seeds) with a
+    +-1 std band, one line per model, and the dashed ``reference``."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(metrics),
+                             figsize=(3.6 * len(metrics) + 1.8, 2.9),
+                             squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for name, runs in runs_by_model.items():
+            per_run = np.stack([r[metric].mean(1) for r in runs])  # (S, L)
+            x = np.arange(1, per_run.shape[1] + 1)
+            mean, std = per_run.mean(0), per_run.std(0)
+            line, = ax.plot(x, mean, 'o-', ms=3,
+                            label=f'{name} (n={len(runs)})')
+            ax.fill_between(x, mean - std, mean + std, alpha=0.2,
+                            color=line.get_color())
+        if reference is not None and metric in reference:
+            ax.axhline(reference[metric], ls='--', lw=0.8, color='grey',
+                       label='uniform attention')
+        ax.set_xlabel('layer')
+        ax.set_xticks(x)
+        ax.set_ylabel(METRIC_LABELS[metric] + ', head mean')
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7, loc='center left', bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def plot_accuracy_bars(values: Dict[str, Dict[str, Sequence[float]]],
+                       path: str, chance: Optional[float] = None,
+                       dpi: int = 90) -> str:
+    """Grouped bars: ``values[model][measure]`` is a list of repeats; bar =
+    mean, error bar = std, dots = the repeats."""
+    plt = _plt()
+    models = list(values)
+    measures = list(dict.fromkeys(m for v in values.values() for m in v))
+    width = 0.8 / max(len(measures), 1)
+    fig, ax = plt.subplots(figsize=(1.1 * len(models) + 2.5, 3.2))
+    for j, measure in enumerate(measures):
+        for i, model in enumerate(models):
+            runs = np.asarray(values[model].get(measure, []), dtype=float)
+            if runs.size == 0:
+                continue
+            x = i + (j - (len(measures) - 1) / 2) * width
+            ax.bar(x, runs.mean(), width, yerr=runs.std(), capsize=3,
+                   color=f'C{j}', label=measure if i == 0 else None)
+            ax.plot(np.full(runs.size, x), runs, 'k.', ms=3)
+    if chance is not None:
+        ax.axhline(chance, ls='--', lw=0.8, color='grey', label='chance')
+    ax.set_xticks(range(len(models)))
+    ax.set_xticklabels(models, rotation=20, ha='right', fontsize=8)
+    ax.set_ylabel('top-1 (%)')
+    ax.grid(axis='y', alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

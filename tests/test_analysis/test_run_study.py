@@ -8,44 +8,58 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
+STUDENTS = ('feature_only', 'relation_only', 'hybrid', 'hybrid_no_mask')
+LABELS = ['feature-only', 'relation-only', 'hybrid', 'hybrid, no mask',
+          'Tc: supervised', 'Tm: MAE', 'random init']
+
 
 def test_study_quick(repo_root, tmp_path):
     work = tmp_path / 'study'
     proc = subprocess.run(
         [sys.executable, 'tools/analysis/run_study.py', '--quick',
          '--work-dir', str(work)], cwd=repo_root, capture_output=True,
-        text=True, timeout=1200)
+        text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert 'ETA' in proc.stdout
     report = open(work / 'report.md').read()
     table = [ln for ln in report.splitlines() if ln.startswith('| ')]
-    names = ['feature-only', 'relation-only', 'hybrid', 'hybrid, no mask',
-             'Tc: supervised', 'Tm: MAE', 'random init']
-    for name in names:
-        assert any(ln.startswith(f'| {name} |') for ln in table), name
-    for png in ('attention_per_head.png', 'attention_layers.png',
-                'masking_schedule.png'):
+    for label in LABELS:
+        assert any(ln.startswith(f'| {label} |') for ln in table), label
+    # students vary over the two seeds: mean ± std
+    hybrid = next(ln for ln in table if ln.startswith('| hybrid |'))
+    assert '±' in hybrid
+    for png in ('attention_layers.png', 'accuracy.png'):
         assert osp.getsize(work / 'plots' / png) > 1000
         assert f'(plots/{png})' in report
+    assert report.count('**holds**') + report.count('**does not hold**') == 3
+
     results = json.load(open(work / 'results.json'))
-    rows = {r['name']: r for r in results['rows']}
-    assert len(rows) == 7
-    for name in ('student_feature_only', 'student_relation_only',
-                 'student_hybrid', 'student_hybrid_no_mask'):
-        r = rows[name]
-        assert 0 <= r['probe'] <= 100 and 0 <= r['finetune'] <= 100
-        assert r['rel_kl'] >= 0 and r['feat_dist'] >= 0
-    assert 0 <= rows['teacher_sup']['probe'] <= 100
+    assert results['seeds'] == [0, 1]
+    runs = {(r['label'], r['seed']) for r in results['results']}
+    for seed in (0, 1):
+        for label in ('feature-only', 'relation-only', 'hybrid',
+                      'hybrid, no mask', 'random init'):
+            assert (label, seed) in runs
+    for r in results['results']:
+        assert 0 <= r['probe'] <= 100 and 0 <= r['knn'] <= 100
+        assert len(r['stats']['distance']) == 4  # layers x heads
+        assert len(r['stats']['distance'][0]) == 3
+        if r['run'].startswith(f"seed{r['seed']}_student"):
+            assert 0 <= r['finetune'] <= 100
+            assert r['rel_kl'] >= 0 and r['feat_dist'] >= 0
+    assert [c[0][:3] for c in results['claims']] == ['(a)', '(b)', '(c)']
     # identical budget: every student ran the same number of iterations
-    for name in ('feature_only', 'relation_only', 'hybrid', 'hybrid_no_mask'):
-        assert osp.isfile(work / f'student_{name}' / 'iter_12.pth')
+    for seed in (0, 1):
+        for name in STUDENTS:
+            assert osp.isfile(work / f'seed{seed}' / f'student_{name}' /
+                              'iter_12.pth')
+
     # the unmasked student never masked; the hybrid one ramps towards 0.5
     def last_ratio(name):
-        files = sorted((work / f'student_{name}').glob('*/vis_data/scalars.json'))
+        files = sorted((work / 'seed0' / f'student_{name}').glob(
+            '*/vis_data/scalars.json'))
         recs = [json.loads(line) for line in open(files[-1])]
         return [r['mask_ratio'] for r in recs if 'mask_ratio' in r][-1]
+
     assert last_ratio('hybrid_no_mask') == 0.0
     assert last_ratio('hybrid') > 0.3  # logged at iter 10 of 12: 9/12 * 0.5
-    # one attention CSV per model, rows = layers x heads
-    for name in rows:
-        lines = open(work / 'attention' / name / 'attention_stats.csv').readlines()
-        assert len(lines) == 1 + 4 * 3

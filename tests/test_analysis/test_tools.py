@@ -191,7 +191,7 @@ def test_study_classifier_runs_train_on_the_train_split(repo_root):
         assert train.dataset.data_prefix == 'train'
         assert train.dataset.data_root == '/t'
         assert train.sampler.type == 'InfiniteSampler'
-        assert len(train.dataset.pipeline) == 4  # with augmentation
+        assert len(train.dataset.pipeline) == 5  # resize, crop, flip
         assert val.dataset.data_prefix == 'val' and val.dataset.data_root == '/v'
         assert val.sampler.type == 'DefaultSampler'
 

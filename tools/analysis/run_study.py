@@ -1,12 +1,15 @@
 """The paper's study in miniature, on the CPU: `make study`.
 
-On the built-in generated shapes data:
+The demo's pipeline (:mod:`mmhybrid.analysis.miniature`) with four students and
+several seeds, on the built-in generated objects or any ImageNet-style folder
+(``--data-root``):
 
-1. train the two tiny teachers with mmpretrain's own algorithms: a supervised ViT
-   classifier (feature teacher Tc) and an MAE (relation teacher Tm);
-2. pretrain four students from them with identical budget and seed (same
-   config, iterations, batch, learning-rate schedule and initialisation; only
-   the options below differ):
+1. the two tiny teachers, trained once (seed 0) with mmpretrain's own
+   algorithms: a supervised ViT classifier (feature teacher Tc) and an MAE
+   (relation teacher Tm);
+2. for every seed, four students with identical budget (config, iterations,
+   batch, schedule; the seed fixes their initialisation and data order, and is
+   the only difference between repeats):
 
    ==================  ==================================================
    feature-only        ``model.loss_rel.loss_weight=0`` (FD-like)
@@ -14,75 +17,59 @@ On the built-in generated shapes data:
    hybrid              the demo config as is (both terms, weight 1 each,
                        progressive masking 0 -> 0.5)
    hybrid, no masking  ``custom_hooks=[]``: no ProgressiveMaskingHook, so
-                       the mask ratio stays at the model's 0 and the
-                       student always encodes every token
+                       the student always encodes every token
    ==================  ==================================================
 
-   A zero-weight term is still computed (both teachers run, the loss is
-   multiplied by 0), so the four students cost the same per iteration except
-   the unmasked one, which encodes all tokens; the table reports the measured
-   seconds per iteration. Every student keeps Tc's [CLS] attention as the token
-   importance (the relation-only one too): only the loss weights differ;
-3. evaluate every student, both teachers and a random initialisation by a
-   linear probe and a short fine-tune (mmpretrain's ImageClassifier), by
-   ``tools/analysis/attention_stats.py`` (attention distance, entropy, NMI per
-   layer and head) and by how close each student is to its teachers on the
-   validation images (feature distance to Tc, relation KL to Tm);
-4. write ``WORK_DIR/report.md``: one table and the plots.
+   A zero-weight term is still computed (both teachers run), so the students
+   cost the same per iteration except the unmasked one; every student keeps
+   Tc's [CLS] attention as the token importance;
+3. per model and seed: linear probe and short fine-tune (training stages),
+   k-NN top-1 on frozen [CLS] features (k = 20, cosine; no training, so no
+   probe noise), attention distance / entropy / NMI per layer and head,
+   feature distance to Tc and relation KL to Tm, seconds per iteration;
+4. ``WORK_DIR/report.md``: mean +- std over seeds, plots with error bands and
+   bars, and a verdict on each of the paper's three claims.
 
-Every training stage is ``tools/train.py`` with a config of ``configs/demo/`` or
-``tools/analysis/study_configs/`` (the exact command is printed and logged, so any
-stage can be rerun alone). By default the stages run in forked children of this
-process, which has imported the stack once (seconds saved per stage), two at a
-time (``--jobs``), each with one thread and no dataloader workers (on two cores
-the workers only add start-up and hand-over cost); ``--subprocess`` runs every
-stage in a fresh process instead (``run_study.py --train-stage ARGS``, i.e.
-``tools/train.py ARGS``). Before anything runs, the study checks that
-``tools/train.py`` keeps ``train_dataloader`` on the train split
-(:func:`_dataloader_aliasing`).
-
-``--quick`` is the same pipeline on a fraction of the data and iterations (the CI
-test runs it); its numbers mean nothing.
+``--quick`` is the same pipeline on a fraction of the data and iterations with
+two seeds (the CI test runs it); its numbers mean nothing.
 """
 import argparse
-import glob
 import importlib.util
 import json
-import multiprocessing as mp
 import os
 import os.path as osp
-import subprocess
 import sys
 import time
-import traceback
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if ROOT not in sys.path:
+if ROOT not in sys.path:  # this checkout's mmhybrid, not another install's
     sys.path.insert(0, ROOT)
 DEMO = osp.join(ROOT, 'configs', 'demo')
-STUDY_CFG = osp.join(ROOT, 'tools', 'analysis', 'study_configs')
 SUP_CFG = osp.join(DEMO, 'vit-tiny-p8_sup_1xb32-300i_shapes.py')
 MAE_CFG = osp.join(DEMO, 'mae_vit-tiny-p8_1xb32-300i_shapes.py')
 HYB_CFG = osp.join(DEMO, 'hybrid-distill_vit-tiny-p8_1xb32-300i_shapes.py')
 PROBE_CFG = osp.join(DEMO, 'linear-probe_vit-tiny-p8_1xb64-200i_shapes.py')
-FT_CFG = osp.join(STUDY_CFG, 'finetune_vit-tiny-p8_1xb32-150i_shapes.py')
+FT_CFG = osp.join(DEMO, 'finetune_vit-tiny-p8_1xb32-150i_shapes.py')
 
-# name, description, extra --cfg-options
+# name, label, description, extra --cfg-options
 STUDENTS = [
-    ('feature_only', 'features of Tc only (FD-like)',
+    ('feature_only', 'feature-only', 'features of Tc only (FD-like)',
      ['model.loss_rel.loss_weight=0.0']),
-    ('relation_only', 'relations of Tm only (TinyMIM-like)',
+    ('relation_only', 'relation-only', 'relations of Tm only (TinyMIM-like)',
      ['model.loss_feat.loss_weight=0.0']),
-    ('hybrid', 'hybrid: features of Tc + relations of Tm', []),
-    ('hybrid_no_mask', 'hybrid without progressive masking',
+    ('hybrid', 'hybrid', 'hybrid: features of Tc + relations of Tm', []),
+    ('hybrid_no_mask', 'hybrid, no mask', 'hybrid without progressive masking',
      ['custom_hooks=[]']),
 ]
-FULL = dict(num_train=1000, num_val=250, teacher_iters=300, student_iters=300,
+REFS = [('teacher_sup', 'Tc: supervised', 'reference: supervised ViT (Tc)'),
+        ('teacher_mae', 'Tm: MAE', 'reference: MAE (Tm)'),
+        ('random_init', 'random init', 'reference: no pretraining')]
+FULL = dict(num_train=5000, num_val=500, teacher_iters=300, student_iters=300,
             probe_iters=100, finetune_iters=150, attn_images=64, batch=32,
-            probe_batch=64, workers=0)
-QUICK = dict(num_train=96, num_val=32, teacher_iters=12, student_iters=12,
+            probe_batch=64)
+QUICK = dict(num_train=100, num_val=40, teacher_iters=12, student_iters=12,
              probe_iters=8, finetune_iters=8, attn_images=16, batch=16,
-             probe_batch=16, workers=0)
+             probe_batch=16)
 
 
 def parse_args(argv=None):
@@ -90,12 +77,23 @@ def parse_args(argv=None):
         description='The Hybrid Distillation study in miniature (CPU).')
     p.add_argument('--work-dir', default='work_dirs/study')
     p.add_argument('--quick', action='store_true',
-                   help='a few iterations of everything (CI); numbers are '
-                   'meaningless')
-    p.add_argument('--seed', type=int, default=0,
-                   help='randomness.seed of every run. Default: 0')
+                   help='a few iterations of everything, two seeds (CI); '
+                   'numbers are meaningless')
+    p.add_argument('--seeds', type=int, nargs='+', default=None,
+                   help='one repeat per seed. Default: 0 1 2 (quick: 0 1)')
+    p.add_argument('--data-root', default=None,
+                   help='your own ImageNet-style folder (train/ and val/ with '
+                   'class folders, or meta/train.txt + meta/val.txt). '
+                   'Default: the built-in generated objects')
+    p.add_argument('--num-classes', type=int, default=None,
+                   help='default: inferred from the data')
+    p.add_argument('--img-size', type=int, default=64)
+    p.add_argument('--patch-size', type=int, default=8)
+    p.add_argument('--iters', type=int, default=None,
+                   help='iterations of each teacher and each student '
+                   '(sets --teacher-iters and --student-iters)')
     p.add_argument('--jobs', type=int, default=2,
-                   help='independent stages run at once, each with '
+                   help='independent stages at once, each with '
                    'max(1, 2 // jobs) threads. Default: 2')
     p.add_argument('--subprocess', action='store_true',
                    help='run tools/train.py processes instead of forked '
@@ -104,14 +102,14 @@ def parse_args(argv=None):
                    help='report the stages that ran even if one fails')
     p.add_argument('--resume', action='store_true',
                    help='keep the stages an earlier run in WORK_DIR finished '
-                   'with the same command (their times are then missing)')
+                   'with the same command')
     for k, v in FULL.items():
         p.add_argument('--' + k.replace('_', '-'), type=int, default=None,
                        help=f'default {v} (quick: {QUICK[k]})')
     return p.parse_args(argv)
 
 
-# ---------------------------------------------------------------- train runs
+# ---------------------------------------------------------------- train tool
 def _dataloader_aliasing(train_tool) -> bool:
     """Whether ``tools/train.py``'s ``merge_args`` lets a later dataloader
     overwrite ``train_dataloader``.
@@ -148,447 +146,325 @@ def load_train_tool():
     return mod
 
 
-def train_stage(argv):
-    """One ``tools/train.py`` run (``--subprocess`` mode's entry point)."""
-    load_train_tool().main(argv)
+# ----------------------------------------------------------------- verdicts
+def _diff(a, b):
+    """Mean difference of two (mean, std, n) and the std of that difference."""
+    return a[0] - b[0], (a[1] ** 2 + b[1] ** 2) ** 0.5
 
 
-def _child(train_main, argv, log, threads):
-    code = 1
-    try:
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        import torch
-        torch.set_num_threads(threads)
-        train_main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    except BaseException:  # noqa: B902  (reported in the stage's log)
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+def verdicts(agg):
+    """The paper's three claims, each judged on the measured means and stds.
+
+    ``agg[label][measure]`` is ``(mean, std, n)``. "Within one std" means the
+    shortfall is at most the std of the difference; "clearly above", more than
+    two such stds above.
+    """
+    h, f, r, n = (agg['hybrid'], agg['feature-only'], agg['relation-only'],
+                  agg['hybrid, no mask'])
+    out = []
+    lines = []
+    ok_a = True
+    for m in ('probe', 'knn'):
+        d_f, s_f = _diff(h[m], f[m])
+        d_r, s_r = _diff(h[m], r[m])
+        ok_a &= d_f >= -s_f and d_r > 2 * s_r
+        lines.append(f'{m}: hybrid - feature-only = {d_f:+.1f} (std of the '
+                     f'difference {s_f:.1f}), hybrid - relation-only = '
+                     f'{d_r:+.1f} ({s_r:.1f})')
+    out.append(('(a) the hybrid student discriminates as well as the '
+                'feature-only one and clearly better than the relation-only '
+                'one', ok_a, '; '.join(lines)))
+    lines = []
+    ok_b = True
+    for m in ('spread', 'nmi'):
+        d_r, s_r = _diff(h[m], r[m])
+        d_f, s_f = _diff(h[m], f[m])
+        ok_b &= d_r >= -s_r and d_f > s_f
+        lines.append(f'{m}: hybrid - relation-only = {d_r:+.3f} ({s_r:.3f}), '
+                     f'hybrid - feature-only = {d_f:+.3f} ({s_f:.3f})')
+    out.append(('(b) its attention is as diverse as the relation-only '
+                "student's and more diverse than the feature-only one's "
+                '(per-head distance spread, NMI)', ok_b, '; '.join(lines)))
+    d_t, s_t = _diff(h['iter_time'], n['iter_time'])
+    lines = [f's/iter: hybrid - no mask = {d_t:+.4f} ({s_t:.4f})']
+    ok_c = d_t < 0
+    for m in ('probe', 'knn'):
+        d, s = _diff(h[m], n[m])
+        ok_c &= d >= -s
+        lines.append(f'{m}: hybrid - no mask = {d:+.1f} ({s:.1f})')
+    out.append(('(c) progressive masking lowers the time per iteration without '
+                'losing accuracy', ok_c, '; '.join(lines)))
+    return out
 
 
-class Stages:
-    """Runs ``tools/train.py`` stages, ``jobs`` at a time, and times them."""
-
-    DONE = '.study_stage_done'
-
-    def __init__(self, work_dir, jobs=1, use_subprocess=False, resume=False):
-        self.work_dir = work_dir
-        self.resume = resume
-        self.skipped = []
-        self.jobs = max(1, jobs)
-        self.use_subprocess = use_subprocess
-        self.threads = max(1, 2 // self.jobs)
-        self.times = {}
-        self.failed = []
-        tool = load_train_tool()
-        self._train = None if use_subprocess else tool
-
-    def argv(self, config, work_dir, options):
-        return [config, '--work-dir', work_dir, '--cfg-options'] + options
-
-    def run(self, batch):
-        """Run ``[(name, config, work_dir, options), ...]``; wait for all."""
-        pending = list(batch)
-        running = {}
-        while pending or running:
-            while pending and len(running) < self.jobs:
-                name, config, wd, options = pending.pop(0)
-                argv = self.argv(config, wd, options)
-                log = osp.join(self.work_dir, 'logs', f'{name}.log')
-                cmd = 'python tools/train.py ' + ' '.join(
-                    osp.relpath(a, ROOT) if osp.isabs(a) and a.startswith(ROOT)
-                    else a for a in argv)
-                done_file = osp.join(wd, self.DONE)
-                if self.resume and osp.isfile(done_file) and open(
-                        done_file).read() == cmd + '\n':
-                    print(f'[study] {name}: done by an earlier run with the '
-                          'same command, kept (--resume)', flush=True)
-                    self.skipped.append(name)
-                    continue
-                if osp.isfile(done_file):
-                    os.remove(done_file)
-                print(f'[study] {name}: {cmd}', flush=True)
-                with open(log + '.cmd', 'w') as f:
-                    f.write(cmd + '\n')
-                if self.use_subprocess:
-                    env = dict(os.environ, OMP_NUM_THREADS=str(self.threads))
-                    f = open(log, 'w')
-                    proc = subprocess.Popen(
-                        [sys.executable, osp.abspath(__file__), '--train-stage']
-                        + argv, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT,
-                        env=env)
-                    proc._log_file = f
-                else:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                    proc = mp.get_context('fork').Process(
-                        target=_child,
-                        args=(self._train.main, argv, log, self.threads))
-                    proc.start()
-                running[name] = (proc, time.time(), log, wd, cmd)
-            time.sleep(0.2)
-            for name in list(running):
-                proc, t0, log, wd, cmd = running[name]
-                code = proc.poll() if self.use_subprocess else (
-                    None if proc.is_alive() else proc.exitcode)
-                if code is None:
-                    continue
-                if self.use_subprocess:
-                    proc._log_file.close()
-                del running[name]
-                self.times[name] = time.time() - t0
-                if code != 0:
-                    self.failed.append(name)
-                    with open(log) as f:
-                        tail = f.read()[-2500:]
-                    print(f'[study] {name} FAILED (exit {code}); log {log}\n'
-                          f'{tail}', flush=True)
-                else:
-                    with open(osp.join(wd, self.DONE), 'w') as f:
-                        f.write(cmd + '\n')
-                    print(f'[study] {name}: done in {self.times[name]:.0f}s',
-                          flush=True)
+# ------------------------------------------------------------------- report
+def _pm(stat, spec='.1f'):
+    mean, std, n = stat
+    if n == 0:
+        return 'n/a'
+    return f'{mean:{spec}} ± {std:{spec}}' if n > 1 else f'{mean:{spec}}'
 
 
-# ---------------------------------------------------------------- results
-def _scalars(work_dir):
-    files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data',
-                                      'scalars.json')))
-    if not files:
-        return []
-    return [json.loads(line) for line in open(files[-1])]
-
-
-def last_scalar(work_dir, key):
-    value = None
-    for rec in _scalars(work_dir):
-        if key in rec:
-            value = rec[key]
-    return value
-
-
-def mean_iter_time(work_dir, skip=1):
-    """Mean seconds per training iteration (the logger's windows, first
-    ``skip`` windows dropped: worker start-up)."""
-    t = [r['time'] for r in _scalars(work_dir) if 'loss' in r and 'time' in r]
-    t = t[skip:] if len(t) > skip else t
-    return sum(t) / len(t) if t else None
-
-
-def distill_distances(ckpt, teachers, data_root, num_images, seed=0):
-    """Feature distance to Tc and relation KL to Tm of a student checkpoint on
-    validation images, with the hybrid config's losses at weight 1 and no
-    masking (all tokens): how close each student got to each teacher."""
-    import torch
-    from mmengine.config import Config
-    from mmengine.registry import DefaultScope
-    from mmpretrain.registry import MODELS
-
-    from mmhybrid.analysis.vit_loading import load_images
-    from mmhybrid.utils.checkpoint import extract_state_dict, load_checkpoint_file
-    cfg = Config.fromfile(HYB_CFG)
-    cfg.model.teacher_feat.checkpoint = teachers[0]
-    cfg.model.teacher_rel.checkpoint = teachers[1]
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        model = MODELS.build(cfg.model)
-        model.init_weights()
-    sd = extract_state_dict(load_checkpoint_file(ckpt), ckpt)
-    sd = {k: v for k, v in sd.items() if not k.startswith('data_preprocessor')}
-    model.load_state_dict(sd, strict=False)
-    model.eval()
-    model.mask_ratio = 0.0
-    images, _ = load_images(osp.join(data_root, 'val'), 64, num_images, seed)
-    mean = torch.tensor(cfg.model.data_preprocessor.mean).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.model.data_preprocessor.std).view(1, 3, 1, 1)
-    feat = rel = 0.0
-    n = 0
-    with torch.no_grad():
-        for start in range(0, images.shape[0], 32):
-            x = (images[start:start + 32].float() - mean) / std
-            out = model.loss(x)
-            b = x.shape[0]
-            feat += float(out['loss_feat']) * b
-            rel += float(out['loss_rel']) * b
-            n += b
-    return feat / n, rel / n
-
-
-# ---------------------------------------------------------------- report
-def _fmt(v, spec='.1f', none='n/a'):
-    return none if v is None else format(v, spec)
-
-
-def write_report(path, rows, stats_rows, s, times, total, cmd, load, plots,
-                 notes=()):
+def write_report(path, agg, order, desc, s, seeds, data_what, claims, plots,
+                 times, total, cmd):
     lines = [
         '# Hybrid Distillation: the study in miniature', '',
         f'Command: `{cmd}`', '',
-        f"Data: built-in generated shapes, 5 classes, {s['num_train']} train / "
-        f"{s['num_val']} val images at 64 px; tiny ViT (width 96, 4 blocks, 3 "
-        'heads, 8 px patches: 8 x 8 tokens).',
-        f"Teachers: {s['teacher_iters']} iterations each (supervised ViT = Tc, "
-        f"MAE = Tm). Students: {s['student_iters']} iterations each, batch "
-        f"{s['batch']}, same seed. Linear probe: {s['probe_iters']} iterations "
-        f"(batch {s['probe_batch']}); fine-tune: {s['finetune_iters']} "
-        f"iterations (batch {s['batch']}). Attention statistics: "
-        f"{s['attn_images']} val images.", '',
-        '| model | pretraining | s/iter | linear probe top-1 (%) | fine-tune '
-        'top-1 (%) | feat. dist. to Tc | rel. KL to Tm | last-layer attn. '
-        'distance (px), heads mean [min, max] | last-layer NMI | NMI, mean '
-        'of layers |', '|---|---|---|---|---|---|---|---|---|---|'
+        f'Data: {data_what}. Tiny ViTs (width 96, 4 blocks, 3 heads). '
+        f"Teachers: Tc {s['teacher_iters']}, Tm {2 * s['teacher_iters']} "
+        "iterations, seed 0. Students: "
+        f"{s['student_iters']} iterations, batch {s['batch']}, seeds "
+        f"{', '.join(map(str, seeds))} (mean ± std over seeds; teachers and "
+        f"the random init: one row per seed where they vary). Linear probe "
+        f"{s['probe_iters']} iterations, fine-tune {s['finetune_iters']} "
+        'iterations, k-NN k = 20 (cosine, weighted votes) on frozen [CLS] '
+        f"features; attention statistics on {s['attn_images']} val images.",
+        '',
+        '| model | pretraining | s/iter | linear probe top-1 (%) | k-NN top-1 '
+        '(%) | fine-tune top-1 (%) | head spread of attn. distance (px) | '
+        'last-layer attn. distance (px) | NMI, mean of layers | feat. dist. '
+        'to Tc | rel. KL to Tm |',
+        '|---|---|---|---|---|---|---|---|---|---|---|'
     ]
-    for r in rows:
-        st = stats_rows.get(r['name'])
-        if st is not None:
-            d = st['distance'][-1]
-            dist = f'{d.mean():.1f} [{d.min():.1f}, {d.max():.1f}]'
-            nmi_last = f"{st['nmi'][-1].mean():.3f}"
-            nmi_mean = f"{st['nmi'].mean():.3f}"
-        else:
-            dist = nmi_last = nmi_mean = 'n/a'
+    for label in order:
+        a = agg[label]
         lines.append(
-            f"| {r['label']} | {r['desc']} | {_fmt(r.get('iter_time'), '.3f')} | "
-            f"{_fmt(r.get('probe'))} | {r.get('finetune_text') or _fmt(r.get('finetune'))} | "
-            f"{_fmt(r.get('feat_dist'), '.4f')} | {_fmt(r.get('rel_kl'), '.4f')} | "
-            f'{dist} | {nmi_last} | {nmi_mean} |')
+            f"| {label} | {desc[label]} | {_pm(a['iter_time'], '.3f')} | "
+            f"{_pm(a['probe'])} | {_pm(a['knn'])} | {_pm(a['finetune'])} | "
+            f"{_pm(a['spread'], '.2f')} | {_pm(a['last_distance'])} | "
+            f"{_pm(a['nmi'], '.3f')} | {_pm(a['feat_dist'], '.4f')} | "
+            f"{_pm(a['rel_kl'], '.4f')} |")
     lines += [
         '',
-        'Top-1 on the val split; chance is 20 % (5 balanced classes). '
-        's/iter: mean seconds per pretraining iteration as logged (the unmasked '
-        'student encodes all 64 tokens, the others 64 -> 32 as the mask ratio '
-        'rises; stages run two at a time, so these include contention). '
-        'feat. dist. / rel. KL: the hybrid config\'s two losses at '
-        'weight 1, on all tokens of the val images (lower = closer to that '
-        'teacher); the relation-only student never trained its projection head, '
-        'so its feature distance is not meaningful. NMI: query-key normalised '
-        'mutual information (0: every query attends alike; 1: each query has '
-        'its own keys).', ''
-    ] + [f'Note: {n}' for n in notes] + (['', ] if notes else []) + [
-        '## Plots', ''
+        'Top-1 on the val split. Head spread: std over the heads of a layer of '
+        'their mean attention distance, averaged over layers (0 when every '
+        'head looks equally far). NMI: query-key normalised mutual information '
+        '(0: every query attends alike). feat. dist. / rel. KL: the hybrid '
+        'config\'s two losses at weight 1 on all tokens of val images (lower '
+        '= closer to that teacher; the relation-only student never trained its '
+        'projection head, so its feature distance means nothing). s/iter: mean '
+        'seconds per pretraining iteration as logged (stages ran two at a '
+        'time, so these include contention).', '',
+        '## The paper\'s claims at this scale', ''
     ]
+    for claim, ok, detail in claims:
+        lines += [f"- {claim}: **{'holds' if ok else 'does not hold'}**. "
+                  f'{detail}.']
+    lines += ['', '## Plots', '']
     for title, p in plots:
         lines += [f'**{title}**', '', f'![{title}]({p})', '']
     lines += ['## Time', '', '| stage | seconds |', '|---|---|']
     lines += [f'| {k} | {v:.0f} |' for k, v in times.items()]
-    lines += ['', f'Total: {total:.0f} s ({total / 60:.1f} min). CPU load '
-              f'average (1/5/15 min) at the start: {load[0]}, at the end: '
-              f'{load[1]}; {os.cpu_count()} CPUs.', '']
+    lines += ['', f'Total: {total:.0f} s ({total / 60:.1f} min); '
+              f'{os.cpu_count()} CPUs.', '']
     with open(path, 'w') as f:
         f.write('\n'.join(lines))
 
 
+# --------------------------------------------------------------------- main
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ['--train-stage']:
-        return train_stage(argv[1:])
     args = parse_args(argv)
     s = dict(QUICK if args.quick else FULL)
     for k in s:
         if getattr(args, k) is not None:
             s[k] = getattr(args, k)
+    if args.iters:
+        s['teacher_iters'] = s['student_iters'] = args.iters
+    seeds = args.seeds or ([0, 1] if args.quick else [0, 1, 2])
     t_start = time.time()
-    load0 = ' / '.join(f'{v:.2f}' for v in os.getloadavg())
     wd = osp.abspath(args.work_dir)
-    os.makedirs(osp.join(wd, 'logs'), exist_ok=True)
+    os.makedirs(wd, exist_ok=True)
     cmd = 'python tools/analysis/run_study.py ' + ' '.join(argv)
 
     import mmhybrid  # noqa: F401  (imported once; forked stages inherit it)
-    from mmhybrid.datasets import make_imagenet_style
-    times = {}
-    t0 = time.time()
-    data = make_imagenet_style(osp.join(wd, 'data', 'imagenet'),
-                               num_train=s['num_train'], num_val=s['num_val'],
-                               size=64, seed=0)
-    times['data'] = time.time() - t0
-    print(f'[study] data: {data}', flush=True)
+    from mmhybrid.analysis.attention_report import (plot_accuracy_bars,
+                                                    plot_layer_bands,
+                                                    uniform_reference)
+    from mmhybrid.analysis.miniature import (Stage, Stages, attention_stats_of,
+                                             builtin_data, data_options,
+                                             describe_folder, distill_distances,
+                                             head_spread, knn_eval, last_scalar,
+                                             mean_iter_time, mean_std,
+                                             model_options)
+    if args.data_root:
+        data = describe_folder(args.data_root, args.num_classes)
+        data_what = f'{data.root}, {data.num_classes} classes'
+    else:
+        data = builtin_data(osp.join(wd, 'data', 'objects'), s['num_train'],
+                            s['num_val'], args.img_size)
+        data_what = (f"built-in generated objects, {data.num_classes} classes, "
+                     f"{s['num_train']} train / {s['num_val']} val images")
+    data_what += f' at {args.img_size} px, {args.patch_size} px patches'
+    print(f'[study] data: {data_what}', flush=True)
+    size = (args.img_size, args.patch_size, data.num_classes)
+    ti, si, pi, fi = (s['teacher_iters'], s['student_iters'],
+                      s['probe_iters'], s['finetune_iters'])
+    nst = len(STUDENTS)
+    total_cost = (2 * ti + len(seeds) * (nst * 3 * si + (nst + 1) *
+                                         (0.6 * pi + fi)) + 2 * 0.6 * pi)
+    stages = Stages(wd, ROOT, None if args.subprocess else
+                    load_train_tool().main, jobs=args.jobs,
+                    resume=args.resume, total_cost=total_cost, tag='[study]')
 
-    stages = Stages(wd, args.jobs, args.subprocess, args.resume)
-    common = [f'randomness.seed={args.seed}',
-              f"train_dataloader.num_workers={s['workers']}",
-              'default_hooks.logger.interval=10']
-
-    def train_opts(iters, batch, warmup_index=0, warmup=True, val=False):
-        opts = common + [
-            f'train_dataloader.dataset.data_root={data}',
-            f'train_dataloader.batch_size={batch}',
-            f'train_cfg.max_iters={iters}',
-            f'default_hooks.checkpoint.interval={iters}',
-        ]
+    def opts(kind, iters, batch, seed, loaders=('train', ), warmup=True):
+        o = [f'randomness.seed={seed}', 'default_hooks.logger.interval=10',
+             f'train_dataloader.batch_size={batch}',
+             f'train_cfg.max_iters={iters}',
+             f'default_hooks.checkpoint.interval={iters}']
+        o += data_options(data, 0, loaders) + model_options(kind, *size)
         if warmup:
             w = max(1, iters // 10)
-            opts += [f'param_scheduler.0.end={w}',
-                     f'param_scheduler.1.begin={w}',
-                     f'param_scheduler.1.end={iters}']
+            o += [f'param_scheduler.0.end={w}', f'param_scheduler.1.begin={w}',
+                  f'param_scheduler.1.end={iters}']
         else:
-            opts += [f'param_scheduler.0.end={iters}']
-        if val:
-            # test_dataloader too: preflight checks every dataset the
-            # config names, and the base config points it at data/shapes.
-            opts += [f'val_dataloader.dataset.data_root={data}',
-                     f'test_dataloader.dataset.data_root={data}',
-                     f'train_cfg.val_interval={iters}',
-                     f"val_dataloader.num_workers={s['workers']}"]
-        return opts
+            o += [f'param_scheduler.0.end={iters}']
+        if 'val' in loaders:
+            o += [f'train_cfg.val_interval={iters}']
+        return o
 
-    ti, si = s['teacher_iters'], s['student_iters']
+    def check(what):
+        if stages.failed and not args.keep_going:
+            sys.exit(f'[study] {what} failed: {stages.failed}')
+
+    # 1. teachers (once)
     sup_dir, mae_dir = osp.join(wd, 'teacher_sup'), osp.join(wd, 'teacher_mae')
+    # the MAE runs twice the iterations, as in the demo (tools/demo/run_demo.py)
+    mti = 2 * ti
     sup_ckpt = osp.join(sup_dir, f'iter_{ti}.pth')
-    mae_ckpt = osp.join(mae_dir, f'iter_{ti}.pth')
-
-    def stage_time(label):
-        """Call the returned function when the stage ``label`` is over."""
-        t = time.time()
-        return lambda: times.__setitem__(label, time.time() - t)
-
-    # 1. teachers
-    done = stage_time('teachers')
+    mae_ckpt = osp.join(mae_dir, f'iter_{mti}.pth')
+    t0 = time.time()
     stages.run([
-        ('teacher_sup', SUP_CFG, sup_dir,
-         train_opts(ti, s['batch'], val=True)),
-        ('teacher_mae', MAE_CFG, mae_dir, train_opts(ti, s['batch'])),
+        Stage('teacher_sup', SUP_CFG, sup_dir,
+              opts('sup', ti, s['batch'], 0, ('train', 'val', 'test')), ti),
+        Stage('teacher_mae', MAE_CFG, mae_dir,
+              opts('mae', mti, s['batch'], 0), ti),
     ])
-    done()
     if stages.failed:
         sys.exit(f'[study] teachers failed: {stages.failed}')
+    times = {'teachers': time.time() - t0}
 
-    # 2. students
-    done = stage_time('students')
-    stages.run([(f'student_{name}', HYB_CFG, osp.join(wd, f'student_{name}'),
-                 train_opts(si, s['batch']) + [
-                     f'model.teacher_feat.checkpoint={sup_ckpt}',
-                     f'model.teacher_rel.checkpoint={mae_ckpt}'
-                 ] + extra) for name, _, extra in STUDENTS])
-    done()
-    if stages.failed and not args.keep_going:
-        sys.exit(f'[study] failed: {stages.failed}')
+    # 2. students, per seed
+    def sdir(name, seed):
+        return osp.join(wd, f'seed{seed}', f'student_{name}')
 
-    models = [(f'student_{n}', d, osp.join(wd, f'student_{n}', f'iter_{si}.pth'))
-              for n, d, _ in STUDENTS]
-    refs = [('teacher_sup', 'reference: supervised ViT (Tc)', sup_ckpt),
-            ('teacher_mae', 'reference: MAE (Tm)', mae_ckpt),
-            ('random_init', 'reference: no pretraining (random init)', None)]
+    t0 = time.time()
+    stages.run([
+        Stage(f'seed{seed}_student_{name}', HYB_CFG, sdir(name, seed),
+              opts('hybrid', si, s['batch'], seed) + [
+                  f'model.teacher_feat.checkpoint={sup_ckpt}',
+                  f'model.teacher_rel.checkpoint={mae_ckpt}'
+              ] + extra, 3 * si)
+        for seed in seeds for name, _, _, extra in STUDENTS
+    ])
+    check('students')
+    times['students'] = time.time() - t0
 
-    # 3. linear probes and fine-tunes
-    done = stage_time('evaluation (probe + fine-tune)')
-    pi, fi = s['probe_iters'], s['finetune_iters']
+    # 3. probes and fine-tunes: students and random init per seed, teachers once
+    models = []  # (label, seed, run name, checkpoint, pretraining work dir)
+    for seed in seeds:
+        for name, label, _, _ in STUDENTS:
+            models.append((label, seed, f'seed{seed}_student_{name}',
+                           osp.join(sdir(name, seed), f'iter_{si}.pth'),
+                           sdir(name, seed)))
+        models.append(('random init', seed, f'seed{seed}_random_init', None,
+                       None))
+    models += [('Tc: supervised', 0, 'teacher_sup', sup_ckpt, sup_dir),
+               ('Tm: MAE', 0, 'teacher_mae', mae_ckpt, mae_dir)]
+    t0 = time.time()
     runs = []
-    for name, _, ckpt in models + refs:
+    for label, seed, run, ckpt, _ in models:
         init = (f'model.backbone.init_cfg.checkpoint={ckpt}' if ckpt else
                 'model.backbone.init_cfg=None')
-        runs.append((f'probe_{name}', PROBE_CFG, osp.join(wd, f'probe_{name}'),
-                     train_opts(pi, s['probe_batch'], warmup=False, val=True) +
-                     [init]))
-        if not name.startswith('teacher'):
-            runs.append((f'finetune_{name}', FT_CFG,
-                         osp.join(wd, f'finetune_{name}'),
-                         train_opts(fi, s['batch'], val=True) + [init]))
+        runs.append(Stage(
+            f'probe_{run}', PROBE_CFG, osp.join(wd, 'eval', f'probe_{run}'),
+            opts('probe', pi, s['probe_batch'], seed, ('train', 'val', 'test'),
+                 warmup=False) + [init], 0.6 * pi))
+        if not run.startswith('teacher'):
+            runs.append(Stage(
+                f'finetune_{run}', FT_CFG,
+                osp.join(wd, 'eval', f'finetune_{run}'),
+                opts('finetune', fi, s['batch'], seed,
+                     ('train', 'val', 'test')) + [init], fi))
     stages.run(runs)
-    done()
-    if stages.failed and not args.keep_going:
-        sys.exit(f'[study] failed: {stages.failed}')
+    check('evaluation')
+    times['probes + fine-tunes'] = time.time() - t0
 
-    # 4. attention statistics (the tool's own code, in this process)
-    done = stage_time('attention statistics')
-    spec = importlib.util.spec_from_file_location(
-        '_mmhybrid_attention_stats',
-        osp.join(ROOT, 'tools', 'analysis', 'attention_stats.py'))
-    attn_tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(attn_tool)
-    from mmhybrid.analysis.attention_report import (plot_layer_means,
-                                                    plot_stats, read_csv,
-                                                    uniform_reference)
-    stats = {}
-    short = {'student_feature_only': 'feature-only',
-             'student_relation_only': 'relation-only',
-             'student_hybrid': 'hybrid', 'student_hybrid_no_mask':
-             'hybrid, no mask', 'teacher_sup': 'Tc: supervised',
-             'teacher_mae': 'Tm: MAE', 'random_init': 'random init'}
-    for name, _, ckpt in models + refs:
-        out = osp.join(wd, 'attention', name)
-        src = ['--checkpoint', ckpt] if ckpt else ['--random-init']
-        argv_a = [PROBE_CFG, *src, '--data', osp.join(data, 'val'), '--out', out,
-                  '--num-images', str(s['attn_images']), '--name', short[name],
-                  '--seed', str(args.seed), '--device', 'cpu']
-        print('[study] attention_stats: python tools/analysis/attention_stats.py '
-              + ' '.join(osp.relpath(a, ROOT) if osp.isabs(a) else a
-                         for a in argv_a), flush=True)
-        if ckpt is None or osp.isfile(ckpt):
-            attn_tool.main(argv_a)
-            stats[name] = read_csv(osp.join(out, 'attention_stats.csv'))[
-                short[name]]
-    done()
+    # 4. in this process: k-NN, attention statistics, distances to teachers
+    t0 = time.time()
+    eval_opts = data_options(data, 0, ('val', )) + model_options('probe', *size)
+    hyb_opts = model_options('hybrid', *size)
+    results = []
+    for label, seed, run, ckpt, pre_dir in models:
+        if ckpt and not osp.isfile(ckpt):
+            continue  # a failed stage (--keep-going)
+        r = dict(label=label, seed=seed, run=run,
+                 probe=last_scalar(osp.join(wd, 'eval', f'probe_{run}'),
+                                   'accuracy/top1'),
+                 finetune=last_scalar(osp.join(wd, 'eval', f'finetune_{run}'),
+                                      'accuracy/top1'),
+                 knn=knn_eval(PROBE_CFG, eval_opts, ckpt, data, 20, seed))
+        st = attention_stats_of(PROBE_CFG, eval_opts, ckpt,
+                                osp.join(data.root, 'val'), s['attn_images'],
+                                seed)
+        r.update(spread=head_spread(st), nmi=float(st['nmi'].mean()),
+                 last_distance=float(st['distance'][-1].mean()),
+                 stats={k: v.tolist() for k, v in st.items()})
+        if pre_dir:
+            r['iter_time'] = mean_iter_time(pre_dir)
+        if run.startswith(f'seed{seed}_student'):
+            r['feat_dist'], r['rel_kl'] = distill_distances(
+                HYB_CFG, hyb_opts, ckpt, (sup_ckpt, mae_ckpt), data,
+                s['attn_images'], seed)
+        if run == 'teacher_sup':
+            r['finetune'] = last_scalar(sup_dir, 'accuracy/top1')
+        results.append(r)
+        print(f'[study] k-NN, attention, distances of {run}: done '
+              f'({stages.progress()})', flush=True)
+    times['k-NN + attention + distances'] = time.time() - t0
 
-    # 5. plots
+    # 5. aggregate over seeds, plots, verdicts
+    order = [lab for _, lab, _, _ in STUDENTS] + [lab for _, lab, _ in REFS]
+    desc = {lab: d for _, lab, d, _ in STUDENTS}
+    desc.update({lab: d for _, lab, d in REFS})
+    measures = ('iter_time', 'probe', 'knn', 'finetune', 'spread',
+                'last_distance', 'nmi', 'feat_dist', 'rel_kl')
+    agg = {lab: {m: mean_std([r.get(m) for r in results if r['label'] == lab])
+                 for m in measures} for lab in order}
+    import numpy as np
+    runs_by_label = {
+        lab: [{k: np.asarray(v) for k, v in r['stats'].items()}
+              for r in results if r['label'] == lab] for lab in order}
+    runs_by_label = {k: v for k, v in runs_by_label.items() if v}
     plot_dir = osp.join(wd, 'plots')
-    order = ['teacher_sup', 'teacher_mae'] + [m[0] for m in models] + [
-        'random_init']
-    by_label = {short[n]: stats[n] for n in order if n in stats}
-    ref = uniform_reference((8, 8), 8)
+    ref = uniform_reference((args.img_size // args.patch_size, ) * 2,
+                            args.patch_size)
     plots = [
-        ('Attention distance, entropy and NMI per layer; one dot per head '
-         '(dashed: uniform attention)',
-         plot_stats(by_label, osp.join(plot_dir, 'attention_per_head.png'),
-                    separate=True, reference=ref)),
-        ('Head-averaged attention distance and NMI per layer',
-         plot_layer_means(by_label, osp.join(plot_dir, 'attention_layers.png'),
+        ('Head-averaged attention distance and NMI per layer, mean ± std over '
+         'seeds (dashed: uniform attention)',
+         plot_layer_bands(runs_by_label,
+                          osp.join(plot_dir, 'attention_layers.png'),
                           reference=ref)),
+        ('Linear probe, k-NN and fine-tune top-1: mean ± std over seeds (dots: '
+         'seeds)',
+         plot_accuracy_bars(
+             {lab: {m: [r[m] for r in results if r['label'] == lab
+                        and r.get(m) is not None]
+                    for m in ('probe', 'knn', 'finetune')} for lab in order},
+             osp.join(plot_dir, 'accuracy.png'),
+             chance=100 / data.num_classes)),
     ]
-    vm_spec = importlib.util.spec_from_file_location(
-        '_mmhybrid_visualize_masking',
-        osp.join(ROOT, 'tools', 'analysis', 'visualize_masking.py'))
-    vm_tool = importlib.util.module_from_spec(vm_spec)
-    vm_spec.loader.exec_module(vm_tool)
-    mask_png = osp.join(plot_dir, 'masking_schedule.png')
-    vm_tool.main([HYB_CFG, '--data', osp.join(data, 'val'), '--out', mask_png,
-                  '--num-images', '4', '--device', 'cpu', '--cfg-options',
-                  f'model.teacher_feat.checkpoint={sup_ckpt}',
-                  f'model.teacher_rel.checkpoint={mae_ckpt}',
-                  f'train_cfg.max_iters={si}'])
-    plots.append(('Kept (bright) vs. masked (grey) tokens of the hybrid '
-                  'student along its schedule', mask_png))
-
-    # 6. table
-    done = stage_time('distances to the teachers')
-    rows = []
-    for name, desc, ckpt in models + refs:
-        row = dict(name=name, label=short[name], desc=desc,
-                   probe=last_scalar(osp.join(wd, f'probe_{name}'),
-                                     'accuracy/top1'),
-                   finetune=last_scalar(osp.join(wd, f'finetune_{name}'),
-                                        'accuracy/top1'))
-        if name.startswith('student') and ckpt and osp.isfile(ckpt):
-            row['iter_time'] = mean_iter_time(osp.join(wd, name))
-            row['feat_dist'], row['rel_kl'] = distill_distances(
-                ckpt, (sup_ckpt, mae_ckpt), data, s['attn_images'], args.seed)
-        elif name.startswith('teacher'):
-            row['iter_time'] = mean_iter_time(osp.join(wd, name))
-        if name == 'teacher_sup':  # its own supervised training's val top-1
-            own = last_scalar(sup_dir, 'accuracy/top1')
-            row['own_top1'] = own
-            row['finetune_text'] = f'({_fmt(own)}: its own training)'
-        rows.append(row)
-    done()
-    times.update({k: v for k, v in stages.times.items()})
+    claims = verdicts(agg)
+    times.update(stages.times)
     total = time.time() - t_start
-    load1 = ' / '.join(f'{v:.2f}' for v in os.getloadavg())
-    rel_plots = [(t, osp.relpath(p, wd)) for t, p in plots]
     report = osp.join(wd, 'report.md')
-    notes = []
-    if stages.skipped:
-        notes.append('--resume kept these stages from an earlier run (their '
-                     'times are not in the totals): ' + ', '.join(stages.skipped))
-    write_report(report, rows, stats, s, times, total, cmd, (load0, load1),
-                 rel_plots, notes)
+    write_report(report, agg, order, desc, s, seeds, data_what, claims,
+                 [(t, osp.relpath(p, wd)) for t, p in plots], times, total,
+                 cmd)
     with open(osp.join(wd, 'results.json'), 'w') as f:
-        json.dump(dict(settings=s, rows=rows, times=times, total_s=total),
-                  f, indent=1, default=float)
+        json.dump(dict(settings=s, seeds=seeds, results=results,
+                       aggregate=agg, claims=claims, times=times,
+                       total_s=total), f, indent=1, default=float)
     print(open(report).read())
     if stages.failed:
         sys.exit(f'[study] failed stages: {stages.failed}')

@@ -1,191 +1,225 @@
-"""The main job in miniature, on the CPU, in a few minutes.
+"""The main job in miniature, on the CPU, in about five minutes: `make demo`.
 
-1. generate the built-in shapes data (ImageNet-style folder);
-2. train the two tiny teachers with mmpretrain's own algorithms: a supervised
-   ViT classifier (feature teacher Tc) and an MAE (relation teacher Tm);
-3. hybrid-distil a tiny student from them (progressive token masking 0 -> 0.5);
-4. linear-probe the student, both teachers and a randomly initialised ViT, and
-   print one table.
+1. data: the built-in generated objects (5 shape classes, 64 px), or your own
+   ImageNet-style folder (``--data-root``: class folders in ``train/`` and
+   ``val/``, or mmpretrain's ``meta/{train,val}.txt``);
+2. the two tiny teachers, trained with mmpretrain's own algorithms: a
+   supervised ViT classifier (feature teacher Tc) and an MAE (relation teacher
+   Tm), side by side;
+3. hybrid distillation of a tiny student from them (progressive token masking
+   0 -> 0.5);
+4. evaluation of the student, both teachers and a random initialisation: a
+   linear probe (training stages), k-NN on frozen [CLS] features (k = 20,
+   cosine) and attention statistics per layer and head;
+5. one table, one line on attention diversity, and a PNG of the per-layer
+   attention distance and NMI (``WORK_DIR/attention_layers.png``).
 
-Every stage is a plain ``tools/train.py`` run of a config in ``configs/demo/``;
-the commands are printed so each can be rerun alone.
+Every training stage is a ``tools/train.py`` run of a ``configs/demo/`` config;
+the commands are printed (and kept in ``WORK_DIR/logs/*.cmd``) so each stage
+can be rerun alone. ``make study`` is the same pipeline with four students and
+several seeds (``tools/analysis/run_study.py``).
 """
 import argparse
-import glob
-import json
+import importlib.util
 import os
 import os.path as osp
-import subprocess
 import sys
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if ROOT not in sys.path:  # this checkout's mmhybrid, not another install's
+    sys.path.insert(0, ROOT)
 CFG = osp.join(ROOT, 'configs', 'demo')
+SUP_CFG = osp.join(CFG, 'vit-tiny-p8_sup_1xb32-300i_shapes.py')
+MAE_CFG = osp.join(CFG, 'mae_vit-tiny-p8_1xb32-300i_shapes.py')
+HYB_CFG = osp.join(CFG, 'hybrid-distill_vit-tiny-p8_1xb32-300i_shapes.py')
+PROBE_CFG = osp.join(CFG, 'linear-probe_vit-tiny-p8_1xb64-200i_shapes.py')
 
 
-def parse_args():
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--work-dir', default='work_dirs/demo')
-    p.add_argument('--data-root', default='data/shapes')
+    p.add_argument('--data-root', default=None,
+                   help='your own ImageNet-style folder (train/ and val/ with '
+                   'class folders, or meta/train.txt + meta/val.txt). '
+                   'Default: the built-in generated objects')
+    p.add_argument('--builtin-root', default='data/shapes/objects',
+                   help='where the built-in data is written (once)')
+    p.add_argument('--num-classes', type=int, default=None,
+                   help='default: inferred from the data')
+    p.add_argument('--img-size', type=int, default=64)
+    p.add_argument('--patch-size', type=int, default=8)
     p.add_argument('--iters', type=int, default=300,
-                   help='iterations of each teacher and of the distillation')
+                   help='iterations of the supervised teacher and of the '
+                   'distillation; the MAE teacher runs twice as many (they '
+                   'are cheap: it encodes a quarter of the tokens)')
     p.add_argument('--probe-iters', type=int, default=200)
-    p.add_argument('--num-train', type=int, default=1000)
-    p.add_argument('--num-val', type=int, default=250)
-    p.add_argument('--workers', type=int, default=0,
-                   help='data loader workers per run (on two cores, worker '
-                   'processes only compete with training for them)')
-    return p.parse_args()
+    p.add_argument('--num-train', type=int, default=5000,
+                   help='built-in data: training images')
+    p.add_argument('--num-val', type=int, default=500,
+                   help='built-in data: validation images')
+    p.add_argument('--attn-images', type=int, default=64)
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--jobs', type=int, default=2,
+                   help='independent stages at once (each with 2 // jobs '
+                   'threads)')
+    p.add_argument('--subprocess', action='store_true',
+                   help='run tools/train.py processes instead of forked '
+                   'children of this process')
+    p.add_argument('--resume', action='store_true',
+                   help='keep stages an earlier run finished with the same '
+                   'command')
+    return p.parse_args(argv)
 
 
-def run(name, config, work_dir, options, log_dir):
-    cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config,
-           '--work-dir', work_dir]
-    if options:
-        cmd += ['--cfg-options'] + options
-    print(f'[demo] {name}: {" ".join(cmd[1:])}', flush=True)
-    t0 = time.time()
-    log = osp.join(log_dir, f'{name}.log')
-    with open(log, 'w') as f:
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=os.getcwd())
-    if proc.returncode != 0:
-        with open(log) as f:
-            tail = f.read()[-3000:]
-        sys.exit(f'[demo] {name} failed (exit {proc.returncode}); log: {log}\n{tail}')
-    print(f'[demo] {name}: done in {time.time() - t0:.0f}s (log: {log})', flush=True)
+def load_train_main():
+    """``tools/train.py``'s ``main``: forked stages call it directly."""
+    spec = importlib.util.spec_from_file_location(
+        '_mmhybrid_tools_train', osp.join(ROOT, 'tools', 'train.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main
 
 
-def last_scalar(work_dir, key):
-    files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
-    value = None
-    for line in open(files[-1]):
-        rec = json.loads(line)
-        if key in rec:
-            value = rec[key]
-    return value
-
-
-def first_last_loss(work_dir):
-    files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
-    recs = [json.loads(line) for line in open(files[-1])]
-    recs = [r for r in recs if 'loss' in r]
-    return recs[0], recs[-1]
-
-
-def feature_fit(hybrid_cfg, options, ckpt, data_root):
-    """How much of the feature teacher's whitened tokens the student's projected
-    tokens explain on the val images (R^2), for [CLS] and for patch tokens."""
-    import numpy as np
-    import torch
-    from mmengine.config import Config
-    from mmengine.registry import DefaultScope
-    from mmpretrain.registry import MODELS
-    from PIL import Image
-
-    from mmhybrid.models.losses import whiten
-    from mmhybrid.utils import load_checkpoint_file
-    cfg = Config.fromfile(hybrid_cfg)
-    cfg.merge_from_dict(dict(kv.split('=', 1) for kv in options))
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        model = MODELS.build(cfg.model)
-    model.init_weights()
-    model.load_state_dict(load_checkpoint_file(ckpt)['state_dict'], strict=False)
-    model.eval()
-    files = sorted(glob.glob(osp.join(data_root, 'val', '*', '*.png')))
-    imgs = torch.stack([
-        torch.from_numpy(np.array(Image.open(f).convert('RGB'))).permute(2, 0, 1)
-        for f in files
-    ]).float()
-    mean = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
-    std = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
-    x = (imgs - mean) / std
-    with torch.no_grad():
-        pred = model.neck(model.backbone.forward_distill(x).tokens)
-        target = whiten(model.teacher_feat(x).tokens.clone())
-    fit = {}
-    for name, part in (('[CLS]', slice(0, 1)), ('patches', slice(1, None))):
-        err = (pred[:, part] - target[:, part]).square().mean()
-        fit[name] = 1.0 - (err / target[:, part].var()).item()
-    return fit
-
-
-def main():
-    args = parse_args()
-    sys.path.insert(0, ROOT)
-    from mmhybrid.datasets import make_imagenet_style
-
+def main(argv=None):
+    args = parse_args(argv)
+    import mmhybrid  # noqa: F401  (imported once; forked stages inherit it)
+    from mmhybrid.analysis.attention_report import (plot_layer_means,
+                                                    uniform_reference)
+    from mmhybrid.analysis.miniature import (Stage, Stages, attention_stats_of,
+                                             builtin_data, data_options,
+                                             describe_folder, head_spread,
+                                             knn_eval, last_scalar,
+                                             model_options, scalars)
     t_start = time.time()
-    wd = args.work_dir
+    wd = osp.abspath(args.work_dir)
     os.makedirs(wd, exist_ok=True)
-    data = make_imagenet_style(
-        osp.join(args.data_root, 'imagenet'), num_train=args.num_train,
-        num_val=args.num_val, size=64, seed=0)
-    print(f'[demo] data: {data} ({args.num_train} train / {args.num_val} val '
-          'images, 5 classes)', flush=True)
-    data_opts = [f'train_dataloader.dataset.data_root={data}',
-                 f'train_dataloader.num_workers={args.workers}']
-    # The test set too: preflight checks every dataset a config names.
-    val_opts = [f'val_dataloader.dataset.data_root={data}',
-                f'test_dataloader.dataset.data_root={data}',
-                f'val_dataloader.num_workers={args.workers}',
-                f'test_dataloader.num_workers={args.workers}']
-    it = args.iters
+    if args.data_root:
+        data = describe_folder(args.data_root, args.num_classes)
+        what = f'{data.root} ({data.num_classes} classes, ' + (
+            'annotation files)' if data.ann else 'class folders)')
+    else:
+        data = builtin_data(args.builtin_root, args.num_train, args.num_val,
+                            args.img_size, seed=0)
+        what = (f'{data.root} (built-in objects: {args.num_train} train / '
+                f'{args.num_val} val images, {data.num_classes} classes)')
+    print(f'[demo] data: {what}', flush=True)
 
-    def iters(n):
-        return [f'train_cfg.max_iters={n}', f'default_hooks.checkpoint.interval={n}']
+    it, pit = args.iters, args.probe_iters
+    size = (args.img_size, args.patch_size, data.num_classes)
+    common = [f'randomness.seed={args.seed}', 'default_hooks.logger.interval=50']
 
+    def opts(kind, iters, loaders=('train', )):
+        return (common + data_options(data, 0, loaders)
+                + model_options(kind, *size)
+                + [f'train_cfg.max_iters={iters}',
+                   f'default_hooks.checkpoint.interval={iters}'])
+
+    sched = [f'param_scheduler.1.end={it}']
+    # The MAE's attention grows more diverse with training (per-head spread of
+    # attention distance 0.47 / 0.96 / 1.10 px after 300 / 600 / 900
+    # iterations); it takes ~0.09 s per iteration, so twice the supervised
+    # teacher's iterations still end with it, side by side.
+    mit = 2 * it
     sup_dir, mae_dir = osp.join(wd, 'teacher_sup'), osp.join(wd, 'teacher_mae')
     hyb_dir = osp.join(wd, 'hybrid')
-    run('teacher_sup', osp.join(CFG, 'vit-tiny-p8_sup_1xb32-300i_shapes.py'),
-        sup_dir, [*data_opts, *val_opts, f'train_cfg.val_interval={it}'] + iters(it)
-        + [f'param_scheduler.1.end={it}'], wd)
-    run('teacher_mae', osp.join(CFG, 'mae_vit-tiny-p8_1xb32-300i_shapes.py'),
-        mae_dir, data_opts + iters(it) + [f'param_scheduler.1.end={it}'], wd)
     sup_ckpt = osp.join(sup_dir, f'iter_{it}.pth')
-    mae_ckpt = osp.join(mae_dir, f'iter_{it}.pth')
-    run('hybrid_distill',
-        osp.join(CFG, 'hybrid-distill_vit-tiny-p8_1xb32-300i_shapes.py'), hyb_dir,
-        [*data_opts, f'model.teacher_feat.checkpoint={sup_ckpt}',
-         f'model.teacher_rel.checkpoint={mae_ckpt}'] + iters(it)
-        + [f'param_scheduler.1.end={it}'], wd)
-    first, last = first_last_loss(hyb_dir)
-    fit = feature_fit(
-        osp.join(CFG, 'hybrid-distill_vit-tiny-p8_1xb32-300i_shapes.py'),
-        [f'model.teacher_feat.checkpoint={sup_ckpt}',
-         f'model.teacher_rel.checkpoint={mae_ckpt}'],
-        osp.join(hyb_dir, f'iter_{it}.pth'), data)
+    mae_ckpt = osp.join(mae_dir, f'iter_{mit}.pth')
+    hyb_ckpt = osp.join(hyb_dir, f'iter_{it}.pth')
+    models = [('hybrid student', 'hybrid', hyb_ckpt),
+              ('teacher Tc (supervised ViT)', 'Tc', sup_ckpt),
+              ('teacher Tm (MAE)', 'Tm', mae_ckpt),
+              ('random init (no pretraining)', 'random', None)]
+    # rough costs (iterations x relative time per iteration) for the ETA
+    stages = Stages(wd, ROOT, None if args.subprocess else load_train_main(),
+                    jobs=args.jobs, resume=args.resume,
+                    total_cost=it * (1 + 1 + 3) + pit * 0.6 * 4 + 300)
 
-    rows = []
-    probe_cfg = osp.join(CFG, 'linear-probe_vit-tiny-p8_1xb64-200i_shapes.py')
-    pit = args.probe_iters
-    for name, ckpt in [('hybrid student', osp.join(hyb_dir, f'iter_{it}.pth')),
-                       ('teacher Tc (supervised ViT)', sup_ckpt),
-                       ('teacher Tm (MAE)', mae_ckpt),
-                       ('random init (no pretraining)', None)]:
-        slug = 'probe_' + name.split()[0] + ('_' + name.split()[1]
-                                              if name.startswith('teacher') else '')
-        init = (f'model.backbone.init_cfg.checkpoint={ckpt}' if ckpt else
-                'model.backbone.init_cfg=None')
-        run(slug, probe_cfg, osp.join(wd, slug),
-            [*data_opts, *val_opts, init, f'train_cfg.max_iters={pit}',
-             f'train_cfg.val_interval={pit}', f'param_scheduler.0.end={pit}',
-             f'default_hooks.checkpoint.interval={pit}'], wd)
-        rows.append((name, last_scalar(osp.join(wd, slug), 'accuracy/top1')))
+    stages.run([
+        Stage('teacher_sup', SUP_CFG, sup_dir,
+              opts('sup', it, ('train', 'val', 'test')) + sched
+              + [f'train_cfg.val_interval={it}'], it),
+        Stage('teacher_mae', MAE_CFG, mae_dir,
+              opts('mae', mit) + [f'param_scheduler.1.end={mit}'], it),
+    ])
+    if stages.failed:
+        sys.exit(f'[demo] failed: {stages.failed}')
+    stages.jobs, stages.threads = 1, 2  # one stage: both cores
+    stages.run([
+        Stage('hybrid_distill', HYB_CFG, hyb_dir,
+              opts('hybrid', it) + sched + [
+                  f'model.teacher_feat.checkpoint={sup_ckpt}',
+                  f'model.teacher_rel.checkpoint={mae_ckpt}'
+              ], 3 * it)
+    ])
+    if stages.failed:
+        sys.exit(f'[demo] failed: {stages.failed}')
+    stages.jobs, stages.threads = args.jobs, max(1, 2 // args.jobs)
+    probe_opts = opts('probe', pit, ('train', 'val', 'test')) + [
+        f'train_cfg.val_interval={pit}', f'param_scheduler.0.end={pit}']
+    stages.run([
+        Stage(f'probe_{tag}', PROBE_CFG, osp.join(wd, f'probe_{tag}'),
+              probe_opts + [f'model.backbone.init_cfg.checkpoint={ckpt}'
+                            if ckpt else 'model.backbone.init_cfg=None'],
+              0.6 * pit) for _, tag, ckpt in models
+    ])
+    if stages.failed:
+        sys.exit(f'[demo] failed: {stages.failed}')
 
+    # in this process: k-NN on frozen features, attention statistics
+    t0 = time.time()
+    eval_opts = data_options(data, 0, ('val', )) + model_options('probe', *size)
+    rows, stats = [], {}
+    for name, tag, ckpt in models:
+        knn = knn_eval(PROBE_CFG, eval_opts, ckpt, data, k=20, seed=args.seed)
+        stats[tag] = attention_stats_of(PROBE_CFG, eval_opts, ckpt,
+                                        osp.join(data.root, 'val'),
+                                        args.attn_images, args.seed)
+        rows.append((name, tag, last_scalar(osp.join(wd, f'probe_{tag}'),
+                                            'accuracy/top1'), knn))
+        print(f'[demo] k-NN and attention of {tag}: done '
+              f'({stages.progress()})', flush=True)
+    grid = (args.img_size // args.patch_size, ) * 2
+    ref = uniform_reference(grid, args.patch_size)
+    png = plot_layer_means(
+        {'Tc: supervised': stats['Tc'], 'Tm: MAE': stats['Tm'],
+         'hybrid student': stats['hybrid'], 'random init': stats['random']},
+        osp.join(wd, 'attention_layers.png'), reference=ref)
+    eval_time = time.time() - t0
+
+    recs = [r for r in scalars(hyb_dir) if 'loss' in r]
+    own = last_scalar(sup_dir, 'accuracy/top1')
+    d = {t: s['distance'] for t, s in stats.items()}
     lines = [
-        '', f'Hybrid Distillation demo (CPU, shapes data, {it} iterations per '
-        f'pretraining, {pit}-iteration linear probe)', '',
-        '| model | linear-probe top-1 (%) |', '|---|---|'
+        '', f'Hybrid Distillation demo (CPU; {what}; {args.img_size} px, '
+        f'{args.patch_size} px patches; {it} iterations of Tc and of the '
+        f'distillation, {mit} of Tm; '
+        f'{pit}-iteration linear probe, k-NN k=20 on frozen [CLS])', '',
+        '| model | linear probe top-1 (%) | k-NN top-1 (%) |', '|---|---|---|'
     ]
-    lines += [f'| {n} | {a:.1f} |' for n, a in rows]
+    lines += [f'| {n} | {p:.1f} | {k:.1f} |' for n, _, p, k in rows]
     lines += [
         '',
-        f"distillation losses: loss_feat {first['loss_feat']:.4f} -> "
-        f"{last['loss_feat']:.4f}, loss_rel {first['loss_rel']:.4f} -> "
-        f"{last['loss_rel']:.4f}, mask_ratio {first['mask_ratio']:.2f} -> "
-        f"{last['mask_ratio']:.2f}",
-        'share of the feature teacher\'s whitened tokens explained by the '
-        'student (R^2 on val): ' + ', '.join(f'{k} {v:.2f}' for k, v in fit.items()),
+        f'Tc\'s own supervised training reached {own:.1f} % val top-1. '
+        f'Chance: {100 / data.num_classes:.1f} %.',
+        'attention diversity (spread of mean attention distance across heads, '
+        'averaged over layers; uniform attention: '
+        f"{ref['distance']:.1f} px at every head): student "
+        f"{head_spread(stats['hybrid']):.2f} px, Tc "
+        f"{head_spread(stats['Tc']):.2f} px, Tm {head_spread(stats['Tm']):.2f} "
+        f"px; layer-1 mean distance: student {d['hybrid'][0].mean():.1f}, Tc "
+        f"{d['Tc'][0].mean():.1f}, Tm {d['Tm'][0].mean():.1f} px; "
+        f"NMI (mean of layers): student {stats['hybrid']['nmi'].mean():.3f}, "
+        f"Tc {stats['Tc']['nmi'].mean():.3f}, Tm "
+        f"{stats['Tm']['nmi'].mean():.3f}",
+        f"distillation losses: loss_feat {recs[0]['loss_feat']:.4f} -> "
+        f"{recs[-1]['loss_feat']:.4f}, loss_rel {recs[0]['loss_rel']:.4f} -> "
+        f"{recs[-1]['loss_rel']:.4f}, mask_ratio {recs[0]['mask_ratio']:.2f} "
+        f"-> {recs[-1]['mask_ratio']:.2f}",
+        f'per-layer attention distance and NMI: {png}',
+        'stage times: ' + ', '.join(f'{k} {v:.0f}s'
+                                    for k, v in stages.times.items())
+        + f', k-NN + attention {eval_time:.0f}s',
         f'total time: {time.time() - t_start:.0f}s'
     ]
     report = '\n'.join(lines)
