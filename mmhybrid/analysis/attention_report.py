@@ -118,6 +118,15 @@ def layer_summary(stats: Dict[str, np.ndarray],
     return lines
 
 
+def _save(fig, path: str, dpi: int) -> str:
+    """Lay out, write (creating the folder) and close a figure."""
+    fig.tight_layout()
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    _plt().close(fig)
+    return path
+
+
 def _plt():
     import matplotlib
     matplotlib.use('Agg')
@@ -219,11 +228,7 @@ def plot_stats(stats_by_model: Dict[str, Dict[str, np.ndarray]],
         axes[0, 0].legend(fontsize=7, loc='best')
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi)
 
 
 def plot_layer_means(stats_by_model: Dict[str, Dict[str, np.ndarray]],
@@ -250,11 +255,7 @@ def plot_layer_means(stats_by_model: Dict[str, Dict[str, np.ndarray]],
         ax.set_ylabel(METRIC_LABELS[metric] + ', head mean')
         ax.grid(alpha=0.3)
     axes[0, -1].legend(fontsize=7, loc='center left', bbox_to_anchor=(1.02, 0.5))
-    fig.tight_layout()
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi)
 
 
 def plot_layer_bands(runs_by_model: Dict[str, Sequence[Dict[str, np.ndarray]]],
@@ -285,11 +286,7 @@ def plot_layer_bands(runs_by_model: Dict[str, Sequence[Dict[str, np.ndarray]]],
         ax.set_ylabel(METRIC_LABELS[metric] + ', head mean')
         ax.grid(alpha=0.3)
     axes[0, -1].legend(fontsize=7, loc='center left', bbox_to_anchor=(1.02, 0.5))
-    fig.tight_layout()
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi)
 
 
 def plot_accuracy_bars(values: Dict[str, Dict[str, Sequence[float]]],
@@ -318,8 +315,4 @@ def plot_accuracy_bars(values: Dict[str, Dict[str, Sequence[float]]],
     ax.set_ylabel('top-1 (%)')
     ax.grid(axis='y', alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi)

@@ -233,14 +233,16 @@ def main():
         return run
 
     s_layers = [s for s, _ in model.relation_pairs]
-    t_layers = [t for _, t in model.relation_pairs]
     parts = model.loss_rel.parts
+    # each teacher asked for exactly what a training step asks it for (the
+    # relation teacher stops at its deepest paired block)
+    asked = model.teacher_requests()
 
     def teacher_feat():
-        model.teacher_feat(x, cls_attn=True)
+        model.teacher_feat(x, **asked['teacher_feat'])
 
     def teacher_rel():
-        model.teacher_rel(x, out_layers=t_layers, parts=parts)
+        model.teacher_rel(x, **asked['teacher_rel'])
 
     def student(keep):
         K = num_kept_tokens(N, 1.0 - keep)
