@@ -11,9 +11,11 @@ model = dict(
         init_cfg=dict(
             type='Pretrained', checkpoint='', prefix='backbone.')),
     neck=dict(type='ClsBatchNormNeck', input_features=96),
+    # the model-level Xavier init of the supervised config stays: with
+    # model.backbone.init_cfg=None the probed network is initialised as every
+    # demo ViT is (a pretrained backbone is loaded over it)
     head=dict(loss=dict(_delete_=True, type='CrossEntropyLoss',
-                        loss_weight=1.0)),
-    init_cfg=None)
+                        loss_weight=1.0)))
 train_dataloader = dict(batch_size=64)
 optim_wrapper = dict(
     _delete_=True,

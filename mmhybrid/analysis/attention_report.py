@@ -273,7 +273,8 @@ def plot_layer_bands(runs_by_model: Dict[str, Sequence[Dict[str, np.ndarray]]],
         for name, runs in runs_by_model.items():
             per_run = np.stack([r[metric].mean(1) for r in runs])  # (S, L)
             x = np.arange(1, per_run.shape[1] + 1)
-            mean, std = per_run.mean(0), per_run.std(0)
+            mean = per_run.mean(0)
+            std = per_run.std(0, ddof=1) if len(runs) > 1 else 0 * mean
             line, = ax.plot(x, mean, 'o-', ms=3,
                             label=f'{name} (n={len(runs)})')
             ax.fill_between(x, mean - std, mean + std, alpha=0.2,
@@ -305,7 +306,8 @@ def plot_accuracy_bars(values: Dict[str, Dict[str, Sequence[float]]],
             if runs.size == 0:
                 continue
             x = i + (j - (len(measures) - 1) / 2) * width
-            ax.bar(x, runs.mean(), width, yerr=runs.std(), capsize=3,
+            ax.bar(x, runs.mean(), width,
+                   yerr=runs.std(ddof=1) if runs.size > 1 else 0, capsize=3,
                    color=f'C{j}', label=measure if i == 0 else None)
             ax.plot(np.full(runs.size, x), runs, 'k.', ms=3)
     if chance is not None:

@@ -169,6 +169,43 @@ def model_options(kind: str, img_size: int, patch_size: int,
     return opts
 
 
+def schedule_options(iters: int, warmup: bool = True) -> List[str]:
+    """``--cfg-options`` fitting a demo config's schedule to ``iters``: a
+    linear warm-up over the first tenth then cosine (``warmup``), or the probe's
+    single cosine."""
+    if not warmup:
+        return [f'param_scheduler.0.end={iters}']
+    w = max(1, iters // 10)
+    return [f'param_scheduler.0.end={w}', f'param_scheduler.1.begin={w}',
+            f'param_scheduler.1.end={iters}']
+
+
+def check_train_tool(train_tool) -> None:
+    """Refuse a ``tools/train.py`` whose ``merge_args`` lets a later dataloader
+    overwrite ``train_dataloader``.
+
+    mmengine 0.10's ``ConfigDict.update`` merges nested dicts in place; the
+    ``merge_args`` copied from mmpretrain once funnelled every dataloader
+    through one shared default dict, so val's ``data_prefix``, pipeline and
+    sampler were written into train's: every classifier config with a
+    ``val_dataloader`` trained on the val split.
+    """
+    from mmengine.config import Config
+    cfg = Config(dict(
+        train_dataloader=dict(dataset=dict(data_prefix='train'),
+                              sampler=dict(type='InfiniteSampler')),
+        val_dataloader=dict(dataset=dict(data_prefix='val'),
+                            sampler=dict(type='DefaultSampler'))))
+    cfg = train_tool.merge_args(cfg, train_tool.parse_args(['probe.py']))
+    if (cfg.train_dataloader.dataset.data_prefix != 'train'
+            or cfg.train_dataloader.sampler.type != 'InfiniteSampler'):
+        raise RuntimeError(
+            'tools/train.py lets val_dataloader overwrite train_dataloader '
+            '(one shared default dict merged with mmengine\'s recursive '
+            'ConfigDict.update): classifiers would train on the val split. '
+            'Give each dataloader its own copy of the defaults.')
+
+
 # ------------------------------------------------------------------ stages
 class Stage(NamedTuple):
     """One ``tools/train.py`` run: ``cost`` weighs it for the ETA (iterations
@@ -190,7 +227,8 @@ def _child(train_main: Callable, argv: List[str], log: str, threads: int):
         train_main(argv)
         code = 0
     except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
+        code = 0 if e.code is None else (e.code if isinstance(e.code, int)
+                                          else 1)
     except BaseException:  # noqa: B902  (reported in the stage's log)
         traceback.print_exc()
     finally:
@@ -250,6 +288,10 @@ class Stages:
     def log(self, msg: str) -> None:
         print(f'{self.tag} {msg}', flush=True)
 
+    def add_done(self, cost: float) -> None:
+        """Count work done outside the training stages (for the ETA)."""
+        self.done_cost += cost
+
     def progress(self) -> str:
         elapsed = time.time() - self.t0
         text = f'elapsed {elapsed / 60:.1f} min'
@@ -293,7 +335,7 @@ class Stages:
                     self.log(f'{stage.name}: kept from an earlier run with '
                              'the same command')
                     self.skipped.append(stage.name)
-                    self.done_cost += stage.cost
+                    self.total_cost -= stage.cost  # no time spent on it
                     continue
                 if osp.isfile(done_file):
                     os.remove(done_file)
@@ -448,11 +490,40 @@ def knn_eval(config: str, options: Sequence[str], checkpoint: Optional[str],
     return knn_top1(*tr, *va, k=k)
 
 
+def save_random_init(config: str, options: Sequence[str], seed: int,
+                     path: str) -> str:
+    """Write the seeded random initialisation of a demo classifier config's
+    backbone as a checkpoint (``backbone.*`` keys).
+
+    The "random init" reference is then one concrete network per seed, read by
+    the probe, the fine-tune, k-NN and the attention statistics alike, and
+    initialised as the students are (the demo configs' Xavier-uniform linear
+    layers).
+    """
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
+    cfg = load_config(config, options)
+    cfg.model.backbone.init_cfg = None
+    torch.manual_seed(seed)
+    with DefaultScope.overwrite_default_scope('mmpretrain'), quiet_logger():
+        model = MODELS.build(cfg.model)
+        model.init_weights()
+    state = {k: v for k, v in model.state_dict().items()
+             if k.startswith('backbone.')}
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    torch.save(dict(state_dict=state), path)
+    return path
+
+
 def attention_stats_of(config: str, options: Sequence[str],
                        checkpoint: Optional[str], val_folder: str,
                        num_images: int, seed: int = 0) -> Dict[str, np.ndarray]:
     """Per layer and head attention distance, entropy and NMI of a checkpoint
-    (seeded random initialisation when None) on ``num_images`` val images."""
+    (the seeded random initialisation when None) on ``num_images`` val images.
+
+    The images are the same for every checkpoint and seed (a fixed subset), so
+    repeats over seeds differ by their networks only.
+    """
     from mmengine.registry import DefaultScope
 
     from .attention_report import compute_attention_stats
@@ -462,7 +533,7 @@ def attention_stats_of(config: str, options: Sequence[str],
     with DefaultScope.overwrite_default_scope('mmpretrain'), quiet_logger():
         vit = vit_from_config(cfg, 'student', checkpoint,
                               random_init=checkpoint is None)
-    images, _ = load_images(val_folder, vit.img_size, num_images, seed)
+    images, _ = load_images(val_folder, vit.img_size, num_images, seed=0)
     return compute_attention_stats(vit, images)
 
 
@@ -484,10 +555,10 @@ def mean_std(values: Sequence[Optional[float]]) -> Tuple[float, float, int]:
 @torch.no_grad()
 def distill_distances(config: str, options: Sequence[str], checkpoint: str,
                       teachers: Tuple[str, str], data: DataSpec,
-                      num_images: int, seed: int = 0) -> Tuple[float, float]:
+                      num_images: int) -> Tuple[float, float]:
     """Feature distance to Tc and relation KL to Tm of a student checkpoint on
-    val images: the hybrid config's two losses at weight 1, with no masking
-    (all tokens). How close a student got to each teacher."""
+    a fixed subset of val images: the hybrid config's two losses at weight 1,
+    with no masking (all tokens). How close a student got to each teacher."""
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
 
@@ -505,7 +576,7 @@ def distill_distances(config: str, options: Sequence[str], checkpoint: str,
     model.eval()
     model.mask_ratio = 0.0
     images, _ = load_images(osp.join(data.root, 'val'),
-                            cfg.model.backbone.img_size, num_images, seed)
+                            cfg.model.backbone.img_size, num_images, seed=0)
     mean = torch.tensor(cfg.model.data_preprocessor.mean).view(1, 3, 1, 1)
     std = torch.tensor(cfg.model.data_preprocessor.std).view(1, 3, 1, 1)
     feat = rel = 0.0

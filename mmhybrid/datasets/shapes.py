@@ -321,7 +321,8 @@ def render_object(rng: np.random.Generator, size: int = 64,
     with the demo's supervised recipe, 300 iterations, 5,000 images):
 
     - colour: random foreground/background colours kept it at chance (20-25 %),
-      so the shape is light grey on dark grey (contrast >= 100 levels);
+      so the shape is light grey (170-255) on dark grey (0-70, +-25 of
+      shading);
     - rotation: any angle left squares, circles, triangles and stars confused
       (76 % val top-1); within +-20 degrees of an upright pose, 94 %.
 

@@ -118,17 +118,20 @@ def test_model_options_resize_every_demo_config(repo_root, kind):
         cfg.model.backbone.init_cfg = None
         assert cfg.model.head.num_classes == 3
     for loader in ('train', 'val', 'test'):
-        if f'{loader}_dataloader' in cfg and kind not in ('mae', 'hybrid'):
+        if f'{loader}_dataloader' in cfg:
             pipe = cfg[f'{loader}_dataloader'].dataset.pipeline
             assert (pipe[1].type, pipe[1].scale) == ('ResizeEdge', 40)
             assert (pipe[2].type, pipe[2].crop_size) == ('CenterCrop', 40)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         model = MODELS.build(cfg.model)
     x = torch.rand(2, 3, 40, 40)
-    if kind == 'hybrid':
+    if kind == 'hybrid':  # student and both teachers on 8 x 8 patches
+        model.init_weights()
         assert model.backbone.forward_distill(x).tokens.shape == (2, 65, 96)
-    elif kind == 'mae':
+        assert model.loss(x)['loss_rel'] >= 0
+    elif kind == 'mae':  # encoder, decoder and pixel target agree
         assert model.backbone(x)[0].shape[1] == 1 + 64 // 4
+        assert model.loss(x, [])['loss'] > 0
     else:
         assert model(x, mode='tensor').shape == (2, 3)
 

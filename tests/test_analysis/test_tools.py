@@ -211,10 +211,13 @@ def test_attention_stats_cli(repo_root, tmp_path, student_ckpt,
 
 
 def test_study_refuses_a_train_tool_that_leaks_val_into_train(repo_root):
-    """The study's guard recognises the shared-default-dict merge of old."""
+    """The miniature's guard recognises the shared-default-dict merge of old
+    and passes today's tools/train.py."""
     from types import SimpleNamespace
 
     from mmengine.config import ConfigDict
+
+    from mmhybrid.analysis.miniature import check_train_tool
     study = _tool(repo_root, 'run_study')
 
     def leaky_merge_args(cfg, args):
@@ -226,5 +229,6 @@ def test_study_refuses_a_train_tool_that_leaks_val_into_train(repo_root):
 
     leaky = SimpleNamespace(merge_args=leaky_merge_args,
                             parse_args=lambda argv: None)
-    assert study._dataloader_aliasing(leaky)
-    assert not study._dataloader_aliasing(study.load_train_tool())
+    with pytest.raises(RuntimeError, match='overwrite train_dataloader'):
+        check_train_tool(leaky)
+    check_train_tool(study.load_train_tool())

@@ -463,10 +463,14 @@ def test_object_task_draws_one_bright_upright_shape_of_its_class():
             mask = inst['mask']
             assert img[mask].mean() - img[~mask].mean() >= 80
             assert 0.08 * 64 * 64 < mask.sum() < 0.65 * 64 * 64
-    # the same rng state gives the same image; the forced label keeps the stream
-    a = render_object(np.random.default_rng(3), 64)
-    b = render_object(np.random.default_rng(3), 64, label=a['label'])
-    assert (a['image'] == b['image']).all()
+    # a forced label changes the shape only: the rng stream is the same
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    a = render_object(rng_a, 64)
+    b = render_object(rng_b, 64, label=(a['label'] + 1) % len(SHAPE_CLASSES))
+    assert b['label'] != a['label']
+    assert rng_a.bit_generator.state == rng_b.bit_generator.state
+    assert (render_object(np.random.default_rng(3), 64)['image'] ==
+            a['image']).all()
 
 
 def test_object_and_scene_tasks_are_separate_datasets(tmp_path):

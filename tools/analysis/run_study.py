@@ -81,6 +81,16 @@ def parse_args(argv=None):
                    'numbers are meaningless')
     p.add_argument('--seeds', type=int, nargs='+', default=None,
                    help='one repeat per seed. Default: 0 1 2 (quick: 0 1)')
+    p.add_argument('--students', nargs='+', default=None,
+                   choices=[n for n, _, _, _ in STUDENTS],
+                   help='a subset of the students (ablations); the verdicts '
+                   'need all four. Default: all')
+    p.add_argument('--student-options', nargs='+', default=[],
+                   metavar='KEY=VALUE',
+                   help='--cfg-options given to every student before its '
+                   'own (an ablation: e.g. --students hybrid '
+                   '--student-options model.loss_rel.loss_weight=0.5); no '
+                   'verdicts then')
     p.add_argument('--data-root', default=None,
                    help='your own ImageNet-style folder (train/ and val/ with '
                    'class folders, or meta/train.txt + meta/val.txt). '
@@ -90,8 +100,9 @@ def parse_args(argv=None):
     p.add_argument('--img-size', type=int, default=64)
     p.add_argument('--patch-size', type=int, default=8)
     p.add_argument('--iters', type=int, default=None,
-                   help='iterations of each teacher and each student '
-                   '(sets --teacher-iters and --student-iters)')
+                   help='iterations of the supervised teacher and of each '
+                   'student (the MAE runs twice as many); sets '
+                   '--teacher-iters and --student-iters')
     p.add_argument('--jobs', type=int, default=2,
                    help='independent stages at once, each with '
                    'max(1, 2 // jobs) threads. Default: 2')
@@ -110,91 +121,73 @@ def parse_args(argv=None):
 
 
 # ---------------------------------------------------------------- train tool
-def _dataloader_aliasing(train_tool) -> bool:
-    """Whether ``tools/train.py``'s ``merge_args`` lets a later dataloader
-    overwrite ``train_dataloader``.
-
-    mmengine 0.10's ``ConfigDict.update`` merges nested dicts in place; the
-    ``merge_args`` copied from mmpretrain funnelled every dataloader through one
-    shared default dict, so val's ``data_prefix``, pipeline and sampler were
-    written into train's: every classifier config with a ``val_dataloader``
-    trained on the val split. The study refuses to run on such a checkout.
-    """
-    from mmengine.config import Config
-    cfg = Config(dict(
-        train_dataloader=dict(dataset=dict(data_prefix='train'),
-                              sampler=dict(type='InfiniteSampler')),
-        val_dataloader=dict(dataset=dict(data_prefix='val'),
-                            sampler=dict(type='DefaultSampler'))))
-    cfg = train_tool.merge_args(cfg, train_tool.parse_args(['probe.py']))
-    return (cfg.train_dataloader.dataset.data_prefix != 'train'
-            or cfg.train_dataloader.sampler.type != 'InfiniteSampler')
-
-
 def load_train_tool():
-    """``tools/train.py`` as a module, checked by :func:`_dataloader_aliasing`."""
+    """``tools/train.py`` as a module (forked stages call its ``main``),
+    checked by :func:`mmhybrid.analysis.miniature.check_train_tool`."""
+    from mmhybrid.analysis.miniature import check_train_tool
     spec = importlib.util.spec_from_file_location(
         '_mmhybrid_tools_train', osp.join(ROOT, 'tools', 'train.py'))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    if _dataloader_aliasing(mod):
-        raise RuntimeError(
-            'tools/train.py lets val_dataloader overwrite train_dataloader '
-            '(one shared default dict merged with mmengine\'s recursive '
-            'ConfigDict.update): classifiers would train on the val split. '
-            'Give each dataloader its own copy of the defaults.')
+    check_train_tool(mod)
     return mod
 
 
 # ----------------------------------------------------------------- verdicts
-def _diff(a, b):
-    """Mean difference of two (mean, std, n) and the std of that difference."""
-    return a[0] - b[0], (a[1] ** 2 + b[1] ** 2) ** 0.5
+def paired(per_seed, a, b, measure):
+    """Per-seed differences ``a - b`` of a measure (students of one seed share
+    their initialisation and data order): ``(mean, std, n)``."""
+    import numpy as np
+    d = [per_seed[(a, s)][measure] - per_seed[(b, s)][measure]
+         for s in sorted({s for (lab, s) in per_seed if lab == a})
+         if (b, s) in per_seed and per_seed[(a, s)].get(measure) is not None
+         and per_seed[(b, s)].get(measure) is not None]
+    if len(d) < 2:
+        return float('nan'), float('nan'), len(d)
+    return float(np.mean(d)), float(np.std(d, ddof=1)), len(d)
 
 
-def verdicts(agg):
-    """The paper's three claims, each judged on the measured means and stds.
+def verdicts(per_seed):
+    """The paper's three claims, judged on per-seed paired differences.
 
-    ``agg[label][measure]`` is ``(mean, std, n)``. "Within one std" means the
-    shortfall is at most the std of the difference; "clearly above", more than
-    two such stds above.
+    ``per_seed[(label, seed)][measure]`` holds the results. For a difference
+    ``d`` over ``n`` seeds with mean ``m``, std ``s`` and standard error
+    ``se = s / sqrt(n)``: "at least ... within one std" is ``m >= -s``;
+    "clearly above / lower" is ``m > 2 se`` (``m < -2 se``). A claim with a
+    missing or single-seed comparison is not judged (None).
     """
-    h, f, r, n = (agg['hybrid'], agg['feature-only'], agg['relation-only'],
-                  agg['hybrid, no mask'])
-    out = []
-    lines = []
-    ok_a = True
-    for m in ('probe', 'knn'):
-        d_f, s_f = _diff(h[m], f[m])
-        d_r, s_r = _diff(h[m], r[m])
-        ok_a &= d_f >= -s_f and d_r > 2 * s_r
-        lines.append(f'{m}: hybrid - feature-only = {d_f:+.1f} (std of the '
-                     f'difference {s_f:.1f}), hybrid - relation-only = '
-                     f'{d_r:+.1f} ({s_r:.1f})')
-    out.append(('(a) the hybrid student discriminates as well as the '
-                'feature-only one and clearly better than the relation-only '
-                'one', ok_a, '; '.join(lines)))
-    lines = []
-    ok_b = True
-    for m in ('spread', 'nmi'):
-        d_r, s_r = _diff(h[m], r[m])
-        d_f, s_f = _diff(h[m], f[m])
-        ok_b &= d_r >= -s_r and d_f > s_f
-        lines.append(f'{m}: hybrid - relation-only = {d_r:+.3f} ({s_r:.3f}), '
-                     f'hybrid - feature-only = {d_f:+.3f} ({s_f:.3f})')
-    out.append(('(b) its attention is as diverse as the relation-only '
-                "student's and more diverse than the feature-only one's "
-                '(per-head distance spread, NMI)', ok_b, '; '.join(lines)))
-    d_t, s_t = _diff(h['iter_time'], n['iter_time'])
-    lines = [f's/iter: hybrid - no mask = {d_t:+.4f} ({s_t:.4f})']
-    ok_c = d_t < 0
-    for m in ('probe', 'knn'):
-        d, s = _diff(h[m], n[m])
-        ok_c &= d >= -s
-        lines.append(f'{m}: hybrid - no mask = {d:+.1f} ({s:.1f})')
-    out.append(('(c) progressive masking lowers the time per iteration without '
-                'losing accuracy', ok_c, '; '.join(lines)))
-    return out
+    def check(a, b, m, rule):
+        mean, std, n = paired(per_seed, a, b, m)
+        if n < 2:
+            return None, f'{m}: {a} - {b}: fewer than 2 seeds'
+        se = std / n ** 0.5
+        ok = {'within': mean >= -std, 'above': mean > 2 * se,
+              'below': mean < -2 * se}[rule]
+        return ok, f'{m}: {a} - {b} = {mean:+.3g} (std {std:.2g}, se {se:.2g})'
+
+    def claim(text, checks):
+        results = [check(*c) for c in checks]
+        oks = [ok for ok, _ in results]
+        ok = None if None in oks else all(oks)
+        return text, ok, '; '.join(d for _, d in results)
+
+    h, f, r, n = 'hybrid', 'feature-only', 'relation-only', 'hybrid, no mask'
+    return [
+        claim('(a) the hybrid student discriminates at least as well as the '
+              'feature-only one (within one std) and clearly better than the '
+              'relation-only one',
+              [(h, f, 'probe', 'within'), (h, f, 'knn', 'within'),
+               (h, r, 'probe', 'above'), (h, r, 'knn', 'above')]),
+        claim('(b) its attention is at least as diverse as the relation-only '
+              "student's (within one std) and clearly more diverse than the "
+              "feature-only one's (per-head distance spread, NMI)",
+              [(h, r, 'spread', 'within'), (h, r, 'nmi', 'within'),
+               (h, f, 'spread', 'above'), (h, f, 'nmi', 'above')]),
+        claim('(c) progressive masking clearly lowers the time per iteration '
+              'and keeps the accuracy within one std',
+              [(h, n, 'iter_time', 'below'), (h, n, 'probe', 'within'),
+               (h, n, 'knn', 'within')]),
+    ]
 
 
 # ------------------------------------------------------------------- report
@@ -228,14 +221,18 @@ def write_report(path, agg, order, desc, s, seeds, data_what, claims, plots,
     ]
     for label in order:
         a = agg[label]
+        ft = (_pm(a['finetune']) if a['own_top1'][2] == 0 else
+              f"({_pm(a['own_top1'])}: own training)")
         lines.append(
             f"| {label} | {desc[label]} | {_pm(a['iter_time'], '.3f')} | "
-            f"{_pm(a['probe'])} | {_pm(a['knn'])} | {_pm(a['finetune'])} | "
+            f"{_pm(a['probe'])} | {_pm(a['knn'])} | {ft} | "
             f"{_pm(a['spread'], '.2f')} | {_pm(a['last_distance'])} | "
             f"{_pm(a['nmi'], '.3f')} | {_pm(a['feat_dist'], '.4f')} | "
             f"{_pm(a['rel_kl'], '.4f')} |")
     lines += [
         '',
+        'Tc\'s fine-tune cell is its own supervised training from scratch '
+        '(the others fine-tune a pretrained backbone). '
         'Top-1 on the val split. Head spread: std over the heads of a layer of '
         'their mean attention distance, averaged over layers (0 when every '
         'head looks equally far). NMI: query-key normalised mutual information '
@@ -247,9 +244,12 @@ def write_report(path, agg, order, desc, s, seeds, data_what, claims, plots,
         'time, so these include contention).', '',
         '## The paper\'s claims at this scale', ''
     ]
+    if not claims:
+        lines.append('Not judged: an ablation (the verdicts need all four '
+                     'students with their own options only).')
     for claim, ok, detail in claims:
-        lines += [f"- {claim}: **{'holds' if ok else 'does not hold'}**. "
-                  f'{detail}.']
+        word = {True: 'holds', False: 'does not hold', None: 'not judged'}[ok]
+        lines += [f'- {claim}: **{word}**. {detail}.']
     lines += ['', '## Plots', '']
     for title, p in plots:
         lines += [f'**{title}**', '', f'![{title}]({p})', '']
@@ -272,6 +272,8 @@ def main(argv=None):
     if args.iters:
         s['teacher_iters'] = s['student_iters'] = args.iters
     seeds = args.seeds or ([0, 1] if args.quick else [0, 1, 2])
+    students = [st for st in STUDENTS
+                if args.students is None or st[0] in args.students]
     t_start = time.time()
     wd = osp.abspath(args.work_dir)
     os.makedirs(wd, exist_ok=True)
@@ -286,9 +288,15 @@ def main(argv=None):
                                              describe_folder, distill_distances,
                                              head_spread, knn_eval, last_scalar,
                                              mean_iter_time, mean_std,
-                                             model_options)
+                                             model_options, save_random_init,
+                                             schedule_options)
+    try:  # bad input: one line, before anything is written or trained
+        model_options('sup', args.img_size, args.patch_size, 1)
+        if args.data_root:
+            data = describe_folder(args.data_root, args.num_classes)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f'run_study: {e}') from None
     if args.data_root:
-        data = describe_folder(args.data_root, args.num_classes)
         data_what = f'{data.root}, {data.num_classes} classes'
     else:
         data = builtin_data(osp.join(wd, 'data', 'objects'), s['num_train'],
@@ -300,9 +308,11 @@ def main(argv=None):
     size = (args.img_size, args.patch_size, data.num_classes)
     ti, si, pi, fi = (s['teacher_iters'], s['student_iters'],
                       s['probe_iters'], s['finetune_iters'])
-    nst = len(STUDENTS)
-    total_cost = (2 * ti + len(seeds) * (nst * 3 * si + (nst + 1) *
-                                         (0.6 * pi + fi)) + 2 * 0.6 * pi)
+    nst = len(students)
+    eval_cost = 0.2 * si  # k-NN, attention and distances of one model
+    total_cost = (2 * ti + len(seeds) * (nst * 2 * si + (nst + 1) *
+                                         (0.5 * pi + fi + eval_cost))
+                  + 2 * (0.5 * pi + eval_cost))
     stages = Stages(wd, ROOT, None if args.subprocess else
                     load_train_tool().main, jobs=args.jobs,
                     resume=args.resume, total_cost=total_cost, tag='[study]')
@@ -313,12 +323,7 @@ def main(argv=None):
              f'train_cfg.max_iters={iters}',
              f'default_hooks.checkpoint.interval={iters}']
         o += data_options(data, 0, loaders) + model_options(kind, *size)
-        if warmup:
-            w = max(1, iters // 10)
-            o += [f'param_scheduler.0.end={w}', f'param_scheduler.1.begin={w}',
-                  f'param_scheduler.1.end={iters}']
-        else:
-            o += [f'param_scheduler.0.end={iters}']
+        o += schedule_options(iters, warmup)
         if 'val' in loaders:
             o += [f'train_cfg.val_interval={iters}']
         return o
@@ -354,28 +359,33 @@ def main(argv=None):
               opts('hybrid', si, s['batch'], seed) + [
                   f'model.teacher_feat.checkpoint={sup_ckpt}',
                   f'model.teacher_rel.checkpoint={mae_ckpt}'
-              ] + extra, 3 * si)
-        for seed in seeds for name, _, _, extra in STUDENTS
+              ] + args.student_options + extra, 2 * si)
+        for seed in seeds for name, _, _, extra in students
     ])
     check('students')
     times['students'] = time.time() - t0
 
     # 3. probes and fine-tunes: students and random init per seed, teachers once
+    eval_opts = data_options(data, 0, ('val', )) + model_options('probe', *size)
     models = []  # (label, seed, run name, checkpoint, pretraining work dir)
     for seed in seeds:
-        for name, label, _, _ in STUDENTS:
+        for name, label, _, _ in students:
             models.append((label, seed, f'seed{seed}_student_{name}',
                            osp.join(sdir(name, seed), f'iter_{si}.pth'),
                            sdir(name, seed)))
-        models.append(('random init', seed, f'seed{seed}_random_init', None,
-                       None))
+        # initialised as that seed's students are; one network read alike by
+        # the probe, the fine-tune, k-NN and the attention statistics
+        models.append(('random init', seed, f'seed{seed}_random_init',
+                       save_random_init(PROBE_CFG, eval_opts, seed, osp.join(
+                           wd, f'seed{seed}', 'random_init.pth')), None))
     models += [('Tc: supervised', 0, 'teacher_sup', sup_ckpt, sup_dir),
                ('Tm: MAE', 0, 'teacher_mae', mae_ckpt, mae_dir)]
     t0 = time.time()
     runs = []
-    for label, seed, run, ckpt, _ in models:
-        init = (f'model.backbone.init_cfg.checkpoint={ckpt}' if ckpt else
-                'model.backbone.init_cfg=None')
+    trained = [m for m in models if not m[2].startswith(f'seed{m[1]}_student')
+               or m[2] not in stages.failed]
+    for label, seed, run, ckpt, _ in trained:
+        init = f'model.backbone.init_cfg.checkpoint={ckpt}'
         runs.append(Stage(
             f'probe_{run}', PROBE_CFG, osp.join(wd, 'eval', f'probe_{run}'),
             opts('probe', pi, s['probe_batch'], seed, ('train', 'val', 'test'),
@@ -392,21 +402,20 @@ def main(argv=None):
 
     # 4. in this process: k-NN, attention statistics, distances to teachers
     t0 = time.time()
-    eval_opts = data_options(data, 0, ('val', )) + model_options('probe', *size)
     hyb_opts = model_options('hybrid', *size)
     results = []
-    for label, seed, run, ckpt, pre_dir in models:
-        if ckpt and not osp.isfile(ckpt):
-            continue  # a failed stage (--keep-going)
+    for label, seed, run, ckpt, pre_dir in trained:
+        if f'probe_{run}' in stages.failed:
+            continue  # --keep-going: report what ran
         r = dict(label=label, seed=seed, run=run,
                  probe=last_scalar(osp.join(wd, 'eval', f'probe_{run}'),
                                    'accuracy/top1'),
-                 finetune=last_scalar(osp.join(wd, 'eval', f'finetune_{run}'),
-                                      'accuracy/top1'),
+                 finetune=None if f'finetune_{run}' in stages.failed else
+                 last_scalar(osp.join(wd, 'eval', f'finetune_{run}'),
+                             'accuracy/top1'),
                  knn=knn_eval(PROBE_CFG, eval_opts, ckpt, data, 20, seed))
         st = attention_stats_of(PROBE_CFG, eval_opts, ckpt,
-                                osp.join(data.root, 'val'), s['attn_images'],
-                                seed)
+                                osp.join(data.root, 'val'), s['attn_images'])
         r.update(spread=head_spread(st), nmi=float(st['nmi'].mean()),
                  last_distance=float(st['distance'][-1].mean()),
                  stats={k: v.tolist() for k, v in st.items()})
@@ -415,19 +424,20 @@ def main(argv=None):
         if run.startswith(f'seed{seed}_student'):
             r['feat_dist'], r['rel_kl'] = distill_distances(
                 HYB_CFG, hyb_opts, ckpt, (sup_ckpt, mae_ckpt), data,
-                s['attn_images'], seed)
-        if run == 'teacher_sup':
-            r['finetune'] = last_scalar(sup_dir, 'accuracy/top1')
+                s['attn_images'])
+        if run == 'teacher_sup':  # its own training, shown in that column
+            r['own_top1'] = last_scalar(sup_dir, 'accuracy/top1')
         results.append(r)
+        stages.add_done(eval_cost)
         print(f'[study] k-NN, attention, distances of {run}: done '
               f'({stages.progress()})', flush=True)
     times['k-NN + attention + distances'] = time.time() - t0
 
     # 5. aggregate over seeds, plots, verdicts
-    order = [lab for _, lab, _, _ in STUDENTS] + [lab for _, lab, _ in REFS]
+    order = [lab for _, lab, _, _ in students] + [lab for _, lab, _ in REFS]
     desc = {lab: d for _, lab, d, _ in STUDENTS}
     desc.update({lab: d for _, lab, d in REFS})
-    measures = ('iter_time', 'probe', 'knn', 'finetune', 'spread',
+    measures = ('iter_time', 'probe', 'knn', 'finetune', 'own_top1', 'spread',
                 'last_distance', 'nmi', 'feat_dist', 'rel_kl')
     agg = {lab: {m: mean_std([r.get(m) for r in results if r['label'] == lab])
                  for m in measures} for lab in order}
@@ -454,7 +464,10 @@ def main(argv=None):
              osp.join(plot_dir, 'accuracy.png'),
              chance=100 / data.num_classes)),
     ]
-    claims = verdicts(agg)
+    per_seed = {(r['label'], r['seed']): r for r in results}
+    # ablations (a subset, or options on every student) are not the claims
+    claims = (verdicts(per_seed) if len(students) == len(STUDENTS)
+              and not args.student_options else [])
     times.update(stages.times)
     total = time.time() - t_start
     report = osp.join(wd, 'report.md')

@@ -72,13 +72,16 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def load_train_main():
-    """``tools/train.py``'s ``main``: forked stages call it directly."""
+def load_train_tool():
+    """``tools/train.py`` as a module (forked stages call its ``main``),
+    checked by :func:`mmhybrid.analysis.miniature.check_train_tool`."""
+    from mmhybrid.analysis.miniature import check_train_tool
     spec = importlib.util.spec_from_file_location(
         '_mmhybrid_tools_train', osp.join(ROOT, 'tools', 'train.py'))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.main
+    check_train_tool(mod)
+    return mod
 
 
 def main(argv=None):
@@ -90,15 +93,24 @@ def main(argv=None):
                                              builtin_data, data_options,
                                              describe_folder, head_spread,
                                              knn_eval, last_scalar,
-                                             model_options, scalars)
+                                             model_options, save_random_init,
+                                             scalars, schedule_options)
     t_start = time.time()
     wd = osp.abspath(args.work_dir)
     os.makedirs(wd, exist_ok=True)
+    try:  # bad input: one line, before anything is written or trained
+        model_options('sup', args.img_size, args.patch_size, 1)
+        if args.data_root:
+            data = describe_folder(args.data_root, args.num_classes)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f'run_demo: {e}') from None
     if args.data_root:
-        data = describe_folder(args.data_root, args.num_classes)
         what = f'{data.root} ({data.num_classes} classes, ' + (
             'annotation files)' if data.ann else 'class folders)')
     else:
+        if args.num_classes not in (None, 5):
+            raise SystemExit('run_demo: --num-classes is for --data-root; the '
+                             'built-in data has 5 classes')
         data = builtin_data(args.builtin_root, args.num_train, args.num_val,
                             args.img_size, seed=0)
         what = (f'{data.root} (built-in objects: {args.num_train} train / '
@@ -109,13 +121,13 @@ def main(argv=None):
     size = (args.img_size, args.patch_size, data.num_classes)
     common = [f'randomness.seed={args.seed}', 'default_hooks.logger.interval=50']
 
-    def opts(kind, iters, loaders=('train', )):
+    def opts(kind, iters, loaders=('train', ), warmup=True):
         return (common + data_options(data, 0, loaders)
                 + model_options(kind, *size)
+                + schedule_options(iters, warmup)
                 + [f'train_cfg.max_iters={iters}',
                    f'default_hooks.checkpoint.interval={iters}'])
 
-    sched = [f'param_scheduler.1.end={it}']
     # The MAE's attention grows more diverse with training (per-head spread of
     # attention distance 0.47 / 0.96 / 1.10 px after 300 / 600 / 900
     # iterations); it takes ~0.09 s per iteration, so twice the supervised
@@ -126,49 +138,53 @@ def main(argv=None):
     sup_ckpt = osp.join(sup_dir, f'iter_{it}.pth')
     mae_ckpt = osp.join(mae_dir, f'iter_{mit}.pth')
     hyb_ckpt = osp.join(hyb_dir, f'iter_{it}.pth')
+    # the random reference: initialised as the students are, one network
+    # read alike by the probe, k-NN and the attention statistics
+    eval_opts = data_options(data, 0, ('val', )) + model_options('probe', *size)
+    rand_ckpt = save_random_init(PROBE_CFG, eval_opts, args.seed,
+                                 osp.join(wd, 'random_init.pth'))
     models = [('hybrid student', 'hybrid', hyb_ckpt),
               ('teacher Tc (supervised ViT)', 'Tc', sup_ckpt),
               ('teacher Tm (MAE)', 'Tm', mae_ckpt),
-              ('random init (no pretraining)', 'random', None)]
+              ('random init (no pretraining)', 'random', rand_ckpt)]
     # rough costs (iterations x relative time per iteration) for the ETA
-    stages = Stages(wd, ROOT, None if args.subprocess else load_train_main(),
-                    jobs=args.jobs, resume=args.resume,
-                    total_cost=it * (1 + 1 + 3) + pit * 0.6 * 4 + 300)
+    eval_cost = 0.3 * it
+    stages = Stages(wd, ROOT, None if args.subprocess else
+                    load_train_tool().main, jobs=args.jobs,
+                    resume=args.resume,
+                    total_cost=it * (1 + 1 + 2) + pit * 0.5 * 4 + 4 * eval_cost)
 
     stages.run([
         Stage('teacher_sup', SUP_CFG, sup_dir,
-              opts('sup', it, ('train', 'val', 'test')) + sched
+              opts('sup', it, ('train', 'val', 'test'))
               + [f'train_cfg.val_interval={it}'], it),
-        Stage('teacher_mae', MAE_CFG, mae_dir,
-              opts('mae', mit) + [f'param_scheduler.1.end={mit}'], it),
+        Stage('teacher_mae', MAE_CFG, mae_dir, opts('mae', mit), it),
     ])
     if stages.failed:
         sys.exit(f'[demo] failed: {stages.failed}')
     stages.jobs, stages.threads = 1, 2  # one stage: both cores
     stages.run([
         Stage('hybrid_distill', HYB_CFG, hyb_dir,
-              opts('hybrid', it) + sched + [
+              opts('hybrid', it) + [
                   f'model.teacher_feat.checkpoint={sup_ckpt}',
                   f'model.teacher_rel.checkpoint={mae_ckpt}'
-              ], 3 * it)
+              ], 2 * it)
     ])
     if stages.failed:
         sys.exit(f'[demo] failed: {stages.failed}')
     stages.jobs, stages.threads = args.jobs, max(1, 2 // args.jobs)
-    probe_opts = opts('probe', pit, ('train', 'val', 'test')) + [
-        f'train_cfg.val_interval={pit}', f'param_scheduler.0.end={pit}']
+    probe_opts = opts('probe', pit, ('train', 'val', 'test'), warmup=False)
     stages.run([
         Stage(f'probe_{tag}', PROBE_CFG, osp.join(wd, f'probe_{tag}'),
-              probe_opts + [f'model.backbone.init_cfg.checkpoint={ckpt}'
-                            if ckpt else 'model.backbone.init_cfg=None'],
-              0.6 * pit) for _, tag, ckpt in models
+              probe_opts + [f'train_cfg.val_interval={pit}',
+                            f'model.backbone.init_cfg.checkpoint={ckpt}'],
+              0.5 * pit) for _, tag, ckpt in models
     ])
     if stages.failed:
         sys.exit(f'[demo] failed: {stages.failed}')
 
     # in this process: k-NN on frozen features, attention statistics
     t0 = time.time()
-    eval_opts = data_options(data, 0, ('val', )) + model_options('probe', *size)
     rows, stats = [], {}
     for name, tag, ckpt in models:
         knn = knn_eval(PROBE_CFG, eval_opts, ckpt, data, k=20, seed=args.seed)
@@ -177,6 +193,7 @@ def main(argv=None):
                                         args.attn_images, args.seed)
         rows.append((name, tag, last_scalar(osp.join(wd, f'probe_{tag}'),
                                             'accuracy/top1'), knn))
+        stages.add_done(eval_cost)
         print(f'[demo] k-NN and attention of {tag}: done '
               f'({stages.progress()})', flush=True)
     grid = (args.img_size // args.patch_size, ) * 2
