@@ -285,6 +285,11 @@ class Stages:
             osp.relpath(a, self.root) if osp.isabs(a) and a.startswith(
                 self.root) else a for a in argv)
 
+    def rel(self, path: str) -> str:
+        """``path`` relative to the working directory when inside it."""
+        rel = osp.relpath(path)
+        return path if rel.startswith('..') else rel
+
     def log(self, msg: str) -> None:
         print(f'{self.tag} {msg}', flush=True)
 
@@ -339,8 +344,11 @@ class Stages:
                     continue
                 if osp.isfile(done_file):
                     os.remove(done_file)
-                self.log(f'{stage.name}: {cmd}')
-                running[stage.name] = (stage, *self._start(stage), time.time())
+                proc, log = self._start(stage)
+                cfg = osp.relpath(stage.config, self.root)
+                self.log(f'{stage.name}: started, {cfg} (to rerun it alone: '
+                         f'{self.rel(log)}.cmd)')
+                running[stage.name] = (stage, proc, log, time.time())
             time.sleep(0.2)
             for name in list(running):
                 stage, proc, log, t0 = running[name]
@@ -488,6 +496,25 @@ def knn_eval(config: str, options: Sequence[str], checkpoint: Optional[str],
     tr = cls_features(config, options, checkpoint, data, 'train', seed)
     va = cls_features(config, options, checkpoint, data, 'val', seed)
     return knn_top1(*tr, *va, k=k)
+
+
+def in_child(fn: Callable, *args) -> None:
+    """Run ``fn(*args)`` in a forked child and wait for it.
+
+    Torch work in the stage runner's own process would start its OpenMP thread
+    pool, and a child forked after that hangs in its first parallel region
+    (seen: the demo's distillation stage, two threads, idle for minutes). So
+    the runner stays free of torch compute until its stages are done.
+    """
+    def target():
+        fn(*args)
+
+    proc = mp.get_context('fork').Process(target=target)
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        raise RuntimeError(f'{getattr(fn, "__name__", fn)} failed in a child '
+                           f'process (exit {proc.exitcode})')
 
 
 def save_random_init(config: str, options: Sequence[str], seed: int,

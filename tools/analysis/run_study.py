@@ -286,7 +286,8 @@ def main(argv=None):
     from mmhybrid.analysis.miniature import (Stage, Stages, attention_stats_of,
                                              builtin_data, data_options,
                                              describe_folder, distill_distances,
-                                             head_spread, knn_eval, last_scalar,
+                                             head_spread, in_child, knn_eval,
+                                             last_scalar,
                                              mean_iter_time, mean_std,
                                              model_options, save_random_init,
                                              schedule_options)
@@ -375,9 +376,10 @@ def main(argv=None):
                            sdir(name, seed)))
         # initialised as that seed's students are; one network read alike by
         # the probe, the fine-tune, k-NN and the attention statistics
+        rand_ckpt = osp.join(wd, f'seed{seed}', 'random_init.pth')
+        in_child(save_random_init, PROBE_CFG, eval_opts, seed, rand_ckpt)
         models.append(('random init', seed, f'seed{seed}_random_init',
-                       save_random_init(PROBE_CFG, eval_opts, seed, osp.join(
-                           wd, f'seed{seed}', 'random_init.pth')), None))
+                       rand_ckpt, None))
     models += [('Tc: supervised', 0, 'teacher_sup', sup_ckpt, sup_dir),
                ('Tm: MAE', 0, 'teacher_mae', mae_ckpt, mae_dir)]
     t0 = time.time()

@@ -92,7 +92,7 @@ def main(argv=None):
     from mmhybrid.analysis.miniature import (Stage, Stages, attention_stats_of,
                                              builtin_data, data_options,
                                              describe_folder, head_spread,
-                                             knn_eval, last_scalar,
+                                             in_child, knn_eval, last_scalar,
                                              model_options, save_random_init,
                                              scalars, schedule_options)
     t_start = time.time()
@@ -141,8 +141,8 @@ def main(argv=None):
     # the random reference: initialised as the students are, one network
     # read alike by the probe, k-NN and the attention statistics
     eval_opts = data_options(data, 0, ('val', )) + model_options('probe', *size)
-    rand_ckpt = save_random_init(PROBE_CFG, eval_opts, args.seed,
-                                 osp.join(wd, 'random_init.pth'))
+    rand_ckpt = osp.join(wd, 'random_init.pth')
+    in_child(save_random_init, PROBE_CFG, eval_opts, args.seed, rand_ckpt)
     models = [('hybrid student', 'hybrid', hyb_ckpt),
               ('teacher Tc (supervised ViT)', 'Tc', sup_ckpt),
               ('teacher Tm (MAE)', 'Tm', mae_ckpt),
