@@ -157,7 +157,7 @@ def test_demo_runs_on_a_user_folder_with_annotation_files(repo_root, tmp_path):
     assert '(3 classes, annotation files)' in proc.stdout
     assert 'ETA' in proc.stdout
     report = open(work / 'report.md').read()
-    rows = [ln for ln in report.splitlines() if ln.startswith('| ')][2:]
+    rows = [ln for ln in report.splitlines() if ln.startswith('| ')][1:]
     assert [r.split(' | ')[0] for r in rows] == [
         '| hybrid student', '| teacher Tc (supervised ViT)',
         '| teacher Tm (MAE)', '| random init (no pretraining)']
