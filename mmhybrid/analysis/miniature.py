@@ -112,6 +112,33 @@ def builtin_data(root: str, num_train: int, num_val: int, img_size: int,
     return DataSpec(path, len(SHAPE_CLASSES), None, builtin=True)
 
 
+def resolve_data(tool: str, data_root: Optional[str],
+                 num_classes: Optional[int], img_size: int, patch_size: int,
+                 builtin_root: str, num_train: int,
+                 num_val: int) -> Tuple[DataSpec, str]:
+    """The data of a demo or study run and a line describing it.
+
+    Bad input (sizes the patches do not tile, an unusable folder, a class
+    count for the built-in data) ends the tool with one line naming it, before
+    anything is written or trained.
+    """
+    try:
+        model_options('sup', img_size, patch_size, 1)
+        if data_root:
+            data = describe_folder(data_root, num_classes)
+        elif num_classes not in (None, 5):
+            raise ValueError('--num-classes is for --data-root; the built-in '
+                             'data has 5 classes')
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f'{tool}: {e}') from None
+    if data_root:
+        return data, f'{data.root} ({data.num_classes} classes, ' + (
+            'annotation files)' if data.ann else 'class folders)')
+    data = builtin_data(builtin_root, num_train, num_val, img_size)
+    return data, (f'{data.root} (built-in objects: {num_train} train / '
+                  f'{num_val} val images, {data.num_classes} classes)')
+
+
 def data_options(data: DataSpec, workers: int = 0,
                  loaders: Sequence[str] = ('train', 'val', 'test')) -> List[str]:
     """``--cfg-options`` pointing a demo config's loaders at ``data``."""

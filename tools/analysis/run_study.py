@@ -284,26 +284,17 @@ def main(argv=None):
                                                     plot_layer_bands,
                                                     uniform_reference)
     from mmhybrid.analysis.miniature import (Stage, Stages, attention_stats_of,
-                                             builtin_data, data_options,
-                                             describe_folder, distill_distances,
+                                             data_options, distill_distances,
                                              head_spread, in_child, knn_eval,
                                              last_scalar,
                                              mean_iter_time, mean_std,
-                                             model_options, save_random_init,
+                                             model_options, resolve_data,
+                                             save_random_init,
                                              schedule_options)
-    try:  # bad input: one line, before anything is written or trained
-        model_options('sup', args.img_size, args.patch_size, 1)
-        if args.data_root:
-            data = describe_folder(args.data_root, args.num_classes)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f'run_study: {e}') from None
-    if args.data_root:
-        data_what = f'{data.root}, {data.num_classes} classes'
-    else:
-        data = builtin_data(osp.join(wd, 'data', 'objects'), s['num_train'],
-                            s['num_val'], args.img_size)
-        data_what = (f"built-in generated objects, {data.num_classes} classes, "
-                     f"{s['num_train']} train / {s['num_val']} val images")
+    data, data_what = resolve_data(
+        'run_study', args.data_root, args.num_classes, args.img_size,
+        args.patch_size, osp.join(wd, 'data', 'objects'), s['num_train'],
+        s['num_val'])
     data_what += f' at {args.img_size} px, {args.patch_size} px patches'
     print(f'[study] data: {data_what}', flush=True)
     size = (args.img_size, args.patch_size, data.num_classes)

@@ -90,31 +90,17 @@ def main(argv=None):
     from mmhybrid.analysis.attention_report import (plot_layer_means,
                                                     uniform_reference)
     from mmhybrid.analysis.miniature import (Stage, Stages, attention_stats_of,
-                                             builtin_data, data_options,
-                                             describe_folder, head_spread,
+                                             data_options, head_spread,
                                              in_child, knn_eval, last_scalar,
-                                             model_options, save_random_init,
-                                             scalars, schedule_options)
+                                             model_options, resolve_data,
+                                             save_random_init, scalars,
+                                             schedule_options)
     t_start = time.time()
     wd = osp.abspath(args.work_dir)
     os.makedirs(wd, exist_ok=True)
-    try:  # bad input: one line, before anything is written or trained
-        model_options('sup', args.img_size, args.patch_size, 1)
-        if args.data_root:
-            data = describe_folder(args.data_root, args.num_classes)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f'run_demo: {e}') from None
-    if args.data_root:
-        what = f'{data.root} ({data.num_classes} classes, ' + (
-            'annotation files)' if data.ann else 'class folders)')
-    else:
-        if args.num_classes not in (None, 5):
-            raise SystemExit('run_demo: --num-classes is for --data-root; the '
-                             'built-in data has 5 classes')
-        data = builtin_data(args.builtin_root, args.num_train, args.num_val,
-                            args.img_size, seed=0)
-        what = (f'{data.root} (built-in objects: {args.num_train} train / '
-                f'{args.num_val} val images, {data.num_classes} classes)')
+    data, what = resolve_data('run_demo', args.data_root, args.num_classes,
+                              args.img_size, args.patch_size,
+                              args.builtin_root, args.num_train, args.num_val)
     print(f'[demo] data: {what}', flush=True)
 
     it, pit = args.iters, args.probe_iters
