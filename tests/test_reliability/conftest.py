@@ -1,4 +1,4 @@
-"""Shared helpers of the reliability tests (issue 6).
+"""Shared helpers of the reliability tests.
 
 ``tiny`` builds the command line of a tiny CPU run of the demo config through
 ``tools/train.py``; ``run_train_inprocess`` runs ``tools/train.py``'s ``main``

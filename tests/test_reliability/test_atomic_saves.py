@@ -1,4 +1,4 @@
-"""Issue 6.2: atomic saves; ``--resume auto`` skips a corrupt newest checkpoint.
+"""Checkpoint saves are atomic; ``--resume auto`` skips a corrupt newest checkpoint.
 
 Unit tests drive mmengine's own save path (``Runner.save_checkpoint`` ->
 ``mmengine.runner.checkpoint.save_checkpoint``, ``CheckpointHook``'s

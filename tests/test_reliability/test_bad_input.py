@@ -1,4 +1,4 @@
-"""Issue 6.5: bad input fails before any training step, naming key and value.
+"""Bad input fails before any training step, naming key and value.
 
 Each case runs ``tools/train.py``'s ``main`` (in this process) on the tiny demo
 config with one bad ``--cfg-options`` value and checks that it raises

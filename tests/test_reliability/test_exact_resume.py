@@ -1,4 +1,4 @@
-"""Issue 6.3: a run killed with SIGKILL and restarted with ``--resume`` continues
+"""A run killed with SIGKILL and restarted with ``--resume`` continues
 exactly: its per-iteration losses equal those of an uninterrupted run (fp32,
 CPU, |diff| <= 1e-6; in practice they are bit-equal).
 

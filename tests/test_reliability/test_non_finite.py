@@ -1,4 +1,4 @@
-"""Issue 6.4: a NaN/inf loss stops training, naming the iteration and the term;
+"""A NaN/inf loss stops training, naming the iteration and the term;
 no non-finite weights are applied or saved; ``max_skips`` skips N bad steps.
 
 Toy runs (mmengine Runner, a two-term toy model that turns NaN on chosen

@@ -1,4 +1,4 @@
-"""Issue 6.1: no code from checkpoints.
+"""Checkpoints cannot run code when loaded.
 
 Crafted checkpoints whose unpickling would run code (create a marker file) are
 given to every entry point that reads a checkpoint. Each must refuse the file

@@ -1,4 +1,4 @@
-"""Issue 6.7: a real Slurm. A one-node cluster on this machine (slurmctld +
+"""Training launches through a real Slurm. A one-node cluster on this machine (slurmctld +
 slurmd from Debian's slurm-wlm, munge, CPUs only; ``tools/ci/start_slurm.sh``),
 then ``tools/slurm_train.sh`` runs the tiny demo config through ``srun`` as a
 user would: 2 tasks, mmengine's slurm launcher, gloo.

@@ -1,5 +1,5 @@
 """The command lines of tools/train.py, tools/test.py and the launch scripts are
-mmpretrain's (issue 13): the same flags (ours may add the extras named here) and
+mmpretrain's: the same flags (ours may add the extras named here) and
 the same positional arguments of dist_*.sh and slurm_*.sh."""
 import os
 import os.path as osp

@@ -1,4 +1,4 @@
-"""Teacher files given by URL: one download per node (issue 12, part 6).
+"""Teacher files given by URL: one download per node.
 
 A local HTTP server on 127.0.0.1 serves a tiny teacher checkpoint and counts the
 GET requests it answers; nothing else is contacted.

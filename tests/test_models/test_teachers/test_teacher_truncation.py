@@ -1,4 +1,4 @@
-"""Teachers run only up to the deepest block they feed (issue 16).
+"""Teachers run only up to the deepest block they feed.
 
 Calls are counted with forward hooks on the real sub-modules of each block
 (``block_forward`` calls ``layer.ln1``, ``layer.attn.qkv``, ... but not the
