@@ -30,7 +30,7 @@ def _last_line_fields(out, prefix):
 
 def test_pretrain_speed_runs_every_measurement(repo_root):
     out = _run(repo_root, [
-        'tools/benchmark/pretrain_speed.py', DEMO, '--device', 'cpu',
+        'tools/speed/pretrain_speed.py', DEMO, '--device', 'cpu',
         '--batch-size', '2', '--iters', '10', '--warmup', '1'
     ])
     for row in ('step keep=1', 'step keep=0.5', 'student fwd+bwd keep=0.5',
@@ -47,7 +47,7 @@ def test_pretrain_speed_runs_every_measurement(repo_root):
 
 def test_pretrain_speed_rejects_too_few_iterations(repo_root):
     proc = subprocess.run(
-        [sys.executable, 'tools/benchmark/pretrain_speed.py', DEMO, '--device',
+        [sys.executable, 'tools/speed/pretrain_speed.py', DEMO, '--device',
          'cpu', '--iters', '3'], cwd=repo_root, capture_output=True, text=True,
         timeout=300)
     assert proc.returncode != 0
@@ -56,7 +56,7 @@ def test_pretrain_speed_rejects_too_few_iterations(repo_root):
 
 def test_dataloader_speed_on_the_flagship_pipeline(repo_root, tmp_path):
     out = _run(repo_root, [
-        'tools/benchmark/dataloader_speed.py', 'configs/hybrid_vitb.py',
+        'tools/speed/dataloader_speed.py', 'configs/hybrid_vitb.py',
         '--cache-dir', str(tmp_path / 'jpegs'), '--num-images', '12',
         '--image-size', '120x90', '--batch-size', '4', '--batches', '3',
         '--workers', '0,1', '--step-images-per-s', '100'
@@ -75,7 +75,7 @@ def test_dataloader_speed_on_the_flagship_pipeline(repo_root, tmp_path):
 
 def test_dataloader_speed_rejects_a_folder_without_train(repo_root, tmp_path):
     proc = subprocess.run(
-        [sys.executable, 'tools/benchmark/dataloader_speed.py',
+        [sys.executable, 'tools/speed/dataloader_speed.py',
          'configs/hybrid_vitb.py', '--data', str(tmp_path)], cwd=repo_root,
         capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0

@@ -74,7 +74,7 @@ model = dict(
         type='RelationDistillLoss', loss_type='kl', use_vv=False,
         loss_weight=1.0,
         # torch.compile the KL over the (B, H, L, L) maps on CUDA: measured
-        # faster and lighter by tools/benchmark/gpu_check.sh (docs/benchmarks/)
+        # faster and lighter by tools/speed/gpu_check.sh (docs/benchmarks/)
         compile=True),
     # None = student blocks 0..10 with teacher blocks 0..10 (last block: features)
     relation_pairs=None,

@@ -6,7 +6,7 @@ dataset type, pipeline, sampler and collate, exactly as training would) over a
 folder of JPEGs and times how many images per second it yields for each number
 of worker processes.
 
-    python tools/benchmark/dataloader_speed.py configs/hybrid_vitb.py \
+    python tools/speed/dataloader_speed.py configs/hybrid_vitb.py \
         --workers 0,1,2 --step-images-per-s 1844
 
 Without ``--data`` it writes, once, a folder in ImageNet's layout of JPEGs with

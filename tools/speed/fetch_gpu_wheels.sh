@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Collects, into .whl/, the pure-Python wheels that tools/benchmark/gpu_check.sh
+# Collects, into .whl/, the pure-Python wheels that tools/speed/gpu_check.sh
 # installs on a CUDA machine that has torch but no OpenMMLab packages and no
 # network: mmengine, mmpretrain, mmcv-lite (mmcv 2.1.0 built without ops, which
 # is all mmpretrain's ViT needs) and their small pure-Python dependencies.
-#   bash tools/benchmark/fetch_gpu_wheels.sh [PYTHON_VERSION (default 3.12)]
+#   bash tools/speed/fetch_gpu_wheels.sh [PYTHON_VERSION (default 3.12)]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYV="${1:-3.12}"

@@ -5,7 +5,7 @@ gathered at kept tokens, teachers under inference_mode; with ``--compile`` all
 of it compiled) must give the same losses as
 ``mmhybrid.testing.reference.plain_losses``.
 
-    python tools/benchmark/check_equivalence.py --device cuda [--compile]
+    python tools/speed/check_equivalence.py --device cuda [--compile]
 """
 import argparse
 import os.path as osp

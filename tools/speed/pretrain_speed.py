@@ -4,8 +4,8 @@ a plainly written reference step and mmpretrain's MILAN step.
 Everything is measured in ONE process, interleaved (A B C A B C ...), so drift of
 the machine cancels; medians over the timed iterations after warm-up.
 
-    python tools/benchmark/pretrain_speed.py configs/hybrid_vitb.py --preset cpu-small
-    python tools/benchmark/pretrain_speed.py configs/hybrid_vitb.py --preset gpu-vitb
+    python tools/speed/pretrain_speed.py configs/hybrid_vitb.py --preset cpu-small
+    python tools/speed/pretrain_speed.py configs/hybrid_vitb.py --preset gpu-vitb
 
 Teacher files are never read: teachers get random weights (speed does not depend
 on their values). Compilation follows the config: a teacher's own ``compile``,
