@@ -3,10 +3,19 @@
 Every checkpoint here is made by an independent implementation where one exists on
 this machine (timm, mmpretrain's OpenAI-CLIP port, mmpretrain's own models), saved
 in the file wrapping its authors use, and read back through the real loading path
-(:func:`load_vit_weights`). The loaded ``HybridViT`` is then run and compared with
-the source model's own forward.
+(:func:`load_vit_weights`). One parametrised test covers every layout (cases as
+data: source, writer, format, layout read): each compares every loaded tensor with
+what an independent converter makes of the source (mmpretrain's own converters,
+run as a user runs them) and the loaded model's tokens with the source model's own
+forward.
 """
+import dataclasses
+import os.path as osp
 import random
+import subprocess
+import sys
+from functools import partial
+from typing import Callable, Dict, Optional
 
 import pytest
 import torch
@@ -95,151 +104,103 @@ def timm_ckpt(tmp_path_factory, timm_model):
     path = tmp_path_factory.mktemp('timm') / 'vit_tiny_timm.pth'
     torch.save(timm_model.state_dict(), path)
     return str(path)
-
-
-# --------------------------------------------------------------------------- timm
-@pytest.mark.parametrize('suffix', ['.pth', '.safetensors'])
-@pytest.mark.parametrize('fmt', ['auto', 'timm'])
-def test_timm_state_dict(tmp_path, timm_model, suffix, fmt):
-    sd = timm_model.state_dict()
-    assert 'blocks.1.mlp.fc2.weight' in sd and 'norm.weight' in sd
-    path = str(tmp_path / f'timm_vit{suffix}')
-    if suffix == '.safetensors':
-        save_file({k: v.contiguous() for k, v in sd.items()}, path)
-    else:
-        torch.save(sd, path)
-
-    model = _hybrid()
-    x = _images()
-    assert (_tokens(model, x) - _timm_tokens(timm_model, x)).abs().max() > 1e-2
-    assert load_vit_weights(model, path, fmt) == 'timm'
-
-    out = _tokens(model, x)
-    assert out.shape == (2, 1 + 16, EMBED)
-    torch.testing.assert_close(out, _timm_tokens(timm_model, x),
-                               rtol=0, atol=ATOL)
-
-
-def test_timm_layer_scale(tmp_path):
-    """timm's LayerScale (``ls1.gamma``/``ls2.gamma``, DeiT-3/CaiT style)."""
-    src = _timm_vit(seed=3, init_values=0.1)
-    sd = src.state_dict()
-    assert 'blocks.0.ls1.gamma' in sd and 'blocks.0.ls2.gamma' in sd
-    path = str(tmp_path / 'deit3_like.pth')
-    torch.save(sd, path)
-    model = _hybrid(layer_scale_init_value=0.1)
-    assert load_vit_weights(model, path) == 'timm'
-    x = _images()
-    torch.testing.assert_close(_tokens(model, x), _timm_tokens(src, x),
-                               rtol=0, atol=ATOL)
-
-
-# ---------------------------------------------------------- facebookresearch MAE
-def _mae_decoder_tensors(seed=5, dec_dim=32, dec_depth=1, num_patches=16,
-                         patch=8):
-    """The decoder half of facebookresearch/mae ``MaskedAutoencoderViT``:
-    its blocks are timm ``Block``s, as in ``models_mae.py``."""
-    torch.manual_seed(seed)
-    dec = nn.Module()
-    dec.decoder_embed = nn.Linear(EMBED, dec_dim)
-    dec.mask_token = nn.Parameter(torch.randn(1, 1, dec_dim) * 0.02)
-    dec.decoder_pos_embed = nn.Parameter(
-        torch.randn(1, num_patches + 1, dec_dim), requires_grad=False)
-    dec.decoder_blocks = nn.ModuleList(
-        TimmBlock(dec_dim, 4, mlp_ratio=4., qkv_bias=True)
-        for _ in range(dec_depth))
-    dec.decoder_norm = nn.LayerNorm(dec_dim)
-    dec.decoder_pred = nn.Linear(dec_dim, patch**2 * 3)
-    return dec.state_dict()
-
-
-def test_facebookresearch_mae_pretrain_checkpoint(tmp_path, timm_model):
-    decoder = _mae_decoder_tensors()
-    assert {'mask_token', 'decoder_pos_embed', 'decoder_embed.weight',
-            'decoder_blocks.0.attn.qkv.weight', 'decoder_norm.weight',
-            'decoder_pred.bias'} <= set(decoder)
-    sd = dict(timm_model.state_dict())
-    sd.update(decoder)
-    path = str(tmp_path / 'mae_pretrain_vit_tiny.pth')
-    torch.save({'model': sd}, path)
-
-    model = _hybrid()
-    assert load_vit_weights(model, path) == 'timm'
-    x = _images()
-    torch.testing.assert_close(_tokens(model, x), _timm_tokens(timm_model, x),
-                               rtol=0, atol=ATOL)
-
-
-# ----------------------------------------------------------------------- DINO
-def test_dino_released_backbone_checkpoint(tmp_path, timm_model):
-    """``dino_vitbase16_pretrain.pth``: a plain timm-like state dict."""
-    path = str(tmp_path / 'dino_vittiny8_pretrain.pth')
-    torch.save(timm_model.state_dict(), path)
-    model = _hybrid()
-    assert load_vit_weights(model, path) == 'timm'
-    x = _images(seed=11)
-    torch.testing.assert_close(_tokens(model, x), _timm_tokens(timm_model, x),
-                               rtol=0, atol=ATOL)
-
-
-def _dino_heads(prefix):
-    """Tensors of DINO's ``DINOHead`` (3-layer MLP + weight-normed last layer)."""
-    return {
-        f'{prefix}head.mlp.0.weight': torch.randn(64, EMBED),
-        f'{prefix}head.mlp.0.bias': torch.randn(64),
-        f'{prefix}head.mlp.2.weight': torch.randn(64, 64),
-        f'{prefix}head.mlp.2.bias': torch.randn(64),
-        f'{prefix}head.mlp.4.weight': torch.randn(16, 64),
-        f'{prefix}head.mlp.4.bias': torch.randn(16),
-        f'{prefix}head.last_layer.weight_g': torch.ones(100, 1),
-        f'{prefix}head.last_layer.weight_v': torch.randn(100, 16),
-    }
-
-
-def test_dino_full_training_checkpoint_loads_teacher(tmp_path, timm_model):
-    """DINO's ``checkpoint.pth`` (``{'student': {'module.backbone.*', ...},
-    'teacher': {'backbone.*', 'head.*'}, ...}``): the EMA teacher's backbone is
-    read, its projection head ignored; the student's weights are not used."""
-    backbone = timm_model.state_dict()
-    teacher = {f'backbone.{k}': v for k, v in backbone.items()}
-    teacher.update(_dino_heads(''))
-    student = {f'module.backbone.{k}': torch.randn_like(v)
-               for k, v in backbone.items()}
-    student.update(_dino_heads('module.'))
-    path = str(tmp_path / 'dino_checkpoint.pth')
-    torch.save(dict(student=student, teacher=teacher, epoch=100,
-                    dino_loss={'center': torch.zeros(1, 100)}), path)
-    model = _hybrid()
-    assert load_vit_weights(model, path) == 'timm'
-    x = _images()
-    torch.testing.assert_close(_tokens(model, x), _timm_tokens(timm_model, x),
-                               rtol=0, atol=ATOL)
-
-
-# ----------------------------------------------------------------------- DeiT
-def test_deit_checkpoint_head_ignored(tmp_path):
-    src = _timm_vit(seed=4, num_classes=10)
-    sd = src.state_dict()
-    assert sd['head.weight'].shape == (10, EMBED) and 'head.bias' in sd
-    path = str(tmp_path / 'deit_tiny_patch8_32.pth')
-    torch.save({'model': sd}, path)
-    model = _hybrid()
-    assert load_vit_weights(model, path) == 'timm'
-    x = _images()
-    torch.testing.assert_close(_tokens(model, x), _timm_tokens(src, x),
-                               rtol=0, atol=ATOL)
-
-
-# ----------------------------------------------------------------- OpenAI CLIP
+# ------------------------------------------------------------------- sources
+# Each source is a small model of an independent implementation, with every
+# tensor perturbed. ``want`` is the HybridViT state dict an independent key
+# converter makes of it: mmpretrain's own converters, run as a user runs them
+# (``python <converter> src dst``), or the mmpretrain backbone's own weights.
 CLIP_TEACHER_KW = dict(
     pre_norm=True,
     norm_cfg=dict(type='LN', eps=1e-5),
     # scoped: mmcv builds activations from mmengine's root registry
     layer_cfgs=dict(act_cfg=dict(type='mmpretrain.QuickGELU')))
 
+# OpenAI CLIP's text tower and projections, tiny: what a whole CLIP file holds
+# next to the image tower (the teacher must ignore it, the converter keeps it)
+CLIP_TEXT_KEYS = {
+    'positional_embedding': (8, 32),
+    'text_projection': (32, 24),
+    'logit_scale': (),
+    'token_embedding.weight': (100, 32),
+    'transformer.resblocks.0.ln_1.weight': (32, ),
+    'transformer.resblocks.0.attn.in_proj_weight': (96, 32),
+    'transformer.resblocks.0.attn.out_proj.weight': (32, 32),
+    'transformer.resblocks.0.mlp.c_fc.weight': (128, 32),
+    'ln_final.weight': (32, ),
+    'ln_final.bias': (32, ),
+}
 
-@pytest.fixture(scope='module')
-def clip_tower():
+
+@dataclasses.dataclass
+class Source:
+    """A source model, the file tensors its authors save and what loading
+    them must give.
+
+    Attributes:
+        tensors (dict): The whole state dict, in the authors' layout.
+        tokens (callable): Images -> all tokens, from the source's own forward.
+        want (dict): The HybridViT state dict expected after loading.
+        arch (dict): The HybridViT arch that holds it.
+        kw (dict): Further HybridViT arguments.
+        model (nn.Module, optional): The source model itself.
+        converted (dict, optional): The whole file mmpretrain's converter
+            wrote of ``tensors``, where one was run on the whole file.
+    """
+    tensors: Dict[str, torch.Tensor]
+    tokens: Callable[[torch.Tensor], torch.Tensor]
+    want: Dict[str, torch.Tensor]
+    arch: dict = dataclasses.field(default_factory=lambda: ARCH)
+    kw: dict = dataclasses.field(default_factory=dict)
+    model: Optional[nn.Module] = None
+    converted: Optional[Dict[str, torch.Tensor]] = None
+
+
+def _mmpretrain_converter(name: str) -> str:
+    """A converter of ``tools/model_converters`` as the installed mmpretrain
+    ships it (``mmpretrain/.mim/tools``)."""
+    import mmpretrain
+    path = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'tools',
+                    'model_converters', name)
+    assert osp.isfile(path), path
+    return path
+
+
+def run_converter(name: str, tensors: Dict[str, torch.Tensor],
+                  workdir) -> Dict[str, torch.Tensor]:
+    """Run mmpretrain's converter ``name`` on ``tensors`` as a separate
+    process, ``python <converter> src dst``, and read what it wrote."""
+    src, dst = str(workdir / 'src.pth'), str(workdir / 'dst.pth')
+    torch.save(tensors, src)
+    proc = subprocess.run(
+        [sys.executable, _mmpretrain_converter(name), src, dst],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return torch.load(dst, weights_only=True)
+
+
+def _under(prefix: str, sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The tensors under ``prefix``, prefix removed."""
+    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+def _timm_source(workdir, **kw) -> Source:
+    model = _timm_vit(**kw)
+    sd = model.state_dict()
+    # DeiT-3's released files name timm's LayerScale ``gamma_1``/``gamma_2``
+    # (timm renames them to ``ls1.gamma``/``ls2.gamma`` on load); mmpretrain's
+    # DeiT-3 converter reads that naming
+    released = {k.replace('.ls1.gamma', '.gamma_1').replace(
+        '.ls2.gamma', '.gamma_2'): v for k, v in sd.items()}
+    want = _under('backbone.',
+                  run_converter('deit3_to_mmpretrain.py', released, workdir))
+    extra = {}
+    if kw.get('init_values'):
+        extra['layer_scale_init_value'] = kw['init_values']
+    return Source(sd, partial(_timm_tokens, model), want, kw=extra,
+                  model=model)
+
+
+def _clip_tower():
     """A tiny OpenAI-CLIP visual tower, from mmpretrain's independent port
     (``clip_generator_helper``: ``nn.MultiheadAttention``, ``conv1`` without
     bias, ``class_embedding``, ``ln_pre``/``ln_post``, QuickGELU)."""
@@ -250,23 +211,6 @@ def clip_tower():
         input_resolution=32, patch_size=8, width=EMBED, layers=DEPTH,
         heads=HEADS, output_dim=24)
     return _perturb(tower, 10)
-
-
-@pytest.fixture(scope='module')
-def clip_ckpt(tmp_path_factory, clip_tower):
-    sd = {f'visual.{k}': v for k, v in clip_tower.state_dict().items()}
-    assert 'visual.conv1.bias' not in sd  # OpenAI CLIP's conv1 has no bias
-    # a few tensors of the text tower, which the teacher must ignore
-    sd['token_embedding.weight'] = torch.randn(100, 32)
-    sd['positional_embedding'] = torch.randn(8, 32)
-    sd['transformer.resblocks.0.ln_1.weight'] = torch.ones(32)
-    sd['transformer.resblocks.0.attn.in_proj_weight'] = torch.randn(96, 32)
-    sd['ln_final.weight'] = torch.ones(32)
-    sd['text_projection'] = torch.randn(32, 24)
-    sd['logit_scale'] = torch.tensor(4.6052)
-    path = tmp_path_factory.mktemp('clip') / 'clip_vit_tiny_8.pt'
-    torch.save(sd, path)
-    return str(path)
 
 
 def _clip_tokens(tower, x):
@@ -286,60 +230,44 @@ def _clip_tokens(tower, x):
     return tokens
 
 
-def test_openai_clip_visual_tower(clip_tower, clip_ckpt):
-    """The CLIP teacher as the shipped configs build it: with ``pre_norm``
-    mmpretrain's patch conv has no bias, like OpenAI's ``conv1``."""
-    model = _hybrid(CLIP_ARCH, **CLIP_TEACHER_KW)
-    assert 'patch_embed.projection.bias' not in model.state_dict()
-    assert load_vit_weights(model, clip_ckpt, 'auto') == 'openai_clip'
-    x = _images(seed=3)
-    ref = _clip_tokens(clip_tower, x)
-    assert ref.shape == (2, 17, EMBED)
-    torch.testing.assert_close(_tokens(model, x), ref, rtol=0, atol=ATOL)
+def _clip_source(workdir) -> Source:
+    """A whole OpenAI CLIP file (image tower under ``visual.``, text tower at
+    the top level); ``want`` is the image tower of mmpretrain's converter
+    output, which the ``mmpretrain_clip_*`` cases write as the file."""
+    tower = _clip_tower()
+    sd = {f'visual.{k}': v for k, v in tower.state_dict().items()}
+    assert 'visual.conv1.bias' not in sd  # OpenAI CLIP's conv1 has no bias
+    g = torch.Generator().manual_seed(40)
+    sd.update({k: torch.randn(shape, generator=g)
+               for k, shape in CLIP_TEXT_KEYS.items()})
+    converted = run_converter('openai-clip_to_mmpretrain-clip.py', sd,
+                              workdir)
+    return Source(sd, partial(_clip_tokens, tower),
+                  _under('visual.', converted), CLIP_ARCH, CLIP_TEACHER_KW,
+                  model=tower, converted=converted)
 
 
-# ---------------------------------------------------------------- mmpretrain
-def _mmengine_checkpoint(model, path):
-    """Save as ``Runner.save_checkpoint`` does: meta, state_dict, message_hub
-    (whose HistoryBuffers must pass the safe loader)."""
-    from mmengine.logging import MessageHub
-    from mmengine.runner.checkpoint import save_checkpoint, weights_to_cpu
-    hub = MessageHub.get_instance('mmhybrid_test_vit_formats')
-    hub.update_scalar('train/loss', 0.5)
-    save_checkpoint(
-        dict(meta=dict(epoch=1, iter=10, mmengine_version='0.10.7'),
-             state_dict=weights_to_cpu(model.state_dict()),
-             message_hub=hub.state_dict()), path)
+def _mmpretrain_source(model_cfg, seed, tokens) -> Source:
+    torch.manual_seed(seed)
+    model = MODELS.build(model_cfg)
+    model.init_weights()
+    _perturb(model, seed + 1)
+    return Source(model.state_dict(), partial(tokens, model),
+                  model.backbone.state_dict(), model=model)
 
 
-def test_mmpretrain_image_classifier_checkpoint(tmp_path):
-    torch.manual_seed(21)
-    clf = MODELS.build(
+def _classifier_source(workdir) -> Source:
+    return _mmpretrain_source(
         dict(type='ImageClassifier',
              backbone=dict(type='VisionTransformer', arch=ARCH, img_size=32,
                            patch_size=8, out_type='raw'),
              head=dict(type='VisionTransformerClsHead', num_classes=10,
-                       in_channels=EMBED)))
-    clf.init_weights()
-    _perturb(clf, 22)
-    sd = clf.state_dict()
-    assert any(k.startswith('head.') for k in sd)
-    path = str(tmp_path / 'vit_tiny_in1k.pth')
-    _mmengine_checkpoint(clf, path)
-    raw = torch.load(path, weights_only=False)
-    assert {'meta', 'state_dict', 'message_hub'} <= set(raw)
-
-    model = _hybrid()
-    assert load_vit_weights(model, path) == 'mmpretrain'
-    x = _images()
-    with torch.no_grad():
-        ref = clf.backbone(x)[0]
-    torch.testing.assert_close(_tokens(model, x), ref, rtol=0, atol=ATOL)
+                       in_channels=EMBED)), 21,
+        lambda m, x: m.backbone(x)[0])
 
 
-def test_mmpretrain_mae_checkpoint(tmp_path):
-    torch.manual_seed(31)
-    mae = MODELS.build(
+def _mae_source(workdir) -> Source:
+    return _mmpretrain_source(
         dict(type='MAE',
              backbone=dict(type='MAEViT', arch=ARCH, img_size=32,
                            patch_size=8),
@@ -348,27 +276,217 @@ def test_mmpretrain_mae_checkpoint(tmp_path):
                        decoder_depth=1, decoder_num_heads=4),
              head=dict(type='MAEPretrainHead', patch_size=8,
                        loss=dict(type='PixelReconstructionLoss',
-                                 criterion='L2'))))
-    mae.init_weights()
-    _perturb(mae, 32)
-    sd = mae.state_dict()
-    assert any(k.startswith('neck.') for k in sd)
-    path = str(tmp_path / 'mae_vit-tiny-p8.pth')
-    _mmengine_checkpoint(mae, path)
+                                 criterion='L2'))), 31,
+        # the unmasked encoder
+        lambda m, x: m.backbone(x, mask=None)[0])
 
-    model = _hybrid()
-    assert load_vit_weights(model, path) == 'mmpretrain'
-    # zero missing/unexpected keys, every backbone tensor copied exactly
-    want = mae.backbone.state_dict()
-    got = model.state_dict()
-    assert set(got) == set(want)
-    for k in want:
-        torch.testing.assert_close(got[k], want[k], rtol=0, atol=0)
+
+SOURCES = {
+    'timm': lambda d: _timm_source(d),
+    'timm_layer_scale': lambda d: _timm_source(d, seed=3, init_values=0.1),
+    'timm_with_head': lambda d: _timm_source(d, seed=4, num_classes=10),
+    'openai_clip': _clip_source,
+    'mmpretrain_classifier': _classifier_source,
+    'mmpretrain_mae': _mae_source,
+}
+
+
+@pytest.fixture(scope='module')
+def source(tmp_path_factory):
+    """``source(name)``: the source of :data:`SOURCES`, built once."""
+    built = {}
+
+    def get(name: str) -> Source:
+        if name not in built:
+            built[name] = SOURCES[name](tmp_path_factory.mktemp(name))
+        return built[name]
+
+    return get
+
+
+# ------------------------------------------------------------------- writers
+# ``writer(src, path)`` saves the source as its authors' file does.
+def _write_pth(src, path):
+    torch.save(src.tensors, path)
+
+
+def _write_safetensors(src, path):
+    save_file({k: v.contiguous() for k, v in src.tensors.items()}, path)
+
+
+def _write_model_key(src, path):
+    """DeiT's and MAE's fine-tuned files: ``{'model': state_dict}``."""
+    torch.save({'model': src.tensors}, path)
+
+
+def _mae_decoder_tensors(seed=5, dec_dim=32, dec_depth=1, num_patches=16,
+                         patch=8):
+    """The decoder half of facebookresearch/mae ``MaskedAutoencoderViT``:
+    its blocks are timm ``Block``s, as in ``models_mae.py``."""
+    torch.manual_seed(seed)
+    dec = nn.Module()
+    dec.decoder_embed = nn.Linear(EMBED, dec_dim)
+    dec.mask_token = nn.Parameter(torch.randn(1, 1, dec_dim) * 0.02)
+    dec.decoder_pos_embed = nn.Parameter(
+        torch.randn(1, num_patches + 1, dec_dim), requires_grad=False)
+    dec.decoder_blocks = nn.ModuleList(
+        TimmBlock(dec_dim, 4, mlp_ratio=4., qkv_bias=True)
+        for _ in range(dec_depth))
+    dec.decoder_norm = nn.LayerNorm(dec_dim)
+    dec.decoder_pred = nn.Linear(dec_dim, patch**2 * 3)
+    return dec.state_dict()
+
+
+def _write_mae_pretrain(src, path):
+    """facebookresearch/mae's pre-training file: encoder and decoder under
+    ``model``."""
+    decoder = _mae_decoder_tensors()
+    assert {'mask_token', 'decoder_pos_embed', 'decoder_embed.weight',
+            'decoder_blocks.0.attn.qkv.weight', 'decoder_norm.weight',
+            'decoder_pred.bias'} <= set(decoder)
+    torch.save({'model': {**src.tensors, **decoder}}, path)
+
+
+def _dino_heads(prefix):
+    """Tensors of DINO's ``DINOHead`` (3-layer MLP + weight-normed last layer)."""
+    return {
+        f'{prefix}head.mlp.0.weight': torch.randn(64, EMBED),
+        f'{prefix}head.mlp.0.bias': torch.randn(64),
+        f'{prefix}head.mlp.2.weight': torch.randn(64, 64),
+        f'{prefix}head.mlp.2.bias': torch.randn(64),
+        f'{prefix}head.mlp.4.weight': torch.randn(16, 64),
+        f'{prefix}head.mlp.4.bias': torch.randn(16),
+        f'{prefix}head.last_layer.weight_g': torch.ones(100, 1),
+        f'{prefix}head.last_layer.weight_v': torch.randn(100, 16),
+    }
+
+
+def _write_dino_training(src, path):
+    """DINO's ``checkpoint.pth``: ``{'student': {'module.backbone.*', ...},
+    'teacher': {'backbone.*', 'head.*'}, ...}``. The EMA teacher's backbone is
+    the one to read; the student's weights differ and must not be used."""
+    teacher = {f'backbone.{k}': v for k, v in src.tensors.items()}
+    teacher.update(_dino_heads(''))
+    student = {f'module.backbone.{k}': torch.randn_like(v)
+               for k, v in src.tensors.items()}
+    student.update(_dino_heads('module.'))
+    torch.save(dict(student=student, teacher=teacher, epoch=100,
+                    dino_loss={'center': torch.zeros(1, 100)}), path)
+
+
+def _write_mmengine(src, path):
+    """As ``Runner.save_checkpoint`` saves: meta, state_dict, message_hub
+    (whose HistoryBuffers must pass the safe loader)."""
+    from mmengine.logging import MessageHub
+    from mmengine.runner.checkpoint import save_checkpoint, weights_to_cpu
+    hub = MessageHub.get_instance('mmhybrid_test_vit_formats')
+    hub.update_scalar('train/loss', 0.5)
+    save_checkpoint(
+        dict(meta=dict(epoch=1, iter=10, mmengine_version='0.10.7'),
+             state_dict=weights_to_cpu(src.tensors),
+             message_hub=hub.state_dict()), path)
+    raw = torch.load(path, weights_only=False)
+    assert {'meta', 'state_dict', 'message_hub'} <= set(raw)
+
+
+def _write_clip_visual_only(src, path):
+    """``model.visual.state_dict()`` saved alone (no ``visual.`` prefix)."""
+    torch.save(_under('visual.', src.tensors), path)
+
+
+def _mmpretrain_clip_tensors(converted, prefix, final_norm=True):
+    """mmpretrain's CLIP file as its converter writes it (``visual.``-prefixed
+    image tower, ``visual_proj.proj``, the text tower unchanged), with the
+    image tower moved under ``prefix``; without the final norm
+    (``visual.ln1``) when ``final_norm`` is False."""
+    assert {'visual.pre_norm.weight', 'visual.ln1.weight',
+            'visual.layers.0.attn.qkv.weight', 'visual.cls_token',
+            'visual.pos_embed', 'visual_proj.proj',
+            'visual.patch_embed.projection.weight'} <= set(converted)
+    assert converted['visual.cls_token'].shape == (1, 1, EMBED)
+    assert converted['visual.pos_embed'].shape == (1, 17, EMBED)
+    sd = dict(converted)
+    if not final_norm:
+        del sd['visual.ln1.weight'], sd['visual.ln1.bias']
+    return {(prefix + k[len('visual.'):] if k.startswith('visual.') else k): v
+            for k, v in sd.items()}
+
+
+def _write_mmpretrain_clip(prefix):
+
+    def write(src, path):
+        torch.save(_mmpretrain_clip_tensors(src.converted, prefix), path)
+
+    return write
+
+
+# --------------------------------------------------------------------- cases
+# (case id, source, writer, file suffix, checkpoint_format, layout read)
+LAYOUT_CASES = [
+    # timm's ``state_dict()``; DINO's released backbones are this file too
+    ('timm', 'timm', _write_pth, '.pth', 'auto', 'timm'),
+    ('timm_named', 'timm', _write_pth, '.pth', 'timm', 'timm'),
+    ('timm_safetensors', 'timm', _write_safetensors, '.safetensors', 'auto',
+     'timm'),
+    ('timm_safetensors_named', 'timm', _write_safetensors, '.safetensors',
+     'timm', 'timm'),
+    # timm's LayerScale (``ls1.gamma``/``ls2.gamma``, DeiT-3/CaiT style)
+    ('timm_layer_scale', 'timm_layer_scale', _write_pth, '.pth', 'auto',
+     'timm'),
+    # DeiT: the classification head is ignored
+    ('deit_with_head', 'timm_with_head', _write_model_key, '.pth', 'auto',
+     'timm'),
+    ('facebookresearch_mae_pretrain', 'timm', _write_mae_pretrain, '.pth',
+     'auto', 'timm'),
+    ('dino_training_checkpoint', 'timm', _write_dino_training, '.pth', 'auto',
+     'timm'),
+    # the CLIP teacher as the shipped configs build it: with ``pre_norm``
+    # mmpretrain's patch conv has no bias, like OpenAI's ``conv1``
+    ('openai_clip', 'openai_clip', _write_pth, '.pt', 'auto', 'openai_clip'),
+    ('openai_clip_visual_only', 'openai_clip', _write_clip_visual_only, '.pth',
+     'auto', 'openai_clip'),
+    ('mmpretrain_classifier', 'mmpretrain_classifier', _write_mmengine,
+     '.pth', 'auto', 'mmpretrain'),
+    ('mmpretrain_mae', 'mmpretrain_mae', _write_mmengine, '.pth', 'auto',
+     'mmpretrain'),
+    # ``vit-large-p14_clip-openai-pre_3rdparty`` style files: the image tower
+    # under ``visual.`` (as mmpretrain's converter writes it), ``backbone.``
+    # or bare; the text tower and ``visual_proj.proj`` are ignored
+    *((f'mmpretrain_clip_{name}{"_named" if fmt != "auto" else ""}',
+       'openai_clip', _write_mmpretrain_clip(prefix), '.pth', fmt,
+       'mmpretrain')
+      for name, prefix in (('visual', 'visual.'), ('backbone', 'backbone.'),
+                           ('bare', '')) for fmt in ('auto', 'mmpretrain')),
+]
+
+
+@pytest.mark.parametrize('case', LAYOUT_CASES, ids=[c[0] for c in LAYOUT_CASES])
+def test_layout_loads_every_tensor_and_reproduces_source(tmp_path, source,
+                                                          case):
+    """Every layout: the file as its authors save it is read through the real
+    loading path; the layout is detected (or taken as named); every tensor of
+    the HybridViT equals what an independent converter makes of the source
+    (same keys, exact values); and the loaded model's tokens equal the source
+    model's own forward."""
+    name, src_name, write, suffix, fmt, layout = case
+    src = source(src_name)
+    path = str(tmp_path / f'{name}{suffix}')
+    write(src, path)
+
+    model = _hybrid(src.arch, **src.kw)
     x = _images()
-    with torch.no_grad():
-        ref = mae.backbone(x, mask=None)[0]  # the unmasked encoder
-    assert ref.shape == (2, 17, EMBED)
-    torch.testing.assert_close(_tokens(model, x), ref, rtol=0, atol=ATOL)
+    # the random init is far from the source: a load that does nothing fails
+    assert (_tokens(model, x) - src.tokens(x)).abs().max() > 1e-2
+    assert load_vit_weights(model, path, fmt) == layout
+
+    got = model.state_dict()
+    assert set(got) == set(src.want)
+    for k, v in src.want.items():
+        torch.testing.assert_close(got[k], v, rtol=0, atol=0,
+                                   msg=lambda m, k=k: f'{k}: {m}')
+    out = _tokens(model, x)
+    assert out.shape == (2, 1 + 16, EMBED)
+    torch.testing.assert_close(out, src.tokens(x), rtol=0, atol=ATOL)
 
 
 # ---------------------------------------------------------------- strictness
@@ -555,68 +673,13 @@ def test_pos_embed_resized_on_load(timm_model, timm_ckpt):
     torch.testing.assert_close(out, _timm_tokens(big, x), rtol=0, atol=ATOL)
 
 
-# ------------------------------------------------ mmpretrain's CLIP files
-def _mmpretrain_clip_converter():
-    """``convert_clip`` of mmpretrain's own
-    ``tools/model_converters/openai-clip_to_mmpretrain-clip.py``, as the
-    installed package ships it (``mmpretrain/.mim/tools``)."""
-    import importlib.util
-    import os.path as osp
-
-    import mmpretrain
-    path = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'tools',
-                    'model_converters', 'openai-clip_to_mmpretrain-clip.py')
-    spec = importlib.util.spec_from_file_location('openai_clip_converter', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.convert_clip
-
-
-# OpenAI CLIP's text tower and projections, tiny: what the converter keeps
-# (unrenamed) next to the image tower
-CLIP_TEXT_KEYS = {
-    'positional_embedding': (8, 32),
-    'text_projection': (32, 24),
-    'logit_scale': (),
-    'token_embedding.weight': (100, 32),
-    'transformer.resblocks.0.ln_1.weight': (32, ),
-    'transformer.resblocks.0.attn.in_proj_weight': (96, 32),
-    'transformer.resblocks.0.attn.out_proj.weight': (32, 32),
-    'transformer.resblocks.0.mlp.c_fc.weight': (128, 32),
-    'ln_final.weight': (32, ),
-    'ln_final.bias': (32, ),
-}
-
-
-def _openai_clip_file_tensors(clip_tower):
-    """A whole OpenAI CLIP state dict: image tower under ``visual.``, text
-    tower at the top level."""
-    g = torch.Generator().manual_seed(40)
-    sd = {f'visual.{k}': v for k, v in clip_tower.state_dict().items()}
-    sd.update({k: torch.randn(shape, generator=g)
-               for k, shape in CLIP_TEXT_KEYS.items()})
-    return sd
-
-
-def _mmpretrain_clip_file(tmp_path, clip_tower, prefix, final_norm=True):
-    """An mmpretrain CLIP file: the converter's output as it writes it
-    (``visual.``-prefixed image tower, ``visual_proj.proj``, the text tower
-    unchanged), or that file with the image tower moved under ``prefix``;
-    without the final norm (``visual.ln1``) when ``final_norm`` is False.
-    Returns the path and the keys that are not part of the image encoder."""
-    sd = _mmpretrain_clip_converter()(_openai_clip_file_tensors(clip_tower))
-    assert {'visual.pre_norm.weight', 'visual.ln1.weight',
-            'visual.layers.0.attn.qkv.weight', 'visual.cls_token',
-            'visual.pos_embed', 'visual_proj.proj',
-            'visual.patch_embed.projection.weight'} <= set(sd)
-    assert sd['visual.cls_token'].shape == (1, 1, EMBED)
-    assert sd['visual.pos_embed'].shape == (1, 17, EMBED)
-    if not final_norm:
-        del sd['visual.ln1.weight'], sd['visual.ln1.bias']
-    sd = {(prefix + k[len('visual.'):] if k.startswith('visual.') else k): v
-          for k, v in sd.items()}
-    path = str(tmp_path / f'clip_{prefix or "bare."}pth')
-    torch.save(sd, path)
+# --------------------------------------------- mmpretrain's CLIP files: norm
+def _mmpretrain_clip_file(tmp_path, src, final_norm=True):
+    """mmpretrain's CLIP file (image tower under ``visual.``); returns the path
+    and the keys that are not part of the image encoder."""
+    path = str(tmp_path / 'clip_mmpretrain.pth')
+    torch.save(_mmpretrain_clip_tensors(src.converted, 'visual.', final_norm),
+               path)
     return path, set(CLIP_TEXT_KEYS) | {'visual_proj.proj'}
 
 
@@ -632,52 +695,30 @@ def _clip_tokens_before_ln_post(tower, x):
     return seen[0]
 
 
-@pytest.mark.parametrize('prefix', ['visual.', 'backbone.', ''])
-def test_mmpretrain_clip_file_every_prefix(tmp_path, clip_tower, prefix):
-    """``vit-large-p14_clip-openai-pre_3rdparty`` style files: image tower
-    under ``visual.`` (as the converter writes it), ``backbone.`` or bare;
-    the text tower and ``visual_proj.proj`` are ignored, not errors; the
-    shipped teacher (``final_norm=True``) reproduces the tokens after
-    ``ln_post``."""
-    from mmhybrid.models.teachers.vit_formats import read_vit_layout
-    path, not_encoder = _mmpretrain_clip_file(tmp_path, clip_tower, prefix)
-    raw = torch.load(path, weights_only=True)
-    vit = read_vit_layout(raw)
-    assert vit.fmt == 'mmpretrain'
-    assert set(vit.ignored) == not_encoder
-    for fmt in ('auto', 'mmpretrain'):
-        model = _hybrid(CLIP_ARCH, **CLIP_TEACHER_KW)
-        assert load_vit_weights(model, path, fmt) == 'mmpretrain'
-        x = _images(seed=3)
-        torch.testing.assert_close(_tokens(model, x),
-                                   _clip_tokens(clip_tower, x), rtol=0,
-                                   atol=ATOL)
-
-
 @pytest.mark.parametrize('file_norm', [True, False])
 @pytest.mark.parametrize('model_norm', [True, False])
 def test_mmpretrain_clip_file_with_or_without_final_norm(
-        tmp_path, clip_tower, file_norm, model_norm):
+        tmp_path, source, file_norm, model_norm):
     """The final norm may be absent from the file or from the model: the
     feature tokens are then what :class:`FrozenTeacher` documents."""
-    path, _ = _mmpretrain_clip_file(tmp_path, clip_tower, 'visual.',
-                                    final_norm=file_norm)
+    src = source('openai_clip')
+    path, _ = _mmpretrain_clip_file(tmp_path, src, final_norm=file_norm)
     model = _hybrid(CLIP_ARCH, final_norm=model_norm, **CLIP_TEACHER_KW)
     load_vit_weights(model, path)
     x = _images(seed=4)
-    raw = _clip_tokens_before_ln_post(clip_tower, x)
+    raw = _clip_tokens_before_ln_post(src.model, x)
     if not model_norm:  # the last block's tokens, as mmpretrain's configs
         want = raw
     elif file_norm:  # CLIP's ln_post
-        want = _clip_tokens(clip_tower, x)
+        want = src.tokens(x)
     else:  # a LayerNorm without affine
         want = F.layer_norm(raw, (EMBED, ), eps=1e-5)
     torch.testing.assert_close(_tokens(model, x), want, rtol=0, atol=ATOL)
 
 
-def test_ignored_keys_and_final_norm_are_reported(tmp_path, clip_tower):
+def test_ignored_keys_and_final_norm_are_reported(tmp_path, source):
     from mmengine.logging import MMLogger
-    path, not_encoder = _mmpretrain_clip_file(tmp_path, clip_tower, 'visual.',
+    path, not_encoder = _mmpretrain_clip_file(tmp_path, source('openai_clip'),
                                               final_norm=False)
     log_file = tmp_path / 'load.log'
     logger = MMLogger.get_instance('test_ignored_keys_are_reported',
@@ -693,9 +734,8 @@ def test_ignored_keys_and_final_norm_are_reported(tmp_path, clip_tower):
     assert 'missing' not in log and 'unexpected' not in log
 
 
-def test_mmpretrain_clip_file_missing_key_is_one_line_error(
-        tmp_path, clip_tower):
-    path, _ = _mmpretrain_clip_file(tmp_path, clip_tower, 'visual.')
+def test_mmpretrain_clip_file_missing_key_is_one_line_error(tmp_path, source):
+    path, _ = _mmpretrain_clip_file(tmp_path, source('openai_clip'))
     sd = torch.load(path, weights_only=True)
     del sd['visual.layers.1.attn.qkv.weight']
     torch.save(sd, path)
@@ -710,21 +750,10 @@ def test_mmpretrain_clip_file_missing_key_is_one_line_error(
     _assert_untouched(model, before)
 
 
-def test_half_a_final_norm_is_a_missing_key(tmp_path, clip_tower):
-    path, _ = _mmpretrain_clip_file(tmp_path, clip_tower, 'visual.')
+def test_half_a_final_norm_is_a_missing_key(tmp_path, source):
+    path, _ = _mmpretrain_clip_file(tmp_path, source('openai_clip'))
     sd = torch.load(path, weights_only=True)
     del sd['visual.ln1.bias']
     torch.save(sd, path)
     with pytest.raises(CheckpointError, match=r'missing keys \(1\): ln1\.bias'):
         load_vit_weights(_hybrid(CLIP_ARCH, **CLIP_TEACHER_KW), path)
-
-
-def test_bare_openai_clip_visual_tower(tmp_path, clip_tower):
-    """``model.visual.state_dict()`` saved alone (no ``visual.`` prefix)."""
-    path = str(tmp_path / 'clip_visual_only.pth')
-    torch.save(clip_tower.state_dict(), path)
-    model = _hybrid(CLIP_ARCH, **CLIP_TEACHER_KW)
-    assert load_vit_weights(model, path) == 'openai_clip'
-    x = _images(seed=5)
-    torch.testing.assert_close(_tokens(model, x), _clip_tokens(clip_tower, x),
-                               rtol=0, atol=ATOL)
