@@ -10,7 +10,7 @@ custom_imports = dict(imports=['mmhybrid'], allow_failed_imports=False)
 
 train_dataloader = dict(batch_size=256, num_workers=10)
 
-# lr = 1.5e-4 * total_batch / 256 (METHOD.md); 8 x 256 = 2048
+# lr = 1.5e-4 * total_batch / 256 (docs/method.md); 8 x 256 = 2048
 # bf16 autocast without a GradScaler (mmhybrid.engine.BF16OptimWrapper): bf16 needs
 # no loss scaling, and the scaler's per-step inf check stalls the GPU pipeline.
 # GPUs without bf16 (V100): the *-fp16-* configs.

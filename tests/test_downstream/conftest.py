@@ -13,13 +13,13 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TINY_ARCH = dict(embed_dims=96, num_layers=4, num_heads=3,
                  feedforward_channels=384)
 DEMO = {
-    'ft': 'configs/benchmarks/demo/vit-tiny-p8_hybrid-pre_ft_1xb8-4i_shapes.py',
+    'ft': 'configs/benchmarks/demo/vit-tiny-p8_hybrid-distill-300i-pre_1xb8-4i_shapes.py',
     'linear':
-    'configs/benchmarks/demo/vit-tiny-p8_hybrid-pre_linear_1xb16-4i_shapes.py',
+    'configs/benchmarks/demo/vit-tiny-p8_hybrid-distill-300i-pre_1xb16-linear-4i_shapes.py',
     'ade20k':
-    'configs/benchmarks/demo/upernet_vit-tiny-p8_hybrid-pre_1xb4-4i_shapes-64x64.py',
+    'configs/benchmarks/demo/upernet_vit-tiny-p8_hybrid-distill-300i-pre_1xb4-4i_shapes-64x64.py',
     'coco':
-    'configs/benchmarks/demo/mask-rcnn_vit-tiny-p8_hybrid-pre_sfp_1xb2-4i_shapes.py',
+    'configs/benchmarks/demo/mask-rcnn_vit-tiny-p8_hybrid-distill-300i-pre_sfp_1xb2-4i_shapes.py',
 }
 DEMO_TARGET = {'ft': 'mmpretrain', 'linear': 'mmpretrain', 'ade20k': 'mmseg',
                'coco': 'mmdet'}
@@ -28,19 +28,11 @@ DEMO_TARGET = {'ft': 'mmpretrain', 'linear': 'mmpretrain', 'ade20k': 'mmseg',
 def load_tool(relpath: str, name: str):
     """Import a script under tools/ as a module."""
     path = osp.join(ROOT, relpath)
-    folder = osp.dirname(path)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope='session')
-def vit_convert():
-    return load_tool('tools/model_converters/vit_convert.py', 'vit_convert')
 
 
 def make_student_checkpoint(path, seed=0, arch=TINY_ARCH, img_size=64,

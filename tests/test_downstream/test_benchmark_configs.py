@@ -8,12 +8,12 @@ from mmengine.config import Config
 from .conftest import ROOT, load_tool
 
 B = 'configs/benchmarks'
-FT_B = f'{B}/mmpretrain/vit-base-p16_hybrid-pre_8xb128-coslr-100e_in1k.py'
-FT_L = f'{B}/mmpretrain/vit-large-p16_hybrid-pre_8xb128-coslr-50e_in1k.py'
-LINEAR = f'{B}/mmpretrain/vit-base-p16_hybrid-pre_linear-8xb2048-coslr-90e_in1k.py'
-ADE = f'{B}/mmseg/upernet_vit-base-p16_hybrid-pre_8xb2-160k_ade20k-512x512.py'
-COCO = f'{B}/mmdet/mask-rcnn_vit-base-p16_hybrid-pre_sfp_8xb8-lsj-100e_coco.py'
-COCO_25E = f'{B}/mmdet/mask-rcnn_vit-base-p16_hybrid-pre_sfp_8xb8-lsj-25e_coco.py'
+FT_B = f'{B}/mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb128-coslr-100e_in1k.py'
+FT_L = f'{B}/mmpretrain/vit-large-p16_hybrid-distill-300e-pre_8xb128-coslr-50e_in1k.py'
+LINEAR = f'{B}/mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb2048-linear-coslr-90e_in1k.py'
+ADE = f'{B}/mmseg/upernet_vit-base-p16_hybrid-distill-300e-pre_8xb2-160k_ade20k-512x512.py'
+COCO = f'{B}/mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-100e_coco.py'
+COCO_25E = f'{B}/mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-25e_coco.py'
 
 
 def _cfg(path):

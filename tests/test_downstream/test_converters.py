@@ -10,6 +10,8 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
+from mmhybrid import converters
+from mmhybrid.models.teachers.vit_arch import ViTArch
 from mmhybrid.utils import load_checkpoint_file
 
 from .conftest import (DEMO, DEMO_TARGET, ROOT, TINY_ARCH,
@@ -22,10 +24,9 @@ def _backbone(path):
             if k.startswith('backbone.')}
 
 
-def test_convert_without_config_keeps_every_tensor(vit_convert,
-                                                   synthetic_student, tmp_path):
+def test_convert_without_config_keeps_every_tensor(synthetic_student, tmp_path):
     dst = tmp_path / 'out.pth'
-    report = vit_convert.convert_to_mmpretrain(
+    report = converters.convert_to_mmpretrain(
         synthetic_student, str(dst), img_size=64)
     assert report['missing'] == [] and report['unexpected'] == []
     assert report['pos_embed'] == dict(src_grid=[8, 8], dst_grid=[8, 8])
@@ -41,8 +42,7 @@ def test_convert_without_config_keeps_every_tensor(vit_convert,
 
 
 @pytest.mark.parametrize('task', list(DEMO))
-def test_converted_weights_load_into_each_demo_model(vit_convert,
-                                                     synthetic_student,
+def test_converted_weights_load_into_each_demo_model(synthetic_student,
                                                      tmp_path, task):
     """Convert against the demo config, build that config's whole model (the
     mmpretrain classifier / mmseg UperNet / mmdet Mask R-CNN) and run its
@@ -51,7 +51,7 @@ def test_converted_weights_load_into_each_demo_model(vit_convert,
     from mmengine.logging import MMLogger
     from mmengine.registry import MODELS
     dst = tmp_path / f'{task}.pth'
-    report = vit_convert.convert_to_mmpretrain(
+    report = converters.convert_to_mmpretrain(
         synthetic_student, str(dst), config=osp.join(ROOT, DEMO[task]),
         target=DEMO_TARGET[task])
     assert report['missing'] == [] and report['unexpected'] == []
@@ -77,7 +77,7 @@ def test_converted_weights_load_into_each_demo_model(vit_convert,
     assert report['pos_embed']['dst_grid'] == [expected_grid] * 2
 
 
-def test_pos_embed_resized_like_mmpretrain(vit_convert, synthetic_student,
+def test_pos_embed_resized_like_mmpretrain(synthetic_student,
                                            tmp_path):
     """224 -> 512-style resize (here 64 -> 128 px, 8x8 -> 16x16 grid): [CLS]
     untouched, the grid equal to mmpretrain's bicubic resize, and what a ViT
@@ -86,7 +86,7 @@ def test_pos_embed_resized_like_mmpretrain(vit_convert, synthetic_student,
     from mmpretrain.models import VisionTransformer
     from mmpretrain.models.utils import resize_pos_embed
     dst = tmp_path / 'r.pth'
-    report = vit_convert.convert_to_mmpretrain(synthetic_student, str(dst),
+    report = converters.convert_to_mmpretrain(synthetic_student, str(dst),
                                                img_size=128, target='mmseg')
     assert report['pos_embed'] == dict(src_grid=[8, 8], dst_grid=[16, 16])
     src = _backbone(synthetic_student)
@@ -106,19 +106,19 @@ def test_pos_embed_resized_like_mmpretrain(vit_convert, synthetic_student,
         b = vit(x)[0]
     torch.testing.assert_close(a, b)
     # shrinking works too (the demo ADE20K slide windows are smaller)
-    small = vit_convert.resize_pos_embed(src['pos_embed'], (6, 6))
+    small = converters.resize_pos_embed(src['pos_embed'], (6, 6))
     assert small.shape == (1, 37, 96)
 
 
-def test_missing_and_unexpected_keys_are_named(vit_convert, tmp_path):
+def test_missing_and_unexpected_keys_are_named(tmp_path):
     path = make_student_checkpoint(tmp_path / 's.pth')
     sd = torch.load(path, weights_only=True)
     del sd['state_dict']['backbone.layers.2.attn.qkv.weight']
     sd['state_dict']['backbone.extra_token'] = torch.zeros(1, 1, 96)
     bad = tmp_path / 'bad.pth'
     torch.save(sd, bad)
-    with pytest.raises(vit_convert.ConversionError) as err:
-        vit_convert.convert_to_mmpretrain(str(bad), str(tmp_path / 'o.pth'),
+    with pytest.raises(converters.ConversionError) as err:
+        converters.convert_to_mmpretrain(str(bad), str(tmp_path / 'o.pth'),
                                           img_size=64)
     msg = str(err.value)
     assert 'missing keys (1): layers.2.attn.qkv.weight' in msg
@@ -126,21 +126,21 @@ def test_missing_and_unexpected_keys_are_named(vit_convert, tmp_path):
     assert not (tmp_path / 'o.pth').exists()
 
 
-def test_shape_mismatch_against_config_is_named(vit_convert, tmp_path):
+def test_shape_mismatch_against_config_is_named(tmp_path):
     """A 4-block, 64-wide student against the 96-wide demo config."""
     path = make_student_checkpoint(
         tmp_path / 'narrow.pth',
         arch=dict(embed_dims=64, num_layers=4, num_heads=2,
                   feedforward_channels=256))
-    with pytest.raises(vit_convert.ConversionError,
+    with pytest.raises(converters.ConversionError,
                        match=r'shape mismatches .*cls_token \(1, 1, 64\) vs '
                        r'\(1, 1, 96\)'):
-        vit_convert.convert_to_mmpretrain(
+        converters.convert_to_mmpretrain(
             path, str(tmp_path / 'o.pth'),
             config=osp.join(ROOT, DEMO['ft']))
 
 
-def test_final_norm_off_needs_allow(vit_convert, synthetic_student, tmp_path):
+def test_final_norm_off_needs_allow(synthetic_student, tmp_path):
     """A global-pool head without the final norm (MAE-style fine-tuning): the
     strict check names ln1 (unused) and ln2 (new); --allow accepts exactly
     those."""
@@ -149,36 +149,36 @@ def test_final_norm_off_needs_allow(vit_convert, synthetic_student, tmp_path):
     cfg.model.backbone.final_norm = False
     path = str(tmp_path / 'avgpool.py')
     cfg.dump(path)
-    with pytest.raises(vit_convert.ConversionError) as err:
-        vit_convert.convert_to_mmpretrain(synthetic_student,
+    with pytest.raises(converters.ConversionError) as err:
+        converters.convert_to_mmpretrain(synthetic_student,
                                           str(tmp_path / 'o.pth'), config=path)
     assert re.search(r'missing keys \(2\): ln2.bias, ln2.weight', str(err.value))
     assert re.search(r'unexpected keys \(2\): ln1.bias, ln1.weight',
                      str(err.value))
-    report = vit_convert.convert_to_mmpretrain(
+    report = converters.convert_to_mmpretrain(
         synthetic_student, str(tmp_path / 'o.pth'), config=path,
         allow=r'^ln[12]\.')
     assert report['allowed_missing'] == ['ln2.bias', 'ln2.weight']
     assert report['dropped'] == ['ln1.bias', 'ln1.weight']
 
 
-def test_cli_exit_status_and_report(vit_convert, synthetic_student, tmp_path,
+def test_cli_exit_status_and_report(synthetic_student, tmp_path,
                                     capsys):
     dst = tmp_path / 'cli.pth'
-    assert vit_convert.main('mmdet', [synthetic_student, str(dst),
+    assert converters.main('mmdet', [synthetic_student, str(dst),
                                       '--img-size', '96']) == 0
     out = capsys.readouterr().out
     assert 'missing keys: 0, unexpected keys: 0' in out
     assert 'pos_embed [8, 8] -> [12, 12]' in out
     assert dst.is_file()
     # a checkpoint with teacher weights, a missing file: status 1, a reason
-    assert vit_convert.main('mmseg', [str(tmp_path / 'nope.pth'),
+    assert converters.main('mmseg', [str(tmp_path / 'nope.pth'),
                                       str(tmp_path / 'x.pth')]) == 1
     assert 'not found' in capsys.readouterr().err
     sd = torch.load(synthetic_student, weights_only=True)
     sd['state_dict']['teacher_feat.cls_token'] = torch.zeros(1)
     torch.save(sd, tmp_path / 't.pth')
-    assert vit_convert.main('mmpretrain', [str(tmp_path / 't.pth'),
+    assert converters.main('mmpretrain', [str(tmp_path / 't.pth'),
                                            str(tmp_path / 'x.pth')]) == 1
     assert 'teacher' in capsys.readouterr().err
 
@@ -193,14 +193,13 @@ class _Payload:
         return (os.system, (f'touch {self.marker}', ))
 
 
-def test_code_in_pickle_is_refused_and_never_runs(vit_convert,
-                                                  synthetic_student, tmp_path,
+def test_code_in_pickle_is_refused_and_never_runs(synthetic_student, tmp_path,
                                                   capsys):
     marker = tmp_path / 'pwned'
     sd = torch.load(synthetic_student, weights_only=True)
     sd['x'] = _Payload(marker)
     torch.save(sd, tmp_path / 'evil.pth')
-    assert vit_convert.main('mmpretrain', [str(tmp_path / 'evil.pth'),
+    assert converters.main('mmpretrain', [str(tmp_path / 'evil.pth'),
                                            str(tmp_path / 'x.pth')]) == 1
     assert 'refused to load' in capsys.readouterr().err
     assert not marker.exists() and not (tmp_path / 'x.pth').exists()
@@ -217,31 +216,30 @@ def vitb_student():
 
 
 @pytest.mark.parametrize('config', [
-    'mmpretrain/vit-base-p16_hybrid-pre_8xb128-coslr-100e_in1k.py',
-    'mmpretrain/vit-base-p16_hybrid-pre_linear-8xb2048-coslr-90e_in1k.py',
-    'mmseg/upernet_vit-base-p16_hybrid-pre_8xb2-160k_ade20k-512x512.py',
-    'mmdet/mask-rcnn_vit-base-p16_hybrid-pre_sfp_8xb8-lsj-100e_coco.py',
+    'mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb128-coslr-100e_in1k.py',
+    'mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb2048-linear-coslr-90e_in1k.py',
+    'mmseg/upernet_vit-base-p16_hybrid-distill-300e-pre_8xb2-160k_ade20k-512x512.py',
+    'mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-100e_coco.py',
 ])
-def test_vitb_student_fits_the_flagship_configs(vit_convert, vitb_student,
+def test_vitb_student_fits_the_flagship_configs(vitb_student,
                                                 config):
     """The ViT-B/16 student of configs/hybrid_vitb.py (224 px) against each
     flagship config's backbone: zero missing/unexpected keys once the position
     embedding is resized (14 -> 14, 32 or 64 patches a side)."""
     sd = dict(vitb_student)
     config = osp.join(ROOT, 'configs', 'benchmarks', config)
-    target_cfg = vit_convert.backbone_cfg_from_config(config)
-    target = vit_convert.build_backbone(target_cfg)
+    target_cfg = converters.backbone_cfg_from_config(config)
+    target = converters.build_backbone(target_cfg)
     grid = tuple(target.patch_embed.init_out_size)
     assert grid == {224: (14, 14), 512: (32, 32), 1024: (64, 64)}[
         target.img_size[0]]
-    sd['pos_embed'] = vit_convert.resize_pos_embed(sd['pos_embed'], grid)
-    kept, allowed, dropped = vit_convert.check_against(
+    sd['pos_embed'] = converters.resize_pos_embed(sd['pos_embed'], grid)
+    kept, allowed, dropped = converters.check_against(
         sd, target.state_dict(), config)
     assert len(kept) == len(target.state_dict()) and not allowed and not dropped
 
 
-def test_timm_export_matches_mmpretrain_numerically(vit_convert,
-                                                    synthetic_student,
+def test_timm_export_matches_mmpretrain_numerically(synthetic_student,
                                                     tmp_path):
     """The .safetensors export loads strictly into timm's VisionTransformer and
     gives mmpretrain's [CLS] features; timm's own reader maps it back."""
@@ -251,7 +249,7 @@ def test_timm_export_matches_mmpretrain_numerically(vit_convert,
 
     from mmhybrid.models.teachers.vit_formats import convert_vit_state_dict
     dst = tmp_path / 'student.safetensors'
-    report = vit_convert.convert_to_timm(synthetic_student, str(dst),
+    report = converters.convert_to_timm(synthetic_student, str(dst),
                                          img_size=64, num_heads=3)
     assert report['missing'] == [] and report['unexpected'] == []
     tensors = load_file(str(dst))
@@ -280,17 +278,18 @@ def test_timm_export_matches_mmpretrain_numerically(vit_convert,
         assert torch.equal(back[k], src[k]), k
 
 
-def test_timm_export_resizes_and_names_vit_base(vit_convert, tmp_path):
+def test_timm_export_resizes_and_names_vit_base(tmp_path):
     """A ViT-B/16 student at 224 px gets the timm name vit_base_patch16_224;
     a 64 px tiny one exported at 96 px gets a 12x12 position grid."""
-    arch = dict(embed_dims=768, num_layers=12, num_heads=12,
-                feedforward_channels=3072, patch_size=(16, 16), grid=(14, 14),
-                qkv_bias=True, patch_bias=True, pre_norm=False,
-                final_norm=True, layer_scale=False)
-    assert vit_convert.timm_model_name(arch, 224) == 'vit_base_patch16_224'
+    arch = ViTArch(embed_dims=768, num_layers=12, num_heads=12,
+                   feedforward_channels=3072, patch_size=(16, 16),
+                   grid=(14, 14), qkv_bias=True, patch_bias=True,
+                   pre_norm=False, final_norm=True, fc_norm=False,
+                   layer_scale=False)
+    assert converters.timm_model_name(arch, 224) == 'vit_base_patch16_224'
     path = make_student_checkpoint(tmp_path / 's.pth', perturb=False)
-    report = vit_convert.convert_to_timm(path, str(tmp_path / 'o.safetensors'),
+    report = converters.convert_to_timm(path, str(tmp_path / 'o.safetensors'),
                                          img_size=96)
     assert report['pos_embed'] == dict(src_grid=[8, 8], dst_grid=[12, 12])
-    with pytest.raises(vit_convert.ConversionError, match='safetensors'):
-        vit_convert.convert_to_timm(path, str(tmp_path / 'o.pth'))
+    with pytest.raises(converters.ConversionError, match='safetensors'):
+        converters.convert_to_timm(path, str(tmp_path / 'o.pth'))

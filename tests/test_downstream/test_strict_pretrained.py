@@ -13,21 +13,22 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import MODELS, DefaultScope
 
+from mmhybrid import converters
 from mmhybrid.downstream import PretrainedMismatchError
 
 from .conftest import DEMO, ROOT, TINY_ARCH, make_student_checkpoint
 
 B = 'configs/benchmarks'
 SHIPPED = {
-    'ft-b': f'{B}/mmpretrain/vit-base-p16_hybrid-pre_8xb128-coslr-100e_in1k.py',
-    'ft-l': f'{B}/mmpretrain/vit-large-p16_hybrid-pre_8xb128-coslr-50e_in1k.py',
+    'ft-b': f'{B}/mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb128-coslr-100e_in1k.py',
+    'ft-l': f'{B}/mmpretrain/vit-large-p16_hybrid-distill-300e-pre_8xb128-coslr-50e_in1k.py',
     'linear':
-    f'{B}/mmpretrain/vit-base-p16_hybrid-pre_linear-8xb2048-coslr-90e_in1k.py',
+    f'{B}/mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb2048-linear-coslr-90e_in1k.py',
     'ade20k':
-    f'{B}/mmseg/upernet_vit-base-p16_hybrid-pre_8xb2-160k_ade20k-512x512.py',
-    'coco': f'{B}/mmdet/mask-rcnn_vit-base-p16_hybrid-pre_sfp_8xb8-lsj-100e_coco.py',
+    f'{B}/mmseg/upernet_vit-base-p16_hybrid-distill-300e-pre_8xb2-160k_ade20k-512x512.py',
+    'coco': f'{B}/mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-100e_coco.py',
     'coco-25e':
-    f'{B}/mmdet/mask-rcnn_vit-base-p16_hybrid-pre_sfp_8xb8-lsj-25e_coco.py',
+    f'{B}/mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-25e_coco.py',
 }
 #: the target size of the tiny backbones: a 12 x 12 grid against the student's
 #: 8 x 8, so every load resizes pos_embed (as 224 -> 512 / 1024 does)
@@ -74,12 +75,12 @@ def _assert_is_student(model, student, grid=(IMG // 8, IMG // 8)):
 
 
 @pytest.fixture(scope='module')
-def student_files(tmp_path_factory, vit_convert):
+def student_files(tmp_path_factory):
     """A raw pretraining checkpoint and the converter's output of it."""
     d = tmp_path_factory.mktemp('strict')
     raw = make_student_checkpoint(d / 'epoch_300.pth')
     converted = d / 'converted.pth'
-    vit_convert.convert_to_mmpretrain(raw, str(converted), img_size=IMG)
+    converters.convert_to_mmpretrain(raw, str(converted), img_size=IMG)
     return dict(raw=raw, converted=str(converted))
 
 

@@ -29,26 +29,26 @@ BENCH = 'configs/benchmarks'
 
 #: task -> (config relative to the repository root, converter target)
 TASKS = {
-    'in1k-ft': ('mmpretrain/vit-base-p16_hybrid-pre_8xb128-coslr-100e_in1k.py',
+    'in1k-ft': ('mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb128-coslr-100e_in1k.py',
                 'mmpretrain'),
-    'in1k-ft-l': ('mmpretrain/vit-large-p16_hybrid-pre_8xb128-coslr-50e_in1k.py',
+    'in1k-ft-l': ('mmpretrain/vit-large-p16_hybrid-distill-300e-pre_8xb128-coslr-50e_in1k.py',
                   'mmpretrain'),
     'in1k-linear':
-    ('mmpretrain/vit-base-p16_hybrid-pre_linear-8xb2048-coslr-90e_in1k.py',
+    ('mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb2048-linear-coslr-90e_in1k.py',
      'mmpretrain'),
-    'ade20k': ('mmseg/upernet_vit-base-p16_hybrid-pre_8xb2-160k_ade20k-512x512.py',
+    'ade20k': ('mmseg/upernet_vit-base-p16_hybrid-distill-300e-pre_8xb2-160k_ade20k-512x512.py',
                'mmseg'),
-    'coco': ('mmdet/mask-rcnn_vit-base-p16_hybrid-pre_sfp_8xb8-lsj-100e_coco.py',
+    'coco': ('mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-100e_coco.py',
              'mmdet'),
-    'coco-25e': ('mmdet/mask-rcnn_vit-base-p16_hybrid-pre_sfp_8xb8-lsj-25e_coco.py',
+    'coco-25e': ('mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-25e_coco.py',
                  'mmdet'),
     # CPU miniatures on the generated shapes data (used by the tests)
-    'demo-ft': ('demo/vit-tiny-p8_hybrid-pre_ft_1xb8-4i_shapes.py', 'mmpretrain'),
-    'demo-linear': ('demo/vit-tiny-p8_hybrid-pre_linear_1xb16-4i_shapes.py',
+    'demo-ft': ('demo/vit-tiny-p8_hybrid-distill-300i-pre_1xb8-4i_shapes.py', 'mmpretrain'),
+    'demo-linear': ('demo/vit-tiny-p8_hybrid-distill-300i-pre_1xb16-linear-4i_shapes.py',
                     'mmpretrain'),
-    'demo-ade20k': ('demo/upernet_vit-tiny-p8_hybrid-pre_1xb4-4i_shapes-64x64.py',
+    'demo-ade20k': ('demo/upernet_vit-tiny-p8_hybrid-distill-300i-pre_1xb4-4i_shapes-64x64.py',
                     'mmseg'),
-    'demo-coco': ('demo/mask-rcnn_vit-tiny-p8_hybrid-pre_sfp_1xb2-4i_shapes.py',
+    'demo-coco': ('demo/mask-rcnn_vit-tiny-p8_hybrid-distill-300i-pre_sfp_1xb2-4i_shapes.py',
                   'mmdet'),
 }
 TASKS = {k: (f'{BENCH}/{cfg}', target) for k, (cfg, target) in TASKS.items()}
@@ -136,8 +136,8 @@ def main(argv=None) -> int:
     print('train:   ' + ' '.join(shlex.quote(c) for c in cmd))
     if args.dry_run:
         return 0
-    sys.path.insert(0, osp.join(ROOT, 'tools', 'model_converters'))
-    from vit_convert import ConversionError, _show, convert_to_mmpretrain
+    from mmhybrid.converters import (ConversionError, convert_to_mmpretrain,
+                                     format_report)
     from mmhybrid.utils import CheckpointError
     try:
         report = convert_to_mmpretrain(
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     except (ConversionError, CheckpointError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 1
-    print(_show(report))
+    print(format_report(report))
     return subprocess.call(cmd, env=env, cwd=os.getcwd())
 
 

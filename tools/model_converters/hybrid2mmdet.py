@@ -7,14 +7,17 @@ embeddings resized to 1024 x 1024 by default).
         --config $CONFIG
 
 with CONFIG=
-configs/benchmarks/mmdet/mask-rcnn_vit-base-p16_hybrid-pre_sfp_8xb8-lsj-100e_coco.py
+configs/benchmarks/mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-100e_coco.py
 """
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+# this checkout's mmhybrid when run as a script from anywhere
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
-from vit_convert import main  # noqa: E402
+from mmhybrid.converters.cli import main  # noqa: E402
 
 if __name__ == '__main__':
     sys.exit(main('mmdet'))

@@ -6,7 +6,7 @@
         --config $CONFIG
 
 with CONFIG=
-configs/benchmarks/mmpretrain/vit-base-p16_hybrid-pre_8xb128-coslr-100e_in1k.py
+configs/benchmarks/mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb128-coslr-100e_in1k.py
 
 Keys are checked strictly against the config's backbone (or, without
 ``--config``, a ViT of the checkpoint's architecture); the exit status is 1 with
@@ -15,9 +15,12 @@ the names of the missing / unexpected keys when they differ.
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+# this checkout's mmhybrid when run as a script from anywhere
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
-from vit_convert import main  # noqa: E402
+from mmhybrid.converters.cli import main  # noqa: E402
 
 if __name__ == '__main__':
     sys.exit(main('mmpretrain'))

@@ -7,7 +7,7 @@ resized to 512 x 512 by default).
         --config $CONFIG
 
 with CONFIG=
-configs/benchmarks/mmseg/upernet_vit-base-p16_hybrid-pre_8xb2-160k_ade20k-512x512.py
+configs/benchmarks/mmseg/upernet_vit-base-p16_hybrid-distill-300e-pre_8xb2-160k_ade20k-512x512.py
 (whose backbone also reads the pretraining checkpoint directly), or mmseg's own
 MAE protocol, the one MAE's 48.1 mIoU comes from (mmseg's ``MAE`` backbone, also
 ``BEiT``):
@@ -29,9 +29,12 @@ constant).
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+# this checkout's mmhybrid when run as a script from anywhere
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
-from vit_convert import main  # noqa: E402
+from mmhybrid.converters.cli import main  # noqa: E402
 
 if __name__ == '__main__':
     sys.exit(main('mmseg'))

@@ -6,7 +6,7 @@
 # is resized 8 x 8 -> 12 x 12, by the converter or by the backbone's strict load
 # of a raw pretraining checkpoint), narrow heads, a few iterations,
 # bbox and segm AP through mmdet's CocoMetric (pycocotools).
-_base_ = ['../mmdet/mask-rcnn_vit-base-p16_hybrid-pre_sfp_8xb8-lsj-100e_coco.py']
+_base_ = ['../mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-100e_coco.py']
 
 data_root = 'data/shapes/coco/'
 pretrained = 'work_dirs/demo/student_mmdet.pth'

@@ -3,7 +3,7 @@
 # "other"): the full-size config with the demo student's tiny ViT, 64 x 64 crops,
 # BatchNorm instead of SyncBN, a few iterations, sliding-window inference (48 px
 # windows, stride 32) and mIoU through mmseg's IoUMetric.
-_base_ = ['../mmseg/upernet_vit-base-p16_hybrid-pre_8xb2-160k_ade20k-512x512.py']
+_base_ = ['../mmseg/upernet_vit-base-p16_hybrid-distill-300e-pre_8xb2-160k_ade20k-512x512.py']
 
 data_root = 'data/shapes/ade20k/'
 pretrained = 'work_dirs/demo/student_mmseg.pth'

@@ -3,7 +3,7 @@
 # student's architecture), 64 px images, a few iterations, the same recipe
 # otherwise (layer decay, RandAugment, random erasing, mixup/cutmix, label
 # smoothing, top-1 through mmpretrain's Accuracy).
-_base_ = ['../mmpretrain/vit-base-p16_hybrid-pre_8xb128-coslr-100e_in1k.py']
+_base_ = ['../mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb128-coslr-100e_in1k.py']
 
 data_root = 'data/shapes/imagenet/'
 pretrained = 'work_dirs/demo/student_mmpretrain.pth'

@@ -1,4 +1,4 @@
-# ImageNet-1K fine-tuning of a Hybrid Distill ViT-B/16 student (METHOD.md):
+# ImageNet-1K fine-tuning of a Hybrid Distill ViT-B/16 student (docs/method.md):
 # 100 epochs, batch 8 x 128, AdamW lr 2e-3, layer-wise lr decay 0.65, drop path
 # 0.1, RandAugment (9/0.5), random erasing 0.25, mixup 0.8 / cutmix 1.0, label
 # smoothing 0.1. Everything but the head and the optimizer constructor is

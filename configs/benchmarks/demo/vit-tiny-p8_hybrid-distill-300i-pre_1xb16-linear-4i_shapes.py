@@ -1,7 +1,7 @@
 # CPU miniature of the ImageNet linear-probe benchmark on the generated shapes
 # data: the full-size config (frozen backbone, [CLS] + BatchNorm + linear head,
 # LARS) with the demo student's tiny ViT, 64 px images and a few iterations.
-_base_ = ['../mmpretrain/vit-base-p16_hybrid-pre_linear-8xb2048-coslr-90e_in1k.py']
+_base_ = ['../mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb2048-linear-coslr-90e_in1k.py']
 
 data_root = 'data/shapes/imagenet/'
 pretrained = 'work_dirs/demo/student_mmpretrain.pth'

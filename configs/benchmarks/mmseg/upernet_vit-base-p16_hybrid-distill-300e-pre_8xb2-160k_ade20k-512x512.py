@@ -1,4 +1,4 @@
-# ADE20K semantic segmentation with a Hybrid Distill ViT-B/16 student (METHOD.md):
+# ADE20K semantic segmentation with a Hybrid Distill ViT-B/16 student (docs/method.md):
 # UperNet, 512 x 512 crops, 160k iterations, batch 16 (8 GPUs x 2), AdamW lr 1e-4,
 # layer-wise lr decay 0.65, drop path 0.1, sliding-window inference (512 crops,
 # stride 341). mmseg's MAE UperNet config is inherited; only the backbone
