@@ -104,7 +104,8 @@ def plain_topk(importance: torch.Tensor, num_keep: int,
 def plain_losses(model, x: torch.Tensor,
                  keep_idx: Optional[torch.Tensor] = None,
                  teachers: Optional[tuple] = None,
-                 relation_pairs: Optional[Sequence[Tuple[int, int]]] = None
+                 relation_pairs: Optional[Sequence[Tuple[int, int]]] = None,
+                 relation_heads: Optional[int] = None
                  ) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(loss_feat, loss_rel)`` of a default-configured ``HybridDistill``.
 
@@ -123,6 +124,10 @@ def plain_losses(model, x: torch.Tensor,
             model.teacher_rel)``, e.g. by fp32 copies.
         relation_pairs (Sequence[tuple[int, int]], optional): ``(student
             block, teacher block)`` pairs. Defaults to ``model.relation_pairs``.
+        relation_heads (int, optional): Heads that student and teacher q/k
+            are split into for the relations. Defaults to the relation
+            teacher's head count (the method's rule; other values exist to
+            show that the rule matters).
     """
     lf, lr = model.loss_feat, model.loss_rel
     if (lf.loss_type, lf.beta, lf.whiten_target) != ('smooth_l1', 2.0, True) or \
@@ -130,12 +135,13 @@ def plain_losses(model, x: torch.Tensor,
         raise NotImplementedError('the plain reference covers the default losses')
     tc, tm = teachers or (model.teacher_feat, model.teacher_rel)
     pairs = model.relation_pairs if relation_pairs is None else relation_pairs
-    t_heads = tm.backbone.layers[0].attn.num_heads
+    heads = relation_heads or tm.backbone.layers[0].attn.num_heads
     with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
         t_tokens, _ = plain_vit(tc.backbone, _teacher_input(tc, x))
-        _, t_maps = plain_vit(tm.backbone, _teacher_input(tm, x))
+        _, t_maps = plain_vit(tm.backbone, _teacher_input(tm, x),
+                              relation_heads=heads)
     s_tokens, s_maps = plain_vit(model.backbone, x, keep_idx,
-                                 relation_heads=t_heads)
+                                 relation_heads=heads)
     if keep_idx is not None:
         t_tokens = gather_tokens(t_tokens, with_cls_index(keep_idx))
     pred = model.neck(s_tokens).float()
