@@ -11,8 +11,10 @@ Two entry points, used by ``tools/analysis/attention_stats.py`` and
   (mmpretrain incl. HybridDistill student checkpoints, OpenAI CLIP, timm / MAE /
   DeiT / DINO, ``.safetensors``); the architecture is read off the weights
   (width, depth, MLP width, patch size, image size, pre-norm, final norm, layer
-  scale, qkv bias) except the head count, which comes from ``arch`` or
-  ``num_heads`` (default: 64 channels per head, as in every published ViT-S/B/L).
+  scale, qkv bias; :class:`~mmhybrid.models.teachers.vit_arch.ViTArch`, the
+  converters' rule too) except the head count, which comes from ``arch`` or
+  ``num_heads``, else from the published head count of the width (ViT-H/14:
+  16 heads of 80 channels); an unknown width needs ``num_heads``.
 
 Weights are always loaded strictly through :func:`load_vit_weights`, hence
 through :func:`mmhybrid.utils.checkpoint.load_checkpoint_file`.
@@ -34,6 +36,7 @@ from ..models.backbones.hybrid_vit import HybridViT
 from ..models.teachers.frozen_teacher import (load_vit_state_dict,
                                                load_vit_weights,
                                                read_vit_state_dict)
+from ..models.teachers.vit_arch import ViTArch
 from ..models.teachers.vit_formats import FORMATS
 from ..utils.checkpoint import CheckpointError
 
@@ -145,7 +148,9 @@ def infer_vit_kwargs(state_dict: Dict[str, torch.Tensor],
         arch (str | dict, optional): See :func:`parse_arch`; checked against the
             weights. None: read off the weights.
         num_heads (int, optional): Overrides the head count (default: from
-            ``arch``, else width / 64).
+            ``arch``, else :func:`~mmhybrid.models.teachers.vit_arch.
+            resolve_num_heads`: the arch zoo or the published widths; another
+            width needs it).
         patch_size (int, optional): Defaults to the patch embedding's kernel.
         img_size (int, optional): Defaults to the position embedding's grid x
             patch size; another size resizes the position embedding on load.
@@ -153,61 +158,17 @@ def infer_vit_kwargs(state_dict: Dict[str, torch.Tensor],
     Returns:
         dict: Keyword arguments for ``HybridViT`` (with ``type``).
     """
-    sd = state_dict
-    try:
-        proj = sd['patch_embed.projection.weight']
-        pos = sd['pos_embed']
-    except KeyError as e:
-        raise CheckpointError(f'not a ViT state dict: no {e} after conversion; '
-                              f'first keys {sorted(sd)[:8]}') from None
-    embed = int(proj.shape[0])
-    layer_ids = {int(k.split('.')[1]) for k in sd if k.startswith('layers.')}
-    depth = max(layer_ids) + 1 if layer_ids else 0
-    ffn_key = 'layers.0.ffn.layers.0.0.weight'
-    ffn = int(sd[ffn_key].shape[0]) if ffn_key in sd else 4 * embed
-    kernel = int(proj.shape[-1])
-    patch = int(patch_size or kernel)
-    extra = 1 if 'cls_token' in sd else 0
-    n_pos = int(pos.shape[1]) - extra
-    side = int(round(n_pos**0.5))
-    if side * side != n_pos:
-        raise CheckpointError(f'pos_embed holds {n_pos} patch positions, not a '
-                              'square grid; pass --img-size')
-    size = int(img_size or side * kernel)
-
-    if arch is not None:
-        a = _arch_dict(parse_arch(arch))
-        a_embed = a.get('embed_dims')
-        a_depth = a.get('num_layers')
-        if (a_embed, a_depth) != (embed, depth):
-            raise CheckpointError(
-                f'--arch {arch!r} has width {a_embed} and depth {a_depth}; the '
-                f'checkpoint has width {embed} and depth {depth}')
-        heads = int(num_heads or a['num_heads'])
-    else:
-        heads = int(num_heads or max(embed // 64, 1))
-    if embed % heads:
-        raise ValueError(f'width {embed} is not divisible into {heads} heads')
-
-    kwargs = dict(
-        type='HybridViT',
-        arch=dict(embed_dims=embed, num_layers=depth, num_heads=heads,
-                  feedforward_channels=ffn),
-        img_size=size,
-        patch_size=patch,
-        qkv_bias='layers.0.attn.qkv.bias' in sd,
-        final_norm='ln1.weight' in sd,
-        pre_norm='pre_norm.weight' in sd,
-        with_cls_token=True,
-        out_type='raw')
-    if 'layers.0.attn.gamma1.weight' in sd:
-        kwargs['layer_scale_init_value'] = 1e-5
+    vit = ViTArch.from_state_dict(
+        state_dict, num_heads,
+        arch=None if arch is None else _arch_dict(parse_arch(arch)),
+        arch_name=f'--arch {arch!r}')
+    kwargs = dict(type='HybridViT', **vit.vit_kwargs(img_size),
+                  with_cls_token=True, out_type='raw')
+    if patch_size is not None:
+        kwargs['patch_size'] = int(patch_size)
     if fmt == 'openai_clip':
         kwargs['norm_cfg'] = dict(type='LN', eps=1e-5)
         kwargs['layer_cfgs'] = dict(act_cfg=dict(type='mmpretrain.QuickGELU'))
-    if not extra:
-        raise CheckpointError('the checkpoint has no cls_token; HybridViT '
-                              'analysis needs a [CLS] token')
     return kwargs
 
 

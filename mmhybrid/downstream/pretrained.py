@@ -19,13 +19,13 @@ The functions here
 :func:`match_keys` and :func:`fit_pos_embed` are also what the converters in
 ``tools/model_converters`` check against, so a file that converts also loads.
 """
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from ..models.teachers.vit_arch import ViTArchError, square_grid
 from ..models.teachers.vit_formats import compare_keys, convert_vit_state_dict
 from ..utils.checkpoint import CheckpointError, extract_state_dict
 
@@ -124,17 +124,16 @@ def fit_pos_embed(pos_embed: torch.Tensor,
     Raises:
         PretrainedMismatchError: If the source positions are not a square grid.
     """
-    n = pos_embed.shape[1] - num_extra_tokens
-    side = int(round(math.sqrt(max(n, 0))))
-    if side * side != n:
-        raise PretrainedMismatchError(
-            f'pos_embed {tuple(pos_embed.shape)}: {n} patch positions after '
-            f'{num_extra_tokens} extra token(s) is not a square grid')
+    try:
+        src_grid = square_grid(pos_embed.shape[1], num_extra_tokens,
+                               pos_embed.shape)
+    except ViTArchError as e:
+        raise PretrainedMismatchError(str(e)) from None
     dst_grid = tuple(int(g) for g in dst_grid)
-    if (side, side) == dst_grid:
+    if src_grid == dst_grid:
         return pos_embed
     from mmpretrain.models.utils import resize_pos_embed
-    return resize_pos_embed(pos_embed.float(), (side, side), dst_grid,
+    return resize_pos_embed(pos_embed.float(), src_grid, dst_grid,
                             mode=mode,
                             num_extra_tokens=num_extra_tokens).contiguous()
 

@@ -186,7 +186,7 @@ def test_infer_kwargs_flags():
     kw = infer_vit_kwargs(sd, 'timm', num_heads=2)
     assert kw['arch'] == dict(embed_dims=16, num_layers=1, num_heads=2,
                               feedforward_channels=32)
-    assert kw['img_size'] == 12 and kw['patch_size'] == 4
+    assert kw['img_size'] == (12, 12) and kw['patch_size'] == 4
     assert kw['pre_norm'] and not kw['final_norm'] and not kw['qkv_bias']
     assert kw['layer_scale_init_value'] > 0
     no_cls = {k: v for k, v in sd.items() if k != 'cls_token'}

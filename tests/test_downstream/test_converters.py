@@ -27,7 +27,8 @@ def _backbone(path):
 def test_convert_without_config_keeps_every_tensor(synthetic_student, tmp_path):
     dst = tmp_path / 'out.pth'
     report = converters.convert_to_mmpretrain(
-        synthetic_student, str(dst), img_size=64)
+        synthetic_student, str(dst), img_size=64,
+        num_heads=TINY_ARCH['num_heads'])
     assert report['missing'] == [] and report['unexpected'] == []
     assert report['pos_embed'] == dict(src_grid=[8, 8], dst_grid=[8, 8])
     out = load_checkpoint_file(dst)
@@ -86,8 +87,9 @@ def test_pos_embed_resized_like_mmpretrain(synthetic_student,
     from mmpretrain.models import VisionTransformer
     from mmpretrain.models.utils import resize_pos_embed
     dst = tmp_path / 'r.pth'
-    report = converters.convert_to_mmpretrain(synthetic_student, str(dst),
-                                               img_size=128, target='mmseg')
+    report = converters.convert_to_mmpretrain(
+        synthetic_student, str(dst), img_size=128, target='mmseg',
+        num_heads=TINY_ARCH['num_heads'])
     assert report['pos_embed'] == dict(src_grid=[8, 8], dst_grid=[16, 16])
     src = _backbone(synthetic_student)
     out = load_checkpoint_file(dst)['state_dict']
@@ -119,7 +121,7 @@ def test_missing_and_unexpected_keys_are_named(tmp_path):
     torch.save(sd, bad)
     with pytest.raises(converters.ConversionError) as err:
         converters.convert_to_mmpretrain(str(bad), str(tmp_path / 'o.pth'),
-                                          img_size=64)
+                                          img_size=64, num_heads=3)
     msg = str(err.value)
     assert 'missing keys (1): layers.2.attn.qkv.weight' in msg
     assert 'unexpected keys (1): extra_token' in msg
@@ -166,7 +168,8 @@ def test_cli_exit_status_and_report(synthetic_student, tmp_path,
                                     capsys):
     dst = tmp_path / 'cli.pth'
     assert converters.main('mmdet', [synthetic_student, str(dst),
-                                      '--img-size', '96']) == 0
+                                      '--img-size', '96',
+                                      '--num-heads', '3']) == 0
     out = capsys.readouterr().out
     assert 'missing keys: 0, unexpected keys: 0' in out
     assert 'pos_embed [8, 8] -> [12, 12]' in out
@@ -289,7 +292,7 @@ def test_timm_export_resizes_and_names_vit_base(tmp_path):
     assert converters.timm_model_name(arch, 224) == 'vit_base_patch16_224'
     path = make_student_checkpoint(tmp_path / 's.pth', perturb=False)
     report = converters.convert_to_timm(path, str(tmp_path / 'o.safetensors'),
-                                         img_size=96)
+                                         img_size=96, num_heads=3)
     assert report['pos_embed'] == dict(src_grid=[8, 8], dst_grid=[12, 12])
     with pytest.raises(converters.ConversionError, match='safetensors'):
         converters.convert_to_timm(path, str(tmp_path / 'o.pth'))

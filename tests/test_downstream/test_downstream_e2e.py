@@ -13,6 +13,7 @@ import sys
 import pytest
 import torch
 
+from mmhybrid import converters
 from mmhybrid.utils import load_checkpoint_file
 
 from .conftest import DEMO, DEMO_TARGET, ROOT
@@ -58,8 +59,8 @@ def _data_options(task, data):
     return opts
 
 
-def _convert(vit_convert, task, src, dst):
-    report = vit_convert.convert_to_mmpretrain(
+def _convert(task, src, dst):
+    report = converters.convert_to_mmpretrain(
         src, str(dst), config=osp.join(ROOT, DEMO[task]),
         target=DEMO_TARGET[task])
     assert report['missing'] == [] and report['unexpected'] == []
@@ -111,13 +112,13 @@ def test_imagenet_finetune_one_command(pretrained_student, downstream_data,
         _log(work)
 
 
-def test_imagenet_linear_probe(vit_convert, pretrained_student,
+def test_imagenet_linear_probe(pretrained_student,
                                downstream_data, tmp_path):
     """Frozen backbone: after training it still equals the converted weights,
     which it could only do if they were loaded, all of them."""
     work = tmp_path / 'linear'
     converted = tmp_path / 'linear.pth'
-    _convert(vit_convert, 'linear', pretrained_student, converted)
+    _convert('linear', pretrained_student, converted)
     _run([sys.executable, 'tools/train.py', DEMO['linear'], '--work-dir',
           str(work), '--cfg-options',
           f'model.backbone.init_cfg.checkpoint={converted}',
@@ -156,13 +157,13 @@ def test_imagenet_linear_probe_from_the_raw_checkpoint(pretrained_student,
         assert torch.equal(v, student[k]), k
 
 
-def test_ade20k_upernet(vit_convert, pretrained_student, downstream_data,
+def test_ade20k_upernet(pretrained_student, downstream_data,
                         tmp_path):
     """mmseg UperNet: train, mIoU at the end of training, then tools/test.py
     (sliding-window inference) on the trained checkpoint."""
     work = tmp_path / 'ade20k'
     converted = tmp_path / 'ade20k.pth'
-    _convert(vit_convert, 'ade20k', pretrained_student, converted)
+    _convert('ade20k', pretrained_student, converted)
     opts = [f'model.backbone.init_cfg.checkpoint={converted}',
             *_data_options('ade20k', downstream_data)]
     _run([sys.executable, 'tools/train.py', DEMO['ade20k'], '--work-dir',
@@ -179,13 +180,13 @@ def test_ade20k_upernet(vit_convert, pretrained_student, downstream_data,
     assert 0.0 <= metrics['mIoU'] <= 100.0
 
 
-def test_coco_mask_rcnn(vit_convert, pretrained_student, downstream_data,
+def test_coco_mask_rcnn(pretrained_student, downstream_data,
                         tmp_path):
     """mmdet Mask R-CNN + simple feature pyramid with the position embedding
     resized 8x8 -> 12x12 by the converter: bbox and segm AP via CocoMetric."""
     work = tmp_path / 'coco'
     converted = tmp_path / 'coco.pth'
-    report = _convert(vit_convert, 'coco', pretrained_student, converted)
+    report = _convert('coco', pretrained_student, converted)
     assert report['pos_embed'] == dict(src_grid=[8, 8], dst_grid=[12, 12])
     _run([sys.executable, 'tools/train.py', DEMO['coco'], '--work-dir',
           str(work), '--cfg-options',

@@ -10,6 +10,8 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import MODELS, DefaultScope
 
+from mmhybrid import converters
+
 from .conftest import TINY_ARCH, make_student_checkpoint
 
 MAE_CFG = 'mmseg::mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py'
@@ -61,7 +63,7 @@ def _checkpoint(path, **zero):
     return str(path)
 
 
-def test_shipped_mae_config_starts_from_the_student(vit_convert, tmp_path):
+def test_shipped_mae_config_starts_from_the_student(tmp_path):
     """Convert against mmseg's MAE UperNet config, set only model.pretrained,
     build the segmentor and run its init_weights: every backbone tensor but
     layer scale / relative-position tables is the student's (pos_embed
@@ -69,7 +71,7 @@ def test_shipped_mae_config_starts_from_the_student(vit_convert, tmp_path):
     src = _checkpoint(tmp_path / 'student.pth')
     dst = tmp_path / 'mae_mmseg.pth'
     cfg = _tiny(MAE_CFG)
-    report = vit_convert.convert_to_mmpretrain(src, str(dst), config=cfg,
+    report = converters.convert_to_mmpretrain(src, str(dst), config=cfg,
                                                target='mmseg')
     assert report['backbone_type'] == 'MAE'
     assert report['pos_embed'] == dict(src_grid=[8, 8], dst_grid=[16, 16])
@@ -103,7 +105,7 @@ def test_shipped_mae_config_starts_from_the_student(vit_convert, tmp_path):
 @pytest.mark.parametrize('backbone,qv_bias', [('MAE', None), ('BEiT', True),
                                               ('BEiT', False)],
                          ids=['MAE', 'BEiT', 'BEiT-no-qv-bias'])
-def test_converted_mmseg_backbone_computes_the_student(vit_convert, tmp_path,
+def test_converted_mmseg_backbone_computes_the_student(tmp_path,
                                                        backbone, qv_bias):
     """Numerical proof of the qkv-bias handling: with layer scale 1 and zero
     relative-position tables, mmseg's backbone with the converted weights gives
@@ -128,7 +130,7 @@ def test_converted_mmseg_backbone_computes_the_student(vit_convert, tmp_path,
     with DefaultScope.overwrite_default_scope('mmseg'):
         target = MODELS.build(cfg)
     target.init_weights()
-    kept, _, dropped, notes = vit_convert.fit_mmseg_beit(student, target, 'x')
+    kept, _, dropped, notes = converters.fit_mmseg_beit(student, target, 'x')
     assert notes == []
     assert 'pos_embed' in dropped if backbone == 'BEiT' else 'pos_embed' in kept
     target.load_state_dict(kept, strict=False)
@@ -153,27 +155,27 @@ def test_converted_mmseg_backbone_computes_the_student(vit_convert, tmp_path,
                                    (q @ k.transpose(-2, -1)).softmax(-1))
 
 
-def test_lost_query_bias_is_named(vit_convert, tmp_path):
+def test_lost_query_bias_is_named(tmp_path):
     """BEiT without q/v bias cannot hold a non-zero query bias: the report
     says so, block by block."""
     student = _student(_checkpoint(tmp_path / 'student.pth'))
     with DefaultScope.overwrite_default_scope('mmseg'):
         target = MODELS.build(dict(type='BEiT', img_size=64, qv_bias=False,
                                    **TINY_MMSEG))
-    _, _, _, notes = vit_convert.fit_mmseg_beit(student, target, 'x')
+    _, _, _, notes = converters.fit_mmseg_beit(student, target, 'x')
     assert notes == ['the target has no q bias: the query bias of blocks '
                      '[0, 1, 2, 3] is not representable (value bias folded '
                      'into attn.proj.bias, key bias dropped, both exactly)']
 
 
-def test_shipped_beit_config_covers_every_tensor(vit_convert, tmp_path):
+def test_shipped_beit_config_covers_every_tensor(tmp_path):
     """mmseg's BEiT (q_bias / v_bias): every tensor but layer scale and
     relative-position tables from the student; pos_embed, which BEiT has no
     place for, is listed."""
     src = _checkpoint(tmp_path / 'student.pth')
     dst = tmp_path / 'beit.pth'
     cfg = _tiny(BEIT_CFG)
-    report = vit_convert.convert_to_mmpretrain(src, str(dst), config=cfg,
+    report = converters.convert_to_mmpretrain(src, str(dst), config=cfg,
                                                target='mmseg')
     assert report['backbone_type'] == 'BEiT'
     assert 'pos_embed' in report['dropped']
@@ -204,13 +206,13 @@ def _one_error_line(capsys):
     return lines[0]
 
 
-def test_shipped_mae_config_builds_in_its_scope(vit_convert, tmp_path,
+def test_shipped_mae_config_builds_in_its_scope(tmp_path,
                                                 capsys):
     """The unmodified ViT-B config by its mmseg:: name: MAE is built as mmseg's
     backbone (it used to be mmpretrain's MAE algorithm: a TypeError traceback);
     the tiny student does not fit it, which is one ERROR line."""
     src = make_student_checkpoint(tmp_path / 's.pth')
-    assert vit_convert.main('mmseg', [src, str(tmp_path / 'o.pth'),
+    assert converters.main('mmseg', [src, str(tmp_path / 'o.pth'),
                                       '--config', MAE_CFG]) == 1
     line = _one_error_line(capsys)
     assert 'MAE' in line and 'shape mismatches' in line
@@ -224,24 +226,24 @@ def test_shipped_mae_config_builds_in_its_scope(vit_convert, tmp_path,
     ("dict(type='NoSuchBackbone')",
      "cannot build the target backbone 'NoSuchBackbone' (scope 'mmseg')"),
 ])
-def test_unsupported_target_is_one_error_line(vit_convert, tmp_path, capsys,
+def test_unsupported_target_is_one_error_line(tmp_path, capsys,
                                               backbone, expected):
     src = make_student_checkpoint(tmp_path / 's.pth')
     config = tmp_path / 'seg.py'
     config.write_text(f"default_scope = 'mmseg'\nmodel = dict(backbone="
                       f'{backbone})\n')
-    assert vit_convert.main('mmseg', [src, str(tmp_path / 'o.pth'),
+    assert converters.main('mmseg', [src, str(tmp_path / 'o.pth'),
                                       '--config', str(config)]) == 1
     assert expected in _one_error_line(capsys)
     assert not (tmp_path / 'o.pth').exists()
 
 
-def test_unreadable_config_is_one_error_line(vit_convert, tmp_path, capsys):
+def test_unreadable_config_is_one_error_line(tmp_path, capsys):
     src = make_student_checkpoint(tmp_path / 's.pth')
     for config, expected in (
             (str(tmp_path / 'nope.py'), 'cannot read the config'),
             ('mmseg::mae/nope.py', 'no such config in mmseg')):
-        assert vit_convert.main('mmseg', [src, str(tmp_path / 'o.pth'),
+        assert converters.main('mmseg', [src, str(tmp_path / 'o.pth'),
                                           '--config', config]) == 1
         line = _one_error_line(capsys)
         assert expected in line and 'nope.py' in line

@@ -80,7 +80,8 @@ def student_files(tmp_path_factory):
     d = tmp_path_factory.mktemp('strict')
     raw = make_student_checkpoint(d / 'epoch_300.pth')
     converted = d / 'converted.pth'
-    converters.convert_to_mmpretrain(raw, str(converted), img_size=IMG)
+    converters.convert_to_mmpretrain(raw, str(converted), img_size=IMG,
+                                     num_heads=TINY_ARCH['num_heads'])
     return dict(raw=raw, converted=str(converted))
 
 

@@ -13,9 +13,12 @@ against a timm model of the same architecture (no classifier).
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+# this checkout's mmhybrid when run as a script from anywhere
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
-from vit_convert import main  # noqa: E402
+from mmhybrid.converters.cli import main  # noqa: E402
 
 if __name__ == '__main__':
     sys.exit(main('timm'))
