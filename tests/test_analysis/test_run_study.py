@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from mmhybrid.utils.scalars import last_scalar
+
 pytestmark = pytest.mark.slow
 
 STUDENTS = ('feature_only', 'relation_only', 'hybrid', 'hybrid_no_mask')
@@ -56,10 +58,7 @@ def test_study_quick(repo_root, tmp_path):
 
     # the unmasked student never masked; the hybrid one ramps towards 0.5
     def last_ratio(name):
-        files = sorted((work / 'seed0' / f'student_{name}').glob(
-            '*/vis_data/scalars.json'))
-        recs = [json.loads(line) for line in open(files[-1])]
-        return [r['mask_ratio'] for r in recs if 'mask_ratio' in r][-1]
+        return last_scalar(work / 'seed0' / f'student_{name}', 'mask_ratio')
 
     assert last_ratio('hybrid_no_mask') == 0.0
     assert last_ratio('hybrid') > 0.3  # logged at iter 10 of 12: 9/12 * 0.5

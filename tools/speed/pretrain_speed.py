@@ -116,6 +116,8 @@ def build_milan(model, batch_images, device, amp, tmp):
     """mmpretrain's MILAN with a CLIP teacher of the same width/depth as ours."""
     from mmpretrain.models.utils.clip_generator_helper import CLIP
     from mmpretrain.registry import MODELS
+
+    from mmhybrid.utils.constants import IMAGENET_MEAN, IMAGENET_STD
     tc = model.teacher_feat.backbone
     s = model.backbone
     clip = CLIP(
@@ -141,8 +143,8 @@ def build_milan(model, batch_images, device, amp, tmp):
             type='CosineSimilarityLoss', shift_factor=2.0, scale_factor=2.0)),
         target_generator=dict(type='CLIPGenerator', tokenizer_path=path),
         data_preprocessor=dict(type='SelfSupDataPreprocessor',
-                               mean=[123.675, 116.28, 103.53],
-                               std=[58.395, 57.12, 57.375], to_rgb=True))
+                               mean=list(IMAGENET_MEAN),
+                               std=list(IMAGENET_STD), to_rgb=True))
     milan = MODELS.build(cfg)
     milan.init_weights()
     return milan.to(device).train()
@@ -194,152 +196,173 @@ def timed(fn, device):
     return dt, mem.peak
 
 
-def main():
-    args = parse_args()
-    if args.iters < 10:
-        sys.exit('--iters must be >= 10 (medians over at least 10 timed steps)')
-    if args.device == 'cuda' and not torch.cuda.is_available():
-        sys.exit('--device cuda asked for, but torch sees no GPU')
-    from mmengine.logging import MMLogger
-    MMLogger.get_instance('mmengine', log_level='WARNING')
-    import mmhybrid  # noqa: F401
-    from mmhybrid.models.utils import num_kept_tokens, select_kept_tokens
-    from mmhybrid.testing.reference import plain_losses
-    torch.manual_seed(0)
-    dev = args.device
-    cfg = build_model_cfg(args)
-    model = build(cfg, dev)
-    optim = build_optim(model, cfg, args.amp)
-    B = args.batch_size
-    size = model.backbone.img_size
-    x = torch.randn(B, 3, *size, device=dev)
-    N = model.backbone.num_patches
-    amp_ctx = (lambda: torch.autocast('cuda', dtype=torch.bfloat16)) if args.amp \
-        else (lambda: torch.autocast('cpu', enabled=False))
-    loss_fn, student_fn = model.loss, model.backbone.forward_distill
-    compile_cfg = cfg.get('compile')
-    if compile_cfg:
-        kwargs = {} if compile_cfg is True else dict(compile_cfg)
-        loss_fn = torch.compile(loss_fn, **kwargs)
-        student_fn = torch.compile(student_fn, **kwargs)
+class Bench:
+    """The model, its optimizer and one input batch on a device, and the
+    callables :func:`measure` times (one training step each)."""
 
-    def step(keep):
+    def __init__(self, args):
+        torch.manual_seed(0)
+        self.dev, self.amp, self.B = args.device, args.amp, args.batch_size
+        self.cfg = build_model_cfg(args)
+        self.model = build(self.cfg, self.dev)
+        self.optim = build_optim(self.model, self.cfg, args.amp)
+        self.size = self.model.backbone.img_size
+        self.x = torch.randn(self.B, 3, *self.size, device=self.dev)
+        self.loss_fn = self.model.loss
+        self.student_fn = self.model.backbone.forward_distill
+        self.compile_cfg = self.cfg.get('compile')
+        if self.compile_cfg:
+            kwargs = ({} if self.compile_cfg is True else
+                      dict(self.compile_cfg))
+            self.loss_fn = torch.compile(self.loss_fn, **kwargs)
+            self.student_fn = torch.compile(self.student_fn, **kwargs)
+
+    def amp_ctx(self):
+        if self.amp:
+            return torch.autocast('cuda', dtype=torch.bfloat16)
+        return torch.autocast('cpu', enabled=False)
+
+    def step(self, keep):
+        """One HybridDistill training step at ``keep`` (kept token share)."""
+        model, optim = self.model, self.optim
+
         def run():
             model.mask_ratio = 1.0 - keep
             with optim.optim_context(model):
-                losses = loss_fn(x)
+                losses = self.loss_fn(self.x)
             total, _ = model.parse_losses(losses)
             optim.update_params(total)
         return run
 
-    s_layers = [s for s, _ in model.relation_pairs]
-    parts = model.loss_rel.parts
-    # each teacher asked for exactly what a training step asks it for (the
-    # relation teacher stops at its deepest paired block)
-    asked = model.teacher_requests()
+    def teacher(self, name):
+        """A teacher's forward, asked exactly what a training step asks it
+        (the relation teacher stops at its deepest paired block)."""
+        kwargs = self.model.teacher_requests()[name]
+        module = getattr(self.model, name)
 
-    def teacher_feat():
-        model.teacher_feat(x, **asked['teacher_feat'])
+        def run():
+            module(self.x, **kwargs)
+        return run
 
-    def teacher_rel():
-        model.teacher_rel(x, **asked['teacher_rel'])
-
-    def student(keep):
+    def student(self, keep):
+        """The student's forward + backward alone at ``keep``."""
+        from mmhybrid.models.utils import num_kept_tokens, select_kept_tokens
+        model, B, dev = self.model, self.B, self.dev
+        N = model.backbone.num_patches
+        s_layers = [s for s, _ in model.relation_pairs]
+        parts = model.loss_rel.parts
         K = num_kept_tokens(N, 1.0 - keep)
         idx = None if K == N else select_kept_tokens(
             torch.rand(B, N, device=dev), K)
 
         def run():
-            with amp_ctx():
-                out = student_fn(x, idx, s_layers, parts)
+            with self.amp_ctx():
+                out = self.student_fn(self.x, idx, s_layers, parts)
                 loss = out.tokens.float().mean() + sum(
                     p.float().mean() for r in out.relations.values()
                     for p in r.values())
             loss.backward()
+            self.optim.zero_grad()
+        return run
+
+    def naive(self):
+        """The plainly written reference step: explicit maps in every block,
+        fp32 teachers, no masking, full maps."""
+        from mmhybrid.testing.reference import plain_losses
+        model, optim = self.model, self.optim
+        # fp32 copies: the real teachers keep bf16 weights on CUDA once they ran
+        teachers = (copy.deepcopy(model.teacher_feat).float(),
+                    copy.deepcopy(model.teacher_rel).float())
+
+        def run():
+            with self.amp_ctx():
+                loss_feat, loss_rel = plain_losses(model, self.x,
+                                                   teachers=teachers)
+            (loss_feat + loss_rel).backward()
+            optim.step()
             optim.zero_grad()
         return run
 
-    # fp32 copies: the real teachers keep bf16 weights on CUDA once they ran
-    naive_teachers = (copy.deepcopy(model.teacher_feat).float(),
-                      copy.deepcopy(model.teacher_rel).float())
+    def milan(self):
+        """mmpretrain's MILAN step on the same input."""
+        milan = build_milan(self.model, self.x, self.dev, self.amp,
+                            tempfile.mkdtemp())
+        optim = build_optim(milan, self.cfg, self.amp)
 
-    def naive():
-        # explicit maps in every block, fp32 teachers, no masking, full maps
-        with amp_ctx():
-            loss_feat, loss_rel = plain_losses(model, x, teachers=naive_teachers)
-        (loss_feat + loss_rel).backward()
-        optim.step()
-        optim.zero_grad()
-
-    bench = {}
-    for keep in args.keep_ratios:
-        bench[f'step keep={keep:g}'] = step(keep)
-        bench[f'student fwd+bwd keep={keep:g}'] = student(keep)
-    bench['teacher_feat fwd'] = teacher_feat
-    bench['teacher_rel fwd'] = teacher_rel
-    if not args.no_naive:
-        bench['naive step (keep=1)'] = naive
-    tmp = tempfile.mkdtemp()
-    if not args.no_milan:
-        milan = build_milan(model, x, dev, args.amp, tmp)
-        milan_optim = build_optim(milan, cfg, args.amp)
-
-        def milan_step():
-            with milan_optim.optim_context(milan):
-                losses = milan.loss(x, None)
+        def run():
+            with optim.optim_context(milan):
+                losses = milan.loss(self.x, None)
             total, _ = milan.parse_losses(losses)
-            milan_optim.update_params(total)
-        bench['mmpretrain MILAN step'] = milan_step
+            optim.update_params(total)
+        return run
 
-    if compile_cfg:
-        # Training sees a new kept-token count every few iterations: after the
-        # unmasked graph and a first masked one, dynamo recompiles with a
-        # dynamic count, and that graph serves the rest of training. One step
-        # at an extra ratio before the warm-up makes the timed steps use it
-        # too, not graphs specialised to the measured counts.
-        extra = next(k for k in (0.9, 0.8, 0.7, 0.6) if k not in args.keep_ratios)
-        for keep in (1.0, extra):
-            step(keep)()
-            student(keep)()
 
-    if args.profile:
-        from torch.profiler import ProfilerActivity, profile
-        acts = [ProfilerActivity.CPU] + (
-            [ProfilerActivity.CUDA] if dev == 'cuda' else [])
-        fn = step(args.keep_ratios[-1])
+def bench_functions(bench, args):
+    """Everything timed, by its row name."""
+    fns = {}
+    for keep in args.keep_ratios:
+        fns[f'step keep={keep:g}'] = bench.step(keep)
+        fns[f'student fwd+bwd keep={keep:g}'] = bench.student(keep)
+    fns['teacher_feat fwd'] = bench.teacher('teacher_feat')
+    fns['teacher_rel fwd'] = bench.teacher('teacher_rel')
+    if not args.no_naive:
+        fns['naive step (keep=1)'] = bench.naive()
+    if not args.no_milan:
+        fns['mmpretrain MILAN step'] = bench.milan()
+    return fns
+
+
+def settle_compiled_graphs(bench, keep_ratios):
+    """Training sees a new kept-token count every few iterations: after the
+    unmasked graph and a first masked one, dynamo recompiles with a dynamic
+    count, and that graph serves the rest of training. One step at an extra
+    ratio before the warm-up makes the timed steps use it too, not graphs
+    specialised to the measured counts."""
+    extra = next(k for k in (0.9, 0.8, 0.7, 0.6) if k not in keep_ratios)
+    for keep in (1.0, extra):
+        bench.step(keep)()
+        bench.student(keep)()
+
+
+def print_profile(bench, keep):
+    """The top operators of one step at ``keep``."""
+    from torch.profiler import ProfilerActivity, profile
+    cuda = bench.dev == 'cuda'
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    fn = bench.step(keep)
+    fn()
+    with profile(activities=acts) as prof:
         fn()
-        with profile(activities=acts) as prof:
-            fn()
-            if dev == 'cuda':
-                torch.cuda.synchronize()
-        key = 'self_cuda_time_total' if dev == 'cuda' else 'self_cpu_time_total'
-        print(f'[bench] profile of one step at keep={args.keep_ratios[-1]:g}')
-        print(prof.key_averages().table(sort_by=key, row_limit=20))
-        return
+        if cuda:
+            torch.cuda.synchronize()
+    key = 'self_cuda_time_total' if cuda else 'self_cpu_time_total'
+    print(f'[bench] profile of one step at keep={keep:g}')
+    print(prof.key_averages().table(sort_by=key, row_limit=20))
 
-    times = {k: [] for k in bench}
-    mems = {k: 0 for k in bench}
-    print(f'[bench] {args.config} preset={args.preset} device={dev} batch={B} '
-          f'img={size} amp_bf16={args.amp} warmup={args.warmup} '
-          f'iters={args.iters} threads={torch.get_num_threads()} '
-          f'compile={compile_cfg or False} '
-          f'teacher_compile={model.teacher_feat.compile_cfg},'
-          f'{model.teacher_rel.compile_cfg} '
-          f'rel_compile={bool(model.loss_rel.compile_cfg) and dev == "cuda"}',
-          flush=True)
-    for it in range(args.warmup + args.iters):
-        for name, fn in bench.items():
-            dt, mem = timed(fn, dev)
-            if it >= args.warmup:
+
+def measure(fns, device, warmup, iters):
+    """Interleaved rounds (every callable once per round, so drift of the
+    machine cancels): medians over the timed rounds and peak memory."""
+    times = {k: [] for k in fns}
+    mems = {k: 0 for k in fns}
+    for it in range(warmup + iters):
+        for name, fn in fns.items():
+            dt, mem = timed(fn, device)
+            if it >= warmup:
                 times[name].append(dt)
             mems[name] = max(mems[name], mem)
-        print(f'[bench] round {it + 1}/{args.warmup + args.iters}', flush=True)
+        print(f'[bench] round {it + 1}/{warmup + iters}', flush=True)
+    return {k: statistics.median(v) for k, v in times.items()}, mems
 
-    med = {k: statistics.median(v) for k, v in times.items()}
-    mem_label = 'peak GPU mem (GiB)' if dev == 'cuda' else 'peak RSS (GiB)'
+
+def report(med, mems, args):
+    """The table, the ratios and the machine-readable RATIOS line."""
+    B = args.batch_size
+    mem_label = ('peak GPU mem (GiB)' if args.device == 'cuda' else
+                 'peak RSS (GiB)')
     print(f'\n| measured | ms/step | images/s | {mem_label} |')
     print('|---|---|---|---|')
-    for k in bench:
+    for k in med:
         print(f'| {k} | {med[k] * 1e3:.1f} | {B / med[k]:.1f} | '
               f'{mems[k] / 2**30:.2f} |')
 
@@ -347,16 +370,17 @@ def main():
         return (med['teacher_feat fwd'] + med['teacher_rel fwd'] +
                 med[f'student fwd+bwd keep={keep:g}'])
 
-    keep_lo = min(args.keep_ratios)
-    keep_hi = max(args.keep_ratios)
+    keep_lo, keep_hi = min(args.keep_ratios), max(args.keep_ratios)
     step_lo = med[f'step keep={keep_lo:g}']
+
+    def over_step(row):
+        return med[row] / step_lo if row in med else float('nan')
+
     ratios = dict(
         step_over_parts=step_lo / parts_sum(keep_lo),
         keep05_over_keep10=step_lo / med[f'step keep={keep_hi:g}'],
-        naive_over_step=(med['naive step (keep=1)'] / step_lo
-                         if 'naive step (keep=1)' in med else float('nan')),
-        milan_over_step=(med['mmpretrain MILAN step'] / step_lo
-                         if 'mmpretrain MILAN step' in med else float('nan')))
+        naive_over_step=over_step('naive step (keep=1)'),
+        milan_over_step=over_step('mmpretrain MILAN step'))
     print()
     for keep in args.keep_ratios:
         print(f'step / sum of parts at keep={keep:g}: '
@@ -367,6 +391,36 @@ def main():
     print(f'MILAN / step(keep={keep_lo:g}): {ratios["milan_over_step"]:.3f}')
     print('RATIOS ' + ' '.join(f'{k}={v:.3f}' for k, v in ratios.items()),
           flush=True)
+
+
+def main():
+    args = parse_args()
+    if args.iters < 10:
+        sys.exit('--iters must be >= 10 (medians over at least 10 timed steps)')
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        sys.exit('--device cuda asked for, but torch sees no GPU')
+    from mmengine.logging import MMLogger
+    MMLogger.get_instance('mmengine', log_level='WARNING')
+    import mmhybrid  # noqa: F401
+    bench = Bench(args)
+    fns = bench_functions(bench, args)
+    if bench.compile_cfg:
+        settle_compiled_graphs(bench, args.keep_ratios)
+    if args.profile:
+        print_profile(bench, args.keep_ratios[-1])
+        return
+    model = bench.model
+    rel_compile = bool(model.loss_rel.compile_cfg) and bench.dev == 'cuda'
+    print(f'[bench] {args.config} preset={args.preset} device={bench.dev} '
+          f'batch={bench.B} img={bench.size} amp_bf16={args.amp} '
+          f'warmup={args.warmup} iters={args.iters} '
+          f'threads={torch.get_num_threads()} '
+          f'compile={bench.compile_cfg or False} '
+          f'teacher_compile={model.teacher_feat.compile_cfg},'
+          f'{model.teacher_rel.compile_cfg} '
+          f'rel_compile={rel_compile}',
+          flush=True)
+    report(*measure(fns, bench.dev, args.warmup, args.iters), args)
 
 
 if __name__ == '__main__':
