@@ -9,7 +9,6 @@ images, then runs ``tools/analysis/attention_stats.py`` on ``cuda`` and on
 """
 import argparse
 import csv
-import importlib.util
 import os
 import os.path as osp
 import sys
@@ -18,14 +17,6 @@ import time
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f'_gpu_check_{name}', osp.join(ROOT, 'tools', 'analysis', f'{name}.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _rows(path):
@@ -47,7 +38,8 @@ def main():
     import torch
     from timm.models.vision_transformer import VisionTransformer as TimmViT
 
-    import mmhybrid  # noqa: F401
+    from mmhybrid.analysis.attention_tools import (attention_stats_report,
+                                                  masking_schedule_figure)
     from mmhybrid.datasets import make_imagenet_style
     os.makedirs(args.out, exist_ok=True)
     data = make_imagenet_style(osp.join(args.work, 'data'), num_train=0,
@@ -61,14 +53,13 @@ def main():
     ckpt = osp.join(args.work, 'vit_b16_timm.pth')
     torch.save({'model': vit.state_dict()}, ckpt)
 
-    stats = _tool('attention_stats')
     times = {}
     for i, device in enumerate((dev_a, dev_b)):
         t0 = time.time()
-        stats.main([ckpt, '--format', 'timm', '--data', osp.join(data, 'val'),
-                    '--out', osp.join(args.out, f'stats{i}_{device}'),
-                    '--num-images', str(args.num_images), '--batch-size', '32',
-                    '--device', device])
+        attention_stats_report(
+            ckpt, osp.join(data, 'val'), osp.join(args.out, f'stats{i}_{device}'),
+            ckpt_format='timm', num_images=args.num_images, batch_size=32,
+            device=device)
         times[f'attention_stats {device}'] = time.time() - t0
     a = _rows(osp.join(args.out, f'stats0_{dev_a}', 'attention_stats.csv'))
     b = _rows(osp.join(args.out, f'stats1_{dev_b}', 'attention_stats.csv'))
@@ -77,9 +68,9 @@ def main():
              for k in ('attn_distance_px', 'attn_entropy_nats', 'nmi')}
     print(f'max |{dev_a} - {dev_b}| over 144 (layer, head):', worst)
     t0 = time.time()
-    _tool('visualize_masking').main([
-        ckpt, '--format', 'timm', '--data', osp.join(data, 'val'), '--out',
-        osp.join(args.out, 'masking.png'), '--device', dev_a])
+    masking_schedule_figure(ckpt, osp.join(data, 'val'),
+                            osp.join(args.out, 'masking.png'),
+                            ckpt_format='timm', device=dev_a)
     times[f'visualize_masking {dev_a}'] = time.time() - t0
     print('seconds (incl. model build and image reading):', {
         k: round(v, 1) for k, v in times.items()})

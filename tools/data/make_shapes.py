@@ -8,23 +8,21 @@ writes ``data/shapes/imagenet`` and ``data/shapes/coco`` and prints their paths.
 Re-running with the same parameters is a no-op.
 """
 import argparse
-import importlib.util
 import os.path as osp
+import sys
 import time
 
-# mmhybrid/datasets/shapes.py needs only numpy + Pillow. Load it by path rather
-# than through ``import mmhybrid``, which would pull in torch and the OpenMMLab
-# stack just to write a few images (and would need them installed).
-_SHAPES_PY = osp.normpath(osp.join(osp.dirname(osp.abspath(__file__)), '..', '..',
-                                   'mmhybrid', 'datasets', 'shapes.py'))
-_spec = importlib.util.spec_from_file_location('_mmhybrid_shapes', _SHAPES_PY)
-shapes = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(shapes)
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if ROOT not in sys.path:  # this checkout's mmhybrid, not another install's
+    sys.path.insert(0, ROOT)
+
+from mmhybrid.datasets.shapes import (make_ade20k_style,  # noqa: E402
+                                      make_coco_style, make_imagenet_style)
 
 MAKERS = {
-    'imagenet': shapes.make_imagenet_style,
-    'ade20k': shapes.make_ade20k_style,
-    'coco': shapes.make_coco_style,
+    'imagenet': make_imagenet_style,
+    'ade20k': make_ade20k_style,
+    'coco': make_coco_style,
 }
 
 

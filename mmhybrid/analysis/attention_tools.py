@@ -1,0 +1,328 @@
+"""What ``tools/analysis/attention_stats.py`` and ``visualize_masking.py`` do,
+as functions: per layer and head attention statistics of any ViT mmhybrid can
+load, and the kept vs. masked tokens along the progressive masking schedule.
+
+A *source* is a config (``.py``; the ViT is one of its components, weights
+from ``checkpoint`` or the config's own teacher entries) or a checkpoint file
+(``.pth``, ``.pt``, ``.bin``, ``.safetensors``, URL; the architecture is read
+off the weights unless ``arch`` is given).
+"""
+import os
+import os.path as osp
+import time
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from mmhybrid.utils.checkpoint import CheckpointError
+from .attention_report import (compute_attention_stats, layer_summary,
+                               plot_stats, uniform_reference, write_csv)
+from .vit_loading import load_images, vit_from_checkpoint, vit_from_config
+
+
+def load_source_config(source: str, cfg_options: Optional[dict] = None):
+    """A config source with ``cfg_options`` merged and its
+    ``custom_imports`` imported."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(source)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if cfg.get('custom_imports'):
+        from mmengine.utils import import_modules_from_strings
+        import_modules_from_strings(**cfg.custom_imports)
+    return cfg
+
+
+def load_source_vit(tool: str, source: str, cfg=None, component: str = 'student',
+                    checkpoint: Optional[str] = None,
+                    ckpt_format: str = 'auto', arch: Optional[str] = None,
+                    num_heads: Optional[int] = None,
+                    patch_size: Optional[int] = None,
+                    img_size: Optional[int] = None, clip_norm: bool = False,
+                    quick_gelu: bool = False, random_init: bool = False,
+                    device: str = 'cpu'):
+    """The analysis ViT of a config (``cfg``, loaded from ``source``) or of a
+    checkpoint file ``source``; an unusable source ends ``tool`` with one
+    line."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        try:
+            if cfg is not None:
+                return vit_from_config(
+                    cfg, component, checkpoint, ckpt_format,
+                    clip_norm=clip_norm or None, random_init=random_init,
+                    device=device)
+            if checkpoint:
+                raise ValueError('--checkpoint is for a config source; the '
+                                 'source is already a checkpoint')
+            return vit_from_checkpoint(
+                source, ckpt_format, arch, num_heads, patch_size, img_size,
+                clip_norm=True if clip_norm else None, quick_gelu=quick_gelu,
+                device=device)
+        except (CheckpointError, ValueError, FileNotFoundError) as e:
+            raise SystemExit(f'{tool}: {e}') from None
+
+
+def _device(device: Optional[str]) -> str:
+    return device or ('cuda' if torch.cuda.is_available() else 'cpu')
+
+
+def attention_stats_report(source: str, data: str, out: str,
+                           checkpoint: Optional[str] = None,
+                           component: str = 'student',
+                           ckpt_format: str = 'auto',
+                           arch: Optional[str] = None,
+                           num_heads: Optional[int] = None,
+                           patch_size: Optional[int] = None,
+                           img_size: Optional[int] = None,
+                           clip_norm: bool = False, quick_gelu: bool = False,
+                           random_init: bool = False, num_images: int = 64,
+                           batch_size: int = 16, seed: int = 0,
+                           name: Optional[str] = None,
+                           device: Optional[str] = None,
+                           cfg_options: Optional[dict] = None) -> List[str]:
+    """Per layer and head attention distance, entropy and NMI of a ViT on
+    ``num_images`` images of ``data``, written to ``out``:
+    ``attention_stats.csv`` (one row per layer and head),
+    ``attention_stats.png`` and ``summary.txt`` (also printed).
+
+    Args:
+        source (str): A config or a checkpoint file.
+        data (str): Image folder, read recursively.
+        out (str): Output folder.
+        checkpoint (str, optional): Weights for a config source.
+        component (str): With a HybridDistill config: ``'student'``,
+            ``'teacher_feat'`` or ``'teacher_rel'`` (teachers default to the
+            config's own checkpoint). Defaults to ``'student'``.
+        ckpt_format (str): ``'auto'``, ``'mmpretrain'``, ``'openai_clip'`` or
+            ``'timm'``. Defaults to ``'auto'``.
+        arch (str, optional): Checkpoint source: mmpretrain arch name or
+            ``'EMBED,LAYERS,HEADS[,FFN]'``; default read off the weights.
+        num_heads (int, optional): Override the head count.
+        patch_size (int, optional): Default: the patch embedding's kernel.
+        img_size (int, optional): Default: position grid x patch size.
+        clip_norm (bool): CLIP mean/std instead of ImageNet's (automatic for
+            OpenAI CLIP files). Defaults to False.
+        quick_gelu (bool): QuickGELU MLPs. Defaults to False.
+        random_init (bool): Config source: the seeded random init.
+            Defaults to False.
+        num_images (int): Images to average over (seeded subset).
+            Defaults to 64.
+        batch_size (int): Defaults to 16.
+        seed (int): Defaults to 0.
+        name (str, optional): Model name in the CSV and plot title.
+        device (str, optional): Default: cuda when available, else cpu.
+        cfg_options (dict, optional): Config source: overrides.
+
+    Returns:
+        list[str]: The summary lines.
+    """
+    device = _device(device)
+    t0 = time.time()
+    torch.manual_seed(seed)
+    cfg = (load_source_config(source, cfg_options)
+           if source.endswith('.py') else None)
+    vit = load_source_vit('attention_stats', source, cfg, component,
+                          checkpoint, ckpt_format, arch, num_heads, patch_size,
+                          img_size, clip_norm, quick_gelu, random_init, device)
+    images, paths = load_images(data, vit.img_size, num_images, seed)
+    if not name:  # a teacher of a config is named for its component
+        name = (component if component != 'student' and cfg is not None else
+                osp.splitext(osp.basename(checkpoint or source))[0])
+    stats = compute_attention_stats(vit, images, batch_size)
+
+    os.makedirs(out, exist_ok=True)
+    csv_path = osp.join(out, 'attention_stats.csv')
+    png_path = osp.join(out, 'attention_stats.png')
+    write_csv(csv_path, stats, name, len(paths))
+    h, w = vit.grid_hw
+    ref = uniform_reference(vit.grid_hw, vit.patch_size)
+    plot_stats({name: stats}, png_path,
+               title=f'{name}: {len(paths)} images, {vit.img_size[0]} px, '
+               f'{h}x{w} patches',
+               reference=ref)
+    lines = [
+        f'model: {name}', f'weights: {vit.source}',
+        f'images: {len(paths)} from {data} at {vit.img_size[0]}x'
+        f'{vit.img_size[1]} (mean {tuple(round(v, 2) for v in vit.mean)}, '
+        f'std {tuple(round(v, 2) for v in vit.std)}), device {device}',
+        f'{vit.model.num_layers} layers x {vit.model.num_heads} heads; '
+        'per layer: head mean [min, max]; uniform attention would give '
+        f"distance {ref['distance']:.2f} px, entropy {ref['entropy']:.3f} "
+        'nats, NMI 0'
+    ] + layer_summary(stats)
+    with open(osp.join(out, 'summary.txt'), 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    print('\n'.join(lines))
+    print(f'wrote {csv_path}, {png_path} ({time.time() - t0:.1f}s)')
+    return lines
+
+
+def schedule_from_config(cfg):
+    """``(hook or None, max_iters or None, token_selection, importance_source)``
+    of a HybridDistill config."""
+    from mmhybrid.engine.hooks.progressive_masking_hook import \
+        ProgressiveMaskingHook
+    from mmhybrid.engine.preflight import type_name
+    hook = None
+    for h in cfg.get('custom_hooks', None) or []:
+        if type_name(h) == 'ProgressiveMaskingHook':
+            kwargs = {k: v for k, v in h.items() if k not in ('type', 'priority')}
+            hook = ProgressiveMaskingHook(**kwargs)
+    train_cfg = cfg.get('train_cfg', None) or {}
+    max_iters = train_cfg.get('max_iters')
+    return (hook, max_iters, cfg.model.get('token_selection', 'sample'),
+            cfg.model.get('importance_source', 'feat'))
+
+
+def masking_schedule_figure(source: str, data: str, out: str,
+                            checkpoint: Optional[str] = None,
+                            importance: Optional[str] = None,
+                            ckpt_format: str = 'auto',
+                            arch: Optional[str] = None,
+                            num_heads: Optional[int] = None,
+                            patch_size: Optional[int] = None,
+                            img_size: Optional[int] = None,
+                            clip_norm: bool = False, quick_gelu: bool = False,
+                            final_ratio: Optional[float] = None,
+                            schedule: Optional[str] = None,
+                            selection: Optional[str] = None,
+                            points: str = '0,0.25,0.5,0.75,1',
+                            num_images: int = 4, seed: int = 0,
+                            device: Optional[str] = None,
+                            cfg_options: Optional[dict] = None) -> str:
+    """Kept vs. masked tokens along the progressive masking schedule, as one
+    PNG grid (rows: images; columns: the image, the teacher's token
+    importance, the kept tokens at each schedule point).
+
+    The tokens are chosen as in training (``ratio_at`` / ``mask_ratio_at``,
+    ``num_kept_tokens``, ``select_kept_tokens``), each column from the same
+    random stream, so with ``sample`` the kept sets are nested.
+
+    Args:
+        source (str): A HybridDistill config or the importance teacher's
+            checkpoint file.
+        data (str): Image folder, read recursively.
+        out (str): Output PNG, or a folder (``masking_schedule.png`` in it).
+        checkpoint (str, optional): Config source: the importance teacher's
+            weights instead of the config's.
+        importance (str, optional): Config source: ``'feat'`` or ``'rel'``,
+            whose [CLS] attention ranks tokens. Default: the config's.
+        ckpt_format, arch, num_heads, patch_size, img_size, clip_norm,
+            quick_gelu: As in :func:`attention_stats_report`.
+        final_ratio (float, optional): Default: the config's hook, else 0.5.
+        schedule (str, optional): ``'linear'``, ``'cosine'`` or
+            ``'constant'``. Default: the config's hook, else linear.
+        selection (str, optional): ``'sample'`` or ``'topk'``. Default: the
+            config's token_selection, else sample.
+        points (str): Schedule points, comma-separated fractions of training.
+            Defaults to ``'0,0.25,0.5,0.75,1'``.
+        num_images (int): Rows. Defaults to 4.
+        seed (int): Defaults to 0.
+        device (str, optional): Default: cuda when available, else cpu.
+        cfg_options (dict, optional): Config source: overrides.
+
+    Returns:
+        str: The PNG written.
+    """
+    from mmhybrid.models.utils.token_masking import (mask_ratio_at,
+                                                     num_kept_tokens,
+                                                     select_kept_tokens)
+    device = _device(device)
+    fractions = [float(v) for v in points.split(',') if v.strip()]
+    if not fractions or not all(0.0 <= p <= 1.0 for p in fractions):
+        raise SystemExit(f'--points must be fractions in [0, 1], got '
+                         f'{points!r}')
+    hook = max_iters = cfg = None
+    default_selection, source_name = 'sample', 'teacher'
+    fixed_ratio = None  # a config without the hook keeps model.mask_ratio
+    if source.endswith('.py'):
+        cfg = load_source_config(source, cfg_options)
+        hook, max_iters, default_selection, imp = schedule_from_config(cfg)
+        if hook is None:
+            fixed_ratio = float(cfg.model.get('mask_ratio', 0.0))
+        source_name = f'teacher_{importance or imp}'
+    vit = load_source_vit('visualize_masking', source, cfg, source_name,
+                          checkpoint, ckpt_format, arch, num_heads, patch_size,
+                          img_size, clip_norm, quick_gelu, device=device)
+    selection = selection or default_selection
+    default_final, default_schedule = (
+        (hook.final_ratio, hook.schedule) if hook else
+        (0.5, 'linear') if fixed_ratio is None else (fixed_ratio, 'constant'))
+    final = final_ratio if final_ratio is not None else default_final
+    from_hook = (max_iters and hook is not None and final_ratio is None
+                 and schedule is None)
+    schedule = schedule or default_schedule
+    start = hook.start_ratio if hook else 0.0
+
+    images, _ = load_images(data, vit.img_size, num_images, seed)
+    with torch.no_grad():
+        fwd = vit.model.forward_distill(vit.normalize(images), cls_attn=True)
+    importance_map = fwd.cls_attn.float().cpu()  # (B, N)
+    n = importance_map.shape[1]
+
+    columns = []  # (title, keep mask (B, N) bool)
+    for p in fractions:
+        if from_hook:
+            it = int(round(p * max_iters))
+            ratio = hook.ratio_at(it, max_iters)
+            label = f'iter {it}/{max_iters}'
+        else:
+            ratio = mask_ratio_at(p, final, schedule, start)
+            label = f'{100 * p:.0f}% of training'
+        k = num_kept_tokens(n, ratio)
+        g = torch.Generator().manual_seed(seed)
+        idx = select_kept_tokens(importance_map, k, selection, generator=g)
+        keep = torch.zeros(importance_map.shape, dtype=torch.bool)
+        keep.scatter_(1, idx, True)
+        columns.append((f'{label}\nratio {ratio:.2f}, {k}/{n} kept', keep))
+
+    out_path = out
+    if osp.isdir(out_path) or not out_path.lower().endswith('.png'):
+        out_path = osp.join(out_path, 'masking_schedule.png')
+    _draw_masking(images, importance_map, columns, vit, source_name,
+                  f'progressive token masking: {schedule} to {final:.2f}, '
+                  f'selection {selection}; grey = masked', out_path)
+    print(f'importance from {vit.source}')
+    for title, _ in columns:
+        print(f'  {title.replace(chr(10), ": ")}')
+    print(f'wrote {out_path}')
+    return out_path
+
+
+def _draw_masking(images: torch.Tensor, importance: torch.Tensor,
+                  columns: Sequence[tuple], vit, source_name: str, title: str,
+                  path: str) -> None:
+    """The masking grid: image, importance heat map, one column per
+    schedule point (masked patches greyed out)."""
+    from .attention_report import _plt, _save
+    plt = _plt()
+    gh, gw = vit.grid_hw
+    ph, pw = vit.patch_size
+    rows, cols = images.shape[0], 2 + len(columns)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 1.9 * rows + 0.6),
+                             squeeze=False)
+    imgs = images.permute(0, 2, 3, 1).numpy().astype(np.float32) / 255.0
+    for r in range(rows):
+        axes[r, 0].imshow(imgs[r], interpolation='nearest')
+        heat = importance[r].view(gh, gw).numpy()
+        axes[r, 1].imshow(imgs[r], interpolation='nearest')
+        axes[r, 1].imshow(np.kron(heat, np.ones((ph, pw))), cmap='inferno',
+                          alpha=0.65, interpolation='nearest')
+        for c, (col_title, keep) in enumerate(columns):
+            m = np.kron(keep[r].view(gh, gw).numpy().astype(np.float32),
+                        np.ones((ph, pw)))[..., None]
+            shown = imgs[r] * m + (0.25 * imgs[r] + 0.45) * (1 - m)
+            axes[r, 2 + c].imshow(shown, interpolation='nearest')
+            if r == 0:
+                axes[r, 2 + c].set_title(col_title, fontsize=7)
+        if r == 0:
+            axes[r, 0].set_title('image', fontsize=7)
+            axes[r, 1].set_title(f'importance\n({source_name} [CLS] attn)',
+                                 fontsize=7)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(title, fontsize=8)
+    _save(fig, path, dpi=80)
