@@ -238,24 +238,8 @@ def plot_layer_means(stats_by_model: Dict[str, Dict[str, np.ndarray]],
                      dpi: int = 90) -> str:
     """Head-averaged statistic per layer, one line per model (compact view),
     with the dashed ``reference`` (e.g. :func:`uniform_reference`)."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(metrics),
-                             figsize=(3.6 * len(metrics) + 1.6, 2.9),
-                             squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        for name, stats in stats_by_model.items():
-            a = stats[metric]
-            ax.plot(np.arange(1, a.shape[0] + 1), a.mean(1), 'o-', ms=3,
-                    label=name)
-        if reference is not None and metric in reference:
-            ax.axhline(reference[metric], ls='--', lw=0.8, color='grey',
-                       label='uniform attention')
-        ax.set_xlabel('layer')
-        ax.set_xticks(range(1, a.shape[0] + 1))
-        ax.set_ylabel(METRIC_LABELS[metric] + ', head mean')
-        ax.grid(alpha=0.3)
-    axes[0, -1].legend(fontsize=7, loc='center left', bbox_to_anchor=(1.02, 0.5))
-    return _save(fig, path, dpi)
+    return _plot_layers({k: [v] for k, v in stats_by_model.items()}, path,
+                        metrics, reference, dpi, repeats=False)
 
 
 def plot_layer_bands(runs_by_model: Dict[str, Sequence[Dict[str, np.ndarray]]],
@@ -265,6 +249,17 @@ def plot_layer_bands(runs_by_model: Dict[str, Sequence[Dict[str, np.ndarray]]],
                      dpi: int = 90) -> str:
     """Head-averaged statistic per layer, mean over repeats (seeds) with a
     +-1 std band, one line per model, and the dashed ``reference``."""
+    return _plot_layers(runs_by_model, path, metrics, reference, dpi,
+                        repeats=True)
+
+
+def _plot_layers(runs_by_model: Dict[str, Sequence[Dict[str, np.ndarray]]],
+                 path: str, metrics: Sequence[str],
+                 reference: Optional[Dict[str, float]], dpi: int,
+                 repeats: bool) -> str:
+    """One panel per metric: the head mean per layer of every model, mean over
+    its runs; with ``repeats``, a +-1 std band and the run count in the
+    legend."""
     plt = _plt()
     fig, axes = plt.subplots(1, len(metrics),
                              figsize=(3.6 * len(metrics) + 1.8, 2.9),
@@ -274,11 +269,12 @@ def plot_layer_bands(runs_by_model: Dict[str, Sequence[Dict[str, np.ndarray]]],
             per_run = np.stack([r[metric].mean(1) for r in runs])  # (S, L)
             x = np.arange(1, per_run.shape[1] + 1)
             mean = per_run.mean(0)
-            std = per_run.std(0, ddof=1) if len(runs) > 1 else 0 * mean
-            line, = ax.plot(x, mean, 'o-', ms=3,
-                            label=f'{name} (n={len(runs)})')
-            ax.fill_between(x, mean - std, mean + std, alpha=0.2,
-                            color=line.get_color())
+            label = f'{name} (n={len(runs)})' if repeats else name
+            line, = ax.plot(x, mean, 'o-', ms=3, label=label)
+            if repeats and len(runs) > 1:
+                std = per_run.std(0, ddof=1)
+                ax.fill_between(x, mean - std, mean + std, alpha=0.2,
+                                color=line.get_color())
         if reference is not None and metric in reference:
             ax.axhline(reference[metric], ls='--', lw=0.8, color='grey',
                        label='uniform attention')

@@ -34,17 +34,78 @@ def load_source_config(source: str, cfg_options: Optional[dict] = None):
     return cfg
 
 
-def load_source_vit(tool: str, source: str, cfg=None, component: str = 'student',
-                    checkpoint: Optional[str] = None,
+def add_source_args(parser, source_help: str, out_help: str,
+                    checkpoint_help: str) -> None:
+    """The source, images and output of an analysis tool and the options of
+    :func:`load_source_vit` (``--format`` lands in ``ckpt_format``), with the
+    seed, device and config overrides both analysis tools take."""
+    from mmengine.config import DictAction
+    parser.add_argument('source', metavar='CONFIG_OR_CKPT', help=source_help)
+    parser.add_argument('--data', required=True,
+                        help='image folder, read recursively')
+    parser.add_argument('--out', required=True, help=out_help)
+    parser.add_argument('--checkpoint', help=checkpoint_help)
+    parser.add_argument('--format', dest='ckpt_format', default='auto',
+                        choices=['auto', 'mmpretrain', 'openai_clip', 'timm'],
+                        help='checkpoint layout. Default: auto')
+    parser.add_argument('--arch', help="checkpoint source: mmpretrain arch "
+                        "name ('b', 'l', 'deit-s', ...) or "
+                        "'EMBED,LAYERS,HEADS[,FFN]'. Default: read off the "
+                        'weights, 64 channels per head')
+    parser.add_argument('--num-heads', type=int,
+                        help='override the head count')
+    parser.add_argument('--patch-size', type=int,
+                        help="default: the checkpoint's patch embedding kernel")
+    parser.add_argument('--img-size', type=int,
+                        help="default: the checkpoint's position grid x patch "
+                        'size')
+    parser.add_argument('--clip-norm', action='store_true',
+                        help="CLIP mean/std instead of ImageNet's (automatic "
+                        'for openai_clip files)')
+    parser.add_argument('--quick-gelu', action='store_true',
+                        help='QuickGELU MLPs (timm ports of OpenAI CLIP)')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='image subset and random init. Default: 0')
+    parser.add_argument('--device', default=None,
+                        help='default: cuda when available, else cpu')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='config source: key=value overrides')
+
+
+def load_source_vit(tool: str, source: str, cfg=None,
+                    component: str = 'student', random_init: bool = False,
+                    device: str = 'cpu', checkpoint: Optional[str] = None,
                     ckpt_format: str = 'auto', arch: Optional[str] = None,
                     num_heads: Optional[int] = None,
                     patch_size: Optional[int] = None,
                     img_size: Optional[int] = None, clip_norm: bool = False,
-                    quick_gelu: bool = False, random_init: bool = False,
-                    device: str = 'cpu'):
+                    quick_gelu: bool = False):
     """The analysis ViT of a config (``cfg``, loaded from ``source``) or of a
     checkpoint file ``source``; an unusable source ends ``tool`` with one
-    line."""
+    line.
+
+    Args:
+        tool (str): Names the tool in the error line.
+        source (str): A config or a checkpoint file.
+        cfg (Config, optional): The config of a config source.
+        component (str): Config source: ``'student'``, ``'teacher_feat'`` or
+            ``'teacher_rel'`` (teachers default to the config's own
+            checkpoint). Defaults to ``'student'``.
+        random_init (bool): Config source: the seeded random init.
+            Defaults to False.
+        device (str): Defaults to ``'cpu'``.
+        checkpoint (str, optional): Config source: the component's weights.
+        ckpt_format (str): ``'auto'``, ``'mmpretrain'``, ``'openai_clip'`` or
+            ``'timm'``. Defaults to ``'auto'``.
+        arch (str, optional): Checkpoint source: mmpretrain arch name or
+            ``'EMBED,LAYERS,HEADS[,FFN]'``; default read off the weights.
+        num_heads (int, optional): Override the head count.
+        patch_size (int, optional): Default: the patch embedding's kernel.
+        img_size (int, optional): Default: position grid x patch size.
+        clip_norm (bool): CLIP mean/std instead of ImageNet's (automatic for
+            OpenAI CLIP files). Defaults to False.
+        quick_gelu (bool): QuickGELU MLPs. Defaults to False.
+    """
     from mmengine.registry import DefaultScope
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         try:
@@ -69,19 +130,13 @@ def _device(device: Optional[str]) -> str:
 
 
 def attention_stats_report(source: str, data: str, out: str,
-                           checkpoint: Optional[str] = None,
                            component: str = 'student',
-                           ckpt_format: str = 'auto',
-                           arch: Optional[str] = None,
-                           num_heads: Optional[int] = None,
-                           patch_size: Optional[int] = None,
-                           img_size: Optional[int] = None,
-                           clip_norm: bool = False, quick_gelu: bool = False,
                            random_init: bool = False, num_images: int = 64,
                            batch_size: int = 16, seed: int = 0,
                            name: Optional[str] = None,
                            device: Optional[str] = None,
-                           cfg_options: Optional[dict] = None) -> List[str]:
+                           cfg_options: Optional[dict] = None,
+                           **source_args) -> List[str]:
     """Per layer and head attention distance, entropy and NMI of a ViT on
     ``num_images`` images of ``data``, written to ``out``:
     ``attention_stats.csv`` (one row per layer and head),
@@ -91,20 +146,9 @@ def attention_stats_report(source: str, data: str, out: str,
         source (str): A config or a checkpoint file.
         data (str): Image folder, read recursively.
         out (str): Output folder.
-        checkpoint (str, optional): Weights for a config source.
         component (str): With a HybridDistill config: ``'student'``,
-            ``'teacher_feat'`` or ``'teacher_rel'`` (teachers default to the
-            config's own checkpoint). Defaults to ``'student'``.
-        ckpt_format (str): ``'auto'``, ``'mmpretrain'``, ``'openai_clip'`` or
-            ``'timm'``. Defaults to ``'auto'``.
-        arch (str, optional): Checkpoint source: mmpretrain arch name or
-            ``'EMBED,LAYERS,HEADS[,FFN]'``; default read off the weights.
-        num_heads (int, optional): Override the head count.
-        patch_size (int, optional): Default: the patch embedding's kernel.
-        img_size (int, optional): Default: position grid x patch size.
-        clip_norm (bool): CLIP mean/std instead of ImageNet's (automatic for
-            OpenAI CLIP files). Defaults to False.
-        quick_gelu (bool): QuickGELU MLPs. Defaults to False.
+            ``'teacher_feat'`` or ``'teacher_rel'``. Defaults to
+            ``'student'``.
         random_init (bool): Config source: the seeded random init.
             Defaults to False.
         num_images (int): Images to average over (seeded subset).
@@ -114,6 +158,9 @@ def attention_stats_report(source: str, data: str, out: str,
         name (str, optional): Model name in the CSV and plot title.
         device (str, optional): Default: cuda when available, else cpu.
         cfg_options (dict, optional): Config source: overrides.
+        **source_args: ``checkpoint``, ``ckpt_format``, ``arch``,
+            ``num_heads``, ``patch_size``, ``img_size``, ``clip_norm``,
+            ``quick_gelu``: see :func:`load_source_vit`.
 
     Returns:
         list[str]: The summary lines.
@@ -124,12 +171,12 @@ def attention_stats_report(source: str, data: str, out: str,
     cfg = (load_source_config(source, cfg_options)
            if source.endswith('.py') else None)
     vit = load_source_vit('attention_stats', source, cfg, component,
-                          checkpoint, ckpt_format, arch, num_heads, patch_size,
-                          img_size, clip_norm, quick_gelu, random_init, device)
+                          random_init, device, **source_args)
     images, paths = load_images(data, vit.img_size, num_images, seed)
     if not name:  # a teacher of a config is named for its component
+        weights = source_args.get('checkpoint') or source
         name = (component if component != 'student' and cfg is not None else
-                osp.splitext(osp.basename(checkpoint or source))[0])
+                osp.splitext(osp.basename(weights))[0])
     stats = compute_attention_stats(vit, images, batch_size)
 
     os.makedirs(out, exist_ok=True)
@@ -177,21 +224,15 @@ def schedule_from_config(cfg):
 
 
 def masking_schedule_figure(source: str, data: str, out: str,
-                            checkpoint: Optional[str] = None,
                             importance: Optional[str] = None,
-                            ckpt_format: str = 'auto',
-                            arch: Optional[str] = None,
-                            num_heads: Optional[int] = None,
-                            patch_size: Optional[int] = None,
-                            img_size: Optional[int] = None,
-                            clip_norm: bool = False, quick_gelu: bool = False,
                             final_ratio: Optional[float] = None,
                             schedule: Optional[str] = None,
                             selection: Optional[str] = None,
                             points: str = '0,0.25,0.5,0.75,1',
                             num_images: int = 4, seed: int = 0,
                             device: Optional[str] = None,
-                            cfg_options: Optional[dict] = None) -> str:
+                            cfg_options: Optional[dict] = None,
+                            **source_args) -> str:
     """Kept vs. masked tokens along the progressive masking schedule, as one
     PNG grid (rows: images; columns: the image, the teacher's token
     importance, the kept tokens at each schedule point).
@@ -205,12 +246,8 @@ def masking_schedule_figure(source: str, data: str, out: str,
             checkpoint file.
         data (str): Image folder, read recursively.
         out (str): Output PNG, or a folder (``masking_schedule.png`` in it).
-        checkpoint (str, optional): Config source: the importance teacher's
-            weights instead of the config's.
         importance (str, optional): Config source: ``'feat'`` or ``'rel'``,
             whose [CLS] attention ranks tokens. Default: the config's.
-        ckpt_format, arch, num_heads, patch_size, img_size, clip_norm,
-            quick_gelu: As in :func:`attention_stats_report`.
         final_ratio (float, optional): Default: the config's hook, else 0.5.
         schedule (str, optional): ``'linear'``, ``'cosine'`` or
             ``'constant'``. Default: the config's hook, else linear.
@@ -222,6 +259,10 @@ def masking_schedule_figure(source: str, data: str, out: str,
         seed (int): Defaults to 0.
         device (str, optional): Default: cuda when available, else cpu.
         cfg_options (dict, optional): Config source: overrides.
+        **source_args: ``checkpoint`` (config source: the importance
+            teacher's weights instead of the config's), ``ckpt_format``,
+            ``arch``, ``num_heads``, ``patch_size``, ``img_size``,
+            ``clip_norm``, ``quick_gelu``: see :func:`load_source_vit`.
 
     Returns:
         str: The PNG written.
@@ -244,8 +285,7 @@ def masking_schedule_figure(source: str, data: str, out: str,
             fixed_ratio = float(cfg.model.get('mask_ratio', 0.0))
         source_name = f'teacher_{importance or imp}'
     vit = load_source_vit('visualize_masking', source, cfg, source_name,
-                          checkpoint, ckpt_format, arch, num_heads, patch_size,
-                          img_size, clip_norm, quick_gelu, device=device)
+                          device=device, **source_args)
     selection = selection or default_selection
     default_final, default_schedule = (
         (hook.final_ratio, hook.schedule) if hook else

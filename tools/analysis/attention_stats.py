@@ -35,56 +35,33 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from mmengine.config import DictAction  # noqa: E402
+from mmhybrid.analysis.attention_tools import (  # noqa: E402
+    add_source_args, attention_stats_report)
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description='Per layer/head attention distance, entropy and NMI of a '
         'ViT checkpoint.',
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('source', metavar='CONFIG_OR_CKPT',
-                   help='a config (.py; then --checkpoint) or a checkpoint file '
-                   '(.pth, .pt, .bin, .safetensors, URL)')
-    p.add_argument('--data', required=True,
-                   help='image folder, read recursively')
-    p.add_argument('--out', required=True, help='output folder')
-    p.add_argument('--checkpoint', help='weights for a config source')
+    add_source_args(p, source_help='a config (.py; then --checkpoint) or a '
+                    'checkpoint file (.pth, .pt, .bin, .safetensors, URL)',
+                    out_help='output folder',
+                    checkpoint_help='weights for a config source')
     p.add_argument('--component', default='student',
                    choices=['student', 'teacher_feat', 'teacher_rel'],
                    help='with a HybridDistill config: which ViT (teachers '
                    'default to the config\'s own checkpoint). Default: student')
-    p.add_argument('--format', dest='ckpt_format', default='auto',
-                   choices=['auto', 'mmpretrain', 'openai_clip', 'timm'],
-                   help='checkpoint layout. Default: auto')
-    p.add_argument('--arch', help="checkpoint source: mmpretrain arch name "
-                   "('b', 'l', 'deit-s', ...) or 'EMBED,LAYERS,HEADS[,FFN]'. "
-                   'Default: read off the weights, 64 channels per head')
-    p.add_argument('--num-heads', type=int, help='override the head count')
-    p.add_argument('--patch-size', type=int,
-                   help='default: the checkpoint\'s patch embedding kernel')
-    p.add_argument('--img-size', type=int,
-                   help='default: the checkpoint\'s position grid x patch size')
-    p.add_argument('--clip-norm', action='store_true',
-                   help='CLIP mean/std instead of ImageNet\'s (automatic for '
-                   'openai_clip files)')
-    p.add_argument('--quick-gelu', action='store_true',
-                   help='QuickGELU MLPs (timm ports of OpenAI CLIP)')
     p.add_argument('--random-init', action='store_true',
                    help='config source: analyse the seeded random init')
     p.add_argument('--num-images', type=int, default=64,
                    help='images to average over (seeded subset). Default: 64')
     p.add_argument('--batch-size', type=int, default=16)
-    p.add_argument('--seed', type=int, default=0)
     p.add_argument('--name', help='model name in the CSV and plot title')
-    p.add_argument('--device', default=None,
-                   help='default: cuda when available, else cpu')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction,
-                   help='config source: key=value overrides')
     return p.parse_args(argv)
 
 
 def main(argv=None):
-    from mmhybrid.analysis.attention_tools import attention_stats_report
     return attention_stats_report(**vars(parse_args(argv)))
 
 

@@ -30,33 +30,23 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from mmengine.config import DictAction  # noqa: E402
+from mmhybrid.analysis.attention_tools import (  # noqa: E402
+    add_source_args, masking_schedule_figure)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description='Kept vs. masked tokens along the progressive schedule.',
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('source', metavar='CONFIG_OR_CKPT',
-                   help='a HybridDistill config (.py) or the importance '
-                   "teacher's checkpoint file")
-    p.add_argument('--data', required=True, help='image folder (recursive)')
-    p.add_argument('--out', required=True,
-                   help='output PNG (or a folder: FOLDER/masking_schedule.png)')
-    p.add_argument('--checkpoint',
-                   help="config source: overrides the importance teacher's "
-                   'checkpoint')
+    add_source_args(p, source_help='a HybridDistill config (.py) or the '
+                    "importance teacher's checkpoint file",
+                    out_help='output PNG (or a folder: '
+                    'FOLDER/masking_schedule.png)',
+                    checkpoint_help="config source: overrides the importance "
+                    "teacher's checkpoint")
     p.add_argument('--importance', choices=['feat', 'rel'],
                    help="config source: whose [CLS] attention ranks tokens "
                    "(default: the config's importance_source)")
-    p.add_argument('--format', dest='ckpt_format', default='auto',
-                   choices=['auto', 'mmpretrain', 'openai_clip', 'timm'])
-    p.add_argument('--arch', help='checkpoint source: see attention_stats.py')
-    p.add_argument('--num-heads', type=int)
-    p.add_argument('--patch-size', type=int)
-    p.add_argument('--img-size', type=int)
-    p.add_argument('--clip-norm', action='store_true')
-    p.add_argument('--quick-gelu', action='store_true')
     p.add_argument('--final-ratio', type=float,
                    help="default: the config's ProgressiveMaskingHook, else 0.5")
     p.add_argument('--schedule', choices=['linear', 'cosine', 'constant'],
@@ -67,14 +57,10 @@ def parse_args(argv=None):
                    help='schedule points, fractions of training. '
                    'Default: 0,0.25,0.5,0.75,1')
     p.add_argument('--num-images', type=int, default=4)
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--device', default=None)
-    p.add_argument('--cfg-options', nargs='+', action=DictAction)
     return p.parse_args(argv)
 
 
 def main(argv=None):
-    from mmhybrid.analysis.attention_tools import masking_schedule_figure
     return masking_schedule_figure(**vars(parse_args(argv)))
 
 
