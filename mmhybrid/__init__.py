@@ -1,9 +1,14 @@
 """mmhybrid: Hybrid Distillation for OpenMMLab.
 
-Importing the package applies the stack fixes of :mod:`mmhybrid.compat` and
-registers every component into mmpretrain's registries (which inherit from
-mmengine's), so ``custom_imports = dict(imports=['mmhybrid'])`` is all a config
-needs.
+Importing the package only registers: its components into mmpretrain's
+registries (which inherit from mmengine's), an mmengine file backend under a
+new name, and mmengine's checkpoint types on torch's weights-only allow-list
+(it admits more safe types, nothing else). So ``custom_imports =
+dict(imports=['mmhybrid'])`` is all a config needs, and it changes no mmengine
+function. mmhybrid's runner (``runner_type='mmpretrain.HybridRunner'``) brings
+safe checkpoint I/O and the CPU fixes; the few fixes that need a process-wide
+patch come only from :func:`enable_stack_fixes`, which mmhybrid's own entry
+points (``tools/train.py``, ``tools/test.py``) call.
 """
 from .version import __version__, check_dependency_versions, version_info
 
@@ -13,8 +18,11 @@ check_dependency_versions()
 
 from . import compat  # noqa: E402
 
-compat.apply()
+compat.register_safe_globals()
 
 from . import datasets, engine, models  # noqa: E402,F401
+from .compat import disable_stack_fixes, enable_stack_fixes  # noqa: E402
 
-__all__ = ['__version__', 'version_info']
+__all__ = [
+    '__version__', 'version_info', 'enable_stack_fixes', 'disable_stack_fixes'
+]

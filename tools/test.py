@@ -1,163 +1,19 @@
 """Test (and evaluate) a checkpoint: mmpretrain's ``tools/test.py`` flags.
 
-Works with mmhybrid, mmpretrain, mmseg and mmdet configs. Every flag means what
-it means in mmpretrain: ``--out FILE.pkl`` dumps the predictions (mmengine's
-``DumpResults``), ``--out FILE --out-item metrics`` the metrics; ``--show`` /
-``--show-dir`` switch the config's visualization hook on; ``--tta`` wraps the
-model in the config's (or mmpretrain's flip) test-time augmentation; ``--amp``
-tests under autocast; a config's ``runner_type`` (``FlexibleRunner``) is
-honoured. On top of mmpretrain's tool:
-
-* the checkpoint is read through mmhybrid's safe I/O (no code runs from it);
-* ``--show`` / ``--show-dir`` also drive mmseg's and mmdet's visualization hooks;
-* ``--out metrics.json`` (or ``.yaml``) without ``--out-item``, which mmpretrain
-  refuses, still writes the metrics as this tool did before (with a warning);
-* a bad flag or checkpoint ends with a one-line ``ERROR:`` and exit status 1.
+The command line and what it does live in :mod:`mmhybrid.apis.test` (see its
+docstring); this file runs it with this checkout's mmhybrid.
 """
-import argparse
-import os
-from copy import deepcopy
+import os.path as osp
+import sys
 
-from mmengine.config import Config, ConfigDict, DictAction
+# this checkout first: with an editable install of another checkout, or a
+# stale installed copy, `python tools/test.py` would otherwise run that one
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if sys.path[:1] != [ROOT]:
+    sys.path.insert(0, ROOT)
 
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description='MMPreTrain test (and eval) a model')
-    parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument(
-        '--work-dir',
-        help='the directory to save the file containing evaluation metrics')
-    parser.add_argument(
-        '--out',
-        help='the file to output results: the predictions (a .pkl file), or '
-        'with --out-item metrics the metrics (.json, .yaml or .pkl)')
-    parser.add_argument(
-        '--out-item',
-        choices=['metrics', 'pred'],
-        help='To output whether metrics or predictions. '
-        'Defaults to output predictions.')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file. If the value to '
-        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
-        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
-        'Note that the quotation marks are necessary and that no white space '
-        'is allowed.')
-    parser.add_argument(
-        '--amp',
-        action='store_true',
-        help='enable automatic-mixed-precision test')
-    parser.add_argument(
-        '--show-dir',
-        help='directory where the visualization images will be saved.')
-    parser.add_argument(
-        '--show',
-        action='store_true',
-        help='whether to display the prediction results in a window.')
-    parser.add_argument(
-        '--interval',
-        type=int,
-        default=1,
-        help='visualize per interval samples.')
-    parser.add_argument(
-        '--wait-time',
-        type=float,
-        default=2,
-        help='display time of every window. (second)')
-    parser.add_argument(
-        '--no-pin-memory',
-        action='store_true',
-        help='whether to disable the pin_memory option in dataloaders.')
-    parser.add_argument(
-        '--tta',
-        action='store_true',
-        help='Whether to enable the Test-Time-Aug (TTA). If the config file '
-        'has `tta_pipeline` and `tta_model` fields, use them to determine the '
-        'TTA transforms and how to merge the TTA results. Otherwise, use flip '
-        'TTA by averaging classification score.')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    # When using PyTorch version >= 2.0.0, the `torch.distributed.launch`
-    # will pass the `--local-rank` parameter to `tools/test.py` instead
-    # of `--local_rank`.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
-
-
-def merge_args(cfg, args):
-    """Merge CLI arguments to config."""
-    from mmhybrid.apis import (enable_test_amp, enable_tta,
-                               enable_visualization, set_work_dir)
-    cfg.launcher = args.launcher
-    set_work_dir(cfg, args.work_dir, args.config)
-    cfg.load_from = args.checkpoint
-
-    if args.amp:
-        enable_test_amp(cfg)
-    if args.show or args.show_dir is not None:
-        enable_visualization(cfg, args.config, args.show, args.show_dir,
-                             args.interval, args.wait_time)
-    if args.tta:
-        enable_tta(cfg, args.config)
-
-    # mmpretrain's dataloader defaults; the config's own values win
-    default_dataloader_cfg = ConfigDict(
-        pin_memory=True,
-        collate_fn=dict(type='default_collate'),
-    )
-    if cfg.get('test_dataloader', None) is not None:
-        dataloader_cfg = deepcopy(default_dataloader_cfg)
-        dataloader_cfg.update(cfg.test_dataloader)
-        if args.no_pin_memory:
-            dataloader_cfg['pin_memory'] = False
-        cfg.test_dataloader = dataloader_cfg
-
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    return cfg
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    # registers mmhybrid's components and applies its stack fixes (safe
-    # checkpoint I/O included) even when a config forgets custom_imports
-    import mmhybrid  # noqa: F401
-    from mmengine.evaluator import DumpResults
-
-    from mmhybrid.apis import build_runner, dump_metrics, output_item
-
-    # before anything is built: a wrong --out fails in a second, not after
-    # the whole test set
-    item = output_item(args.out, args.out_item)
-
-    cfg = Config.fromfile(args.config)
-    cfg = merge_args(cfg, args)
-
-    runner = build_runner(cfg)
-    if item == 'pred':
-        runner.test_evaluator.metrics.append(
-            DumpResults(out_file_path=args.out))
-    metrics = runner.test()
-    if item == 'metrics':
-        dump_metrics(metrics, args.out)
-    return runner
-
-
-def cli():
-    from mmhybrid.apis import run_tool
-    run_tool(main)
-
+# main / parse_args / merge_args: re-exported for scripts that load this file
+from mmhybrid.apis.test import cli, main, merge_args, parse_args  # noqa: E402,F401,E501
 
 if __name__ == '__main__':
     cli()

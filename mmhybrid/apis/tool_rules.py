@@ -16,9 +16,9 @@ from mmengine.config import Config, ConfigDict
 from ..engine.preflight import type_name
 
 __all__ = [
-    'UsageError', 'build_runner', 'set_work_dir', 'enable_train_amp',
-    'enable_test_amp', 'enable_visualization', 'enable_tta', 'output_item',
-    'dump_metrics', 'run_tool'
+    'UsageError', 'build_runner', 'enable_entry_point_fixes', 'set_work_dir',
+    'enable_train_amp', 'enable_test_amp', 'enable_visualization',
+    'enable_tta', 'output_item', 'dump_metrics', 'run_tool'
 ]
 
 # mmengine's DumpResults refuses anything else
@@ -32,23 +32,54 @@ class UsageError(ValueError):
 
 
 def build_runner(cfg: Config):
-    """Build the runner as mmpretrain's tools do.
+    """Build the runner of a tool run.
 
     A config with ``runner_type`` (e.g. ``'FlexibleRunner'``, whose
     ``strategy`` runs FSDP or DeepSpeed) is built through mmengine's
-    ``RUNNERS`` registry; any other config by ``Runner.from_cfg``.
+    ``RUNNERS`` registry, as mmpretrain's tools do; any other config by
+    :class:`mmhybrid.engine.HybridRunner` (mmengine's ``Runner`` with
+    mmhybrid's checkpoint I/O and CPU fixes).
 
     Args:
         cfg (Config): The merged config.
 
     Returns:
-        Runner or FlexibleRunner: The runner, not yet started.
+        HybridRunner, or the runner ``runner_type`` names: not yet started.
     """
     from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-    if 'runner_type' not in cfg:
-        return Runner.from_cfg(cfg)
+
+    from ..engine.runners import HybridRunner
+    if cfg.get('runner_type', None) is None:
+        return HybridRunner.from_cfg(cfg)
     return RUNNERS.build(cfg)
+
+
+def enable_entry_point_fixes(cfg: Config) -> list:
+    """Apply the process-wide stack fixes this run needs (entry points only).
+
+    A run on :class:`~mmhybrid.engine.HybridRunner` needs only its
+    ``PROCESS_FIXES``; any other runner (``FlexibleRunner``) all of
+    :data:`mmhybrid.compat.STACK_FIXES` (each where the installed versions
+    have the bug).
+
+    Returns:
+        list[str]: The names of the fixes now enabled in this process.
+    """
+    from mmengine.registry import RUNNERS
+
+    from ..compat import enable_stack_fixes
+    from ..engine.runners import HybridRunner
+    runner_type = cfg.get('runner_type', None)
+    runner_cls = HybridRunner
+    if isinstance(runner_type, str):
+        with RUNNERS.switch_scope_and_registry(
+                cfg.get('default_scope', None)) as registry:
+            runner_cls = registry.get(runner_type)
+    elif runner_type is not None:
+        runner_cls = runner_type
+    if isinstance(runner_cls, type) and issubclass(runner_cls, HybridRunner):
+        return enable_stack_fixes(HybridRunner.PROCESS_FIXES)
+    return enable_stack_fixes()
 
 
 def set_work_dir(cfg: Config, work_dir: Optional[str], config: str) -> None:

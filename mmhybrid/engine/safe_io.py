@@ -1,31 +1,39 @@
-"""Every checkpoint mmengine reads or writes goes through mmhybrid's safe I/O.
+"""mmhybrid's checkpoint I/O rules for mmengine: safe reads, atomic finite
+writes, an auto-resume that skips unreadable files.
 
-Applied once, when :mod:`mmhybrid` is imported (:func:`apply`, idempotent):
+Nothing here changes mmengine on import. Two mechanisms deliver the rules:
 
-* **Reading.** mmengine reads checkpoints through ``CheckpointLoader`` (used by
-  ``Runner.resume`` / ``--resume``, ``load_from``, ``Runner.load_checkpoint``,
-  ``mmengine.runner.load_checkpoint`` and the ``Pretrained`` initialiser).
-  Every scheme it knows (local paths, ``http(s)://``, ``torchvision://``,
-  ``open-mmlab://``, ``mmcls://``, ``s3://``/``petrel://``, ``pavi://``) is
-  re-registered so that the bytes end up in
-  :func:`mmhybrid.utils.checkpoint.load_checkpoint_file`: a weights-only
-  unpickler with the allow-list of :mod:`mmhybrid.compat` (torch's own on
-  torch >= 2.6, :mod:`mmhybrid.utils.safe_unpickler` on 2.1-2.5), or
+* :class:`mmhybrid.engine.HybridRunner` (``runner_type``, the default of
+  ``tools/train.py`` / ``tools/test.py``) uses them from its own methods:
+  ``load_checkpoint`` / ``resume`` read through
+  :func:`mmhybrid.utils.checkpoint.load_checkpoint_file`, ``save_checkpoint``
+  refuses non-finite weights and writes through :class:`AtomicLocalBackend`
+  (a registered mmengine file backend), ``load_or_resume`` picks the checkpoint
+  with :func:`find_latest_checkpoint`.
+* For other runners (``FlexibleRunner``) and mmengine's free functions
+  (``init_cfg=dict(type='Pretrained')``, ``mmengine.runner.load_checkpoint``),
+  :func:`mmhybrid.enable_stack_fixes`, called by the entry points, registers
+  :data:`SAFE_SCHEMES` with ``CheckpointLoader`` and routes
+  ``mmengine.runner.checkpoint.save_checkpoint`` / ``find_latest_checkpoint`` /
+  ``CheckpointHook``'s ``last_checkpoint`` through the functions below.
+
+The rules:
+
+* **Reading.** Every scheme mmengine knows (local paths, ``http(s)://``,
+  ``torchvision://``, ``open-mmlab://``, ``mmcls://``, ``s3://``/``petrel://``,
+  ``pavi://``) ends in :func:`mmhybrid.utils.checkpoint.load_checkpoint_file`:
+  a weights-only unpickler with the allow-list of :mod:`mmhybrid.compat`, or
   safetensors. A file whose unpickling would run code is refused with a
   :class:`CheckpointError` that names it and the refused global.
-  ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` cannot switch this off (the loader
-  chooses its unpickler explicitly).
-* **Writing.** ``mmengine.runner.checkpoint.save_checkpoint`` (what
-  ``Runner.save_checkpoint`` and ``CheckpointHook`` call) writes local files with
-  :func:`mmhybrid.utils.checkpoint.save_checkpoint_atomic`: a temporary file in
-  the same folder, fsync, ``os.replace``. A checkpoint whose weights hold NaN or
-  inf is refused. ``CheckpointHook`` writes ``last_checkpoint`` after the
-  checkpoint itself; that small file is also written to a temporary file and
-  renamed, so it only ever names a complete checkpoint.
-* **Auto resume.** ``find_latest_checkpoint`` (``--resume`` without a path)
-  checks the file ``last_checkpoint`` names and, when it is missing, truncated or
-  corrupt, falls back to the newest readable ``iter_*.pth`` / ``epoch_*.pth``
-  and logs a warning that names both files.
+  ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` cannot switch this off.
+* **Writing.** A local checkpoint is written to a temporary file in the same
+  folder, fsynced and renamed into place. A checkpoint whose weights hold NaN
+  or inf is refused. ``last_checkpoint`` is written the same way, so it only
+  ever names a complete checkpoint.
+* **Auto resume.** :func:`find_latest_checkpoint` checks the file
+  ``last_checkpoint`` names and, when it is missing, truncated or corrupt,
+  falls back to the newest readable ``iter_*.pth`` / ``epoch_*.pth`` and logs a
+  warning that names both files.
 """
 import builtins
 import glob
@@ -44,12 +52,18 @@ import torch
 from ..utils.checkpoint import (CheckpointError, load_checkpoint_file,
                                 save_checkpoint_atomic, write_atomic)
 
-_APPLIED = False
-_ORIGINAL_SAVE = None
+from mmengine.fileio import LocalBackend, register_backend
+
+# mmengine's own save_checkpoint (for remote targets), recorded by the
+# 'atomic_saves' stack fix before it replaces the module attribute
+ORIGINAL_SAVE = [None]
+
+ATOMIC_BACKEND = 'mmhybrid_atomic_local'
 
 __all__ = [
-    'apply', 'safe_save_checkpoint', 'find_latest_checkpoint',
-    'probe_checkpoint', 'non_finite_keys'
+    'SAFE_SCHEMES', 'AtomicLocalBackend', 'ATOMIC_BACKEND',
+    'safe_save_checkpoint', 'find_latest_checkpoint', 'probe_checkpoint',
+    'non_finite_keys', 'check_finite_weights', 'load_any'
 ]
 
 
@@ -137,7 +151,9 @@ def safe_load_pavi(filename: str, map_location=None) -> Any:
         return load_checkpoint_file(path, _map(map_location))
 
 
-_SCHEMES = [
+# the CheckpointLoader schemes the 'safe_checkpoint_loaders' stack fix
+# registers: (prefixes, loader), as CheckpointLoader.register_scheme takes them
+SAFE_SCHEMES = [
     ('', safe_load_local),
     (('http://', 'https://'), safe_load_http),
     (('modelzoo://', 'torchvision://'), safe_load_torchvision),
@@ -148,10 +164,17 @@ _SCHEMES = [
 ]
 
 
-def _register_loaders() -> None:
-    from mmengine.runner.checkpoint import CheckpointLoader
-    for prefixes, fn in _SCHEMES:
-        CheckpointLoader.register_scheme(prefixes, fn, force=True)
+def load_any(filename: str, map_location=None) -> Any:
+    """Read ``filename`` (any scheme mmengine's ``CheckpointLoader`` knows)
+    with the loader :data:`SAFE_SCHEMES` gives it, by mmengine's rule (the
+    longest matching prefix wins), without touching ``CheckpointLoader``."""
+    ranked = sorted(((p, fn) for ps, fn in SAFE_SCHEMES
+                     for p in ([ps] if isinstance(ps, str) else ps)),
+                    key=lambda t: t[0], reverse=True)
+    for prefix, loader in ranked:
+        if re.match(prefix, filename) is not None:
+            return loader(filename, map_location)
+    return safe_load_local(filename, map_location)  # '' matches anything
 
 
 # -------------------------------------------------------------------- checking
@@ -241,30 +264,61 @@ def probe_checkpoint(path: str) -> Optional[str]:
 def _is_local(filename: str, file_client_args, backend_args) -> bool:
     if file_client_args is not None or filename.startswith('pavi://'):
         return False
-    from mmengine.fileio import LocalBackend, get_file_backend
+    from mmengine.fileio import get_file_backend
     return isinstance(
         get_file_backend(filename, backend_args=backend_args), LocalBackend)
+
+
+def check_finite_weights(state_dict: Any, filename: str) -> None:
+    """Refuse to save weights holding NaN or inf.
+
+    Raises:
+        CheckpointError: Naming ``filename`` and up to five bad tensors.
+    """
+    bad = non_finite_keys(state_dict)
+    if bad:
+        raise CheckpointError(
+            f'refusing to save {filename}: the model weights hold non-finite '
+            f'values (NaN/inf) in {bad}')
+
+
+class AtomicLocalBackend(LocalBackend):
+    """mmengine's local file backend whose ``put`` (what mmengine's
+    ``save_checkpoint`` writes a checkpoint with) writes a temporary file
+    beside the target, fsyncs it and renames it into place.
+
+    Registered as ``'mmhybrid_atomic_local'`` with no URI prefix, so it is used
+    only where ``backend_args=dict(backend='mmhybrid_atomic_local')`` names it
+    (:class:`~mmhybrid.engine.HybridRunner` does for local work dirs).
+    """
+
+    def put(self, obj: bytes, filepath) -> None:
+        write_atomic(os.fspath(filepath), lambda f: f.write(obj), mode='wb')
+
+
+register_backend(ATOMIC_BACKEND, AtomicLocalBackend)
 
 
 def safe_save_checkpoint(checkpoint: dict,
                          filename: str,
                          file_client_args: Optional[dict] = None,
                          backend_args: Optional[dict] = None) -> None:
-    """Drop-in for ``mmengine.runner.checkpoint.save_checkpoint``.
+    """Drop-in for ``mmengine.runner.checkpoint.save_checkpoint`` (installed by
+    the ``atomic_saves`` stack fix).
 
     Raises:
         CheckpointError: If the weights hold NaN/inf (nothing is written).
     """
-    bad = non_finite_keys(
-        checkpoint.get('state_dict') if isinstance(checkpoint, dict) else None)
-    if bad:
-        raise CheckpointError(
-            f'refusing to save {filename}: the model weights hold non-finite '
-            f'values (NaN/inf) in {bad}')
+    check_finite_weights(
+        checkpoint.get('state_dict') if isinstance(checkpoint, dict) else None,
+        filename)
     if _is_local(filename, file_client_args, backend_args):
         save_checkpoint_atomic(checkpoint, filename)
     else:
-        _ORIGINAL_SAVE(checkpoint, filename, file_client_args, backend_args)
+        save = ORIGINAL_SAVE[0]
+        if save is None:
+            from mmengine.runner.checkpoint import save_checkpoint as save
+        save(checkpoint, filename, file_client_args, backend_args)
 
 
 class _AtomicTextFile(io.StringIO):
@@ -365,26 +419,3 @@ def find_latest_checkpoint(path: str) -> Optional[str]:
     raise CheckpointError(
         f'--resume auto found checkpoints in {path} but none is readable: '
         + '; '.join(f'{f} ({r})' for f, r in rejected))
-
-
-# ----------------------------------------------------------------------- apply
-def apply() -> None:
-    """Route mmengine's checkpoint reads and writes through mmhybrid
-    (idempotent)."""
-    global _APPLIED, _ORIGINAL_SAVE
-    if _APPLIED:
-        return
-    import mmengine.hooks.checkpoint_hook as ckpt_hook_mod
-    import mmengine.runner as runner_pkg
-    import mmengine.runner.checkpoint as ckpt_mod
-    import mmengine.runner.runner as runner_mod
-
-    _register_loaders()
-    _ORIGINAL_SAVE = ckpt_mod.save_checkpoint
-    for mod in (ckpt_mod, runner_mod, runner_pkg):
-        if hasattr(mod, 'save_checkpoint'):
-            mod.save_checkpoint = safe_save_checkpoint
-        if hasattr(mod, 'find_latest_checkpoint'):
-            mod.find_latest_checkpoint = find_latest_checkpoint
-    ckpt_hook_mod.open = _checkpoint_hook_open
-    _APPLIED = True

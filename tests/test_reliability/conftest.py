@@ -1,12 +1,14 @@
 """Shared helpers of the reliability tests.
 
 ``tiny`` builds the command line of a tiny CPU run of the demo config through
-``tools/train.py``; ``run_train_inprocess`` runs ``tools/train.py``'s ``main``
-in this process (for runs that fail before or at their first step);
-``scalars`` reads the per-iteration log of a work dir.
+``tools/train.py``; ``run_train_inprocess`` runs its ``main``
+(:mod:`mmhybrid.apis.train`) in this process (for runs that fail before or at
+their first step), and afterwards puts back the stack fixes it enabled;
+``stack_fixes`` / ``no_stack_fixes`` run a test with all of
+:func:`mmhybrid.enable_stack_fixes` or none; ``scalars`` reads the
+per-iteration log of a work dir.
 """
 import glob
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -66,30 +68,55 @@ def tiny(repo_root, shapes_imagenet, demo_teachers):
     return Tiny(repo_root, shapes_imagenet, demo_teachers)
 
 
-def _load_tool(repo_root, rel):
-    path = osp.join(repo_root, rel)
-    name = 'mmhybrid_tool_' + rel.replace('/', '_').replace('.py', '')
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def _restore_fixes(enabled):
+    from mmhybrid import compat
+    compat.disable_stack_fixes()
+    if enabled:
+        compat.enable_stack_fixes(enabled)
+
+
+@pytest.fixture
+def stack_fixes():
+    """Every stack fix enabled for this test (what tools/train.py does for a
+    FlexibleRunner config), the previous state put back afterwards."""
+    from mmhybrid import compat
+    before = compat.enabled_stack_fixes()
+    compat.enable_stack_fixes()
+    yield
+    _restore_fixes(before)
+
+
+@pytest.fixture
+def no_stack_fixes():
+    """No stack fix in this process for this test (what ``import mmhybrid``
+    alone gives), the previous state put back afterwards."""
+    from mmhybrid import compat
+    before = compat.enabled_stack_fixes()
+    compat.disable_stack_fixes()
+    yield
+    _restore_fixes(before)
 
 
 @pytest.fixture(scope='session')
-def train_tool(repo_root):
-    """``tools/train.py`` as a module (its ``main(argv)``)."""
-    return _load_tool(repo_root, 'tools/train.py')
+def train_tool():
+    """``tools/train.py``'s command line as a module (its ``main(argv)``)."""
+    from mmhybrid.apis import train
+    return train
 
 
 @pytest.fixture
 def run_train_inprocess(repo_root, train_tool, monkeypatch):
-    """Run ``tools/train.py`` in this process, from the repository root."""
+    """Run ``tools/train.py`` in this process, from the repository root; the
+    stack fixes it enables are taken back afterwards."""
+    from mmhybrid import compat
+    before = compat.enabled_stack_fixes()
 
     def run(argv):
         monkeypatch.chdir(repo_root)
         return train_tool.main(list(argv))
 
-    return run
+    yield run
+    _restore_fixes(before)
 
 
 def scalars(work_dir, latest_only=False):
@@ -191,8 +218,16 @@ def free_port():
     return port
 
 
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
 def env_for_subprocess(**extra):
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    """The environment of a test's child process: one OpenMP thread, this
+    checkout's mmhybrid first on the path (whatever is installed)."""
+    path = [REPO_ROOT] + [p for p in os.environ.get('PYTHONPATH', '').split(
+        os.pathsep) if p]
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1',
+               PYTHONPATH=os.pathsep.join(path))
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
@@ -218,4 +253,4 @@ def rel():
     import types
     return types.SimpleNamespace(
         scalars=scalars, write_malicious=write_malicious, free_port=free_port,
-        env=env_for_subprocess, CONFIG=CONFIG, load_tool=_load_tool)
+        env=env_for_subprocess, CONFIG=CONFIG)

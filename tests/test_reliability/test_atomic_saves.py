@@ -2,7 +2,10 @@
 
 Unit tests drive mmengine's own save path (``Runner.save_checkpoint`` ->
 ``mmengine.runner.checkpoint.save_checkpoint``, ``CheckpointHook``'s
-``last_checkpoint``) with faults injected; the slow test truncates the newest
+``last_checkpoint``) with faults injected, both ways mmhybrid delivers its
+rules: ``HybridRunner`` (no process-wide patch: the atomic file backend it
+names, its own ``save_checkpoint`` / ``load_or_resume``) and the stack fixes
+the entry points enable for other runners. The slow test truncates the newest
 checkpoint of a real run and resumes it through ``tools/train.py``.
 """
 import logging
@@ -24,9 +27,8 @@ def _ckpt(step):
 
 
 def _save(folder, step, pointer=True):
-    import mmengine.runner.checkpoint as ckpt_mod
     path = osp.join(folder, f'iter_{step}.pth')
-    ckpt_mod.save_checkpoint(_ckpt(step), path)  # what Runner calls
+    safe_io.safe_save_checkpoint(_ckpt(step), path)
     if pointer:
         with safe_io._checkpoint_hook_open(osp.join(folder, 'last_checkpoint'),
                                            'w') as f:
@@ -34,7 +36,7 @@ def _save(folder, step, pointer=True):
     return path
 
 
-def test_mmengine_save_path_is_patched():
+def test_stack_fixes_route_mmengines_save_path(stack_fixes):
     import mmengine.hooks.checkpoint_hook as hook_mod
     import mmengine.runner as runner_pkg
     import mmengine.runner.checkpoint as ckpt_mod
@@ -45,8 +47,10 @@ def test_mmengine_save_path_is_patched():
     assert hook_mod.open is safe_io._checkpoint_hook_open
 
 
-def test_crash_during_save_leaves_no_partial_file(tmp_path, monkeypatch):
-    """Fault: the process dies (an exception here) half-way through torch.save."""
+def test_crash_during_save_leaves_no_partial_file(tmp_path, monkeypatch,
+                                                 stack_fixes):
+    """Fault: the process dies (an exception here) half-way through torch.save
+    (mmengine's save_checkpoint with the stack fixes: FlexibleRunner's path)."""
     good = _save(tmp_path, 4)
     target = osp.join(tmp_path, 'iter_8.pth')
     real_save = torch.save
@@ -65,7 +69,8 @@ def test_crash_during_save_leaves_no_partial_file(tmp_path, monkeypatch):
     assert safe_io.find_latest_checkpoint(str(tmp_path)) == good
 
 
-def test_existing_checkpoint_is_replaced_whole(tmp_path, monkeypatch):
+def test_existing_checkpoint_is_replaced_whole(tmp_path, monkeypatch,
+                                              stack_fixes):
     path = _save(tmp_path, 4)
     monkeypatch.setattr(torch, 'save',
                         lambda *a, **k: (_ for _ in ()).throw(OSError('disk')))
@@ -88,21 +93,43 @@ def test_last_checkpoint_pointer_is_atomic(tmp_path):
     assert [f for f in os.listdir(tmp_path) if f.startswith('.')] == []
 
 
+class Toy:
+    """A one-layer model for toy runners (built lazily: mmengine imports)."""
+
+    def __new__(cls):
+        from mmengine.model import BaseModel
+
+        class _Toy(BaseModel):
+
+            def __init__(self):
+                super().__init__()
+                self.w = torch.nn.Linear(2, 1)
+
+            def forward(self, inputs, data_samples=None, mode='loss'):
+                return dict(loss=self.w(inputs).pow(2).mean())
+
+        return _Toy()
+
+
+def _toy_runner(runner_cls, work_dir, iters=4, **kw):
+    kw.setdefault('default_hooks', dict(checkpoint=dict(
+        type='CheckpointHook', interval=2, by_epoch=False)))
+    return runner_cls(
+        model=Toy(), work_dir=str(work_dir),
+        train_dataloader=dict(
+            dataset=[dict(inputs=torch.ones(2))] * 8, batch_size=2,
+            sampler=dict(type='InfiniteSampler'),
+            collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+        train_cfg=dict(by_epoch=False, max_iters=iters),
+        default_scope='mmengine', **kw)
+
+
 def test_checkpoint_hook_writes_pointer_after_checkpoint(tmp_path):
     """mmengine's CheckpointHook, unchanged, on a toy runner: the pointer names
     a complete file each time."""
     from mmengine.hooks import CheckpointHook
-    from mmengine.model import BaseModel
     from mmengine.runner import Runner
-
-    class Toy(BaseModel):
-
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Linear(2, 1)
-
-        def forward(self, inputs, data_samples=None, mode='loss'):
-            return dict(loss=self.w(inputs).pow(2).mean())
 
     seen = []
 
@@ -115,16 +142,9 @@ def test_checkpoint_hook_writes_pointer_after_checkpoint(tmp_path):
                 named = open(pointer).read()
                 seen.append((named, safe_io.probe_checkpoint(named)))
 
-    runner = Runner(
-        model=Toy(), work_dir=str(tmp_path),
-        train_dataloader=dict(
-            dataset=[dict(inputs=torch.ones(2))] * 8, batch_size=2,
-            sampler=dict(type='InfiniteSampler'),
-            collate_fn=dict(type='default_collate')),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
-        train_cfg=dict(by_epoch=False, max_iters=4),
-        default_hooks=dict(checkpoint=Spy(interval=2, by_epoch=False)),
-        default_scope='mmengine')
+    runner = _toy_runner(
+        Runner, tmp_path,
+        default_hooks=dict(checkpoint=Spy(interval=2, by_epoch=False)))
     runner.train()
     assert [osp.basename(n) for n, _ in seen] == [
         'iter_2.pth', 'iter_2.pth', 'iter_4.pth'
@@ -132,7 +152,7 @@ def test_checkpoint_hook_writes_pointer_after_checkpoint(tmp_path):
     assert all(reason is None for _, reason in seen)
 
 
-def test_non_finite_weights_are_never_saved(tmp_path):
+def test_non_finite_weights_are_never_saved(tmp_path, stack_fixes):
     import mmengine.runner.checkpoint as ckpt_mod
     bad = _ckpt(3)
     bad['state_dict']['w'][1, 2] = float('nan')
@@ -203,6 +223,60 @@ def test_no_readable_checkpoint_is_an_error(tmp_path):
 
 def test_empty_work_dir_starts_fresh(tmp_path):
     assert safe_io.find_latest_checkpoint(str(tmp_path)) is None
+
+
+# ------------------------------------------ HybridRunner, no process patch
+def test_hybrid_runner_saves_through_the_atomic_backend(tmp_path, monkeypatch,
+                                                        no_stack_fixes):
+    """Fault: the process dies after the bytes are written, before the rename
+    (at fsync): no partial file, the previous checkpoint stays in place, and
+    mmengine's module functions are mmengine's own."""
+    import mmengine.runner.checkpoint as ckpt_mod
+
+    from mmhybrid.engine import HybridRunner
+    assert ckpt_mod.save_checkpoint is not safe_io.safe_save_checkpoint
+    runner = _toy_runner(HybridRunner, tmp_path, iters=2)
+    runner.train()
+    first = tmp_path / 'iter_2.pth'
+    assert safe_io.probe_checkpoint(str(first)) is None
+    before = first.read_bytes()
+
+    def killed(fd):
+        raise KeyboardInterrupt('killed before the rename')
+
+    monkeypatch.setattr(os, 'fsync', killed)
+    with torch.no_grad():
+        runner.model.w.weight.add_(1.0)
+    with pytest.raises(KeyboardInterrupt):
+        runner.save_checkpoint(str(tmp_path), 'iter_2.pth', by_epoch=False)
+    monkeypatch.undo()
+    assert first.read_bytes() == before  # the old file, whole
+    assert not [f for f in os.listdir(tmp_path) if f.startswith('.')]
+
+
+def test_hybrid_runner_refuses_non_finite_weights(tmp_path, no_stack_fixes):
+    from mmhybrid.engine import HybridRunner
+    runner = _toy_runner(HybridRunner, tmp_path, iters=1)
+    runner.train()
+    with torch.no_grad():
+        runner.model.w.weight[0, 1] = float('nan')
+    with pytest.raises(CheckpointError, match=r"refusing to save .*iter_9.pth"
+                       r".*non-finite.*\['w.weight'\]"):
+        runner.save_checkpoint(str(tmp_path), 'iter_9.pth', by_epoch=False)
+    assert not (tmp_path / 'iter_9.pth').exists()
+
+
+@pytest.mark.parametrize('how', ['truncated', 'empty'])
+def test_hybrid_runner_resume_skips_damaged_newest(tmp_path, how,
+                                                   no_stack_fixes):
+    """mmengine's own ``find_latest_checkpoint`` would hand the damaged
+    iter_4 to ``resume``; HybridRunner's ``load_or_resume`` takes iter_2."""
+    from mmhybrid.engine import HybridRunner
+    _toy_runner(HybridRunner, tmp_path, iters=4).train()
+    _corrupt(str(tmp_path / 'iter_4.pth'), how)
+    runner = _toy_runner(HybridRunner, tmp_path, iters=4, resume=True)
+    runner.load_or_resume()
+    assert runner.iter == 2
 
 
 @pytest.mark.slow

@@ -55,7 +55,8 @@ def test_loader_refuses_code(tmp_path, rel, kind, unpickler, monkeypatch):
     assert not marker.exists()
 
 
-def test_env_cannot_turn_safe_loading_off(tmp_path, rel, monkeypatch):
+def test_env_cannot_turn_safe_loading_off(tmp_path, rel, monkeypatch,
+                                          stack_fixes):
     """torch's escape hatch only changes the *default*; the loader is explicit."""
     monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
     marker = tmp_path / 'PAYLOAD_RAN'
@@ -96,14 +97,17 @@ def _mmengine_readers():
 
 
 @pytest.mark.parametrize('reader', list(_mmengine_readers()))
-def test_mmengine_readers_go_through_the_loader(evil_ckpt, reader):
+def test_mmengine_readers_go_through_the_loader(evil_ckpt, reader,
+                                                stack_fixes):
+    """With the stack fixes (what the entry points enable): mmengine's free
+    readers, whatever the runner."""
     path, _ = evil_ckpt
     with pytest.raises(CheckpointError) as info:
         _mmengine_readers()[reader](path)
     _assert_refused(str(info.value), path)
 
 
-def test_mmengine_reads_good_checkpoints(tmp_path):
+def test_mmengine_reads_good_checkpoints(tmp_path, stack_fixes):
     """The override keeps mmengine's reading working (with the allow-list)."""
     from mmengine.runner import load_checkpoint
     vit = _tiny_vit()
@@ -128,7 +132,7 @@ def _http_server(folder):
         server.server_close()
 
 
-def test_url_teacher_weights_refused(tmp_path, rel):
+def test_url_teacher_weights_refused(tmp_path, rel, stack_fixes):
     """Teacher weights "from the internet": downloaded, then refused."""
     marker = tmp_path / 'PAYLOAD_RAN'
     served = tmp_path / 'served'
@@ -155,6 +159,32 @@ def test_url_teacher_weights_refused(tmp_path, rel):
     finally:
         torch.hub.set_dir(hub)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize('how', ['load_checkpoint', 'resume'])
+def test_hybrid_runner_reads_through_the_loader(evil_ckpt, tmp_path, how,
+                                                no_stack_fixes):
+    """HybridRunner alone, no process-wide patch: ``load_from`` and
+    ``--resume PATH`` refuse the file."""
+    from mmengine.model import BaseModel
+
+    from mmhybrid.engine import HybridRunner
+
+    class Toy(BaseModel):
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Linear(2, 1)
+
+        def forward(self, inputs, data_samples=None, mode='loss'):
+            return dict(loss=self.w(inputs).sum())
+
+    path, _ = evil_ckpt
+    runner = HybridRunner(model=Toy(), work_dir=str(tmp_path),
+                          default_scope='mmengine')
+    with pytest.raises(CheckpointError) as info:
+        getattr(runner, how)(path)
+    _assert_refused(str(info.value), path)
 
 
 # --------------------------------------------------------- tools/train.py
@@ -270,7 +300,9 @@ def _run_tool_inprocess(repo_root, script, argv, monkeypatch, capsys):
 
 @pytest.mark.parametrize('tool', TOOLS, ids=[t.script for t in TOOLS])
 def test_tool_refuses(tool, repo_root, tiny, tmp_path, evil_ckpt, monkeypatch,
-                      capsys):
+                      capsys, no_stack_fixes):
+    """Each tool as a fresh process would start it: no stack fix enabled
+    beforehand (the tool enables what it needs; taken back afterwards)."""
     # a renamed or removed tool must fail here, not drop out of the check
     assert osp.isfile(osp.join(repo_root, tool.script)), tool.script
     path, _ = evil_ckpt

@@ -1,6 +1,5 @@
 """tools/test.py with mmpretrain's flags, on the demo classifier and the 20
 generated validation images (the real mmengine Runner, CPU)."""
-import importlib.util
 import json
 import os.path as osp
 import pickle
@@ -17,12 +16,10 @@ NUM_VAL = 20  # the shapes_imagenet fixture
 
 
 @pytest.fixture(scope='module')
-def test_tool(repo_root):
-    spec = importlib.util.spec_from_file_location(
-        'mmhybrid_test_tool', osp.join(repo_root, 'tools', 'test.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def test_tool():
+    """``tools/test.py``'s command line (its ``main(argv)``)."""
+    from mmhybrid.apis import test
+    return test
 
 
 @pytest.fixture(scope='module')
@@ -42,7 +39,10 @@ def classifier_ckpt(repo_root, tmp_path_factory):
 def run_test(repo_root, test_tool, classifier_ckpt, shapes_imagenet, tmp_path,
              monkeypatch):
     """``run_test(*args, options=())``: ``tools/test.py``'s ``main`` in this
-    process on the demo classifier; returns the runner."""
+    process on the demo classifier; returns the runner. The stack fixes the
+    tool enables are taken back afterwards."""
+    from mmhybrid import compat
+    before = compat.enabled_stack_fixes()
 
     def run(*args, options=()):
         monkeypatch.chdir(repo_root)
@@ -53,7 +53,9 @@ def run_test(repo_root, test_tool, classifier_ckpt, shapes_imagenet, tmp_path,
             'test_dataloader.num_workers=0', *options
         ])
 
-    return run
+    yield run
+    compat.disable_stack_fixes()
+    compat.enable_stack_fixes(before)
 
 
 def test_out_alone_dumps_one_prediction_per_image(run_test, tmp_path):

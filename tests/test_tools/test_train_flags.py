@@ -1,7 +1,6 @@
 """tools/train.py: ``--amp`` per optimizer wrapper and ``runner_type``, checked
 on the merged config and the built runner (the runs themselves:
 test_train_e2e.py)."""
-import importlib.util
 import os.path as osp
 import subprocess
 import sys
@@ -19,12 +18,10 @@ FLAGSHIP = 'configs/hybrid_vitb.py'  # BF16OptimWrapper
 
 
 @pytest.fixture(scope='module')
-def train_tool(repo_root):
-    spec = importlib.util.spec_from_file_location(
-        'mmhybrid_train_tool_flags', osp.join(repo_root, 'tools', 'train.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def train_tool():
+    """``tools/train.py``'s command line (``parse_args``, ``merge_args``)."""
+    from mmhybrid.apis import train
+    return train
 
 
 @pytest.fixture
@@ -90,7 +87,17 @@ def test_runner_type_builds_a_flexible_runner_with_mmhybrid_hooks(merged):
             'ProgressiveMaskingHook'} <= hooks
 
 
-def test_config_without_runner_type_builds_mmengines_runner(merged):
+def test_config_without_runner_type_builds_the_hybrid_runner(merged):
     # the classifier: the distiller would load its (absent) demo teachers
+    from mmengine.runner import Runner
+
+    from mmhybrid.engine import HybridRunner
     runner = build_runner(merged(SUP))
-    assert type(runner).__name__ == 'Runner'
+    assert type(runner) is HybridRunner and isinstance(runner, Runner)
+
+
+def test_named_hybrid_runner_is_found_from_the_config(merged):
+    from mmhybrid.engine import HybridRunner
+    cfg = merged(SUP)
+    cfg.runner_type = 'mmpretrain.HybridRunner'
+    assert type(build_runner(cfg)) is HybridRunner

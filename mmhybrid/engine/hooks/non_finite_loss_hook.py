@@ -5,14 +5,17 @@ report must name the bad term (``loss_feat``: feature, ``loss_rel``: relation).
 The optimizer wrapper sees only the summed loss; the hooks see the terms but run
 after the step. So the hook does both halves:
 
-* in ``before_train`` it installs a guard on the runner's optimizer wrapper(s)
-  (``update_params`` of that instance, the exact code of mmengine's
-  ``OptimWrapper.update_params`` plus two checks): a non-finite loss skips
-  backward and step; with ``check_grads``, non-finite gradients skip the step.
-  In a distributed run the decision is all-reduced first, so every rank skips
-  together (no rank waits in a DDP all-reduce that the others never enter).
-  ``AmpOptimWrapper`` keeps its own inf/NaN-gradient handling (the loss scaler),
-  the loss check still applies.
+* in ``before_train`` it guards the run's own optimizer wrapper instance(s)
+  (never the class, nor mmengine's code: mmengine's ``update_params`` runs as
+  it is and calls the guarded methods): ``backward`` notes whether the loss was
+  finite, ``step`` checks that and, with ``check_grads``, the gradients, and
+  skips the optimizer step when either is not finite (``update_params`` then
+  zeroes the gradients as after every step). In a distributed run the decision
+  is all-reduced first, so every rank skips together (no rank waits in a DDP
+  all-reduce that the others never enter). With ``accumulative_counts`` > 1 a
+  bad loss anywhere in the window skips that window's step.
+  ``AmpOptimWrapper`` keeps its own inf/NaN-gradient handling (the loss
+  scaler), the loss check still applies.
 * in ``after_train_iter`` (priority ``HIGHEST``: before ``RuntimeInfoHook`` puts
   the outputs into the logs, before ``CheckpointHook``) it averages the logged
   values over ranks (so logs show the loss of the global batch, and every rank
@@ -31,7 +34,7 @@ max_skips=0)]``); ``tools/train.py`` adds it to every run
 (``--max-nonfinite-skips N``).
 """
 import functools
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import torch
 import torch.distributed as torch_dist
@@ -105,35 +108,40 @@ class NonFiniteLossHook(Hook):
         # AmpOptimWrapper's loss scaler already refuses non-finite gradients
         check_grads = self.check_grads and getattr(ow, 'loss_scaler',
                                                    None) is None
+        # the instance's own (bound) methods: subclasses keep their behaviour
+        backward, step = ow.backward, ow.step
+        # whether every loss since the last step was finite: a device tensor,
+        # read back once per step (no stall between forward and backward)
+        pending: List[Optional[torch.Tensor]] = [None]
 
-        # backward and the optimizer step stay eager under mmengine's
-        # ``compile=True`` (which compiles the whole train_step): dynamo fails
-        # on reading the optimizer's param groups here
-        @torch.compiler.disable
-        @functools.wraps(ow.update_params)
-        def update_params(loss: torch.Tensor,
-                          step_kwargs: Optional[Dict] = None,
-                          zero_kwargs: Optional[Dict] = None) -> None:
-            step_kwargs = step_kwargs or {}
-            zero_kwargs = zero_kwargs or {}
-            # The flags stay on the device until backward is queued and are read
-            # back once, together: no stall between forward and backward. A
-            # non-finite loss gives non-finite gradients, which are discarded.
-            loss_ok = torch.isfinite(loss.detach()).all()
-            ow.backward(ow.scale_loss(loss))
-            update = ow.should_update()
+        @functools.wraps(backward)
+        def guarded_backward(loss: torch.Tensor, **kwargs) -> None:
+            ok = torch.isfinite(loss.detach()).all()
+            pending[0] = ok if pending[0] is None else pending[0] & ok
+            # a non-finite loss gives non-finite gradients: they are
+            # discarded with the skipped step
+            backward(loss, **kwargs)
+
+        @functools.wraps(step)
+        def guarded_step(**kwargs) -> None:
+            loss_ok = pending[0] if pending[0] is not None else torch.tensor(
+                True)
+            pending[0] = None
             grads_ok = (_grads_finite(ow).to(loss_ok.device)
-                        if update and check_grads else torch.ones_like(loss_ok))
+                        if check_grads else torch.ones_like(loss_ok))
             loss_ok, grads_ok = _all_ranks_ok(torch.stack([loss_ok, grads_ok]))
             if not (loss_ok and grads_ok):
                 hook._bad = 'loss' if not loss_ok else 'gradients'
-                ow.zero_grad(**zero_kwargs)
                 return
-            if update:
-                ow.step(**step_kwargs)
-                ow.zero_grad(**zero_kwargs)
+            step(**kwargs)
 
-        ow.update_params = update_params
+        ow.backward = guarded_backward
+        ow.step = guarded_step
+        # backward and the optimizer step stay eager under mmengine's
+        # ``compile=True`` (which compiles the whole train_step): dynamo fails
+        # on reading the optimizer's param groups; mmengine's own
+        # update_params, bound to this instance, is run as it is
+        ow.update_params = torch.compiler.disable(ow.update_params)
         ow._mmhybrid_nonfinite_guard = True
 
     def before_train(self, runner) -> None:

@@ -1,0 +1,217 @@
+"""``tools/train.py``: mmpretrain's training command line, on mmhybrid's runner.
+
+On top of mmpretrain's ``tools/train.py``:
+
+* the config is checked first (:func:`mmhybrid.engine.preflight.check_train_config`):
+  a bad teacher file, layer index, mask ratio, image/patch size, loss name or
+  dataset path fails before anything is built, naming the config key and value;
+* the hooks of :data:`DEFAULT_HOOKS` are added to every run unless the config
+  lists them: ``ExactResumeHook`` (a killed run resumes bit for bit) and
+  ``NonFiniteLossHook`` (a NaN/inf loss stops the run, or is skipped
+  ``--max-nonfinite-skips`` times);
+* a config without ``runner_type`` runs on :class:`mmhybrid.engine.HybridRunner`
+  (safe checkpoint reads, atomic saves, ``--resume`` skips a truncated newest
+  checkpoint, CPU/gloo distributed runs); one with ``runner_type``
+  (``FlexibleRunner`` with an FSDP / DeepSpeed / DDP ``strategy``) on that
+  runner, with the same rules from :func:`mmhybrid.enable_stack_fixes`.
+
+Known failures (bad config, bad flag such as ``--amp`` on a config that already
+trains in bf16, unusable checkpoint, non-finite loss) end with a one-line
+``ERROR:`` message and exit status 1 (:func:`mmhybrid.apis.run_tool`).
+"""
+import argparse
+import copy
+import os
+from typing import List, Optional
+
+from mmengine.config import Config, ConfigDict, DictAction
+
+from ..engine.preflight import check_train_config, type_name
+from .tool_rules import (build_runner, enable_entry_point_fixes,
+                         enable_train_amp, run_tool, set_work_dir)
+
+__all__ = [
+    'parse_args', 'merge_args', 'main', 'cli', 'DEFAULT_HOOKS',
+    'add_default_hooks'
+]
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """``tools/train.py``'s command line: mmpretrain's flags plus
+    ``--max-nonfinite-skips``."""
+    parser = argparse.ArgumentParser(description='Train a model')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='If specify checkpoint path, resume from it, while if not '
+        'specify, try to auto resume from the latest checkpoint '
+        'in the work directory.')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='enable automatic-mixed-precision training')
+    parser.add_argument(
+        '--no-validate',
+        action='store_true',
+        help='whether not to evaluate the checkpoint during training')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help='whether to auto scale the learning rate according to the '
+        'actual batch size and the original batch size.')
+    parser.add_argument(
+        '--no-pin-memory',
+        action='store_true',
+        help='whether to disable the pin_memory option in dataloaders.')
+    parser.add_argument(
+        '--no-persistent-workers',
+        action='store_true',
+        help='whether to disable the persistent_workers option in dataloaders.'
+    )
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override some settings in the used config, the key-value pair '
+        'in xxx=yyy format will be merged into config file. If the value to '
+        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
+        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
+        'Note that the quotation marks are necessary and that no white space '
+        'is allowed.')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    # When using PyTorch version >= 2.0.0, the `torch.distributed.launch`
+    # will pass the `--local-rank` parameter to `tools/train.py` instead
+    # of `--local_rank`.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument(
+        '--max-nonfinite-skips',
+        type=int,
+        default=None,
+        help='skip up to N training steps whose loss or gradients are NaN/inf '
+        '(the weights are not updated) before stopping; default: the '
+        "config's NonFiniteLossHook, else 0 (stop at the first)")
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
+    """Merge the command-line arguments into ``cfg`` (as mmpretrain's tool
+    does, plus mmhybrid's default hooks)."""
+    if args.no_validate:
+        cfg.val_cfg = None
+        cfg.val_dataloader = None
+        cfg.val_evaluator = None
+
+    cfg.launcher = args.launcher
+
+    set_work_dir(cfg, args.work_dir, args.config)
+    if args.amp is True:
+        enable_train_amp(cfg, args.config)
+
+    # resume training
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+
+    # enable auto scale learning rate
+    if args.auto_scale_lr:
+        cfg.auto_scale_lr.enable = True
+
+    # set dataloader args
+    default_dataloader_cfg = ConfigDict(
+        pin_memory=True,
+        persistent_workers=True,
+        collate_fn=dict(type='default_collate'),
+    )
+
+    def set_default_dataloader_cfg(cfg, field):
+        if cfg.get(field, None) is None:
+            return
+        # a fresh copy per loader: sharing one dict leaked the val dataset into
+        # train_dataloader
+        dataloader_cfg = copy.deepcopy(default_dataloader_cfg)
+        dataloader_cfg.update(cfg[field])
+        if args.no_pin_memory:
+            dataloader_cfg['pin_memory'] = False
+        if args.no_persistent_workers:
+            dataloader_cfg['persistent_workers'] = False
+        cfg[field] = ConfigDict(dataloader_cfg)
+
+    set_default_dataloader_cfg(cfg, 'train_dataloader')
+    set_default_dataloader_cfg(cfg, 'val_dataloader')
+    set_default_dataloader_cfg(cfg, 'test_dataloader')
+
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    # `--cfg-options train_dataloader.num_workers=0` must not leave
+    # persistent_workers on (DataLoader refuses the combination)
+    for field in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(field, None)
+        if loader is not None and loader.get('num_workers', 0) == 0:
+            loader['persistent_workers'] = False
+
+    add_default_hooks(cfg, args.max_nonfinite_skips)
+    return cfg
+
+
+#: The hooks every ``tools/train.py`` run gets (whatever its runner), unless
+#: its config lists them already. Add a reliability hook here to make it a
+#: default: its type name in mmpretrain's HOOKS registry.
+DEFAULT_HOOKS = ['ExactResumeHook', 'NonFiniteLossHook']
+
+# the former name
+RELIABILITY_HOOKS = DEFAULT_HOOKS
+
+
+def add_default_hooks(cfg: Config,
+                      max_nonfinite_skips: Optional[int] = None) -> None:
+    """Append :data:`DEFAULT_HOOKS` to ``cfg.custom_hooks`` unless the config
+    has them (then ``--max-nonfinite-skips`` overrides its value)."""
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    present = {type_name(h): h for h in hooks}
+    for hook in DEFAULT_HOOKS:
+        if hook not in present:
+            # scoped name: found from any default scope (mmseg, mmdet, ...)
+            present[hook] = dict(type=f'mmpretrain.{hook}')
+            hooks.append(present[hook])
+    if max_nonfinite_skips is not None:
+        present['NonFiniteLossHook']['max_skips'] = max_nonfinite_skips
+    cfg.custom_hooks = hooks
+
+
+def main(argv: Optional[List[str]] = None):
+    """``tools/train.py``: parse, merge, check, build the runner, train.
+
+    Returns:
+        The runner, after training.
+    """
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    cfg = merge_args(cfg, args)
+    check_train_config(cfg)
+
+    # HybridRunner unless the config names a runner_type (FlexibleRunner:
+    # FSDP / DeepSpeed strategies, honoured as in mmpretrain); the process-wide
+    # fixes that runner needs come from here, the entry point, not from import
+    enable_entry_point_fixes(cfg)
+    runner = build_runner(cfg)
+    runner.train()
+    return runner
+
+
+def cli() -> None:
+    """``python tools/train.py ...``: known failures end as one ERROR line."""
+    run_tool(main)
