@@ -38,7 +38,6 @@ from ..models.teachers.frozen_teacher import (load_vit_state_dict,
                                                read_vit_state_dict)
 from ..models.teachers.vit_arch import ViTArch
 from ..models.teachers.vit_formats import FORMATS
-from ..utils.checkpoint import CheckpointError
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)

@@ -7,8 +7,8 @@ import re
 import sys
 from typing import List
 
-from ..models.teachers.vit_arch import as_pair
 from ..utils import CheckpointError
+from ..utils.sizes import as_pair
 from .common import DEFAULT_IMG_SIZE, ConversionError
 from .to_mmpretrain import convert_to_mmpretrain
 from .to_timm import convert_to_timm
@@ -17,11 +17,12 @@ from .to_timm import convert_to_timm
 def parse_args(target: str, argv=None) -> argparse.Namespace:
     what = {
         'mmpretrain': 'mmpretrain VisionTransformer (ImageNet fine-tuning, '
-                      'linear probing)',
+        'linear probing)',
         'mmseg': 'the mmpretrain VisionTransformer inside the mmseg UperNet '
-                 "configs, or mmseg's own MAE / BEiT backbones",
-        'mmdet': 'the mmpretrain VisionTransformer inside the mmdet Mask R-CNN '
-                 '(simple feature pyramid) configs',
+        "configs, or mmseg's own MAE / BEiT backbones",
+        'mmdet':
+        'the mmpretrain VisionTransformer inside the mmdet Mask R-CNN '
+        '(simple feature pyramid) configs',
         'timm': "timm's VisionTransformer, as .safetensors",
     }[target]
     p = argparse.ArgumentParser(
@@ -29,29 +30,43 @@ def parse_args(target: str, argv=None) -> argparse.Namespace:
         'Keys are checked strictly against the target model; position '
         'embeddings are resized to the target input size.')
     p.add_argument('src', help='pretraining checkpoint (.pth / .safetensors)')
-    p.add_argument('dst', help='output file' + (' (.safetensors)'
-                                               if target == 'timm' else ' (.pth)'))
     p.add_argument(
-        '--img-size', type=int, nargs='+', default=None,
+        'dst',
+        help='output file' +
+        (' (.safetensors)' if target == 'timm' else ' (.pth)'))
+    p.add_argument(
+        '--img-size',
+        type=int,
+        nargs='+',
+        default=None,
         help=f'target input size, one value or H W (default: the config\'s '
         f'backbone img_size, else {DEFAULT_IMG_SIZE[target]})')
     if target != 'timm':
         p.add_argument(
-            '--config', default=None,
+            '--config',
+            default=None,
             help='downstream config whose model.backbone is the target '
-            '(recommended: checks against exactly the model that will load it)')
+            '(recommended: checks against exactly the model that will load it)'
+        )
         p.add_argument(
-            '--allow', default=None, metavar='REGEX',
+            '--allow',
+            default=None,
+            metavar='REGEX',
             help='keys that may differ: matching source keys the target lacks '
             'are dropped, matching target keys the source lacks are left to '
             "the target's init (e.g. 'ln[12]\\.' for a global-pool head with "
             'final_norm=False)')
-    p.add_argument('--num-heads', type=int, default=None,
-                   help='attention heads (not in the weights; default: the '
-                   "config's, else mmpretrain's arch zoo, else the published "
-                   'head count of the width; required for other widths)')
-    p.add_argument('--src-format', default='auto',
-                   choices=['auto', 'mmpretrain', 'timm', 'openai_clip'])
+    p.add_argument(
+        '--num-heads',
+        type=int,
+        default=None,
+        help='attention heads (not in the weights; default: the '
+        "config's, else mmpretrain's arch zoo, else the published "
+        'head count of the width; required for other widths)')
+    p.add_argument(
+        '--src-format',
+        default='auto',
+        choices=['auto', 'mmpretrain', 'timm', 'openai_clip'])
     return p.parse_args(argv)
 
 
@@ -66,12 +81,14 @@ def _by_block(keys: List[str]) -> str:
 
 def format_report(report: dict) -> str:
     """What a conversion did, in lines (the CLI's output)."""
-    lines = [f"converted {report['num_tensors']} tensors for {report['target']}"
-             f" ({report.get('backbone_type', 'VisionTransformer')}, img_size "
-             f"{report['img_size']}, pos_embed {report['pos_embed']['src_grid']}"
-             f" -> {report['pos_embed']['dst_grid']})",
-             f"missing keys: {len(report['missing'])}, unexpected keys: "
-             f"{len(report['unexpected'])}"]
+    lines = [
+        f"converted {report['num_tensors']} tensors for {report['target']}"
+        f" ({report.get('backbone_type', 'VisionTransformer')}, img_size "
+        f"{report['img_size']}, pos_embed {report['pos_embed']['src_grid']}"
+        f" -> {report['pos_embed']['dst_grid']})",
+        f"missing keys: {len(report['missing'])}, unexpected keys: "
+        f"{len(report['unexpected'])}"
+    ]
     if report.get('allowed_missing'):
         lines.append(f"left to the target's init: "
                      f"{_by_block(report['allowed_missing'])}")
@@ -103,12 +120,20 @@ def main(target: str, argv=None) -> int:
     try:
         if target == 'timm':
             report = convert_to_timm(
-                args.src, args.dst, img_size or DEFAULT_IMG_SIZE['timm'],
-                num_heads=args.num_heads, src_format=args.src_format)
+                args.src,
+                args.dst,
+                img_size or DEFAULT_IMG_SIZE['timm'],
+                num_heads=args.num_heads,
+                src_format=args.src_format)
         else:
             report = convert_to_mmpretrain(
-                args.src, args.dst, config=args.config, img_size=img_size,
-                target=target, num_heads=args.num_heads, allow=args.allow,
+                args.src,
+                args.dst,
+                config=args.config,
+                img_size=img_size,
+                target=target,
+                num_heads=args.num_heads,
+                allow=args.allow,
                 src_format=args.src_format)
     except (ConversionError, CheckpointError) as e:
         one_line = '; '.join(ln.strip() for ln in str(e).splitlines()

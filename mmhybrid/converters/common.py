@@ -11,7 +11,12 @@ from ..models.teachers.vit_formats import (convert_vit_state_dict,
 from ..utils import extract_state_dict, load_checkpoint_file
 
 #: default input size of each target (the downstream protocol's resolution)
-DEFAULT_IMG_SIZE = {'mmpretrain': 224, 'mmseg': 512, 'mmdet': 1024, 'timm': 224}
+DEFAULT_IMG_SIZE = {
+    'mmpretrain': 224,
+    'mmseg': 512,
+    'mmdet': 1024,
+    'timm': 224
+}
 
 
 class ConversionError(RuntimeError):
@@ -37,13 +42,17 @@ def load_vit(src: str, src_format: str = 'auto') -> Dict[str, torch.Tensor]:
     except KeyError as e:
         raise ConversionError(f'{src}: {e.args[0]}') from None
     if not vit:
-        raise ConversionError(f'{src} holds no ViT weights (no backbone.* keys)')
-    return {k: v.detach().float().contiguous() if v.is_floating_point() else v
-            for k, v in vit.items()}
+        raise ConversionError(
+            f'{src} holds no ViT weights (no backbone.* keys)')
+    return {
+        k: v.detach().float().contiguous() if v.is_floating_point() else v
+        for k, v in vit.items()
+    }
 
 
 # --------------------------------------------------------------------- resizing
-def resize_pos_embed(pos_embed: torch.Tensor, dst_grid: Sequence[int],
+def resize_pos_embed(pos_embed: torch.Tensor,
+                     dst_grid: Sequence[int],
                      num_extra_tokens: int = 1,
                      mode: str = 'bicubic') -> torch.Tensor:
     """``(1, extra + h*w, C)`` -> ``(1, extra + H*W, C)``, square source grid
@@ -55,9 +64,12 @@ def resize_pos_embed(pos_embed: torch.Tensor, dst_grid: Sequence[int],
 
 
 # ------------------------------------------------------------------- checking
-def check_against(sd: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor],
-                  source: str, allow: Optional[str] = None
-                  ) -> Tuple[Dict[str, torch.Tensor], List[str], List[str]]:
+def check_against(
+    sd: Dict[str, torch.Tensor],
+    target: Dict[str, torch.Tensor],
+    source: str,
+    allow: Optional[str] = None
+) -> Tuple[Dict[str, torch.Tensor], List[str], List[str]]:
     """Strict key + shape check of ``sd`` against the ``target`` state dict
     (:func:`mmhybrid.downstream.match_keys`, the downstream loader's rule).
 
@@ -91,5 +103,3 @@ def mismatch_report(source: str, match: KeyMatch) -> str:
         msg += (f'{sep}shape mismatches ({len(match.mismatched)}), source vs '
                 'target: ' + ', '.join(match.mismatched[:20]))
     return msg
-
-

@@ -15,9 +15,10 @@ MMSEG_BEIT_OWN = r'(^|\.)(gamma_[12]|relative_position_bias_table|' \
     r'relative_position_index)$'
 
 
-def to_mmseg_beit(sd: Dict[str, torch.Tensor],
-                  target: Dict[str, torch.Tensor]
-                  ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+def to_mmseg_beit(
+    sd: Dict[str, torch.Tensor],
+    target: Dict[str,
+                 torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], List[str]]:
     """mmpretrain ViT tensors -> mmseg ``BEiT`` / ``MAE`` keys.
 
     The names agree except layer scale (``attn.gamma1.weight`` ->
@@ -77,10 +78,12 @@ def to_mmseg_beit(sd: Dict[str, torch.Tensor],
     return out, notes
 
 
-def fit_mmseg_beit(sd: Dict[str, torch.Tensor], model: torch.nn.Module,
-                   source: str, allow: Optional[str] = None
-                   ) -> Tuple[Dict[str, torch.Tensor], List[str], List[str],
-                              List[str]]:
+def fit_mmseg_beit(
+    sd: Dict[str, torch.Tensor],
+    model: torch.nn.Module,
+    source: str,
+    allow: Optional[str] = None
+) -> Tuple[Dict[str, torch.Tensor], List[str], List[str], List[str]]:
     """Convert for mmseg's ``BEiT`` / ``MAE`` and verify coverage: every
     target tensor except layer scale and relative-position tables
     (:data:`MMSEG_BEIT_OWN`) must come from the source, with its shape. mmseg
@@ -97,13 +100,12 @@ def fit_mmseg_beit(sd: Dict[str, torch.Tensor], model: torch.nn.Module,
     target = model.state_dict()
     out, notes = to_mmseg_beit(sd, target)
     if 'pos_embed' in out and 'pos_embed' in target:
-        out['pos_embed'] = resize_pos_embed(out['pos_embed'], model.patch_shape)
+        out['pos_embed'] = resize_pos_embed(out['pos_embed'],
+                                            model.patch_shape)
     own = MMSEG_BEIT_OWN + (f'|{allow}' if allow else '')
     match = match_keys(out, target, own)
     if match.missing or match.mismatched:
-        raise ConversionError(mismatch_report(
-            source, dataclasses.replace(match, unexpected=[])))
+        raise ConversionError(
+            mismatch_report(source, dataclasses.replace(match, unexpected=[])))
     kept = {k: v for k, v in match.kept.items() if k in target}
     return kept, match.allowed_missing, sorted(match.unexpected), notes
-
-

@@ -7,7 +7,8 @@ import os.path as osp
 
 import torch
 
-from ..models.teachers.vit_arch import ViTArch, as_pair
+from ..models.teachers.vit_arch import ViTArch
+from ..utils.sizes import as_pair
 from .common import ConversionError
 
 
@@ -63,8 +64,8 @@ def backbone_cfg_from_config(config, img_size=None) -> dict:
     backbone = cfg.get('model', {}).get('backbone')
     if backbone is None:
         raise ConversionError(f'{config} has no model.backbone')
-    backbone = copy.deepcopy(backbone.to_dict() if hasattr(backbone, 'to_dict')
-                             else dict(backbone))
+    backbone = copy.deepcopy(
+        backbone.to_dict() if hasattr(backbone, 'to_dict') else dict(backbone))
     backbone.pop('init_cfg', None)
     backbone.pop('pretrained', None)
     backbone.pop('frozen_stages', None)
@@ -122,5 +123,3 @@ def target_layout(model: torch.nn.Module) -> str:
         f'the target backbone {cls.__name__} ({cls.__module__}) is not one the '
         "converters handle: mmpretrain's VisionTransformer (and subclasses: "
         "StrictPretrainedViT, HybridViT), mmseg's MAE and BEiT")
-
-

@@ -4,8 +4,9 @@ from typing import Optional
 
 import torch
 
-from ..models.teachers.vit_arch import ViTArch, as_pair
+from ..models.teachers.vit_arch import ViTArch
 from ..utils import save_checkpoint_atomic
+from ..utils.sizes import as_pair
 from .common import (DEFAULT_IMG_SIZE, check_against, load_vit,
                      resize_pos_embed)
 from .mmseg_beit import fit_mmseg_beit
@@ -63,8 +64,8 @@ def convert_to_mmpretrain(src: str,
         arch = None  # read after the key check, with the config's heads
     else:
         arch = ViTArch.from_state_dict(sd, num_heads)
-        model = build_backbone(default_backbone_cfg(
-            arch, img_size or DEFAULT_IMG_SIZE[target]))
+        model = build_backbone(
+            default_backbone_cfg(arch, img_size or DEFAULT_IMG_SIZE[target]))
     layout = target_layout(model)
     name = f'{src} -> {target} {type(model).__name__}'
     if layout == 'mmseg_beit':
@@ -75,17 +76,19 @@ def convert_to_mmpretrain(src: str,
         dst_grid = tuple(model.patch_embed.init_out_size)
         if 'pos_embed' in sd and 'pos_embed' in model.state_dict():
             sd['pos_embed'] = resize_pos_embed(
-                sd['pos_embed'], dst_grid,
+                sd['pos_embed'],
+                dst_grid,
                 num_extra_tokens=getattr(model, 'num_extra_tokens', 1))
-        kept, allowed_missing, dropped = check_against(
-            sd, model.state_dict(), name, allow)
+        kept, allowed_missing, dropped = check_against(sd, model.state_dict(),
+                                                       name, allow)
         notes = []
     if arch is None:
         # heads change no tensor shape: the target's are the student's
         arch = ViTArch.from_state_dict(sd, num_heads or _num_heads_of(model))
     img = getattr(model, 'img_size', None)
-    img = list(as_pair(img)) if img is not None else [g * p for g, p in zip(
-        dst_grid, arch.patch_size)]
+    img = list(as_pair(img)) if img is not None else [
+        g * p for g, p in zip(dst_grid, arch.patch_size)
+    ]
     report = dict(
         target=target,
         backbone_type=type(model).__name__,
@@ -108,5 +111,3 @@ def convert_to_mmpretrain(src: str,
         patch_size=list(arch.patch_size))
     save_checkpoint_atomic(dict(state_dict=kept, meta=meta), dst)
     return report
-
-

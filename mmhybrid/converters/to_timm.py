@@ -1,9 +1,10 @@
 """Student checkpoint -> timm ``VisionTransformer`` weights (``.safetensors``)."""
 from typing import Optional
 
-from ..models.teachers.vit_arch import LAYER_SCALE_INIT, ViTArch, as_pair
+from ..models.teachers.vit_arch import LAYER_SCALE_INIT, ViTArch
 from ..models.teachers.vit_formats import to_timm
 from ..utils import save_checkpoint_atomic
+from ..utils.sizes import as_pair
 from .common import ConversionError, check_against, load_vit, resize_pos_embed
 
 #: timm's registry name of each (width, depth, heads, MLP width)
@@ -67,8 +68,9 @@ def convert_to_timm(src: str,
     patch = arch.patch_size[0]
     size = as_pair(img_size)
     if size[0] % patch or size[1] % patch:
-        raise ConversionError(f'img_size {size} is not a multiple of the patch '
-                              f'size {patch}')
+        raise ConversionError(
+            f'img_size {size} is not a multiple of the patch '
+            f'size {patch}')
     dst_grid = (size[0] // patch, size[1] // patch)
     sd['pos_embed'] = resize_pos_embed(sd['pos_embed'], dst_grid)
     out = to_timm(sd)
@@ -86,8 +88,10 @@ def convert_to_timm(src: str,
     return dict(
         target='timm',
         timm_model=timm_model_name(arch, size),
-        timm_kwargs={k: (list(v) if isinstance(v, tuple) else v)
-                     for k, v in kwargs.items()},
+        timm_kwargs={
+            k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in kwargs.items()
+        },
         img_size=list(size),
         pos_embed=dict(src_grid=list(arch.grid), dst_grid=list(dst_grid)),
         num_tensors=len(kept),

@@ -4,9 +4,11 @@
 built, no data is loaded, no process group is needed. Every problem is reported
 with its config key and the offending value, all of them in one
 :class:`ConfigError`, before the first training step. ``tools/train.py`` runs it
-first; the model's own build-time checks (``HybridDistill``, ``FrozenTeacher``,
-``HybridViT``, ``ProgressiveMaskingHook``) stay as a second line for configs
-built some other way.
+first. The model checks are the very functions the constructors raise on
+(``HybridDistill``, ``FrozenTeacher``, ``HybridViT``,
+``ProgressiveMaskingHook``; :mod:`mmhybrid.models.utils.config_checks`), so a
+config built some other way meets the same rules with the same messages, keys
+relative to the component instead of the config.
 
 Checked: teacher checkpoint files and a downstream backbone's ``Pretrained``
 checkpoint (missing, not a file, unreadable, truncated or corrupt), image size
@@ -17,8 +19,16 @@ final ratio, loss types and names, and the dataset paths (``data_root``,
 ``data_prefix``, ``ann_file``) of every dataloader that will be used.
 """
 import os.path as osp
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Sequence
 
+from ..models.utils.config_checks import (ViTGeometry,
+                                          distill_geometry_problems,
+                                          patch_grid, patch_grid_problems,
+                                          relation_pair_problems, vit_default)
+from ..models.utils.token_masking import mask_ratio_problems
+from ..utils.checkpoint import url_scheme
+from ..utils.problems import Problem
+from ..utils.teacher_files import teacher_file_problems
 from .safe_io import probe_checkpoint
 
 
@@ -46,32 +56,32 @@ def _default_final_ratio() -> float:
         ProgressiveMaskingHook).parameters['final_ratio'].default
 
 
-def _pair(v: Any) -> Tuple[int, int]:
-    if isinstance(v, (list, tuple)):
-        return (int(v[0]), int(v[1]))
-    return (int(v), int(v))
-
-
-def _is_remote(path: str) -> bool:
-    return '://' in path
-
-
 class _Checker:
+    """Runs every check on the config and collects the problems: the model's
+    checks are the functions its constructors raise on
+    (:mod:`mmhybrid.models.utils.config_checks`,
+    :func:`~mmhybrid.models.utils.token_masking.mask_ratio_problems`,
+    :func:`~mmhybrid.utils.teacher_files.teacher_file_problems`), with full
+    config keys."""
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
         self.errors: List[str] = []
 
     def err(self, key: str, value: Any, problem: str) -> None:
-        self.errors.append(f'{key}={value!r}: {problem}')
+        self.report([Problem(key, value, problem)])
+
+    def report(self, problems: Sequence[Problem]) -> None:
+        self.errors.extend(str(p) for p in problems)
 
     # ------------------------------------------------------------------ ViTs
-    def vit(self, key: str, cfg) -> Optional[dict]:
-        """Resolve a HybridViT config: dims, layers, heads and patch grid."""
+    def check_vit(self, key: str, cfg) -> Optional[ViTGeometry]:
+        """Resolve a HybridViT config (dims, layers, heads, patch grid) and
+        check its image size against its patch size."""
         if cfg is None or not _is(cfg, 'HybridViT'):
             return None
         from mmpretrain.models import VisionTransformer
-        arch = cfg.get('arch', 'base')
+        arch = cfg.get('arch', vit_default('arch'))
         if isinstance(arch, str):
             spec = VisionTransformer.arch_zoo.get(arch.lower())
             if spec is None:
@@ -84,34 +94,20 @@ class _Checker:
         if missing:
             self.err(f'{key}.arch', arch, f'missing {sorted(missing)}')
             return None
-        img = _pair(cfg.get('img_size', 224))
-        patch = _pair(cfg.get('patch_size', 16))
-        grid = None
-        if img[0] % patch[0] or img[1] % patch[1]:
-            self.err(f'{key}.img_size', cfg.get('img_size', 224),
-                     f'not divisible by {key}.patch_size='
-                     f'{cfg.get("patch_size", 16)!r}')
-        else:
-            grid = (img[0] // patch[0], img[1] // patch[1])
-        return dict(dims=int(spec['embed_dims']),
-                    layers=int(spec['num_layers']),
-                    heads=int(spec['num_heads']), grid=grid)
+        img_size = cfg.get('img_size', vit_default('img_size'))
+        patch_size = cfg.get('patch_size', vit_default('patch_size'))
+        self.report(patch_grid_problems(img_size, patch_size, f'{key}.'))
+        return ViTGeometry(dims=int(spec['embed_dims']),
+                           layers=int(spec['num_layers']),
+                           heads=int(spec['num_heads']),
+                           grid=patch_grid(img_size, patch_size), arch=arch,
+                           img_size=img_size)
 
-    def teacher_file(self, key: str, path: Any) -> None:
-        if path is None:
-            return
-        if not isinstance(path, str) or not path:
-            self.err(key, path, 'expected a file path or URL')
-            return
-        if _is_remote(path):
-            return  # downloaded (and checked) when training starts
-        reason = probe_checkpoint(path)
-        if reason is not None:
-            self.err(key, path, f'teacher checkpoint unusable: {reason}')
-
-    def pretrained_file(self) -> None:
+    def check_pretrained_file(self) -> None:
         """A downstream backbone's ``init_cfg`` ``Pretrained`` checkpoint:
-        missing or corrupt fails here, before datasets and model are built."""
+        missing or corrupt fails here, before datasets and model are built.
+        A ``scheme://`` location is left to mmengine's ``CheckpointLoader``,
+        which reads it (``s3://`` through its file backends)."""
         backbone = (self.cfg.get('model') or {}).get('backbone') or {}
         init = backbone.get('init_cfg')
         many = isinstance(init, (list, tuple))
@@ -122,101 +118,48 @@ class _Checker:
             path = c.get('checkpoint')
             if not isinstance(path, str) or not path:
                 self.err(key, path, 'expected a file path or URL')
-            elif not _is_remote(path):
+            elif url_scheme(path) is None:
                 reason = probe_checkpoint(path)
                 if reason is not None:
                     self.err(key, path,
                              f'pretrained checkpoint unusable: {reason}')
 
     # ----------------------------------------------------------------- model
-    def model(self) -> Optional[dict]:
+    def check_model(self) -> Optional[ViTGeometry]:
         model = self.cfg.get('model')
         if model is None or not _is(model, 'HybridDistill'):
             return None
-        s = self.vit('model.backbone', model.get('backbone'))
+        s = self.check_vit('model.backbone', model.get('backbone'))
         tc_cfg = model.get('teacher_feat') or {}
         tm_cfg = model.get('teacher_rel') or {}
-        tc = self.vit('model.teacher_feat.backbone', tc_cfg.get('backbone'))
-        tm = self.vit('model.teacher_rel.backbone', tm_cfg.get('backbone'))
-        self.teacher_file('model.teacher_feat.checkpoint',
-                          tc_cfg.get('checkpoint'))
-        self.teacher_file('model.teacher_rel.checkpoint',
-                          tm_cfg.get('checkpoint'))
-
-        if s and tm and s['dims'] % tm['heads']:
-            self.err('model.backbone.arch', model.backbone.get('arch'),
-                     f'student width {s["dims"]} cannot be re-split into the '
-                     f'{tm["heads"]} heads of model.teacher_rel.backbone.arch='
-                     f'{tm_cfg.backbone.get("arch")!r} (width must be '
-                     f'divisible by the head count)')
-        neck = model.get('neck') or {}
-        if s and neck.get('in_channels') is not None \
-                and neck['in_channels'] != s['dims']:
-            self.err('model.neck.in_channels', neck['in_channels'],
-                     f'the student width (model.backbone.arch) is {s["dims"]}')
-        if tc and neck.get('out_channels') is not None \
-                and neck['out_channels'] != tc['dims']:
-            self.err('model.neck.out_channels', neck['out_channels'],
-                     f'the feature teacher width '
-                     f'(model.teacher_feat.backbone.arch) is {tc["dims"]}')
-        for name, t in (('teacher_feat', tc), ('teacher_rel', tm)):
-            if s and t and s['grid'] and t['grid'] and s['grid'] != t['grid']:
-                self.err(f'model.{name}.backbone.img_size',
-                         model[name].backbone.get('img_size', 224),
-                         f'gives a {t["grid"]} patch grid, the student a '
-                         f'{s["grid"]}: token masking needs one grid')
-
-        pairs = model.get('relation_pairs')
-        if pairs is not None and s and tm:
-            self.pairs(pairs, s['layers'], tm['layers'])
-
-        ratio = model.get('mask_ratio', 0.0)
-        self.ratio('model.mask_ratio', ratio, s)
-        self.losses(model)
+        tc = self.check_vit('model.teacher_feat.backbone',
+                            tc_cfg.get('backbone'))
+        tm = self.check_vit('model.teacher_rel.backbone',
+                            tm_cfg.get('backbone'))
+        for name, t_cfg in (('teacher_feat', tc_cfg), ('teacher_rel', tm_cfg)):
+            self.report(teacher_file_problems(
+                t_cfg.get('checkpoint'), f'model.{name}.checkpoint',
+                read=True))
+        if s:
+            neck = model.get('neck') or {}
+            self.report(distill_geometry_problems(
+                s, tc, tm, neck.get('in_channels'), neck.get('out_channels'),
+                prefix='model.'))
+        if s and tm:
+            self.report(relation_pair_problems(
+                model.get('relation_pairs'), s.layers, tm.layers,
+                prefix='model.'))
+        self.check_ratio('model.mask_ratio', model.get('mask_ratio', 0.0), s)
+        self.check_losses(model)
         return s
 
-    def pairs(self, pairs, s_layers: int, t_layers: int) -> None:
-        key = 'model.relation_pairs'
-        seen = set()
-        if not isinstance(pairs, (list, tuple)) or not pairs:
-            self.err(key, pairs, 'expected a non-empty list of '
-                     '(student_block, teacher_block)')
-            return
-        for i, p in enumerate(pairs):
-            if not isinstance(p, (list, tuple)) or len(p) != 2:
-                self.err(f'{key}[{i}]', p,
-                         'expected (student_block, teacher_block)')
-                continue
-            sb, tb = int(p[0]), int(p[1])
-            if not 0 <= sb < s_layers:
-                self.err(f'{key}[{i}]', tuple(p),
-                         f'student block {sb} out of range [0, {s_layers}) '
-                         f'(model.backbone has {s_layers} blocks)')
-            if not 0 <= tb < t_layers:
-                self.err(f'{key}[{i}]', tuple(p),
-                         f'teacher block {tb} out of range [0, {t_layers}) '
-                         f'(model.teacher_rel.backbone has {t_layers} blocks)')
-            if (sb, tb) in seen:
-                self.err(f'{key}[{i}]', tuple(p), 'duplicate layer pair')
-            seen.add((sb, tb))
+    def check_ratio(self, key: str, ratio: Any,
+                    student: Optional[ViTGeometry]) -> None:
+        n = student.grid[0] * student.grid[1] if student and student.grid \
+            else None
+        self.report(mask_ratio_problems(ratio, key, n))
 
-    def ratio(self, key: str, ratio: Any, student: Optional[dict]) -> None:
-        try:
-            r = float(ratio)
-        except (TypeError, ValueError):
-            self.err(key, ratio, 'expected a number in [0, 1)')
-            return
-        if not 0.0 <= r < 1.0:
-            self.err(key, ratio, 'mask ratio must be in [0, 1)')
-            return
-        if student and student['grid']:
-            n = student['grid'][0] * student['grid'][1]
-            if int(round(n * (1.0 - r))) < 1:
-                self.err(key, ratio,
-                         f'keeps zero of the student\'s {n} patch tokens '
-                         f'(keep count round({n} * (1 - {r})) = 0)')
-
-    def losses(self, model) -> None:
+    def check_losses(self, model) -> None:
         from mmpretrain.registry import MODELS
         for name in ('loss_feat', 'loss_rel'):
             cfg = model.get(name)
@@ -235,27 +178,28 @@ class _Checker:
                          f'unknown {t} loss; expected one of {allowed}')
 
     # ---------------------------------------------------------------- hooks
-    def hooks(self, student: Optional[dict]) -> None:
+    def check_hooks(self, student: Optional[ViTGeometry]) -> None:
         for i, h in enumerate(self.cfg.get('custom_hooks') or []):
             if not _is(h, 'ProgressiveMaskingHook'):
                 continue
             for name in ('final_ratio', 'start_ratio'):
                 if name in h:
-                    self.ratio(f'custom_hooks[{i}].{name}', h[name], student)
+                    self.check_ratio(f'custom_hooks[{i}].{name}', h[name],
+                                     student)
             if 'final_ratio' not in h:  # the hook's own default
-                self.ratio(f'custom_hooks[{i}].final_ratio',
-                           _default_final_ratio(), student)
+                self.check_ratio(f'custom_hooks[{i}].final_ratio',
+                                 _default_final_ratio(), student)
 
     # ----------------------------------------------------------------- data
-    def dataset(self, key: str, ds) -> None:
+    def check_dataset(self, key: str, ds) -> None:
         if ds is None or not hasattr(ds, 'get'):
             return
         if ds.get('dataset') is not None:  # RepeatDataset and friends
-            self.dataset(f'{key}.dataset', ds['dataset'])
+            self.check_dataset(f'{key}.dataset', ds['dataset'])
         for i, sub in enumerate(ds.get('datasets') or []):
-            self.dataset(f'{key}.datasets[{i}]', sub)
+            self.check_dataset(f'{key}.datasets[{i}]', sub)
         root = ds.get('data_root')
-        if isinstance(root, str) and root and not _is_remote(root):
+        if isinstance(root, str) and root and url_scheme(root) is None:
             if not osp.isdir(root):
                 self.err(f'{key}.data_root', root, 'dataset folder not found')
                 return
@@ -263,20 +207,20 @@ class _Checker:
         prefix = ds.get('data_prefix')
         items = prefix.items() if hasattr(prefix, 'items') else [('', prefix)]
         for sub, p in items:
-            if not isinstance(p, str) or not p or _is_remote(p):
+            if not isinstance(p, str) or not p or url_scheme(p) is not None:
                 continue
             path = p if osp.isabs(p) else osp.join(base, p)
             if not osp.exists(path):
                 k = f'{key}.data_prefix' + (f'.{sub}' if sub else '')
                 self.err(k, p, f'not found ({path})')
         ann = ds.get('ann_file')
-        if isinstance(ann, str) and ann and not _is_remote(ann):
+        if isinstance(ann, str) and ann and url_scheme(ann) is None:
             path = ann if osp.isabs(ann) else osp.join(base, ann)
             if not osp.isfile(path):
                 self.err(f'{key}.ann_file', ann,
                          f'annotation file not found ({path})')
 
-    def data(self) -> None:
+    def check_data(self) -> None:
         for loader, loop in (('train_dataloader', 'train_cfg'),
                              ('val_dataloader', 'val_cfg'),
                              ('test_dataloader', 'test_cfg')):
@@ -284,7 +228,7 @@ class _Checker:
             if dl is None or (loader != 'train_dataloader'
                               and self.cfg.get(loop) is None):
                 continue
-            self.dataset(f'{loader}.dataset', dl.get('dataset'))
+            self.check_dataset(f'{loader}.dataset', dl.get('dataset'))
 
 
 def check_train_config(cfg) -> None:
@@ -294,10 +238,10 @@ def check_train_config(cfg) -> None:
         cfg (mmengine.Config): The merged training config.
     """
     c = _Checker(cfg)
-    student = c.model()
-    c.pretrained_file()
-    c.hooks(student)
-    c.data()
+    student = c.check_model()
+    c.check_pretrained_file()
+    c.check_hooks(student)
+    c.check_data()
     if c.errors:
         raise ConfigError('invalid config, nothing was run:\n  ' +
                           '\n  '.join(c.errors))

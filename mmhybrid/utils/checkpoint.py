@@ -36,8 +36,44 @@ def _reason(err: BaseException, limit: int = 240) -> str:
     return text if len(text) <= limit else text[:limit] + '...'
 
 
-def _is_url(path: str) -> bool:
-    return path.startswith(('http://', 'https://'))
+#: the URL schemes mmhybrid's own checkpoint reader downloads
+URL_SCHEMES = ('http', 'https')
+# ``scheme://`` at the start, optionally after a petrel cluster name
+# (``cluster1:s3://bucket/key``, as mmengine's petrel backend accepts)
+_SCHEME = re.compile(r'^(?:[A-Za-z][\w.+-]*:)?([A-Za-z][\w.+-]*)://')
+
+
+def url_scheme(path: str) -> Optional[str]:
+    """The scheme of a ``scheme://...`` location, lower case (``'s3'`` for
+    ``'s3://bucket/x.pth'``), or None for a local path."""
+    found = _SCHEME.match(path) if isinstance(path, str) else None
+    return found.group(1).lower() if found else None
+
+
+def is_url(path: str) -> bool:
+    """Whether ``path`` is an ``http(s)://`` URL, the only remote location
+    :func:`load_checkpoint_file` (hence teachers, converters and analysis)
+    reads."""
+    return url_scheme(path) in URL_SCHEMES
+
+
+def unsupported_location(path: str) -> Optional[str]:
+    """Why :func:`load_checkpoint_file` cannot read ``path``'s location, or
+    None (a local path or an ``http(s)://`` URL).
+
+    One rule for every reader of teacher files (``FrozenTeacher``, the
+    preflight check, the converters, the analysis tools): ``s3://``,
+    ``petrel://`` and other schemes are refused, in one line, before anything
+    is built. (A downstream backbone's ``Pretrained`` checkpoint is read by
+    mmengine's ``CheckpointLoader`` instead, whose file backends do read
+    them.)
+    """
+    scheme = url_scheme(path)
+    if scheme is None or scheme in URL_SCHEMES:
+        return None
+    return (f'{scheme}:// is not supported here: checkpoints are read from '
+            'local paths and http(s):// URLs only; copy the file to local '
+            'disk first')
 
 
 # a global outside the allow-list, as this package's unpickler (torch < 2.6) and
@@ -136,7 +172,10 @@ def load_checkpoint_file(filename: Union[str, os.PathLike],
     """
     compat.apply()
     filename = os.fspath(filename)
-    if not _is_url(filename):
+    refused = unsupported_location(filename)
+    if refused:
+        raise CheckpointError(f'{filename}: {refused}')
+    if not is_url(filename):
         return _load_local(filename, map_location, filename)
     if filename.endswith('.safetensors'):
         raise CheckpointError(

@@ -9,18 +9,58 @@ the cached file. A failed download is reported on every rank, naming the URL.
 """
 import os
 import os.path as osp
-from typing import List, Optional
+from typing import Any, List, Optional
 from urllib.parse import urlparse
 
 import torch
 from mmengine.dist import all_gather_object, is_distributed
 
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, is_url, unsupported_location
+from .problems import Problem
+
+__all__ = ['is_url', 'cached_file', 'fetch_teacher_file',
+           'teacher_file_problems', 'downloads_for_node']
 
 
-def is_url(filename: str) -> bool:
-    """Whether ``filename`` is an ``http(s)://`` URL."""
-    return filename.startswith(('http://', 'https://'))
+def teacher_file_problems(path: Any,
+                          key: str = 'checkpoint',
+                          read: bool = False) -> List[Problem]:
+    """What is wrong with a teacher checkpoint location (empty: nothing).
+
+    The one check of ``FrozenTeacher``'s ``checkpoint`` and of the preflight
+    check. A URL must be ``http(s)://`` (:func:`~.checkpoint.
+    unsupported_location`; it is downloaded, and checked, when training
+    starts); a local file must exist.
+
+    Args:
+        path (Any): The configured value; None (random weights) is fine.
+        key (str): Its config key, for the problem. Defaults to
+            ``'checkpoint'``.
+        read (bool): Also read the file through (truncated, corrupt or unsafe
+            files are problems too; :func:`mmhybrid.engine.safe_io.
+            probe_checkpoint`). The preflight check does; a constructor does
+            not, since ``init_weights`` reads the file anyway. Defaults to
+            False.
+    """
+    if path is None:
+        return []
+    if not isinstance(path, str) or not path:
+        return [Problem(key, path, 'expected a file path or URL')]
+    refused = unsupported_location(path)
+    if refused:
+        return [Problem(key, path, refused)]
+    if is_url(path):
+        return []
+    if read:
+        from ..engine.safe_io import probe_checkpoint
+        reason = probe_checkpoint(path)
+    elif not osp.exists(path):
+        reason = 'file not found'
+    else:
+        reason = None if osp.isfile(path) else 'not a file'
+    if reason is None:
+        return []
+    return [Problem(key, path, f'teacher checkpoint unusable: {reason}')]
 
 
 def cached_file(url: str) -> str:

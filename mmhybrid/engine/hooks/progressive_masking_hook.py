@@ -4,7 +4,9 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmpretrain.registry import HOOKS
 
-from ...models.utils.token_masking import SCHEDULES, mask_ratio_at
+from ...models.utils.token_masking import (SCHEDULES, mask_ratio_at,
+                                           mask_ratio_problems)
+from ...utils.problems import raise_problems
 
 DATA_BATCH = Optional[dict]
 
@@ -36,11 +38,10 @@ class ProgressiveMaskingHook(Hook):
                  start_ratio: float = 0.0,
                  end_iter: Optional[int] = None,
                  start_iter: int = 0) -> None:
-        for name, value in (('final_ratio', final_ratio),
-                            ('start_ratio', start_ratio)):
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f'ProgressiveMaskingHook.{name} must be in '
-                                 f'[0, 1), got {value}')
+        raise_problems(
+            'ProgressiveMaskingHook',
+            mask_ratio_problems(final_ratio, 'final_ratio') +
+            mask_ratio_problems(start_ratio, 'start_ratio'))
         if schedule not in SCHEDULES:
             raise ValueError(f'ProgressiveMaskingHook.schedule must be one of '
                              f'{SCHEDULES}, got {schedule!r}')

@@ -17,26 +17,33 @@ from mmpretrain.models.selfsup import BaseSelfSupervisor
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
+from ...utils.problems import raise_problems
 from ..backbones.hybrid_vit import HybridViT
 from ..teachers.frozen_teacher import FrozenTeacher
-from ..utils.token_masking import (SELECTIONS, gather_tokens, num_kept_tokens,
+from ..utils.config_checks import (ViTGeometry, default_relation_pairs,
+                                   distill_geometry_problems,
+                                   relation_pair_problems, vit_default)
+from ..utils.token_masking import (SELECTIONS, gather_tokens,
+                                   mask_ratio_problems, num_kept_tokens,
                                    select_kept_tokens, with_cls_index)
 
 
-def default_relation_pairs(student_layers: int,
-                           teacher_layers: int) -> List[Tuple[int, int]]:
-    """Every student block but the last, paired with the teacher block at the same
-    relative depth (the identity when depths match: ViT-B 0..10 <-> 0..10)."""
-    if student_layers < 2:
-        return []
-    scale = (teacher_layers - 1) / (student_layers - 1)
-    return [(i, int(round(i * scale))) for i in range(student_layers - 1)]
-
-
-def _normal(t: torch.Tensor) -> torch.Tensor:
-    # inference tensors may not be saved for backward; gathered ones are already
-    # normal tensors, so this copies only on the unmasked path
+def _trainable(t: torch.Tensor) -> torch.Tensor:
+    """``t``, or a normal copy of it when it is an inference tensor (which
+    autograd may not save for backward). Gathered tensors are normal
+    already, so this copies only on the unmasked path."""
     return t.clone() if t.is_inference() else t
+
+
+def _geometry(vit: HybridViT, cfg: dict) -> ViTGeometry:
+    """A built ViT's geometry, with its configured ``arch`` and ``img_size``
+    for the messages."""
+    cfg = cfg if hasattr(cfg, 'get') else {}
+    return ViTGeometry(
+        dims=vit.embed_dims, layers=vit.num_layers, heads=vit.num_heads,
+        grid=tuple(vit.patch_resolution),
+        arch=cfg.get('arch', vit_default('arch')),
+        img_size=cfg.get('img_size', vit_default('img_size')))
 
 
 @MODELS.register_module()
@@ -111,8 +118,19 @@ class HybridDistill(BaseSelfSupervisor):
         self.importance_source = importance_source
         self.token_selection = token_selection
         self.mask_ratio = mask_ratio
-        self.relation_pairs = self._check_pairs(relation_pairs)
-        self._check_widths()
+        s_layers = self.backbone.num_layers
+        t_layers = self.teacher_rel.num_layers
+        raise_problems('HybridDistill', relation_pair_problems(
+            relation_pairs, s_layers, t_layers))
+        if relation_pairs is None:
+            relation_pairs = default_relation_pairs(s_layers, t_layers)
+        self.relation_pairs = [(int(s), int(t)) for s, t in relation_pairs]
+        raise_problems('HybridDistill', distill_geometry_problems(
+            _geometry(self.backbone, backbone),
+            _geometry(self.teacher_feat.backbone, teacher_feat.get('backbone')),
+            _geometry(self.teacher_rel.backbone, teacher_rel.get('backbone')),
+            neck_in=getattr(self.neck, 'in_channels', None),
+            neck_out=getattr(self.neck, 'out_channels', None)))
         dp = self.data_preprocessor
         for t in teachers.values():
             t.set_input_norm(getattr(dp, 'mean', None), getattr(dp, 'std', None))
@@ -132,59 +150,9 @@ class HybridDistill(BaseSelfSupervisor):
 
     @mask_ratio.setter
     def mask_ratio(self, value: float) -> None:
-        if not 0.0 <= float(value) < 1.0:
-            raise ValueError(f'mask_ratio must be in [0, 1), got {value}')
-        num_kept_tokens(self.backbone.num_patches, float(value))  # keeps >= 1
+        raise_problems('HybridDistill', mask_ratio_problems(
+            value, 'mask_ratio', self.backbone.num_patches))
         self._mask_ratio = float(value)
-
-    def _check_pairs(self, pairs) -> List[Tuple[int, int]]:
-        s_layers = self.backbone.num_layers
-        t_layers = self.teacher_rel.num_layers
-        if pairs is None:
-            pairs = default_relation_pairs(s_layers, t_layers)
-        pairs = [tuple(int(v) for v in p) for p in pairs]
-        if not pairs:
-            raise ValueError('HybridDistill.relation_pairs is empty')
-        for p in pairs:
-            if len(p) != 2:
-                raise ValueError('HybridDistill.relation_pairs entries must be '
-                                 f'(student_block, teacher_block), got {p}')
-            s, t = p
-            if not 0 <= s < s_layers:
-                raise ValueError(f'HybridDistill.relation_pairs: student block {s} '
-                                 f'out of range [0, {s_layers})')
-            if not 0 <= t < t_layers:
-                raise ValueError(f'HybridDistill.relation_pairs: teacher block {t} '
-                                 f'out of range [0, {t_layers})')
-        if len(set(pairs)) != len(pairs):
-            dup = sorted({p for p in pairs if pairs.count(p) > 1})
-            raise ValueError(f'HybridDistill.relation_pairs has duplicates: {dup}')
-        return pairs
-
-    def _check_widths(self) -> None:
-        s_width = self.backbone.embed_dims
-        heads = self.teacher_rel.num_heads
-        if s_width % heads:
-            raise ValueError(
-                f'student width {s_width} cannot be re-split into the relation '
-                f"teacher's {heads} heads (teacher_rel.backbone.arch); choose a "
-                f'student width divisible by {heads}')
-        in_ch = getattr(self.neck, 'in_channels', None)
-        out_ch = getattr(self.neck, 'out_channels', None)
-        if in_ch is not None and in_ch != s_width:
-            raise ValueError(f'neck.in_channels={in_ch} but the student width '
-                             f'is {s_width}')
-        if out_ch is not None and out_ch != self.teacher_feat.embed_dims:
-            raise ValueError(f'neck.out_channels={out_ch} but teacher_feat width '
-                             f'is {self.teacher_feat.embed_dims}')
-        for name in ('teacher_feat', 'teacher_rel'):
-            t = getattr(self, name).backbone
-            if t.patch_resolution != self.backbone.patch_resolution:
-                raise ValueError(
-                    f'{name} has a {t.patch_resolution} patch grid, the student '
-                    f'{self.backbone.patch_resolution}: token masking needs the '
-                    'same grid (set the teacher img_size so that img_size / '
-                    'patch_size matches the student, e.g. 196 for a /14 teacher)')
 
     def init_weights(self) -> None:
         """Initialise the student parts, then load the teachers' own files."""
@@ -290,7 +258,7 @@ class HybridDistill(BaseSelfSupervisor):
         # The feature loss may save its target for backward, which an
         # inference tensor (unmasked path) may not be; relation targets only
         # feed no-grad teacher-side maps.
-        target_feat = _normal(kept(tc.tokens))
+        target_feat = _trainable(kept(tc.tokens))
         t_rel = [{p: kept(v) for p, v in tm.relations[t].items()}
                  for _, t in self.relation_pairs]
         # filled on the device: torch.tensor(..., device=cuda) would be a

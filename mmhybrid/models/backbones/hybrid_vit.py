@@ -13,6 +13,7 @@ point, :meth:`HybridViT.forward_distill`, that
   stops at its deepest distilled block),
 * runs fused ``scaled_dot_product_attention`` in every block.
 """
+import inspect
 from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -23,10 +24,13 @@ from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.models.utils import resize_pos_embed
 from mmpretrain.registry import MODELS
 
+from ...utils.problems import raise_problems
 from ..losses.relation_functional import relation_logits
+from ..utils.config_checks import patch_grid_problems
 from ..utils.token_masking import gather_tokens
 
 QKV_PARTS = ('q', 'k', 'v')
+_VIT_SIGNATURE = inspect.signature(VisionTransformer.__init__)
 
 
 def embed_patches(patch_embed: torch.nn.Module,
@@ -118,6 +122,14 @@ class HybridViT(VisionTransformer):
     """
 
     def __init__(self, *args, with_cp: bool = False, **kwargs) -> None:
+        # the sizes as configured, for the check (and its message) that
+        # the preflight check runs on the config
+        given = _VIT_SIGNATURE.bind(self, *args, **kwargs)
+        given.apply_defaults()
+        raise_problems(
+            'HybridViT',
+            patch_grid_problems(given.arguments['img_size'],
+                                given.arguments['patch_size']))
         super().__init__(*args, **kwargs)
         self.with_cp = with_cp
         if not self.with_cls_token:
@@ -127,12 +139,6 @@ class HybridViT(VisionTransformer):
             # which torch.compile treats as a tensor: a graph break per block
             if isinstance(getattr(m, 'drop_prob', None), np.generic):
                 m.drop_prob = float(m.drop_prob)
-        patch = self.patch_embed.projection.kernel_size
-        for size, p, axis in zip(self.img_size, patch, ('height', 'width')):
-            if size % p:
-                raise ValueError(
-                    f'HybridViT: img_size {axis} {size} is not divisible by '
-                    f'patch_size {p}')
 
     @property
     def num_patches(self) -> int:

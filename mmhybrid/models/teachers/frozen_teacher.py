@@ -1,4 +1,3 @@
-import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -9,7 +8,8 @@ from mmpretrain.registry import MODELS
 
 from ...utils.checkpoint import (CheckpointError, extract_state_dict,
                                  load_checkpoint_file)
-from ...utils.teacher_files import fetch_teacher_file, is_url
+from ...utils.problems import raise_problems
+from ...utils.teacher_files import fetch_teacher_file, teacher_file_problems
 from ..backbones.hybrid_vit import DistillOutput, HybridViT
 from ..utils.lazy_compile import LazyCompileMixin
 from .vit_formats import (FORMATS, compare_keys, fit_final_norm,
@@ -212,10 +212,9 @@ class FrozenTeacher(LazyCompileMixin, nn.Module):
         if checkpoint_format not in FORMATS:
             raise ValueError(f'FrozenTeacher: unknown checkpoint_format '
                              f'{checkpoint_format!r}; expected one of {FORMATS}')
-        if checkpoint is not None and not is_url(checkpoint) and \
-                not osp.isfile(checkpoint):
-            # fail at build time, before any data is loaded or step is run
-            raise CheckpointError(f'teacher checkpoint not found: {checkpoint}')
+        # fail at build time, before any data is loaded or step is run
+        raise_problems('FrozenTeacher', teacher_file_problems(checkpoint),
+                       CheckpointError)
         if (mean is None) != (std is None):
             raise ValueError('FrozenTeacher: give both mean and std, or neither')
         if autocast_dtype not in (None, 'bfloat16', 'float16'):

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from ...utils.checkpoint import CheckpointError
+from ...utils.sizes import as_pair
 
 #: heads of each published ViT width (public model cards): ViT-Ti/S/B/L,
 #: ViT-H/14 (head dim 80), ViT-g/14 (EVA, depth 40, MLP 6144), ViT-G / bigG
@@ -54,22 +55,8 @@ class ViTArchError(CheckpointError):
     """The weights do not tell a ViT architecture (the message says why)."""
 
 
-def as_pair(value: Any, cast=int) -> Tuple[Any, Any]:
-    """``v`` -> ``(v, v)``; ``(h, w)`` or ``[h, w]`` -> ``(h, w)``; a
-    one-element sequence (``--img-size 224``) -> ``(v, v)``; each value cast.
-
-    Args:
-        value (int | float | Sequence): A size, a patch size or a grid.
-        cast (callable): Applied to both values. Defaults to ``int``.
-    """
-    if isinstance(value, (list, tuple)):
-        if len(value) == 1:
-            return (cast(value[0]), cast(value[0]))
-        return (cast(value[0]), cast(value[1]))
-    return (cast(value), cast(value))
-
-
-def square_grid(num_positions: int, num_extra_tokens: int = 1,
+def square_grid(num_positions: int,
+                num_extra_tokens: int = 1,
                 shape: Optional[Sequence[int]] = None) -> Tuple[int, int]:
     """The ``(side, side)`` grid of a position embedding.
 
@@ -85,7 +72,7 @@ def square_grid(num_positions: int, num_extra_tokens: int = 1,
     n = int(num_positions) - num_extra_tokens
     side = int(round(math.sqrt(max(n, 0))))
     if side * side != n or n == 0:
-        what = f'pos_embed {tuple(shape)}' if shape is not None else 'pos_embed'
+        what = 'pos_embed' + (f' {tuple(shape)}' if shape is not None else '')
         raise ViTArchError(
             f'{what}: {n} patch positions after {num_extra_tokens} extra '
             'token(s) is not a square grid')
@@ -106,8 +93,9 @@ def resolve_num_heads(embed_dims: int,
         from mmpretrain.models import VisionTransformer
         for setting in VisionTransformer.arch_zoo.values():
             if (setting['embed_dims'], setting['num_layers'],
-                    setting['feedforward_channels']) == (
-                        embed_dims, num_layers, feedforward_channels):
+                    setting['feedforward_channels']) == (embed_dims,
+                                                         num_layers,
+                                                         feedforward_channels):
                 num_heads = setting['num_heads']
                 break
     if num_heads is None:
@@ -193,13 +181,15 @@ class ViTArch:
             int(m.group(1))
             for m in (re.match(r'^layers\.(\d+)\.', k) for k in sd) if m)
         ffn = int(sd['layers.0.ffn.layers.0.0.weight'].shape[0])
-        kh, kw = (int(s) for s in sd['patch_embed.projection.weight'].shape[-2:])
+        kh, kw = (
+            int(s) for s in sd['patch_embed.projection.weight'].shape[-2:])
         if arch is not None:
             want = (arch.get('embed_dims'), arch.get('num_layers'))
             if want != (embed_dims, num_layers):
                 raise ViTArchError(
-                    f'{arch_name} has width {want[0]} and depth {want[1]}; the '
-                    f'checkpoint has width {embed_dims} and depth {num_layers}')
+                    f'{arch_name} has width {want[0]} and depth {want[1]}; '
+                    f'the checkpoint has width {embed_dims} and depth '
+                    f'{num_layers}')
             num_heads = num_heads or arch.get('num_heads')
         pos = sd['pos_embed']
         grid = square_grid(pos.shape[1], int(sd['cls_token'].shape[1]),
@@ -207,7 +197,8 @@ class ViTArch:
         return cls(
             embed_dims=embed_dims,
             num_layers=num_layers,
-            num_heads=resolve_num_heads(embed_dims, num_layers, ffn, num_heads),
+            num_heads=resolve_num_heads(embed_dims, num_layers, ffn,
+                                        num_heads),
             feedforward_channels=ffn,
             patch_size=(kh, kw),
             grid=grid,
@@ -226,9 +217,11 @@ class ViTArch:
 
     def arch_dict(self) -> Dict[str, int]:
         """The ``arch`` dict of mmpretrain's ``VisionTransformer``."""
-        return dict(embed_dims=self.embed_dims, num_layers=self.num_layers,
-                    num_heads=self.num_heads,
-                    feedforward_channels=self.feedforward_channels)
+        return dict(
+            embed_dims=self.embed_dims,
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            feedforward_channels=self.feedforward_channels)
 
     def vit_kwargs(self, img_size=None) -> Dict[str, Any]:
         """Keyword arguments of mmpretrain's ``VisionTransformer`` (and
@@ -245,10 +238,13 @@ class ViTArch:
             qkv_bias=self.qkv_bias,
             pre_norm=self.pre_norm,
             final_norm=self.final_norm,
-            layer_scale_init_value=LAYER_SCALE_INIT if self.layer_scale else 0.,
+            layer_scale_init_value=LAYER_SCALE_INIT
+            if self.layer_scale else 0.,
             patch_cfg=dict(bias=self.patch_bias))
 
     def to_report(self) -> Dict[str, Any]:
         """A JSON-ready dict of every field (tuples as lists)."""
-        return {k: (list(v) if isinstance(v, tuple) else v)
-                for k, v in asdict(self).items()}
+        return {
+            k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in asdict(self).items()
+        }

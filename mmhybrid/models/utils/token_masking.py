@@ -4,12 +4,47 @@ Notation: B images, N patch tokens (no [CLS]), K kept patch tokens.
 Token sequences handled here always carry [CLS] first: ``(B, 1 + N, C)``.
 """
 import math
-from typing import Optional
+from typing import Any, List, Optional
 
 import torch
 
+from ...utils.problems import Problem
+
 SCHEDULES = ('linear', 'cosine', 'constant')
 SELECTIONS = ('sample', 'topk')
+
+
+def _keep_count(num_patches: int, mask_ratio: float) -> int:
+    return int(round(num_patches * (1.0 - mask_ratio)))
+
+
+def mask_ratio_problems(mask_ratio: Any,
+                        key: str = 'mask_ratio',
+                        num_patches: Optional[int] = None) -> List[Problem]:
+    """A mask ratio must be a number in ``[0, 1)`` that keeps at least one of
+    the student's patch tokens: the one check of the ratio, used by
+    :func:`num_kept_tokens`, ``HybridDistill.mask_ratio``,
+    ``ProgressiveMaskingHook`` and the preflight check.
+
+    Args:
+        mask_ratio (Any): As configured.
+        key (str): Its config key, for the problem. Defaults to
+            ``'mask_ratio'``.
+        num_patches (int, optional): N; when given, the keep count is checked
+            too.
+    """
+    try:
+        r = float(mask_ratio)
+    except (TypeError, ValueError):
+        return [Problem(key, mask_ratio, 'expected a number in [0, 1)')]
+    if not 0.0 <= r < 1.0:
+        return [Problem(key, mask_ratio, 'mask ratio must be in [0, 1)')]
+    if num_patches is not None and _keep_count(num_patches, r) < 1:
+        return [Problem(key, mask_ratio,
+                        f"keeps zero of the student's {num_patches} patch "
+                        f'tokens (keep count round({num_patches} * (1 - {r}))'
+                        ' = 0)')]
+    return []
 
 
 def num_kept_tokens(num_patches: int, mask_ratio: float) -> int:
@@ -21,14 +56,14 @@ def num_kept_tokens(num_patches: int, mask_ratio: float) -> int:
 
     Returns:
         int: ``K = round(N * (1 - mask_ratio))``, at least 1.
+
+    Raises:
+        ValueError: :func:`mask_ratio_problems`, in one line.
     """
-    if not 0.0 <= mask_ratio < 1.0:
-        raise ValueError(f'mask_ratio must be in [0, 1), got {mask_ratio}')
-    keep = int(round(num_patches * (1.0 - mask_ratio)))
-    if keep < 1:
-        raise ValueError(
-            f'mask_ratio={mask_ratio} keeps zero of {num_patches} patch tokens')
-    return keep
+    problems = mask_ratio_problems(mask_ratio, 'mask_ratio', num_patches)
+    if problems:
+        raise ValueError('; '.join(str(p) for p in problems))
+    return _keep_count(num_patches, mask_ratio)
 
 
 def mask_ratio_at(progress: float,

@@ -126,16 +126,20 @@ def test_defaults_and_layer_depth():
 
 
 @pytest.mark.parametrize('kwargs,match', [
-    (dict(relation_pairs=[(0, 3)]), r'teacher block 3 out of range \[0, 3\)'),
+    (dict(relation_pairs=[(0, 3)]),
+     r'relation_pairs\[0\]=\(0, 3\): teacher block 3 out of range \[0, 3\)'),
     (dict(relation_pairs=[(5, 0)]), r'student block 5 out of range'),
-    (dict(relation_pairs=[(0, 0), (0, 0)]), r'duplicates: \[\(0, 0\)\]'),
-    (dict(relation_pairs=[]), 'relation_pairs is empty'),
+    (dict(relation_pairs=[(0, 0), (0, 0)]),
+     r'relation_pairs\[1\]=\(0, 0\): duplicate layer pair'),
+    (dict(relation_pairs=[]),
+     r'relation_pairs=\[\]: expected a non-empty list'),
     (dict(importance_source='cls'), "importance_source must be 'feat' or 'rel'"),
     (dict(token_selection='random'), "token_selection must be one of"),
-    (dict(mask_ratio=1.0), r'mask_ratio must be in \[0, 1\), got 1.0'),
+    (dict(mask_ratio=1.0), r'mask_ratio=1.0: mask ratio must be in \[0, 1\)'),
     (dict(rel_arch=dict(embed_dims=40, num_layers=3, num_heads=5,
                         feedforward_channels=80)),
-     "student width 48 cannot be re-split into the relation teacher's 5 heads"),
+     'student width 48 cannot be re-split into the 5 heads of '
+     'teacher_rel.backbone.arch'),
     (dict(loss_feat=dict(type='FeatureDistillLoss', loss_type='huber')),
      "unknown loss_type 'huber'"),
 ])

@@ -123,7 +123,8 @@ def test_bad_arguments():
     model = _build()
     with pytest.raises(IndexError, match=r'block\(s\) \[3\]'):
         model.forward_distill(torch.randn(1, 3, 32, 32), out_layers=[3])
-    with pytest.raises(ValueError, match='not divisible by patch_size 8'):
+    with pytest.raises(ValueError,
+                       match='img_size=36: not divisible by patch_size=8'):
         MODELS.build(tiny_vit_cfg(img_size=36))
 
 

@@ -8,10 +8,16 @@ from mmhybrid.analysis.vit_loading import infer_vit_kwargs
 from mmhybrid.converters import default_backbone_cfg, timm_model_kwargs
 from mmhybrid.models.teachers.frozen_teacher import load_vit_state_dict
 from mmhybrid.models.teachers.vit_arch import (LAYER_SCALE_INIT, ViTArch,
-                                               ViTArchError, as_pair)
+                                               ViTArchError)
+from mmhybrid.utils.sizes import as_pair
 
 
-def vit_shapes(width, depth, mlp, patch=14, grid=16, layer_scale=False,
+def vit_shapes(width,
+               depth,
+               mlp,
+               patch=14,
+               grid=16,
+               layer_scale=False,
                device='meta'):
     """A state dict in mmpretrain's keys with a ViT's shapes (meta tensors:
     nothing is allocated, so ViT-g costs nothing)."""
@@ -30,12 +36,14 @@ def vit_shapes(width, depth, mlp, patch=14, grid=16, layer_scale=False,
     for i in range(depth):
         p = f'layers.{i}.'
         sd.update({
-            p + 'ln1.weight': t(width), p + 'ln1.bias': t(width),
+            p + 'ln1.weight': t(width),
+            p + 'ln1.bias': t(width),
             p + 'attn.qkv.weight': t(3 * width, width),
             p + 'attn.qkv.bias': t(3 * width),
             p + 'attn.proj.weight': t(width, width),
             p + 'attn.proj.bias': t(width),
-            p + 'ln2.weight': t(width), p + 'ln2.bias': t(width),
+            p + 'ln2.weight': t(width),
+            p + 'ln2.bias': t(width),
             p + 'ffn.layers.0.0.weight': t(mlp, width),
             p + 'ffn.layers.0.0.bias': t(mlp),
             p + 'ffn.layers.1.weight': t(width, mlp),
@@ -101,12 +109,14 @@ def test_not_a_vit_and_non_square_grid_are_named():
 
 def test_arch_of_another_width_or_depth_is_named():
     sd = vit_shapes(192, 2, 768, grid=2)
-    with pytest.raises(ViTArchError,
-                       match='has width 768 and depth 12; the checkpoint has '
-                       'width 192 and depth 2'):
-        ViTArch.from_state_dict(sd, arch=dict(embed_dims=768, num_layers=12,
-                                              num_heads=12),
-                                arch_name='--arch b')
+    with pytest.raises(
+            ViTArchError,
+            match='has width 768 and depth 12; the checkpoint has '
+            'width 192 and depth 2'):
+        ViTArch.from_state_dict(
+            sd,
+            arch=dict(embed_dims=768, num_layers=12, num_heads=12),
+            arch_name='--arch b')
 
 
 def test_converters_and_analysis_read_the_same_arch():
@@ -117,7 +127,9 @@ def test_converters_and_analysis_read_the_same_arch():
     conv = default_backbone_cfg(arch, 224)
     analysis = infer_vit_kwargs(sd, 'timm')
     assert conv['arch'] == analysis['arch'] == dict(
-        embed_dims=1280, num_layers=32, num_heads=16,
+        embed_dims=1280,
+        num_layers=32,
+        num_heads=16,
         feedforward_channels=5120)
     assert conv['layer_scale_init_value'] == LAYER_SCALE_INIT
     assert analysis['layer_scale_init_value'] == LAYER_SCALE_INIT
@@ -132,8 +144,8 @@ def test_kwargs_build_a_model_with_exactly_these_tensors():
     del sd['patch_embed.projection.bias']
     arch = ViTArch.from_state_dict(sd, num_heads=16)
     assert not arch.patch_bias and arch.layer_scale
-    model = MODELS.build(dict(type='HybridViT', **arch.vit_kwargs(),
-                              out_type='raw'))
+    model = MODELS.build(
+        dict(type='HybridViT', **arch.vit_kwargs(), out_type='raw'))
     load_vit_state_dict(model, sd, 'vit_h14_one_block.pth', 'mmpretrain')
     assert model.num_heads == 16 and tuple(model.img_size) == (28, 28)
 

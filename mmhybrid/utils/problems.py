@@ -1,0 +1,45 @@
+"""What a check finds: a config key, its value and what is wrong with it.
+
+Each check of mmhybrid is one pure function that returns a list of
+:class:`Problem` (empty when all is well). A constructor raises on them
+(:func:`raise_problems`); the preflight check of ``tools/train.py``
+(:mod:`mmhybrid.engine.preflight`) collects them all, with the keys prefixed
+to full config keys, so both say the same thing about the same input.
+"""
+from typing import Any, List, NamedTuple, Sequence, Type
+
+
+class Problem(NamedTuple):
+    """One problem with one config value.
+
+    Attributes:
+        key (str): The config key, e.g. ``'relation_pairs[1]'`` (relative to
+            the component that checks it) or ``'model.relation_pairs[1]'``.
+        value (Any): The offending value, as given.
+        message (str): What is wrong and what was expected.
+    """
+    key: str
+    value: Any
+    message: str
+
+    def __str__(self) -> str:
+        return f'{self.key}={self.value!r}: {self.message}'
+
+
+def raise_problems(owner: str,
+                   problems: Sequence[Problem],
+                   error: Type[Exception] = ValueError) -> None:
+    """Raise ``error`` naming ``owner`` and every problem, if there are any.
+
+    Args:
+        owner (str): Who checked, e.g. ``'HybridDistill'``.
+        problems (Sequence[Problem]): What a check returned.
+        error (type): The exception class. Defaults to ``ValueError``.
+    """
+    if problems:
+        raise error(f'{owner}: ' + '; '.join(str(p) for p in problems))
+
+
+def problem_lines(problems: Sequence[Problem]) -> List[str]:
+    """Each problem as ``key=value: message``."""
+    return [str(p) for p in problems]
