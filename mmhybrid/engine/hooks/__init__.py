@@ -1,8 +1,12 @@
 from .exact_resume_hook import ExactResumeHook
 from .non_finite_loss_hook import NonFiniteLossError, NonFiniteLossHook
+from .preemption_hook import (REQUEUE_EXIT_CODE, PreemptionHook,
+                              TrainingPreempted)
 from .progressive_masking_hook import ProgressiveMaskingHook
+from .unreadable_image_hook import UnreadableImageHook
 
 __all__ = [
     'ExactResumeHook', 'NonFiniteLossError', 'NonFiniteLossHook',
-    'ProgressiveMaskingHook'
+    'PreemptionHook', 'ProgressiveMaskingHook', 'REQUEUE_EXIT_CODE',
+    'TrainingPreempted', 'UnreadableImageHook'
 ]

@@ -1,0 +1,192 @@
+"""Checkpoint and leave when the scheduler asks (SIGTERM / SIGUSR1), and save
+resumable checkpoints inside long epochs.
+
+Slurm sends SIGTERM to every process of a job it pre-empts or cancels (and the
+signal a job asked for with ``--signal``, e.g. ``USR1@120``, before its time
+limit); torchrun forwards SIGTERM to its workers. On any of them this hook lets
+every rank finish the iteration it is in, agrees on the stop across ranks,
+has rank 0 write a checkpoint at that iteration (atomic, with every rank's RNG
+states and, in epoch-based loops, the position in the epoch:
+``ExactResumeHook``), points ``last_checkpoint`` at it and ends the process
+with :data:`REQUEUE_EXIT_CODE`. ``tools/slurm_train.sh`` turns that status into
+``scontrol requeue``; the requeued job (or any start with ``--resume``)
+continues from the checkpoint as if never stopped.
+"""
+import os
+import signal
+from typing import Optional, Sequence
+
+import torch
+from mmengine.dist import barrier, get_dist_info, is_distributed
+from mmengine.hooks import CheckpointHook, Hook
+from mmpretrain.registry import HOOKS
+
+from .exact_resume_hook import ExactResumeHook, checkpoint_due
+
+DATA_BATCH = Optional[dict]
+
+#: Exit status of a run stopped by a signal after its checkpoint was written
+#: (sysexits' EX_TEMPFAIL: "try again later"); the launch scripts requeue on it.
+REQUEUE_EXIT_CODE = 75
+
+
+class TrainingPreempted(SystemExit):
+    """Raised on every rank after the pre-emption checkpoint is written; ends
+    the process with :data:`REQUEUE_EXIT_CODE` unless caught."""
+
+
+@HOOKS.register_module()
+class PreemptionHook(Hook):
+    """Stop on SIGTERM / SIGUSR1 with a checkpoint; mid-epoch checkpoints.
+
+    ``tools/train.py`` adds it to every run; configs may list it to set its
+    options, e.g. ``custom_hooks=[dict(type='PreemptionHook', interval=1000)]``.
+
+    Args:
+        interval (int): Also save a checkpoint every ``interval`` iterations
+            (0: only on a signal). Epoch-based configs use it for mid-epoch
+            checkpoints, which ``ExactResumeHook`` resumes exactly; the epoch
+            checkpoints of ``CheckpointHook`` are kept as they are.
+            Defaults to 0.
+        max_keep_ckpts (int): How many of this hook's own checkpoints
+            (``iter_*.pth``) to keep; older ones are removed (never those of
+            ``CheckpointHook``). Defaults to 1.
+        signals (Sequence[str]): The signals that stop the run.
+            Defaults to ``('SIGTERM', 'SIGUSR1')``.
+        exit_code (int): The exit status after a signal stop.
+            Defaults to :data:`REQUEUE_EXIT_CODE` (75).
+
+    Priority ``LOWEST``: it looks at the signal after ``CheckpointHook`` has
+    saved whatever it saves at this iteration (then nothing is saved twice).
+    Checking costs one all-reduce of one number per iteration in distributed
+    runs (every rank must stop at the same iteration).
+    """
+    priority = 'LOWEST'
+
+    def __init__(self,
+                 interval: int = 0,
+                 max_keep_ckpts: int = 1,
+                 signals: Sequence[str] = ('SIGTERM', 'SIGUSR1'),
+                 exit_code: int = REQUEUE_EXIT_CODE) -> None:
+        for name in signals:
+            if not isinstance(getattr(signal, str(name), None),
+                              signal.Signals):
+                raise ValueError(f'PreemptionHook: signals={list(signals)!r}:'
+                                 f' {name!r} is not a signal name such as '
+                                 "'SIGTERM'")
+        if int(interval) < 0:
+            raise ValueError(f'PreemptionHook: interval={interval}: expected '
+                             '0 (no periodic checkpoints) or a positive '
+                             'number of iterations')
+        self.interval = int(interval)
+        self.max_keep_ckpts = int(max_keep_ckpts)
+        self.signals = tuple(str(s) for s in signals)
+        self.exit_code = int(exit_code)
+        self._received: Optional[str] = None
+        self._previous = {}
+
+    # ------------------------------------------------------------- signals
+    def _on_signal(self, signum, frame) -> None:
+        # only a flag: the iteration in progress finishes first
+        if self._received is None:
+            self._received = signal.Signals(signum).name
+
+    def sample_guard_options(self, runner) -> dict:
+        """Dataloader workers ignore the stop signals (see
+        :func:`mmhybrid.datasets.sample_guard.install_sample_guard`)."""
+        return dict(ignore_signals=self.signals)
+
+    def before_train(self, runner) -> None:
+        from ...datasets.sample_guard import install_sample_guard
+        install_sample_guard(runner)
+        for name in self.signals:
+            sig = getattr(signal, name)
+            self._previous[sig] = signal.signal(sig, self._on_signal)
+
+    def after_train(self, runner) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def _stop_agreed(self) -> bool:
+        """Whether any rank got a stop signal (all ranks agree)."""
+        local = self._received is not None
+        if not is_distributed():
+            return local
+        flag = torch.tensor([int(local)], dtype=torch.int32)
+        if torch.distributed.get_backend() == 'nccl':
+            flag = flag.cuda()
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
+    # ---------------------------------------------------------------- saving
+    def _out_dir(self, runner) -> str:
+        for hook in runner.hooks:
+            if isinstance(hook, CheckpointHook) and \
+                    getattr(hook, 'out_dir', None):
+                return hook.out_dir
+        return runner.work_dir
+
+    def _save(self, runner) -> str:
+        for hook in runner.hooks:
+            if isinstance(hook, ExactResumeHook):
+                hook.collect_states(runner)  # every rank, before rank 0 saves
+        out_dir = self._out_dir(runner)
+        filename = f'iter_{runner.iter + 1}.pth'
+        runner.save_checkpoint(out_dir, filename, by_epoch=False)
+        path = os.path.join(out_dir, filename)
+        rank, _ = get_dist_info()
+        if rank == 0:
+            self._point_last_checkpoint(runner, path)
+            self._remove_old(runner, path)
+        barrier()
+        return path
+
+    @staticmethod
+    def _point_last_checkpoint(runner, path: str) -> None:
+        # what `--resume auto` reads; replaced atomically, so a kill right
+        # now leaves the old pointer or the new one
+        pointer = os.path.join(runner.work_dir, 'last_checkpoint')
+        tmp = f'{pointer}.tmp{os.getpid()}'
+        with open(tmp, 'w') as f:
+            f.write(path)
+        os.replace(tmp, pointer)
+
+    def _remove_old(self, runner, path: str) -> None:
+        key = 'preemption_hook_ckpts'  # kept in the checkpoint's message hub
+        kept = [p for p in runner.message_hub.get_info(key, []) if p != path]
+        kept.append(path)
+        while self.max_keep_ckpts > 0 and len(kept) > self.max_keep_ckpts:
+            old = kept.pop(0)
+            if os.path.exists(old):
+                os.remove(old)
+        runner.message_hub.update_info(key, kept)
+
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
+                         data_batch: DATA_BATCH = None,
+                         outputs: Optional[dict] = None) -> None:
+        stop = self._stop_agreed()
+        due = self.interval > 0 and self.every_n_train_iters(
+            runner, self.interval)
+        if not (stop or due):
+            return
+        if checkpoint_due(runner, by_epoch=False):
+            # CheckpointHook wrote iter_<n>.pth at this iteration already
+            path = os.path.join(self._out_dir(runner),
+                                f'iter_{runner.iter + 1}.pth')
+        else:
+            path = self._save(runner)
+        if not stop:
+            return
+        runner.logger.info(
+            f'PreemptionHook: {self._received or "a stop signal on another rank"}'
+            f' received; stopped after iteration {runner.iter + 1} with its '
+            f'checkpoint {path}; exiting with status {self.exit_code} (the '
+            'Slurm scripts requeue the job; restart with --resume to '
+            'continue)')
+        if is_distributed():
+            barrier()
+            torch.distributed.destroy_process_group()
+        raise TrainingPreempted(self.exit_code)
