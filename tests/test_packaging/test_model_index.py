@@ -11,45 +11,20 @@ import ast
 import glob
 import os.path as osp
 import re
+import shutil
 
 import pytest
-import yaml
 from mmengine.config import Config
 
+from mmhybrid.utils.metafile import check_model_index, load_models, metafiles
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+MODELS = load_models(ROOT)
 
 
 def _rel(path):
     return osp.relpath(path, ROOT).replace(osp.sep, '/')
-
-
-def _shipped_configs():
-    """Every config under configs/ except _base_ pieces and the CPU demos."""
-    out = []
-    for path in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'),
-                          recursive=True):
-        parts = _rel(path).split('/')
-        if '_base_' in parts or 'demo' in parts:
-            continue
-        out.append(_rel(path))
-    return sorted(out)
-
-
-def _metafiles():
-    return sorted(
-        _rel(p) for p in glob.glob(
-            osp.join(ROOT, 'configs', '**', 'metafile.yml'), recursive=True))
-
-
-def _models():
-    models = []
-    for metafile in _metafiles():
-        with open(osp.join(ROOT, metafile)) as f:
-            models += yaml.safe_load(f).get('Models', [])
-    return models
-
-
-MODELS = _models()
 
 
 def _alias_target(path):
@@ -58,7 +33,8 @@ def _alias_target(path):
     with open(osp.join(ROOT, path)) as f:
         body = ast.parse(f.read()).body
     if (len(body) == 1 and isinstance(body[0], ast.Assign)
-            and [getattr(t, 'id', None) for t in body[0].targets] == ['_base_']
+            and [getattr(t, 'id', None)
+                 for t in body[0].targets] == ['_base_']
             and isinstance(body[0].value, ast.Constant)
             and isinstance(body[0].value.value, str)):
         return osp.normpath(osp.join(osp.dirname(path),
@@ -67,23 +43,67 @@ def _alias_target(path):
     return None
 
 
-def test_model_index_imports_every_metafile():
-    with open(osp.join(ROOT, 'model-index.yml')) as f:
-        index = yaml.safe_load(f)
-    assert sorted(index['Import']) == _metafiles()
-    assert _metafiles(), 'no configs/**/metafile.yml'
+def test_the_index_and_the_configs_agree():
+    """The rule the lint's metafile hook runs (tools/check_metafile.py)."""
+    assert metafiles(ROOT), 'no configs/**/metafile.yml'
+    problems = check_model_index(ROOT)
+    assert not problems, '\n'.join(problems)
 
 
-def test_every_non_demo_config_is_listed():
-    listed = set()
-    for m in MODELS:
-        listed.add(m['Config'])
-        if 'Alias' in m:
-            listed.add(m['Alias'])
-    missing = sorted(set(_shipped_configs()) - listed)
-    assert not missing, (
-        f'configs not in any configs/**/metafile.yml: {missing}; add a model '
-        '(Name: the file name, Config, Results: null, Weights: null) for each')
+@pytest.fixture
+def index_copy(tmp_path):
+    """A copy of model-index.yml and configs/ to break."""
+    shutil.copy(osp.join(ROOT, 'model-index.yml'), tmp_path)
+    shutil.copytree(
+        osp.join(ROOT, 'configs'),
+        tmp_path / 'configs',
+        ignore=shutil.ignore_patterns('__pycache__'))
+    assert check_model_index(str(tmp_path)) == []
+    return tmp_path
+
+
+def test_an_unlisted_config_is_named(index_copy):
+    (index_copy / 'configs' / 'benchmarks' / 'mmseg' /
+     'new_in1k.py').write_text("_base_ = './x.py'\n")
+    # a CPU miniature is not a model of the index
+    (index_copy / 'configs' / 'demo' / 'tiny_shapes.py').write_text('a = 1\n')
+    assert check_model_index(str(index_copy)) == [
+        'configs/benchmarks/mmseg/new_in1k.py: not in any '
+        'configs/**/metafile.yml (add a model with Name: its file name, '
+        'Config: this path, Results: null, Weights: null)'
+    ]
+
+
+def test_a_listed_config_that_is_gone_is_named(index_copy):
+    config = MODELS[-1]['Config']
+    (index_copy / config).unlink()
+    assert check_model_index(str(index_copy)) == [
+        f"configs/metafile.yml: model {MODELS[-1]['Name']!r}: Config "
+        f'{config} does not exist'
+    ]
+
+
+def test_a_renamed_model_and_a_dangling_downstream_are_named(index_copy):
+    metafile = index_copy / 'configs' / 'metafile.yml'
+    upstream = next(m for m in MODELS if m.get('Downstream'))
+    down = upstream['Downstream'][0]
+    metafile.write_text(metafile.read_text().replace(f'Name: {down}\n',
+                                                     f'Name: {down}-v2\n'))
+    problems = check_model_index(str(index_copy))
+    assert sorted(problems) == sorted([
+        f"configs/metafile.yml: model '{down}-v2': Name is not the file "
+        f"name of its Config ('{down}')",
+        f"configs/metafile.yml: model {upstream['Name']!r}: Downstream "
+        f"'{down}' is not a model of the index",
+    ])
+
+
+def test_a_metafile_missing_from_the_index_is_named(index_copy):
+    (index_copy / 'model-index.yml').write_text('Import: []\n')
+    assert check_model_index(str(index_copy)) == [
+        'model-index.yml: configs/metafile.yml is not in Import (mim would '
+        'not see its models)'
+    ]
 
 
 @pytest.mark.parametrize('model', MODELS, ids=[m['Name'] for m in MODELS])
@@ -96,21 +116,17 @@ def test_listed_config_exists_and_builds(model):
 
 @pytest.mark.parametrize('model', MODELS, ids=[m['Name'] for m in MODELS])
 def test_model_entry_follows_the_openmmlab_metafile(model):
-    # the name mim shows and the file it trains are the same
-    assert model['Name'] == osp.splitext(osp.basename(model['Config']))[0]
-    assert model['Name'] == model['Name'].lower()  # mim search --config
+    # the name mim shows is its file's (the index rule checks it)
     assert model['In Collection'] == 'HybridDistill'
     # nothing trained yet: no made-up numbers, no dead links
     assert 'Results' in model and model['Results'] is None
     assert 'Weights' in model and model['Weights'] is None
-    for name in model.get('Downstream', []):
-        assert name in {m['Name'] for m in MODELS}, name
 
 
 @pytest.mark.parametrize('model', MODELS, ids=[m['Name'] for m in MODELS])
 def test_metadata_matches_the_config(model):
-    """Batch size and schedule in the metafile are the config's, and the
-    name's ``NxbB`` is the config's per-GPU batch."""
+    """Batch size and schedule in the metafile are the config's, and the name's
+    ``NxbB`` is the config's per-GPU batch."""
     cfg = Config.fromfile(osp.join(ROOT, model['Config']))
     meta = model['Metadata']
     gpus, per_gpu = map(int,
@@ -131,17 +147,18 @@ ALIASED = [m for m in MODELS if 'Alias' in m]
 
 
 def test_flagships_keep_their_short_names():
-    assert {m['Alias'] for m in ALIASED} >= {'configs/hybrid_vitb.py',
-                                            'configs/hybrid_vitl.py'}
+    assert {m['Alias']
+            for m in ALIASED
+            } >= {'configs/hybrid_vitb.py', 'configs/hybrid_vitl.py'}
 
 
 @pytest.mark.parametrize('model', ALIASED, ids=[m['Name'] for m in ALIASED])
 def test_alias_is_a_one_line_base_of_the_scheme_name(model):
     config, alias = model['Config'], model['Alias']
     assert config != alias
-    assert (_alias_target(config) == alias
-            or _alias_target(alias) == config), (
-        f'one of {config} and {alias} must be only `_base_ = ` the other')
+    assert (
+        _alias_target(config) == alias or _alias_target(alias) == config), (
+            f'one of {config} and {alias} must be only `_base_ = ` the other')
     a = Config.fromfile(osp.join(ROOT, config))
     b = Config.fromfile(osp.join(ROOT, alias))
     assert a.to_dict() == b.to_dict()
@@ -149,19 +166,19 @@ def test_alias_is_a_one_line_base_of_the_scheme_name(model):
 
 def test_config_file_names_are_unique_in_the_package():
     """``mim train mmhybrid NAME.py`` (a path that does not exist where it is
-    run) looks the file name up anywhere in the installed package, configs
-    and tools included, and refuses a name found twice."""
+    run) looks the file name up anywhere in the installed package, configs and
+    tools included, and refuses a name found twice."""
     seen = {}
     for top in ('configs', 'tools', 'mmhybrid'):
-        for path in glob.glob(osp.join(ROOT, top, '**', '*.py'),
-                              recursive=True):
+        for path in glob.glob(
+                osp.join(ROOT, top, '**', '*.py'), recursive=True):
             if '/.mim/' in path.replace(osp.sep, '/'):
                 continue
             seen.setdefault(osp.basename(path), []).append(_rel(path))
     clashes = {
         _rel(p): seen[osp.basename(p)]
-        for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'),
-                           recursive=True)
+        for p in glob.glob(
+            osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
         if len(seen[osp.basename(p)]) > 1
     }
     assert not clashes, clashes
@@ -171,8 +188,8 @@ def test_mim_reads_the_index():
     """The index as mim reads it (modelindex, what ``mim search`` calls)."""
     from modelindex.load_model_index import load
     index = load(osp.join(ROOT, 'model-index.yml'))
-    assert sorted(m.name for m in index.models) == sorted(
-        m['Name'] for m in MODELS)
+    assert sorted(m.name for m in index.models) == sorted(m['Name']
+                                                          for m in MODELS)
     (collection, ) = index.collections
     assert collection.paper['URL'] == 'https://arxiv.org/abs/2306.15876'
     assert collection.paper['Title'].startswith('Hybrid Distillation')
