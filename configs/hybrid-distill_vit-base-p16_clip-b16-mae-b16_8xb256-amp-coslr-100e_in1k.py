@@ -1,4 +1,5 @@
-# 100-epoch ablation schedule of the flagship (docs/method.md: ablations use 100 epochs).
+# 100-epoch ablation schedule of the flagship (docs/method.md: ablations use
+# 100 epochs).
 _base_ = './hybrid_vitb.py'
 
 max_epochs = 100

@@ -1,11 +1,13 @@
-# DeiT-B (supervised) + MAE-B teachers, the setting whose IN-1K fine-tune the paper
-# reports as 83.7. DeiT uses ImageNet normalisation, like the student's input.
+# DeiT-B (supervised) + MAE-B teachers, the setting whose IN-1K fine-tune the
+# paper reports as 83.7. DeiT uses ImageNet normalisation, like the student's
+# input.
 _base_ = './hybrid_vitb.py'
 
 deit_b_ckpt = 'https://download.openmmlab.com/mmclassification/v0/deit/deit-base_3rdparty_pt-16xb64_in1k_20211124-6f40c188.pth'  # noqa
 
 model = dict(
-    # Feature Distillation's value for a ViT-B distilled from DeiT-B, 300 epochs
+    # Feature Distillation's value for a ViT-B distilled from DeiT-B, 300
+    # epochs
     backbone=dict(drop_path_rate=0.3),
     teacher_feat=dict(
         _delete_=True,

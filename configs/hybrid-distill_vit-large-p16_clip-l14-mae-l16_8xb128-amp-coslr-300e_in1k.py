@@ -1,2 +1,3 @@
-# The ViT-L flagship under its OpenMMLab-scheme name; configs/hybrid_vitl.py holds the recipe.
+# The ViT-L flagship under its OpenMMLab-scheme name; configs/hybrid_vitl.py
+# holds the recipe.
 _base_ = './hybrid_vitl.py'

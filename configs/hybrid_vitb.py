@@ -1,5 +1,6 @@
-# Flagship: Hybrid Distillation of a ViT-B/16 from CLIP ViT-B/16 + MAE ViT-B/16 on
-# ImageNet-1K, 300 epochs, 8 GPUs x 256 images, AdamW, bf16 AMP, cosine with warmup.
+# Flagship: Hybrid Distillation of a ViT-B/16 from CLIP ViT-B/16 + MAE
+# ViT-B/16 on ImageNet-1K, 300 epochs, 8 GPUs x 256 images, AdamW, bf16 AMP,
+# cosine with warmup.
 #   tools/dist_train.sh configs/hybrid_vitb.py 8
 _base_ = [
     './_base_/models/hybrid-distill_vit-base-p16_clip-b16-mae-b16.py',
@@ -11,16 +12,19 @@ custom_imports = dict(imports=['mmhybrid'], allow_failed_imports=False)
 train_dataloader = dict(batch_size=256, num_workers=10)
 
 # lr = 1.5e-4 * total_batch / 256 (docs/method.md); 8 x 256 = 2048
-# bf16 autocast without a GradScaler (mmhybrid.engine.BF16OptimWrapper): bf16 needs
-# no loss scaling, and the scaler's per-step inf check stalls the GPU pipeline.
-# GPUs without bf16 (V100): the *-fp16-* configs.
+# bf16 autocast without a GradScaler (mmhybrid.engine.BF16OptimWrapper): bf16
+# needs no loss scaling, and the scaler's per-step inf check stalls the GPU
+# pipeline. GPUs without bf16 (V100): the *-fp16-* configs.
 # Gradient norm clipped at 3.0, as Feature Distillation does at this lr.
 optim_wrapper = dict(
     type='BF16OptimWrapper',
     clip_grad=dict(max_norm=3.0),
     optimizer=dict(
-        type='AdamW', lr=1.5e-4 * 2048 / 256, betas=(0.9, 0.95),
-        weight_decay=0.05, fused=True),
+        type='AdamW',
+        lr=1.5e-4 * 2048 / 256,
+        betas=(0.9, 0.95),
+        weight_decay=0.05,
+        fused=True),
     paramwise_cfg=dict(
         custom_keys={
             'ln': dict(decay_mult=0.0),

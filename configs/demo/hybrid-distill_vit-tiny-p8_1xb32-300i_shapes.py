@@ -41,7 +41,8 @@ model = dict(
         checkpoint_format='mmpretrain'),
     loss_feat=dict(type='FeatureDistillLoss', loss_type='smooth_l1', beta=2.0),
     loss_rel=dict(type='RelationDistillLoss', loss_type='kl'),
-    # Xavier-uniform as both demo teachers (see the supervised teacher's config)
+    # Xavier-uniform as both demo teachers (see the supervised teacher's
+    # config)
     init_cfg=[
         dict(type='Xavier', layer='Linear', distribution='uniform'),
         dict(type='Constant', layer='LayerNorm', val=1.0, bias=0.0)

@@ -1,12 +1,13 @@
-# Hybrid Distillation, ViT-B/16 student, CLIP ViT-B/16 (features) + MAE ViT-B/16
-# (relations) teachers. Teachers are read from their own files at init_weights();
-# they are never trained and never saved with the student.
+# Hybrid Distillation, ViT-B/16 student, CLIP ViT-B/16 (features) + MAE
+# ViT-B/16 (relations) teachers. Teachers are read from their own files at
+# init_weights(); they are never trained and never saved with the student.
 
 # OpenAI CLIP normalisation (0-255 RGB); the data preprocessor uses ImageNet's.
 clip_mean = [0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255]
 clip_std = [0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255]
 
-# OpenAI CLIP ViT-B/16 state dict (the file mmpretrain's MILAN uses as its target).
+# OpenAI CLIP ViT-B/16 state dict (the file mmpretrain's MILAN uses as its
+# target).
 clip_b16_ckpt = 'https://download.openmmlab.com/mmselfsup/1.x/target_generator_ckpt/clip_vit_base_16.pth.tar'  # noqa
 # MAE ViT-B/16, 1600 epochs, as published by mmpretrain/mmselfsup.
 mae_b16_ckpt = 'https://download.openmmlab.com/mmselfsup/1.x/mae/mae_vit-base-p16_8xb512-fp16-coslr-1600e_in1k/mae_vit-base-p16_8xb512-fp16-coslr-1600e_in1k_20220825-f7569ca2.pth'  # noqa
@@ -71,12 +72,15 @@ model = dict(
         whiten_target=True,
         loss_weight=1.0),
     loss_rel=dict(
-        type='RelationDistillLoss', loss_type='kl', use_vv=False,
+        type='RelationDistillLoss',
+        loss_type='kl',
+        use_vv=False,
         loss_weight=1.0,
         # torch.compile the KL over the (B, H, L, L) maps on CUDA: measured
         # faster and lighter by tools/speed/gpu_check.sh (docs/benchmarks/)
         compile=True),
-    # None = student blocks 0..10 with teacher blocks 0..10 (last block: features)
+    # None = student blocks 0..10 with teacher blocks 0..10 (last block:
+    # features)
     relation_pairs=None,
     importance_source='feat',
     token_selection='sample',

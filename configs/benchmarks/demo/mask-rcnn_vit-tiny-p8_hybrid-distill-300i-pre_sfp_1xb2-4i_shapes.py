@@ -1,12 +1,14 @@
-# CPU miniature of the COCO Mask R-CNN benchmark on the generated COCO-style shapes
-# data (tools/data/make_shapes.py): the full-size config (mmpretrain ViT + simple
-# feature pyramid, LSJ, layer decay) with the demo student's tiny ViT (8 px
-# patches; the pyramid scales 2, 1, 1/2, 1/4 give the usual strides 4-32, +64),
-# 96 x 96 large-scale-jitter crops of the 64 px images (so the position embedding
-# is resized 8 x 8 -> 12 x 12, by the converter or by the backbone's strict load
-# of a raw pretraining checkpoint), narrow heads, a few iterations,
+# CPU miniature of the COCO Mask R-CNN benchmark on the generated COCO-style
+# shapes data (tools/data/make_shapes.py): the full-size config (mmpretrain ViT
+# + simple feature pyramid, LSJ, layer decay) with the demo student's tiny ViT
+# (8 px patches; the pyramid scales 2, 1, 1/2, 1/4 give the usual strides 4-32,
+# +64), 96 x 96 large-scale-jitter crops of the 64 px images (so the position
+# embedding is resized 8 x 8 -> 12 x 12, by the converter or by the backbone's
+# strict load of a raw pretraining checkpoint), narrow heads, a few iterations,
 # bbox and segm AP through mmdet's CocoMetric (pycocotools).
-_base_ = ['../mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-100e_coco.py']
+_base_ = [
+    '../mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-100e_coco.py'  # noqa: E501
+]
 
 data_root = 'data/shapes/coco/'
 pretrained = 'work_dirs/demo/student_mmdet.pth'
@@ -38,7 +40,9 @@ model = dict(
     roi_head=dict(
         bbox_roi_extractor=dict(out_channels=64),
         bbox_head=dict(
-            in_channels=64, conv_out_channels=64, fc_out_channels=128,
+            in_channels=64,
+            conv_out_channels=64,
+            fc_out_channels=128,
             num_classes=5),
         mask_roi_extractor=dict(out_channels=64),
         mask_head=dict(in_channels=64, conv_out_channels=64, num_classes=5)),
@@ -46,16 +50,22 @@ model = dict(
         rpn_proposal=dict(nms_pre=300, max_per_img=100),
         rcnn=dict(sampler=dict(num=64))),
     test_cfg=dict(
-        rpn=dict(nms_pre=300, max_per_img=100),
-        rcnn=dict(max_per_img=20)))
+        rpn=dict(nms_pre=300, max_per_img=100), rcnn=dict(max_per_img=20)))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='RandomResize', scale=image_size, ratio_range=(0.5, 1.5),
-         keep_ratio=True),
-    dict(type='RandomCrop', crop_type='absolute_range', crop_size=image_size,
-         recompute_bbox=True, allow_negative_crop=True),
+    dict(
+        type='RandomResize',
+        scale=image_size,
+        ratio_range=(0.5, 1.5),
+        keep_ratio=True),
+    dict(
+        type='RandomCrop',
+        crop_type='absolute_range',
+        crop_size=image_size,
+        recompute_bbox=True,
+        allow_negative_crop=True),
     dict(type='FilterAnnotations', min_gt_bbox_wh=(1e-2, 1e-2)),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs')
@@ -108,7 +118,9 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=2)
 ]
 train_cfg = dict(
-    _delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
+    _delete_=True,
+    type='IterBasedTrainLoop',
+    max_iters=max_iters,
     val_interval=max_iters)
 default_hooks = dict(
     logger=dict(interval=1),

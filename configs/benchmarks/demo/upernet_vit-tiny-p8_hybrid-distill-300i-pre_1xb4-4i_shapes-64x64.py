@@ -1,9 +1,11 @@
 # CPU miniature of the ADE20K UperNet benchmark on the generated ADE20K-style
-# shapes data (tools/data/make_shapes.py; 5 classes, background ignored as ADE20K's
-# "other"): the full-size config with the demo student's tiny ViT, 64 x 64 crops,
-# BatchNorm instead of SyncBN, a few iterations, sliding-window inference (48 px
-# windows, stride 32) and mIoU through mmseg's IoUMetric.
-_base_ = ['../mmseg/upernet_vit-base-p16_hybrid-distill-300e-pre_8xb2-160k_ade20k-512x512.py']
+# shapes data (tools/data/make_shapes.py; 5 classes, background ignored as
+# ADE20K's "other"): the full-size config with the demo student's tiny ViT, 64
+# x 64 crops, BatchNorm instead of SyncBN, a few iterations, sliding-window
+# inference (48 px windows, stride 32) and mIoU through mmseg's IoUMetric.
+_base_ = [
+    '../mmseg/upernet_vit-base-p16_hybrid-distill-300e-pre_8xb2-160k_ade20k-512x512.py'  # noqa: E501
+]
 
 data_root = 'data/shapes/ade20k/'
 pretrained = 'work_dirs/demo/student_mmseg.pth'
@@ -37,8 +39,11 @@ model = dict(
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='RandomResize', scale=(128, 64), ratio_range=(0.5, 2.0),
-         keep_ratio=True),
+    dict(
+        type='RandomResize',
+        scale=(128, 64),
+        ratio_range=(0.5, 2.0),
+        keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PhotoMetricDistortion'),
@@ -80,8 +85,13 @@ optim_wrapper = dict(type='OptimWrapper', optimizer=dict(lr=1e-3))
 max_iters = 4
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=2),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=2, end=max_iters,
-         by_epoch=False)
+    dict(
+        type='PolyLR',
+        eta_min=0.0,
+        power=1.0,
+        begin=2,
+        end=max_iters,
+        by_epoch=False)
 ]
 train_cfg = dict(
     type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)

@@ -1,7 +1,9 @@
 # CPU miniature of the ImageNet linear-probe benchmark on the generated shapes
 # data: the full-size config (frozen backbone, [CLS] + BatchNorm + linear head,
 # LARS) with the demo student's tiny ViT, 64 px images and a few iterations.
-_base_ = ['../mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb2048-linear-coslr-90e_in1k.py']
+_base_ = [
+    '../mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb2048-linear-coslr-90e_in1k.py'  # noqa: E501
+]
 
 data_root = 'data/shapes/imagenet/'
 pretrained = 'work_dirs/demo/student_mmpretrain.pth'
@@ -65,7 +67,9 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', by_epoch=False, begin=0, end=max_iters)
 ]
 train_cfg = dict(
-    _delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
+    _delete_=True,
+    type='IterBasedTrainLoop',
+    max_iters=max_iters,
     val_interval=max_iters)
 default_hooks = dict(
     logger=dict(interval=1),

@@ -1,9 +1,11 @@
-# CPU miniature of the ImageNet fine-tuning benchmark on the generated shapes data
-# (tools/data/make_shapes.py): the full-size config with a tiny ViT (the demo
-# student's architecture), 64 px images, a few iterations, the same recipe
+# CPU miniature of the ImageNet fine-tuning benchmark on the generated shapes
+# data (tools/data/make_shapes.py): the full-size config with a tiny ViT (the
+# demo student's architecture), 64 px images, a few iterations, the same recipe
 # otherwise (layer decay, RandAugment, random erasing, mixup/cutmix, label
 # smoothing, top-1 through mmpretrain's Accuracy).
-_base_ = ['../mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb128-coslr-100e_in1k.py']
+_base_ = [
+    '../mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb128-coslr-100e_in1k.py'  # noqa: E501
+]
 
 data_root = 'data/shapes/imagenet/'
 pretrained = 'work_dirs/demo/student_mmpretrain.pth'
@@ -27,8 +29,11 @@ model = dict(
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='RandomResizedCrop', scale=img_size, backend='pillow',
-         interpolation='bicubic'),
+    dict(
+        type='RandomResizedCrop',
+        scale=img_size,
+        backend='pillow',
+        interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(
         type='RandAugment',
@@ -50,8 +55,12 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=img_size, edge='short', backend='pillow',
-         interpolation='bicubic'),
+    dict(
+        type='ResizeEdge',
+        scale=img_size,
+        edge='short',
+        backend='pillow',
+        interpolation='bicubic'),
     dict(type='CenterCrop', crop_size=img_size),
     dict(type='PackInputs')
 ]
@@ -85,11 +94,17 @@ optim_wrapper = dict(type='OptimWrapper', optimizer=dict(lr=1e-3))
 max_iters = 4
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=2),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=2, end=max_iters,
-         eta_min=1e-6)
+    dict(
+        type='CosineAnnealingLR',
+        by_epoch=False,
+        begin=2,
+        end=max_iters,
+        eta_min=1e-6)
 ]
 train_cfg = dict(
-    _delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
+    _delete_=True,
+    type='IterBasedTrainLoop',
+    max_iters=max_iters,
     val_interval=max_iters)
 default_hooks = dict(
     logger=dict(interval=1),

@@ -1,16 +1,18 @@
 # COCO instance segmentation with a Hybrid Distill ViT-B/16 student: Mask R-CNN
-# on a plain ViT with ViTDet's simple feature pyramid (Li et al. 2022), large-scale
-# jitter (1024 x 1024, scale 0.1-2.0), 100 epochs (mmdet's LSJ recipe: 25 epochs
-# of a 4x repeated dataset), batch 64 (8 GPUs x 8), AdamW lr 1e-4, weight decay
-# 0.1, layer-wise lr decay 0.7 and drop path 0.1 (ViTDet's ViT-B values), a
-# 2-conv RPN and a 4-conv + 1-fc box head with LayerNorm as ViTDet.
-# The backbone (StrictPretrainedViT) is mmpretrain's own VisionTransformer with
-# global attention in every block (ViTDet's window attention / relative positions
-# are not used), so the pretrained keys need no renaming.
+# on a plain ViT with ViTDet's simple feature pyramid (Li et al. 2022),
+# large-scale jitter (1024 x 1024, scale 0.1-2.0), 100 epochs (mmdet's LSJ
+# recipe: 25 epochs of a 4x repeated dataset), batch 64 (8 GPUs x 8), AdamW lr
+# 1e-4, weight decay 0.1, layer-wise lr decay 0.7 and drop path 0.1 (ViTDet's
+# ViT-B values), a 2-conv RPN and a 4-conv + 1-fc box head with LayerNorm as
+# ViTDet. The backbone (StrictPretrainedViT) is mmpretrain's own
+# VisionTransformer with global attention in every block (ViTDet's window
+# attention / relative positions are not used), so the pretrained keys need no
+# renaming.
 #
 #   tools/benchmarks/dist_downstream.sh coco PRETRAIN.pth 8
-# or, by hand, with the pretraining checkpoint itself (work_dirs/.../epoch_300.pth)
-# or a converter's output (tools/model_converters/hybrid2mmdet.py):
+# or, by hand, with the pretraining checkpoint itself
+# (work_dirs/.../epoch_300.pth) or a converter's output
+# (tools/model_converters/hybrid2mmdet.py):
 #   tools/dist_train.sh THIS_CONFIG 8 \
 #       --cfg-options model.backbone.init_cfg.checkpoint=PRETRAIN.pth
 # The backbone loads every tensor or stops with an ERROR before training;
@@ -73,7 +75,8 @@ test_pipeline = [
 # mmdet collates with pseudo_collate (tools/train.py defaults to mmpretrain's
 # default_collate, which cannot batch boxes and masks)
 train_dataloader = dict(
-    batch_size=8, num_workers=8,  # x 8 GPUs = 64
+    batch_size=8,
+    num_workers=8,  # x 8 GPUs = 64
     collate_fn=dict(type='pseudo_collate'))
 val_dataloader = dict(
     collate_fn=dict(type='pseudo_collate'),
@@ -83,7 +86,8 @@ test_dataloader = val_dataloader
 optim_wrapper = dict(
     _delete_=True,
     type='AmpOptimWrapper',
-    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.1),
+    optimizer=dict(
+        type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.1),
     constructor='ViTLayerDecayOptimWrapperConstructor',
     paramwise_cfg=dict(layer_decay_rate=0.7),
     clip_grad=None)
@@ -91,7 +95,8 @@ optim_wrapper = dict(
 # 250 warm-up iterations, steps at 22 and 24 of 25 (repeated-dataset) epochs,
 # i.e. at ~89 % and ~96 % of training as ViTDet
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=250),
+    dict(
+        type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=250),
     dict(
         type='MultiStepLR',
         begin=0,

@@ -1,13 +1,15 @@
-# ADE20K semantic segmentation with a Hybrid Distill ViT-B/16 student (docs/method.md):
-# UperNet, 512 x 512 crops, 160k iterations, batch 16 (8 GPUs x 2), AdamW lr 1e-4,
-# layer-wise lr decay 0.65, drop path 0.1, sliding-window inference (512 crops,
-# stride 341). mmseg's MAE UperNet config is inherited; only the backbone
-# (StrictPretrainedViT: mmpretrain's own VisionTransformer, so the pretrained keys
-# need no renaming) and the optimizer constructor change.
+# ADE20K semantic segmentation with a Hybrid Distill ViT-B/16 student
+# (docs/method.md): UperNet, 512 x 512 crops, 160k iterations, batch 16 (8 GPUs
+# x 2), AdamW lr 1e-4, layer-wise lr decay 0.65, drop path 0.1, sliding-window
+# inference (512 crops, stride 341). mmseg's MAE UperNet config is inherited;
+# only the backbone (StrictPretrainedViT: mmpretrain's own VisionTransformer,
+# so the pretrained keys need no renaming) and the optimizer constructor
+# change.
 #
 #   tools/benchmarks/dist_downstream.sh ade20k PRETRAIN.pth 8
-# or, by hand, with the pretraining checkpoint itself (work_dirs/.../epoch_300.pth)
-# or a converter's output (tools/model_converters/hybrid2mmseg.py):
+# or, by hand, with the pretraining checkpoint itself
+# (work_dirs/.../epoch_300.pth) or a converter's output
+# (tools/model_converters/hybrid2mmseg.py):
 #   tools/dist_train.sh THIS_CONFIG 8 \
 #       --cfg-options model.backbone.init_cfg.checkpoint=PRETRAIN.pth
 # The backbone loads every tensor or stops with an ERROR before training;
@@ -39,11 +41,13 @@ model = dict(
     neck=dict(embed_dim=768, rescales=[4, 2, 1, 0.5]),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
 
-# fp16 autocast with dynamic loss scaling (replaces the MAE config's `fp16` field)
+# fp16 autocast with dynamic loss scaling (replaces the MAE config's `fp16`
+# field)
 optim_wrapper = dict(
     _delete_=True,
     type='AmpOptimWrapper',
-    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
+    optimizer=dict(
+        type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
     constructor='ViTLayerDecayOptimWrapperConstructor',
     paramwise_cfg=dict(layer_decay_rate=0.65))
 fp16 = None
