@@ -1,5 +1,6 @@
-"""The flagship downstream configs carry the paper's protocol (METHOD.md), and
-the one-command launcher maps every task to them."""
+"""The flagship downstream configs carry the paper's protocol
+(docs/method.md#recipe), and the one-command launcher maps every task to
+them."""
 import os.path as osp
 
 import pytest

@@ -51,7 +51,8 @@ class FeatureDistillLoss(nn.Module):
         beta (float): Smooth-L1 beta. Defaults to 2.0.
         whiten_target (bool): Whiten teacher tokens with a LayerNorm without
             affine parameters. Defaults to True.
-        loss_weight (float): alpha in METHOD.md. Defaults to 1.0.
+        loss_weight (float): alpha of docs/method.md#targets. Defaults to
+            1.0.
     """
     LOSS_TYPES = ('smooth_l1', 'mse', 'cosine')
 

@@ -27,7 +27,8 @@ class RelationDistillLoss(LazyCompileMixin, nn.Module):
             Defaults to ``'kl'``.
         use_vv (bool): Also distil V-V relations. Defaults to False.
         beta (float): Smooth-L1 beta for ``'smooth_l1'``. Defaults to 1.0.
-        loss_weight (float): beta in METHOD.md. Defaults to 1.0.
+        loss_weight (float): beta of docs/method.md#relation-loss. Defaults
+            to 1.0.
         compile (bool): On CUDA, fuse the distance's element-wise passes over the
             ``(B, H, L, L)`` maps with :func:`torch.compile` (dynamic shapes, as
             the kept-token count changes). CPU inputs always run eagerly.
