@@ -34,19 +34,12 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
+from ..utils.sizes import as_pair as _pair
+
 _EPS = 1e-12
 
 IntPair = Union[int, Sequence[int]]
 SizePair = Union[float, Sequence[float]]
-
-
-def _pair(v, cast=int) -> tuple:
-    if isinstance(v, (int, float)):
-        return (cast(v), cast(v))
-    v = tuple(cast(x) for x in v)
-    if len(v) != 2:
-        raise ValueError(f'expected a number or a pair, got {v}')
-    return v
 
 
 def _check_map(attn: torch.Tensor) -> None:

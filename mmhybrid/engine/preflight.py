@@ -25,9 +25,13 @@ from ..models.utils.config_checks import (ViTGeometry,
                                           distill_geometry_problems,
                                           patch_grid, patch_grid_problems,
                                           relation_pair_problems, vit_default)
-from ..models.utils.token_masking import mask_ratio_problems
+from ..models.algorithms.hybrid_distill import IMPORTANCE_SOURCES
+from ..models.teachers.frozen_teacher import AUTOCAST_DTYPES
+from ..models.teachers.vit_formats import FORMATS
+from ..models.utils.token_masking import (SCHEDULES, SELECTIONS,
+                                          mask_ratio_problems)
 from ..utils.checkpoint import url_scheme
-from ..utils.problems import Problem
+from ..utils.problems import Problem, choice_problems
 from ..utils.teacher_files import teacher_file_problems
 from .safe_io import probe_checkpoint
 
@@ -137,9 +141,19 @@ class _Checker:
         tm = self.check_vit('model.teacher_rel.backbone',
                             tm_cfg.get('backbone'))
         for name, t_cfg in (('teacher_feat', tc_cfg), ('teacher_rel', tm_cfg)):
+            key = f'model.{name}'
             self.report(teacher_file_problems(
-                t_cfg.get('checkpoint'), f'model.{name}.checkpoint',
-                read=True))
+                t_cfg.get('checkpoint'), f'{key}.checkpoint', read=True))
+            for arg, choices in (('checkpoint_format', FORMATS),
+                                 ('autocast_dtype', AUTOCAST_DTYPES)):
+                if arg in t_cfg:
+                    self.report(choice_problems(f'{key}.{arg}', t_cfg[arg],
+                                                choices))
+        for arg, choices in (('importance_source', IMPORTANCE_SOURCES),
+                             ('token_selection', SELECTIONS)):
+            if arg in model:
+                self.report(choice_problems(f'model.{arg}', model[arg],
+                                            choices))
         if s:
             neck = model.get('neck') or {}
             self.report(distill_geometry_problems(
@@ -173,15 +187,17 @@ class _Checker:
                 continue
             allowed = getattr(cls, 'LOSS_TYPES', None)
             lt = cfg.get('loss_type')
-            if allowed is not None and lt is not None and lt not in allowed:
-                self.err(f'{key}.loss_type', lt,
-                         f'unknown {t} loss; expected one of {allowed}')
+            if allowed is not None and lt is not None:
+                self.report(choice_problems(f'{key}.loss_type', lt, allowed))
 
     # ---------------------------------------------------------------- hooks
     def check_hooks(self, student: Optional[ViTGeometry]) -> None:
         for i, h in enumerate(self.cfg.get('custom_hooks') or []):
             if not _is(h, 'ProgressiveMaskingHook'):
                 continue
+            if 'schedule' in h:
+                self.report(choice_problems(f'custom_hooks[{i}].schedule',
+                                            h['schedule'], SCHEDULES))
             for name in ('final_ratio', 'start_ratio'):
                 if name in h:
                     self.check_ratio(f'custom_hooks[{i}].{name}', h[name],

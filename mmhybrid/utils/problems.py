@@ -6,7 +6,7 @@ Each check of mmhybrid is one pure function that returns a list of
 (:mod:`mmhybrid.engine.preflight`) collects them all, with the keys prefixed
 to full config keys, so both say the same thing about the same input.
 """
-from typing import Any, List, NamedTuple, Sequence, Type
+from typing import Any, Collection, List, NamedTuple, Sequence, Type
 
 
 class Problem(NamedTuple):
@@ -24,6 +24,14 @@ class Problem(NamedTuple):
 
     def __str__(self) -> str:
         return f'{self.key}={self.value!r}: {self.message}'
+
+
+def choice_problems(key: str, value: Any,
+                    choices: Collection) -> List[Problem]:
+    """``value`` must be one of ``choices`` (a loss type, a schedule, ...)."""
+    if value in choices:
+        return []
+    return [Problem(key, value, f'expected one of {tuple(choices)}')]
 
 
 def raise_problems(owner: str,

@@ -17,7 +17,7 @@ def test_ratio_schedule():
 
 @pytest.mark.parametrize('kwargs,match', [
     (dict(final_ratio=1.0), r'final_ratio=1.0: mask ratio must be in \[0, 1\)'),
-    (dict(schedule='exp'), "schedule must be one of"),
+    (dict(schedule='exp'), "schedule='exp': expected one of"),
     (dict(start_iter=5, end_iter=5), 'end_iter'),
 ])
 def test_bad_arguments(kwargs, match):

@@ -6,7 +6,7 @@ from mmpretrain.registry import HOOKS
 
 from ...models.utils.token_masking import (SCHEDULES, mask_ratio_at,
                                            mask_ratio_problems)
-from ...utils.problems import raise_problems
+from ...utils.problems import choice_problems, raise_problems
 
 DATA_BATCH = Optional[dict]
 
@@ -41,10 +41,8 @@ class ProgressiveMaskingHook(Hook):
         raise_problems(
             'ProgressiveMaskingHook',
             mask_ratio_problems(final_ratio, 'final_ratio') +
-            mask_ratio_problems(start_ratio, 'start_ratio'))
-        if schedule not in SCHEDULES:
-            raise ValueError(f'ProgressiveMaskingHook.schedule must be one of '
-                             f'{SCHEDULES}, got {schedule!r}')
+            mask_ratio_problems(start_ratio, 'start_ratio') +
+            choice_problems('schedule', schedule, SCHEDULES))
         if end_iter is not None and end_iter <= start_iter:
             raise ValueError(f'ProgressiveMaskingHook: end_iter ({end_iter}) must '
                              f'be after start_iter ({start_iter})')

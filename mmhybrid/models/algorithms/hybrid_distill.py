@@ -17,7 +17,7 @@ from mmpretrain.models.selfsup import BaseSelfSupervisor
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-from ...utils.problems import raise_problems
+from ...utils.problems import choice_problems, raise_problems
 from ..backbones.hybrid_vit import HybridViT
 from ..teachers.frozen_teacher import FrozenTeacher
 from ..utils.config_checks import (ViTGeometry, default_relation_pairs,
@@ -26,6 +26,10 @@ from ..utils.config_checks import (ViTGeometry, default_relation_pairs,
 from ..utils.token_masking import (SELECTIONS, gather_tokens,
                                    mask_ratio_problems, num_kept_tokens,
                                    select_kept_tokens, with_cls_index)
+
+
+#: whose last-block [CLS] attention ranks the tokens: Tc's or Tm's
+IMPORTANCE_SOURCES = ('feat', 'rel')
 
 
 def _trainable(t: torch.Tensor) -> torch.Tensor:
@@ -109,12 +113,11 @@ class HybridDistill(BaseSelfSupervisor):
         self.loss_feat = MODELS.build(loss_feat)
         self.loss_rel = MODELS.build(loss_rel)
 
-        if importance_source not in ('feat', 'rel'):
-            raise ValueError("HybridDistill.importance_source must be 'feat' or "
-                             f"'rel', got {importance_source!r}")
-        if token_selection not in SELECTIONS:
-            raise ValueError(f'HybridDistill.token_selection must be one of '
-                             f'{SELECTIONS}, got {token_selection!r}')
+        raise_problems(
+            'HybridDistill',
+            choice_problems('importance_source', importance_source,
+                            IMPORTANCE_SOURCES) +
+            choice_problems('token_selection', token_selection, SELECTIONS))
         self.importance_source = importance_source
         self.token_selection = token_selection
         self.mask_ratio = mask_ratio

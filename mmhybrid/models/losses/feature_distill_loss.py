@@ -3,6 +3,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmpretrain.registry import MODELS
 
+from ...utils.problems import choice_problems, raise_problems
+
 
 def whiten(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """LayerNorm without affine parameters over channels: ``(..., C) -> (..., C)``.
@@ -62,9 +64,8 @@ class FeatureDistillLoss(nn.Module):
                  whiten_target: bool = True,
                  loss_weight: float = 1.0) -> None:
         super().__init__()
-        if loss_type not in self.LOSS_TYPES:
-            raise ValueError(f'FeatureDistillLoss: unknown loss_type '
-                             f'{loss_type!r}; expected one of {self.LOSS_TYPES}')
+        raise_problems('FeatureDistillLoss',
+                       choice_problems('loss_type', loss_type, self.LOSS_TYPES))
         self.loss_type = loss_type
         self.beta = beta
         self.whiten_target = whiten_target

@@ -4,6 +4,7 @@ import torch
 import torch.nn as nn
 from mmpretrain.registry import MODELS
 
+from ...utils.problems import choice_problems, raise_problems
 from ..utils.lazy_compile import LazyCompileMixin
 from .relation_functional import (kl_relation, mse_relation, relation_logits,
                                   smooth_l1_relation)
@@ -43,9 +44,8 @@ class RelationDistillLoss(LazyCompileMixin, nn.Module):
                  loss_weight: float = 1.0,
                  compile: bool = False) -> None:
         super().__init__()
-        if loss_type not in self.LOSS_TYPES:
-            raise ValueError(f'RelationDistillLoss: unknown loss_type '
-                             f'{loss_type!r}; expected one of {self.LOSS_TYPES}')
+        raise_problems('RelationDistillLoss',
+                       choice_problems('loss_type', loss_type, self.LOSS_TYPES))
         self.loss_type = loss_type
         self.use_vv = use_vv
         self.beta = beta

@@ -8,13 +8,16 @@ from mmpretrain.registry import MODELS
 
 from ...utils.checkpoint import (CheckpointError, extract_state_dict,
                                  load_checkpoint_file)
-from ...utils.problems import raise_problems
+from ...utils.problems import choice_problems, raise_problems
 from ...utils.teacher_files import fetch_teacher_file, teacher_file_problems
 from ..backbones.hybrid_vit import DistillOutput, HybridViT
 from ..utils.lazy_compile import LazyCompileMixin
 from .vit_formats import (FORMATS, compare_keys, fit_final_norm,
                           format_key_report, read_vit_layout)
 
+
+#: the teacher's autocast dtypes on CUDA (None: fp32)
+AUTOCAST_DTYPES = (None, 'bfloat16', 'float16')
 
 def load_vit_weights(model: HybridViT,
                      filename: str,
@@ -209,17 +212,16 @@ class FrozenTeacher(LazyCompileMixin, nn.Module):
         if not isinstance(self.backbone, HybridViT):
             raise TypeError('FrozenTeacher.backbone must build a HybridViT, got '
                             f'{type(self.backbone).__name__}')
-        if checkpoint_format not in FORMATS:
-            raise ValueError(f'FrozenTeacher: unknown checkpoint_format '
-                             f'{checkpoint_format!r}; expected one of {FORMATS}')
+        raise_problems(
+            'FrozenTeacher',
+            choice_problems('checkpoint_format', checkpoint_format, FORMATS))
         # fail at build time, before any data is loaded or step is run
         raise_problems('FrozenTeacher', teacher_file_problems(checkpoint),
                        CheckpointError)
         if (mean is None) != (std is None):
             raise ValueError('FrozenTeacher: give both mean and std, or neither')
-        if autocast_dtype not in (None, 'bfloat16', 'float16'):
-            raise ValueError(f'FrozenTeacher: autocast_dtype must be bfloat16, '
-                             f'float16 or None, got {autocast_dtype!r}')
+        raise_problems('FrozenTeacher', choice_problems(
+            'autocast_dtype', autocast_dtype, AUTOCAST_DTYPES))
         if not isinstance(compile, (bool, dict)):
             raise TypeError('FrozenTeacher: compile must be a bool or a dict of '
                             f'torch.compile arguments, got {compile!r}')

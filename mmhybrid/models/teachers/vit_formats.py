@@ -122,51 +122,55 @@ _TIMM_BLOCK = [
 ]
 
 
-def _from_timm(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+# outside the blocks, timm -> mmpretrain (checked in this order: ``norm.``
+# last, after ``norm_pre.``)
+_TIMM_TOP = [
+    ('patch_embed.proj.', 'patch_embed.projection.'),
+    ('norm_pre.', 'pre_norm.'),
+    ('norm.', 'ln1.'),
+]
+
+
+def _rename_prefix(name: str, table) -> str:
+    """``name`` with the first matching ``(src, dst)`` prefix replaced."""
+    for src, dst in table:
+        if name.startswith(src):
+            return dst + name[len(src):]
+    return name
+
+
+def _rename_vit(sd: Dict[str, torch.Tensor], blocks: Tuple[str, str],
+                block_table, top_table) -> Dict[str, torch.Tensor]:
+    """Rename a ViT's keys: ``<blocks[0]>.<i>.<rest>`` ->
+    ``<blocks[1]>.<i>.<rest renamed by block_table>``, other keys by
+    ``top_table``; keys no table matches keep their names."""
+    block_re = re.compile(rf'^{re.escape(blocks[0])}\.(\d+)\.(.*)$')
     out = {}
     for k, v in sd.items():
-        new = k
-        m = re.match(r'^blocks\.(\d+)\.(.*)$', k)
+        m = block_re.match(k)
         if m:
-            rest = m.group(2)
-            for src, dst in _TIMM_BLOCK:
-                if rest.startswith(src):
-                    rest = dst + rest[len(src):]
-                    break
-            new = f'layers.{m.group(1)}.{rest}'
-        elif k.startswith('patch_embed.proj.'):
-            new = 'patch_embed.projection.' + k[len('patch_embed.proj.'):]
-        elif k.startswith('norm_pre.'):
-            new = 'pre_norm.' + k[len('norm_pre.'):]
-        elif k.startswith('norm.'):
-            new = 'ln1.' + k[len('norm.'):]
-        out[new] = v
+            rest = _rename_prefix(m.group(2), block_table)
+            out[f'{blocks[1]}.{m.group(1)}.{rest}'] = v
+        else:
+            out[_rename_prefix(k, top_table)] = v
     return out
+
+
+def _swap(table):
+    return [(dst, src) for src, dst in table]
+
+
+def _from_timm(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    return _rename_vit(sd, ('blocks', 'layers'), _TIMM_BLOCK, _TIMM_TOP)
 
 
 def to_timm(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """mmpretrain ``VisionTransformer`` keys -> timm keys (inverse of the timm
-    reader above). Unknown keys keep their names, for the strict check to report.
+    reader above). Unknown keys keep their names, for the strict check to
+    report.
     """
-    out = {}
-    for k, v in sd.items():
-        new = k
-        m = re.match(r'^layers\.(\d+)\.(.*)$', k)
-        if m:
-            rest = m.group(2)
-            for dst, src in _TIMM_BLOCK:
-                if rest.startswith(src):
-                    rest = dst + rest[len(src):]
-                    break
-            new = f'blocks.{m.group(1)}.{rest}'
-        else:
-            for mm, timm in (('patch_embed.projection.', 'patch_embed.proj.'),
-                             ('pre_norm.', 'norm_pre.'), ('ln1.', 'norm.')):
-                if k.startswith(mm):
-                    new = timm + k[len(mm):]
-                    break
-        out[new] = v
-    return out
+    return _rename_vit(sd, ('layers', 'blocks'), _swap(_TIMM_BLOCK),
+                       _swap(_TIMM_TOP))
 
 
 def _from_openai_clip(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
