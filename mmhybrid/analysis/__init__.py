@@ -6,9 +6,11 @@
   paper-style plots.
 * :mod:`.vit_loading`: a ViT for analysis from a config or any supported
   checkpoint layout, and an image-folder reader.
-
-Command-line tools: ``tools/analysis/attention_stats.py``,
-``tools/analysis/visualize_masking.py``, ``tools/analysis/run_study.py``.
+* :mod:`.attention_tools`: what ``tools/analysis/attention_stats.py`` and
+  ``visualize_masking.py`` run.
+* :mod:`.miniature`, :mod:`.pipeline`, :mod:`.demo`, :mod:`.study`: the
+  miniature's parts, its staged pipeline, and the two runs that configure it
+  (``tools/demo/run_demo.py``, ``tools/analysis/run_study.py``).
 """
 from .attention_metrics import (attention_distance, attention_entropy,
                                 attention_stats, patch_attention,

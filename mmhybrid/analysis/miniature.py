@@ -8,12 +8,11 @@ frozen [CLS] features and attention statistics (in this process). Every
 training stage is a ``tools/train.py`` run of a ``configs/demo/`` config whose
 command line is printed, so any stage can be rerun alone.
 
-The tools (``tools/demo/run_demo.py``, ``tools/analysis/run_study.py``) choose
-the stages and write the report; this module holds what both need.
+This module holds the parts: data, config options, the stage runner and the
+measurements; :mod:`.pipeline` strings them into stages, which
+:mod:`.demo` and :mod:`.study` configure and report.
 """
 import contextlib
-import glob
-import json
 import multiprocessing as mp
 import os
 import os.path as osp
@@ -25,6 +24,8 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+
+from mmhybrid.utils.scalars import last_scalar, read_scalars  # noqa: F401
 
 
 # ------------------------------------------------------------------- data
@@ -208,7 +209,8 @@ def schedule_options(iters: int, warmup: bool = True) -> List[str]:
 
 
 def check_train_tool(train_tool) -> None:
-    """Refuse a ``tools/train.py`` whose ``merge_args`` lets a later dataloader
+    """Refuse a training module (:mod:`mmhybrid.apis.train`, what
+    ``tools/train.py`` runs) whose ``merge_args`` lets a later dataloader
     overwrite ``train_dataloader``.
 
     mmengine 0.10's ``ConfigDict.update`` merges nested dicts in place; the
@@ -267,22 +269,26 @@ def _child(train_main: Callable, argv: List[str], log: str, threads: int):
 class Stages:
     """Runs training stages ``jobs`` at a time, times them and prints progress.
 
-    By default each stage runs in a forked child of this process, which has
-    imported the stack once (seconds saved per stage), with
-    ``max(1, 2 // jobs)`` threads; ``train_main=None`` runs ``tools/train.py``
-    processes instead.
+    Each stage is a ``tools/train.py`` process by default; with ``train_main``
+    (a training function taking that tool's ``argv``) it runs in a forked
+    child of this process instead, which has imported the stack once. A batch
+    of ``n`` stages runs ``min(jobs, n)`` at a time with ``max(1, cpus //
+    that)`` threads each, so a lone stage gets every core.
 
     Args:
         work_dir (str): Logs go to ``work_dir/logs/<stage>.log``.
         root (str): Repository root (for ``tools/train.py`` and for printing
             commands relative to it).
-        train_main (Callable, optional): ``tools/train.py``'s ``main(argv)``.
+        train_main (Callable, optional): Run stages as forked calls of this.
+            Defaults to None (``tools/train.py`` processes).
         jobs (int): Stages at once. Defaults to 1.
         resume (bool): Keep stages an earlier run finished with the same
             command. Defaults to False.
         total_cost (float): Sum of the costs of every stage to come, for the
             ETA. Defaults to 0 (no ETA).
         tag (str): Prefix of the progress lines. Defaults to ``'[demo]'``.
+        cpus (int): Threads shared by the stages running at once. Defaults
+            to 2 (the CPU the miniature is sized for).
     """
 
     DONE = '.stage_done'
@@ -290,11 +296,11 @@ class Stages:
     def __init__(self, work_dir: str, root: str,
                  train_main: Optional[Callable] = None, jobs: int = 1,
                  resume: bool = False, total_cost: float = 0.0,
-                 tag: str = '[demo]'):
+                 tag: str = '[demo]', cpus: int = 2):
         self.work_dir, self.root = work_dir, root
         self.train_main = train_main
-        self.jobs = max(1, jobs)
-        self.threads = max(1, 2 // self.jobs)
+        self.jobs, self.cpus = max(1, jobs), cpus
+        self.threads = max(1, cpus // self.jobs)
         self.resume = resume
         self.total_cost, self.done_cost = total_cost, 0.0
         self.tag = tag
@@ -356,9 +362,11 @@ class Stages:
     def run(self, batch: Sequence[Stage]) -> None:
         """Run every stage of ``batch``; return when all have ended."""
         pending = list(batch)
+        jobs = max(1, min(self.jobs, len(pending)))
+        self.threads = max(1, self.cpus // jobs)
         running = {}
         while pending or running:
-            while pending and len(running) < self.jobs:
+            while pending and len(running) < jobs:
                 stage = pending.pop(0)
                 cmd = self.command(stage)
                 done_file = osp.join(stage.work_dir, self.DONE)
@@ -403,29 +411,11 @@ class Stages:
 
 
 # ---------------------------------------------------------------- results
-def scalars(work_dir: str) -> List[dict]:
-    """The records of the newest ``vis_data/scalars.json`` of a run."""
-    files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data',
-                                      'scalars.json')))
-    if not files:
-        return []
-    with open(files[-1]) as f:
-        return [json.loads(line) for line in f]
-
-
-def last_scalar(work_dir: str, key: str):
-    """The last logged value of ``key`` (None if never logged)."""
-    value = None
-    for rec in scalars(work_dir):
-        if key in rec:
-            value = rec[key]
-    return value
-
-
 def mean_iter_time(work_dir: str, skip: int = 1) -> Optional[float]:
     """Mean seconds per training iteration (logger windows; the first ``skip``
     dropped: start-up)."""
-    t = [r['time'] for r in scalars(work_dir) if 'loss' in r and 'time' in r]
+    t = [r['time'] for r in read_scalars(work_dir)
+         if 'loss' in r and 'time' in r]
     t = t[skip:] if len(t) > skip else t
     return sum(t) / len(t) if t else None
 

@@ -14,16 +14,8 @@ from PIL import Image
 from mmhybrid.analysis.miniature import (data_options, describe_folder,
                                          knn_top1, load_config, mean_std,
                                          model_options)
+from mmhybrid.analysis.pipeline import CONFIGS
 from mmhybrid.datasets import render_object
-
-DEMO = 'configs/demo'
-CONFIGS = {
-    'sup': f'{DEMO}/vit-tiny-p8_sup_1xb32-300i_shapes.py',
-    'probe': f'{DEMO}/linear-probe_vit-tiny-p8_1xb64-200i_shapes.py',
-    'finetune': f'{DEMO}/finetune_vit-tiny-p8_1xb32-150i_shapes.py',
-    'mae': f'{DEMO}/mae_vit-tiny-p8_1xb32-300i_shapes.py',
-    'hybrid': f'{DEMO}/hybrid-distill_vit-tiny-p8_1xb32-300i_shapes.py',
-}
 
 
 def write_annotated_folder(root, num_classes=3, per_split=(24, 9), size=40):
@@ -103,7 +95,7 @@ def test_bad_folders_are_one_line_errors(tmp_path):
 
 
 @pytest.mark.parametrize('kind', sorted(CONFIGS))
-def test_model_options_resize_every_demo_config(repo_root, kind):
+def test_model_options_resize_every_demo_config(kind):
     """Image size, patch size and class count reach every place a demo config
     keeps them: the built model takes 40 px images with 5 px patches."""
     from mmengine.registry import DefaultScope
@@ -113,7 +105,7 @@ def test_model_options_resize_every_demo_config(repo_root, kind):
     if kind == 'hybrid':  # teachers without files: random weights
         opts += ['model.teacher_feat.checkpoint=None',
                  'model.teacher_rel.checkpoint=None']
-    cfg = load_config(osp.join(repo_root, CONFIGS[kind]), opts)
+    cfg = load_config(CONFIGS[kind], opts)
     if kind in ('sup', 'probe', 'finetune'):
         cfg.model.backbone.init_cfg = None
         assert cfg.model.head.num_classes == 3

@@ -1,7 +1,7 @@
-"""tools/analysis/attention_stats.py and visualize_masking.py end to end on tiny
-checkpoints; the study's train runs use the train split."""
+"""What tools/analysis/attention_stats.py and visualize_masking.py run
+(mmhybrid.analysis.attention_tools) end to end on tiny checkpoints, and the CLI
+once."""
 import csv
-import importlib.util
 import math
 import os.path as osp
 import subprocess
@@ -10,17 +10,12 @@ import sys
 import pytest
 import torch
 
+from mmhybrid.analysis.attention_tools import (attention_stats_report,
+                                               masking_schedule_figure)
+
 ARCH = dict(embed_dims=96, num_layers=4, num_heads=3, feedforward_channels=384)
 HYBRID_CFG = 'configs/demo/hybrid-distill_vit-tiny-p8_1xb32-300i_shapes.py'
 PROBE_CFG = 'configs/demo/linear-probe_vit-tiny-p8_1xb64-200i_shapes.py'
-
-
-def _tool(repo_root, name):
-    path = osp.join(repo_root, 'tools', 'analysis', f'{name}.py')
-    spec = importlib.util.spec_from_file_location(f'_test_{name}', path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope='module')
@@ -68,67 +63,60 @@ def _check_outputs(out, layers=4, heads=3, grid=8, patch=8):
     return rows
 
 
-def test_attention_stats_checkpoint_source(repo_root, tmp_path, student_ckpt,
+def test_attention_stats_checkpoint_source(tmp_path, student_ckpt,
                                            shapes_imagenet):
-    tool = _tool(repo_root, 'attention_stats')
     out = tmp_path / 'ckpt'
-    tool.main([student_ckpt, '--arch', '96,4,3', '--data',
-               osp.join(shapes_imagenet, 'val'), '--out', str(out),
-               '--num-images', '6', '--batch-size', '4', '--device', 'cpu'])
+    attention_stats_report(student_ckpt, osp.join(shapes_imagenet, 'val'),
+                           str(out), arch='96,4,3', num_images=6,
+                           batch_size=4, device='cpu')
     rows = _check_outputs(str(out))
     assert rows[0]['model'] == 'iter_10' and rows[0]['num_images'] == '6'
     # the scaled-up q/k make the attention far from uniform
     assert min(float(r['attn_entropy_nats']) for r in rows) < math.log(64) - 0.5
 
 
-def test_attention_stats_config_source_matches(repo_root, tmp_path,
-                                               student_ckpt, shapes_imagenet):
-    tool = _tool(repo_root, 'attention_stats')
+def test_attention_stats_config_source_matches(tmp_path, student_ckpt,
+                                               shapes_imagenet):
     a, b = tmp_path / 'a', tmp_path / 'b'
-    common = ['--data', osp.join(shapes_imagenet, 'val'), '--num-images', '5',
-              '--device', 'cpu', '--name', 'student']
-    tool.main([HYBRID_CFG, '--checkpoint', student_ckpt, '--out', str(a)] +
-              common)
-    tool.main([student_ckpt, '--arch', '96,4,3', '--out', str(b)] + common)
+    common = dict(data=osp.join(shapes_imagenet, 'val'), num_images=5,
+                  device='cpu', name='student')
+    attention_stats_report(HYBRID_CFG, out=str(a), checkpoint=student_ckpt,
+                           **common)
+    attention_stats_report(student_ckpt, out=str(b), arch='96,4,3', **common)
     ra, rb = _check_outputs(str(a)), _check_outputs(str(b))
     for x, y in zip(ra, rb):
         for k in ('attn_distance_px', 'attn_entropy_nats', 'nmi'):
             assert float(x[k]) == pytest.approx(float(y[k]), abs=1e-5)
 
 
-def test_attention_stats_teacher_of_config_and_errors(repo_root, tmp_path,
-                                                      demo_teachers,
+def test_attention_stats_teacher_of_config_and_errors(tmp_path, demo_teachers,
                                                       shapes_imagenet):
-    tool = _tool(repo_root, 'attention_stats')
     tc, tm = demo_teachers
     out = tmp_path / 'tm'
-    tool.main([HYBRID_CFG, '--component', 'teacher_rel', '--data',
-               osp.join(shapes_imagenet, 'val'), '--out', str(out),
-               '--num-images', '3', '--device', 'cpu', '--cfg-options',
-               f'model.teacher_rel.checkpoint={tm}'])
+    attention_stats_report(HYBRID_CFG, osp.join(shapes_imagenet, 'val'),
+                           str(out), component='teacher_rel', num_images=3,
+                           device='cpu', cfg_options={
+                               'model.teacher_rel.checkpoint': tm})
     rows = _check_outputs(str(out))
     assert rows[0]['model'] == 'teacher_rel'
     # a config source without weights, and a bad file, fail with a message
     with pytest.raises(SystemExit, match='checkpoint'):
-        tool.main([PROBE_CFG, '--data', shapes_imagenet, '--out',
-                   str(tmp_path / 'x')])
+        attention_stats_report(PROBE_CFG, shapes_imagenet, str(tmp_path / 'x'))
     bad = tmp_path / 'bad.pth'
     bad.write_bytes(b'not a checkpoint')
     with pytest.raises(SystemExit, match='attention_stats'):
-        tool.main([str(bad), '--data', shapes_imagenet, '--out',
-                   str(tmp_path / 'y')])
+        attention_stats_report(str(bad), shapes_imagenet, str(tmp_path / 'y'))
 
 
-def test_visualize_masking_config_and_checkpoint(repo_root, tmp_path,
-                                                 demo_teachers,
+def test_visualize_masking_config_and_checkpoint(tmp_path, demo_teachers,
                                                  shapes_imagenet, capsys):
-    tool = _tool(repo_root, 'visualize_masking')
     tc, tm = demo_teachers
     out = tmp_path / 'masking.png'
-    tool.main([HYBRID_CFG, '--data', osp.join(shapes_imagenet, 'val'), '--out',
-               str(out), '--num-images', '3', '--device', 'cpu',
-               '--cfg-options', f'model.teacher_feat.checkpoint={tc}',
-               f'model.teacher_rel.checkpoint={tm}', 'train_cfg.max_iters=100'])
+    masking_schedule_figure(
+        HYBRID_CFG, osp.join(shapes_imagenet, 'val'), str(out), num_images=3,
+        device='cpu', cfg_options={'model.teacher_feat.checkpoint': tc,
+                                   'model.teacher_rel.checkpoint': tm,
+                                   'train_cfg.max_iters': 100})
     text = capsys.readouterr().out
     # the demo config's hook: linear 0 -> 0.5 over max_iters
     assert 'iter 0/100: ratio 0.00, 64/64 kept' in text
@@ -141,19 +129,18 @@ def test_visualize_masking_config_and_checkpoint(repo_root, tmp_path,
     # checkpoint source, explicit schedule, deterministic top-k
     out2 = tmp_path / 'dir'
     out2.mkdir()
-    tool.main([tc, '--arch', '96,4,3', '--data', shapes_imagenet, '--out',
-               str(out2), '--num-images', '2', '--final-ratio', '0.75',
-               '--schedule', 'cosine', '--selection', 'topk', '--points',
-               '0,0.5,1'])
+    masking_schedule_figure(tc, shapes_imagenet, str(out2), arch='96,4,3',
+                            num_images=2, final_ratio=0.75, schedule='cosine',
+                            selection='topk', points='0,0.5,1')
     text = capsys.readouterr().out
     assert '50% of training: ratio 0.37, 40/64 kept' in text
     assert 'ratio 0.75, 16/64 kept' in text
     assert osp.isfile(out2 / 'masking_schedule.png')
     # a config without the hook (the unmasked study student) keeps every token
-    tool.main([HYBRID_CFG, '--data', shapes_imagenet, '--out',
-               str(tmp_path / 'nomask.png'), '--num-images', '1',
-               '--cfg-options', f'model.teacher_feat.checkpoint={tc}',
-               'custom_hooks=[]'])
+    masking_schedule_figure(HYBRID_CFG, shapes_imagenet,
+                            str(tmp_path / 'nomask.png'), num_images=1,
+                            cfg_options={'model.teacher_feat.checkpoint': tc,
+                                         'custom_hooks': []})
     text = capsys.readouterr().out
     assert 'ratio 0.00, 64/64 kept' in text and 'ratio 0.50' not in text
 
@@ -174,15 +161,16 @@ def test_one_seed_gives_nested_kept_sets(repo_root):
             assert b <= a
 
 
-def test_study_classifier_runs_train_on_the_train_split(repo_root):
-    """tools/train.py's merge_args keeps train_dataloader on the train split
-    (mmengine's recursive ConfigDict.update once leaked val's dataset into it),
-    and the study's own check agrees."""
+def test_miniature_classifiers_train_on_the_train_split():
+    """The merge_args of tools/train.py (mmhybrid.apis.train) keeps
+    train_dataloader on the train split for every classifier config of the
+    miniature (mmengine's recursive ConfigDict.update once leaked val's
+    dataset into it)."""
     from mmengine.config import Config
-    study = _tool(repo_root, 'run_study')
-    train_tool = study.load_train_tool()
-    for cfg_path in ('configs/demo/vit-tiny-p8_sup_1xb32-300i_shapes.py',
-                     PROBE_CFG, study.FT_CFG):
+
+    from mmhybrid.analysis.pipeline import CONFIGS
+    from mmhybrid.apis import train as train_tool
+    for cfg_path in (CONFIGS['sup'], CONFIGS['probe'], CONFIGS['finetune']):
         args = train_tool.parse_args([cfg_path, '--cfg-options',
                                       'train_dataloader.dataset.data_root=/t',
                                       'val_dataloader.dataset.data_root=/v'])
@@ -210,15 +198,16 @@ def test_attention_stats_cli(repo_root, tmp_path, student_ckpt,
     _check_outputs(str(out))
 
 
-def test_study_refuses_a_train_tool_that_leaks_val_into_train(repo_root):
+def test_pipeline_refuses_a_train_tool_that_leaks_val_into_train():
     """The miniature's guard recognises the shared-default-dict merge of old
-    and passes today's tools/train.py."""
+    and passes today's training function (what the pipeline's stages call)."""
     from types import SimpleNamespace
 
     from mmengine.config import ConfigDict
 
     from mmhybrid.analysis.miniature import check_train_tool
-    study = _tool(repo_root, 'run_study')
+    from mmhybrid.analysis.pipeline import train_function
+    from mmhybrid.apis import train
 
     def leaky_merge_args(cfg, args):
         default = ConfigDict(pin_memory=True)
@@ -231,4 +220,4 @@ def test_study_refuses_a_train_tool_that_leaks_val_into_train(repo_root):
                             parse_args=lambda argv: None)
     with pytest.raises(RuntimeError, match='overwrite train_dataloader'):
         check_train_tool(leaky)
-    check_train_tool(study.load_train_tool())
+    assert train_function() is train.main  # checked, then returned
