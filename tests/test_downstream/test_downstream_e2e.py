@@ -15,6 +15,7 @@ import torch
 
 from mmhybrid import converters
 from mmhybrid.utils import load_checkpoint_file
+from mmhybrid.utils.scalars import read_scalars
 
 from .conftest import DEMO, DEMO_TARGET, ROOT
 
@@ -84,10 +85,7 @@ def _assert_backbone_loaded(work_dir, converted):
 
 
 def _final_metrics(work_dir):
-    files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data',
-                                      'scalars.json')))
-    assert files, f'no scalars.json under {work_dir}'
-    records = [json.loads(line) for line in open(files[-1])]
+    records = read_scalars(work_dir, required=True)
     return {k: v for r in records for k, v in r.items()}
 
 

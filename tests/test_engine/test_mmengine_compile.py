@@ -3,12 +3,11 @@ trains a HybridDistill config: the teachers (inference mode), the token
 selection (the mask ratio) and the optimizer update (backward, step, the
 non-finite guard) stay outside the compiled graph, the student and the losses
 inside it."""
-import glob
-import json
-import os.path as osp
 import subprocess
 
 import pytest
+
+from mmhybrid.utils.scalars import scalars_by_iter
 
 
 def _train(repo_root, demo_train_cmd, work_dir, iters, extra=()):
@@ -17,14 +16,7 @@ def _train(repo_root, demo_train_cmd, work_dir, iters, extra=()):
     proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    recs = {}
-    for f in glob.glob(osp.join(str(work_dir), '*', 'vis_data',
-                                'scalars.json')):
-        for line in open(f):
-            r = json.loads(line)
-            if 'loss' in r:
-                recs[r['iter']] = r
-    return recs, proc.stdout + proc.stderr
+    return scalars_by_iter(work_dir), proc.stdout + proc.stderr
 
 
 @pytest.mark.slow

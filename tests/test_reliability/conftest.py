@@ -8,8 +8,6 @@ their first step), and afterwards puts back the stack fixes it enabled;
 :func:`mmhybrid.enable_stack_fixes` or none; ``scalars`` reads the
 per-iteration log of a work dir.
 """
-import glob
-import json
 import os
 import os.path as osp
 import pickle
@@ -120,25 +118,11 @@ def run_train_inprocess(repo_root, train_tool, monkeypatch):
 
 
 def scalars(work_dir, latest_only=False):
-    """Per-iteration records (``loss``, ``loss_feat``, ...) by iteration.
-
-    A resumed run writes a new timestamped folder; all are merged (later ones
-    win) unless ``latest_only``. A line cut short by a kill is ignored.
-    """
-    files = sorted(glob.glob(osp.join(str(work_dir), '*', 'vis_data',
-                                      'scalars.json')))
-    if latest_only:
-        files = files[-1:]
-    recs = {}
-    for f in files:
-        for line in open(f):
-            try:
-                r = json.loads(line)
-            except ValueError:
-                continue
-            if 'loss' in r:
-                recs[r['iter']] = r
-    return recs
+    """Per-iteration records (``loss``, ``loss_feat``, ...) by iteration: every
+    run of a resumed work folder merged, later ones winning, unless
+    ``latest_only`` (:func:`mmhybrid.utils.scalars.scalars_by_iter`)."""
+    from mmhybrid.utils.scalars import scalars_by_iter
+    return scalars_by_iter(work_dir, 'loss', all_runs=not latest_only)
 
 
 # ------------------------------------------------------ malicious checkpoints

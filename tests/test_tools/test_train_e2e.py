@@ -1,6 +1,5 @@
 """tools/train.py, tools/dist_train.sh end to end on the demo config (CPU)."""
 import glob
-import json
 import os
 import os.path as osp
 import subprocess
@@ -8,6 +7,8 @@ import sys
 
 import pytest
 import torch
+
+from mmhybrid.utils.scalars import read_scalars
 
 pytestmark = pytest.mark.slow
 
@@ -38,10 +39,7 @@ def _train(repo_root, work_dir, data, teachers, iters, extra=(), args=()):
 
 
 def _scalars(work_dir):
-    files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data',
-                                      'scalars.json')))
-    assert files, f'no scalars.json under {work_dir}'
-    return [json.loads(line) for line in open(files[-1])]
+    return read_scalars(work_dir, required=True)
 
 
 def test_train_loss_falls_and_checkpoint_is_student_only(
