@@ -1,8 +1,8 @@
 """The plain reference of one Hybrid Distillation step.
 
-Written the obvious way, on purpose: explicit softmax attention maps in every block
-of student and teachers, fp32 teachers on the full image, full teacher maps
-restricted to kept x kept and renormalised, token importance read off the
+Written the obvious way, on purpose: explicit softmax attention maps in every
+block of student and teachers, fp32 teachers on the full image, full teacher
+maps restricted to kept x kept and renormalised, token importance read off the
 importance teacher's full last-block map, relation pairs and head counts given
 explicitly. Tests check the optimised path against it, and the speed benchmark
 times it as the "naive" step. The rules it implements are those of
@@ -27,9 +27,12 @@ def plain_attention(q: torch.Tensor, k: torch.Tensor,
     return (q @ k.transpose(-2, -1) * (C // num_heads)**-0.5).softmax(-1)
 
 
-def plain_vit(vit, x: torch.Tensor, keep_idx: Optional[torch.Tensor] = None,
-              relation_heads: Optional[int] = None
-              ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+def plain_vit(
+    vit,
+    x: torch.Tensor,
+    keep_idx: Optional[torch.Tensor] = None,
+    relation_heads: Optional[int] = None
+) -> Tuple[torch.Tensor, List[torch.Tensor]]:
     """Run an mmpretrain-layout ViT with explicit attention in every block.
 
     Args:
@@ -59,9 +62,10 @@ def plain_vit(vit, x: torch.Tensor, keep_idx: Optional[torch.Tensor] = None,
         q, k, v = attn.qkv(h).reshape(B, L, 3, C).unbind(2)
         a = plain_attention(q, k, attn.num_heads)
         heads = relation_heads or attn.num_heads
-        maps.append(a if heads == attn.num_heads else
-                    plain_attention(q, k, heads))
-        v = v.reshape(B, L, attn.num_heads, C // attn.num_heads).transpose(1, 2)
+        maps.append(a if heads ==
+                    attn.num_heads else plain_attention(q, k, heads))
+        v = v.reshape(B, L, attn.num_heads,
+                      C // attn.num_heads).transpose(1, 2)
         out = (a @ v).transpose(1, 2).reshape(B, L, C)
         tokens = tokens + attn.gamma1(attn.proj(out))
         tokens = layer.ffn(layer.ln2(tokens), identity=tokens)
@@ -76,14 +80,15 @@ def _teacher_input(teacher, x: torch.Tensor) -> torch.Tensor:
 
 
 def plain_importance(teacher, x: torch.Tensor) -> torch.Tensor:
-    """``(B, N)`` token importance: the [CLS]->patch attention of the
-    teacher's last block on the full image, averaged over its heads."""
+    """``(B, N)`` token importance: the [CLS]->patch attention of the teacher's
+    last block on the full image, averaged over its heads."""
     with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
         _, maps = plain_vit(teacher.backbone, _teacher_input(teacher, x))
     return maps[-1][:, :, 0, 1:].mean(1)
 
 
-def plain_topk(importance: torch.Tensor, num_keep: int,
+def plain_topk(importance: torch.Tensor,
+               num_keep: int,
                min_gap: float = 1e-6) -> torch.Tensor:
     """``(B, K)`` indices of the ``num_keep`` most important tokens, sorted.
 
@@ -101,18 +106,20 @@ def plain_topk(importance: torch.Tensor, num_keep: int,
     return importance.topk(num_keep, -1).indices.sort(-1).values
 
 
-def plain_losses(model, x: torch.Tensor,
-                 keep_idx: Optional[torch.Tensor] = None,
-                 teachers: Optional[tuple] = None,
-                 relation_pairs: Optional[Sequence[Tuple[int, int]]] = None,
-                 relation_heads: Optional[int] = None
-                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+def plain_losses(
+        model,
+        x: torch.Tensor,
+        keep_idx: Optional[torch.Tensor] = None,
+        teachers: Optional[tuple] = None,
+        relation_pairs: Optional[Sequence[Tuple[int, int]]] = None,
+        relation_heads: Optional[int] = None
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(loss_feat, loss_rel)`` of a default-configured ``HybridDistill``.
 
-    Supports the default distances (whitened Smooth-L1 beta 2, KL(T || S) on Q-K
-    relations); anything else raises NotImplementedError. The student's q/k
-    are split into the relation teacher's head count (the head re-split of
-    ``docs/method.md``).
+    Supports the default distances (whitened Smooth-L1 beta 2, KL(T || S) on
+    Q-K relations); anything else raises NotImplementedError. The student's q/k
+    are split into the relation teacher's head count
+    (``docs/method.md#head-resplit``).
 
     Args:
         model (HybridDistill): Its student, neck, teachers and loss weights
@@ -123,25 +130,29 @@ def plain_losses(model, x: torch.Tensor,
         teachers (tuple, optional): Replaces ``(model.teacher_feat,
             model.teacher_rel)``, e.g. by fp32 copies.
         relation_pairs (Sequence[tuple[int, int]], optional): ``(student
-            block, teacher block)`` pairs. Defaults to ``model.relation_pairs``.
+            block, teacher block)`` pairs. Defaults to
+            ``model.relation_pairs``.
         relation_heads (int, optional): Heads that student and teacher q/k
             are split into for the relations. Defaults to the relation
             teacher's head count (the method's rule; other values exist to
             show that the rule matters).
     """
     lf, lr = model.loss_feat, model.loss_rel
-    if (lf.loss_type, lf.beta, lf.whiten_target) != ('smooth_l1', 2.0, True) or \
-            lr.loss_type != 'kl' or lr.use_vv or model.neck is None:
-        raise NotImplementedError('the plain reference covers the default losses')
+    default_feat = (lf.loss_type, lf.beta, lf.whiten_target) == ('smooth_l1',
+                                                                 2.0, True)
+    if not default_feat or lr.loss_type != 'kl' or lr.use_vv or \
+            model.neck is None:
+        raise NotImplementedError(
+            'the plain reference covers the default losses')
     tc, tm = teachers or (model.teacher_feat, model.teacher_rel)
     pairs = model.relation_pairs if relation_pairs is None else relation_pairs
     heads = relation_heads or tm.backbone.layers[0].attn.num_heads
     with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
         t_tokens, _ = plain_vit(tc.backbone, _teacher_input(tc, x))
-        _, t_maps = plain_vit(tm.backbone, _teacher_input(tm, x),
-                              relation_heads=heads)
-    s_tokens, s_maps = plain_vit(model.backbone, x, keep_idx,
-                                 relation_heads=heads)
+        _, t_maps = plain_vit(
+            tm.backbone, _teacher_input(tm, x), relation_heads=heads)
+    s_tokens, s_maps = plain_vit(
+        model.backbone, x, keep_idx, relation_heads=heads)
     if keep_idx is not None:
         t_tokens = gather_tokens(t_tokens, with_cls_index(keep_idx))
     pred = model.neck(s_tokens).float()
@@ -153,7 +164,7 @@ def plain_losses(model, x: torch.Tensor,
         if keep_idx is not None:
             t = renormalize_relation(t, with_cls_index(keep_idx))
         s = s_maps[si].float()
-        kls.append((t * (t.clamp_min(1e-30).log() -
-                         s.clamp_min(1e-30).log())).sum(-1).mean())
+        kls.append((t * (t.clamp_min(1e-30).log() - s.clamp_min(1e-30).log())
+                    ).sum(-1).mean())
     loss_rel = lr.loss_weight * sum(kls) / len(kls)
     return loss_feat, loss_rel

@@ -85,8 +85,10 @@ def test_fp16_is_refused(monkeypatch):
 @pytest.mark.parametrize('clip', [None, 0.05])
 def test_update_params_equals_plain_optimizer(monkeypatch, clip):
     """backward + step (+ gradient clipping) + zero_grad, three iterations:
+
     the same weights, bit for bit, as loss.backward(), clip_grad_norm_ and
-    AdamW.step() on a copy; the logged grad norm is the clipped norm."""
+    AdamW.step() on a copy; the logged grad norm is the clipped norm.
+    """
     kw = dict(clip_grad=dict(max_norm=clip)) if clip else {}
     net = _net()
     ref = copy.deepcopy(net)
@@ -143,14 +145,16 @@ def test_state_dict_round_trip_and_amp_resume(monkeypatch):
     assert state['state'][0]['step'].item() == 2
     torch.testing.assert_close(
         state['state'][0]['exp_avg'],
-        wrapper.optimizer.state[net[0].weight]['exp_avg'], rtol=0, atol=0)
+        wrapper.optimizer.state[net[0].weight]['exp_avg'],
+        rtol=0,
+        atol=0)
     with _patched_cuda(monkeypatch) as m:
         m.setattr(torch.cuda, 'is_available', lambda: True)
         amp = build_optim_wrapper(
-            copy.deepcopy(net), dict(type='AmpOptimWrapper',
-                                     optimizer=dict(LR)))
-    amp_state = dict(copy.deepcopy(state),
-                     loss_scaler=amp.loss_scaler.state_dict())
+            copy.deepcopy(net),
+            dict(type='AmpOptimWrapper', optimizer=dict(LR)))
+    amp_state = dict(
+        copy.deepcopy(state), loss_scaler=amp.loss_scaler.state_dict())
     saved_net = copy.deepcopy(net)
 
     for batch in batches[2:]:  # the uninterrupted run

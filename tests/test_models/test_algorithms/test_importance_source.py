@@ -2,7 +2,7 @@
 
 The kept tokens are the most important ones by the [CLS]->patch attention of
 the relation teacher's last block, averaged over its heads
-(docs/method.md#progressive-masking); the step's losses must then equal the
+(docs/method.md#importance); the step's losses must then equal the
 plain reference step on exactly those tokens, and differ from the reference on
 the tokens the feature teacher would keep (so the check can fail).
 """

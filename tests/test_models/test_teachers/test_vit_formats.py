@@ -1,13 +1,14 @@
-"""Official ViT checkpoint layouts load into ``HybridViT`` and reproduce the source.
+"""Official ViT checkpoint layouts load into ``HybridViT`` and reproduce the
+source.
 
-Every checkpoint here is made by an independent implementation where one exists on
-this machine (timm, mmpretrain's OpenAI-CLIP port, mmpretrain's own models), saved
-in the file wrapping its authors use, and read back through the real loading path
-(:func:`load_vit_weights`). One parametrised test covers every layout (cases as
-data: source, writer, format, layout read): each compares every loaded tensor with
-what an independent converter makes of the source (mmpretrain's own converters,
-run as a user runs them) and the loaded model's tokens with the source model's own
-forward.
+Every checkpoint here is made by an independent implementation where one exists
+on this machine (timm, mmpretrain's OpenAI-CLIP port, mmpretrain's own models),
+saved in the file wrapping its authors use, and read back through the real
+loading path (:func:`load_vit_weights`). One parametrised test covers every
+layout (cases as data: source, writer, format, layout read): each compares
+every loaded tensor with what an independent converter makes of the source
+(mmpretrain's own converters, run as a user runs them) and the loaded model's
+tokens with the source model's own forward.
 """
 import dataclasses
 import os.path as osp
@@ -32,8 +33,11 @@ from mmhybrid.testing import tiny_vit_cfg
 from mmhybrid.utils.checkpoint import CheckpointError
 
 EMBED, DEPTH, HEADS = 48, 2, 3
-ARCH = dict(embed_dims=EMBED, num_layers=DEPTH, num_heads=HEADS,
-            feedforward_channels=2 * EMBED)
+ARCH = dict(
+    embed_dims=EMBED,
+    num_layers=DEPTH,
+    num_heads=HEADS,
+    feedforward_channels=2 * EMBED)
 # OpenAI CLIP's MLP is 4x wide
 CLIP_ARCH = dict(ARCH, feedforward_channels=4 * EMBED)
 ATOL = 1e-5
@@ -50,13 +54,26 @@ def _perturb(module: nn.Module, seed: int, scale: float = 0.05) -> nn.Module:
     return module
 
 
-def _timm_vit(seed=0, img_size=32, embed_dim=EMBED, depth=DEPTH,
-              num_heads=HEADS, mlp_ratio=2, num_classes=0, **kw) -> TimmViT:
+def _timm_vit(seed=0,
+              img_size=32,
+              embed_dim=EMBED,
+              depth=DEPTH,
+              num_heads=HEADS,
+              mlp_ratio=2,
+              num_classes=0,
+              **kw) -> TimmViT:
     torch.manual_seed(seed)
     model = TimmViT(
-        img_size=img_size, patch_size=8, embed_dim=embed_dim, depth=depth,
-        num_heads=num_heads, mlp_ratio=mlp_ratio, class_token=True,
-        global_pool='token', num_classes=num_classes, **kw)
+        img_size=img_size,
+        patch_size=8,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        mlp_ratio=mlp_ratio,
+        class_token=True,
+        global_pool='token',
+        num_classes=num_classes,
+        **kw)
     return _perturb(model, seed + 100)
 
 
@@ -64,16 +81,16 @@ def _hybrid(arch=ARCH, img_size=32, seed=123, **kw):
     """A randomly initialised HybridViT (weights differ from every source)."""
     torch.manual_seed(seed)
     kw.setdefault('norm_cfg', dict(type='LN', eps=1e-6))
-    model = MODELS.build(tiny_vit_cfg(arch, img_size=img_size, patch_size=8,
-                                      **kw))
+    model = MODELS.build(
+        tiny_vit_cfg(arch, img_size=img_size, patch_size=8, **kw))
     model.init_weights()
     model.eval()
     return model
 
 
 def _images(n=2, size=32, seed=7):
-    return torch.randn(n, 3, size, size,
-                       generator=torch.Generator().manual_seed(seed))
+    return torch.randn(
+        n, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
 def _tokens(model, x):
@@ -104,6 +121,8 @@ def timm_ckpt(tmp_path_factory, timm_model):
     path = tmp_path_factory.mktemp('timm') / 'vit_tiny_timm.pth'
     torch.save(timm_model.state_dict(), path)
     return str(path)
+
+
 # ------------------------------------------------------------------- sources
 # Each source is a small model of an independent implementation, with every
 # tensor perturbed. ``want`` is the HybridViT state dict an independent key
@@ -133,8 +152,8 @@ CLIP_TEXT_KEYS = {
 
 @dataclasses.dataclass
 class Source:
-    """A source model, the file tensors its authors save and what loading
-    them must give.
+    """A source model, the file tensors its authors save and what loading them
+    must give.
 
     Attributes:
         tensors (dict): The whole state dict, in the authors' layout.
@@ -159,8 +178,9 @@ def _mmpretrain_converter(name: str) -> str:
     """A converter of ``tools/model_converters`` as the installed mmpretrain
     ships it (``mmpretrain/.mim/tools``)."""
     import mmpretrain
-    path = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'tools',
-                    'model_converters', name)
+    path = osp.join(
+        osp.dirname(mmpretrain.__file__), '.mim', 'tools', 'model_converters',
+        name)
     assert osp.isfile(path), path
     return path
 
@@ -173,12 +193,15 @@ def run_converter(name: str, tensors: Dict[str, torch.Tensor],
     torch.save(tensors, src)
     proc = subprocess.run(
         [sys.executable, _mmpretrain_converter(name), src, dst],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True,
+        text=True,
+        timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return torch.load(dst, weights_only=True)
 
 
-def _under(prefix: str, sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def _under(prefix: str, sd: Dict[str,
+                                 torch.Tensor]) -> Dict[str, torch.Tensor]:
     """The tensors under ``prefix``, prefix removed."""
     return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
 
@@ -189,15 +212,18 @@ def _timm_source(workdir, **kw) -> Source:
     # DeiT-3's released files name timm's LayerScale ``gamma_1``/``gamma_2``
     # (timm renames them to ``ls1.gamma``/``ls2.gamma`` on load); mmpretrain's
     # DeiT-3 converter reads that naming
-    released = {k.replace('.ls1.gamma', '.gamma_1').replace(
-        '.ls2.gamma', '.gamma_2'): v for k, v in sd.items()}
+    released = {
+        k.replace('.ls1.gamma', '.gamma_1').replace('.ls2.gamma', '.gamma_2'):
+        v
+        for k, v in sd.items()
+    }
     want = _under('backbone.',
                   run_converter('deit3_to_mmpretrain.py', released, workdir))
     extra = {}
     if kw.get('init_values'):
         extra['layer_scale_init_value'] = kw['init_values']
-    return Source(sd, partial(_timm_tokens, model), want, kw=extra,
-                  model=model)
+    return Source(
+        sd, partial(_timm_tokens, model), want, kw=extra, model=model)
 
 
 def _clip_tower():
@@ -208,8 +234,12 @@ def _clip_tower():
         VisionTransformer as ClipVisionTransformer
     torch.manual_seed(9)
     tower = ClipVisionTransformer(
-        input_resolution=32, patch_size=8, width=EMBED, layers=DEPTH,
-        heads=HEADS, output_dim=24)
+        input_resolution=32,
+        patch_size=8,
+        width=EMBED,
+        layers=DEPTH,
+        heads=HEADS,
+        output_dim=24)
     return _perturb(tower, 10)
 
 
@@ -238,13 +268,19 @@ def _clip_source(workdir) -> Source:
     sd = {f'visual.{k}': v for k, v in tower.state_dict().items()}
     assert 'visual.conv1.bias' not in sd  # OpenAI CLIP's conv1 has no bias
     g = torch.Generator().manual_seed(40)
-    sd.update({k: torch.randn(shape, generator=g)
-               for k, shape in CLIP_TEXT_KEYS.items()})
-    converted = run_converter('openai-clip_to_mmpretrain-clip.py', sd,
-                              workdir)
-    return Source(sd, partial(_clip_tokens, tower),
-                  _under('visual.', converted), CLIP_ARCH, CLIP_TEACHER_KW,
-                  model=tower, converted=converted)
+    sd.update({
+        k: torch.randn(shape, generator=g)
+        for k, shape in CLIP_TEXT_KEYS.items()
+    })
+    converted = run_converter('openai-clip_to_mmpretrain-clip.py', sd, workdir)
+    return Source(
+        sd,
+        partial(_clip_tokens, tower),
+        _under('visual.', converted),
+        CLIP_ARCH,
+        CLIP_TEACHER_KW,
+        model=tower,
+        converted=converted)
 
 
 def _mmpretrain_source(model_cfg, seed, tokens) -> Source:
@@ -252,31 +288,47 @@ def _mmpretrain_source(model_cfg, seed, tokens) -> Source:
     model = MODELS.build(model_cfg)
     model.init_weights()
     _perturb(model, seed + 1)
-    return Source(model.state_dict(), partial(tokens, model),
-                  model.backbone.state_dict(), model=model)
+    return Source(
+        model.state_dict(),
+        partial(tokens, model),
+        model.backbone.state_dict(),
+        model=model)
 
 
 def _classifier_source(workdir) -> Source:
     return _mmpretrain_source(
-        dict(type='ImageClassifier',
-             backbone=dict(type='VisionTransformer', arch=ARCH, img_size=32,
-                           patch_size=8, out_type='raw'),
-             head=dict(type='VisionTransformerClsHead', num_classes=10,
-                       in_channels=EMBED)), 21,
-        lambda m, x: m.backbone(x)[0])
+        dict(
+            type='ImageClassifier',
+            backbone=dict(
+                type='VisionTransformer',
+                arch=ARCH,
+                img_size=32,
+                patch_size=8,
+                out_type='raw'),
+            head=dict(
+                type='VisionTransformerClsHead',
+                num_classes=10,
+                in_channels=EMBED)), 21, lambda m, x: m.backbone(x)[0])
 
 
 def _mae_source(workdir) -> Source:
     return _mmpretrain_source(
-        dict(type='MAE',
-             backbone=dict(type='MAEViT', arch=ARCH, img_size=32,
-                           patch_size=8),
-             neck=dict(type='MAEPretrainDecoder', num_patches=16,
-                       patch_size=8, embed_dim=EMBED, decoder_embed_dim=32,
-                       decoder_depth=1, decoder_num_heads=4),
-             head=dict(type='MAEPretrainHead', patch_size=8,
-                       loss=dict(type='PixelReconstructionLoss',
-                                 criterion='L2'))), 31,
+        dict(
+            type='MAE',
+            backbone=dict(type='MAEViT', arch=ARCH, img_size=32, patch_size=8),
+            neck=dict(
+                type='MAEPretrainDecoder',
+                num_patches=16,
+                patch_size=8,
+                embed_dim=EMBED,
+                decoder_embed_dim=32,
+                decoder_depth=1,
+                decoder_num_heads=4),
+            head=dict(
+                type='MAEPretrainHead',
+                patch_size=8,
+                loss=dict(type='PixelReconstructionLoss', criterion='L2'))),
+        31,
         # the unmasked encoder
         lambda m, x: m.backbone(x, mask=None)[0])
 
@@ -319,10 +371,15 @@ def _write_model_key(src, path):
     torch.save({'model': src.tensors}, path)
 
 
-def _mae_decoder_tensors(seed=5, dec_dim=32, dec_depth=1, num_patches=16,
+def _mae_decoder_tensors(seed=5,
+                         dec_dim=32,
+                         dec_depth=1,
+                         num_patches=16,
                          patch=8):
     """The decoder half of facebookresearch/mae ``MaskedAutoencoderViT``:
-    its blocks are timm ``Block``s, as in ``models_mae.py``."""
+
+    its blocks are timm ``Block``s, as in ``models_mae.py``.
+    """
     torch.manual_seed(seed)
     dec = nn.Module()
     dec.decoder_embed = nn.Linear(EMBED, dec_dim)
@@ -341,14 +398,17 @@ def _write_mae_pretrain(src, path):
     """facebookresearch/mae's pre-training file: encoder and decoder under
     ``model``."""
     decoder = _mae_decoder_tensors()
-    assert {'mask_token', 'decoder_pos_embed', 'decoder_embed.weight',
-            'decoder_blocks.0.attn.qkv.weight', 'decoder_norm.weight',
-            'decoder_pred.bias'} <= set(decoder)
+    assert {
+        'mask_token', 'decoder_pos_embed', 'decoder_embed.weight',
+        'decoder_blocks.0.attn.qkv.weight', 'decoder_norm.weight',
+        'decoder_pred.bias'
+    } <= set(decoder)
     torch.save({'model': {**src.tensors, **decoder}}, path)
 
 
 def _dino_heads(prefix):
-    """Tensors of DINO's ``DINOHead`` (3-layer MLP + weight-normed last layer)."""
+    """Tensors of DINO's ``DINOHead`` (3-layer MLP + weight-normed last
+    layer)."""
     return {
         f'{prefix}head.mlp.0.weight': torch.randn(64, EMBED),
         f'{prefix}head.mlp.0.bias': torch.randn(64),
@@ -367,11 +427,17 @@ def _write_dino_training(src, path):
     the one to read; the student's weights differ and must not be used."""
     teacher = {f'backbone.{k}': v for k, v in src.tensors.items()}
     teacher.update(_dino_heads(''))
-    student = {f'module.backbone.{k}': torch.randn_like(v)
-               for k, v in src.tensors.items()}
+    student = {
+        f'module.backbone.{k}': torch.randn_like(v)
+        for k, v in src.tensors.items()
+    }
     student.update(_dino_heads('module.'))
-    torch.save(dict(student=student, teacher=teacher, epoch=100,
-                    dino_loss={'center': torch.zeros(1, 100)}), path)
+    torch.save(
+        dict(
+            student=student,
+            teacher=teacher,
+            epoch=100,
+            dino_loss={'center': torch.zeros(1, 100)}), path)
 
 
 def _write_mmengine(src, path):
@@ -382,9 +448,10 @@ def _write_mmengine(src, path):
     hub = MessageHub.get_instance('mmhybrid_test_vit_formats')
     hub.update_scalar('train/loss', 0.5)
     save_checkpoint(
-        dict(meta=dict(epoch=1, iter=10, mmengine_version='0.10.7'),
-             state_dict=weights_to_cpu(src.tensors),
-             message_hub=hub.state_dict()), path)
+        dict(
+            meta=dict(epoch=1, iter=10, mmengine_version='0.10.7'),
+            state_dict=weights_to_cpu(src.tensors),
+            message_hub=hub.state_dict()), path)
     raw = torch.load(path, weights_only=False)
     assert {'meta', 'state_dict', 'message_hub'} <= set(raw)
 
@@ -397,19 +464,23 @@ def _write_clip_visual_only(src, path):
 def _mmpretrain_clip_tensors(converted, prefix, final_norm=True):
     """mmpretrain's CLIP file as its converter writes it (``visual.``-prefixed
     image tower, ``visual_proj.proj``, the text tower unchanged), with the
-    image tower moved under ``prefix``; without the final norm
-    (``visual.ln1``) when ``final_norm`` is False."""
-    assert {'visual.pre_norm.weight', 'visual.ln1.weight',
-            'visual.layers.0.attn.qkv.weight', 'visual.cls_token',
-            'visual.pos_embed', 'visual_proj.proj',
-            'visual.patch_embed.projection.weight'} <= set(converted)
+    image tower moved under ``prefix``; without the final norm (``visual.ln1``)
+    when ``final_norm`` is False."""
+    assert {
+        'visual.pre_norm.weight', 'visual.ln1.weight',
+        'visual.layers.0.attn.qkv.weight', 'visual.cls_token',
+        'visual.pos_embed', 'visual_proj.proj',
+        'visual.patch_embed.projection.weight'
+    } <= set(converted)
     assert converted['visual.cls_token'].shape == (1, 1, EMBED)
     assert converted['visual.pos_embed'].shape == (1, 17, EMBED)
     sd = dict(converted)
     if not final_norm:
         del sd['visual.ln1.weight'], sd['visual.ln1.bias']
-    return {(prefix + k[len('visual.'):] if k.startswith('visual.') else k): v
-            for k, v in sd.items()}
+    return {
+        (prefix + k[len('visual.'):] if k.startswith('visual.') else k): v
+        for k, v in sd.items()
+    }
 
 
 def _write_mmpretrain_clip(prefix):
@@ -431,8 +502,8 @@ LAYOUT_CASES = [
     ('timm_safetensors_named', 'timm', _write_safetensors, '.safetensors',
      'timm', 'timm'),
     # timm's LayerScale (``ls1.gamma``/``ls2.gamma``, DeiT-3/CaiT style)
-    ('timm_layer_scale', 'timm_layer_scale', _write_pth, '.pth', 'auto',
-     'timm'),
+    ('timm_layer_scale', 'timm_layer_scale', _write_pth, '.pth', 'auto', 'timm'
+     ),
     # DeiT: the classification head is ignored
     ('deit_with_head', 'timm_with_head', _write_model_key, '.pth', 'auto',
      'timm'),
@@ -445,8 +516,8 @@ LAYOUT_CASES = [
     ('openai_clip', 'openai_clip', _write_pth, '.pt', 'auto', 'openai_clip'),
     ('openai_clip_visual_only', 'openai_clip', _write_clip_visual_only, '.pth',
      'auto', 'openai_clip'),
-    ('mmpretrain_classifier', 'mmpretrain_classifier', _write_mmengine,
-     '.pth', 'auto', 'mmpretrain'),
+    ('mmpretrain_classifier', 'mmpretrain_classifier', _write_mmengine, '.pth',
+     'auto', 'mmpretrain'),
     ('mmpretrain_mae', 'mmpretrain_mae', _write_mmengine, '.pth', 'auto',
      'mmpretrain'),
     # ``vit-large-p14_clip-openai-pre_3rdparty`` style files: the image tower
@@ -460,9 +531,10 @@ LAYOUT_CASES = [
 ]
 
 
-@pytest.mark.parametrize('case', LAYOUT_CASES, ids=[c[0] for c in LAYOUT_CASES])
-def test_layout_loads_every_tensor_and_reproduces_source(tmp_path, source,
-                                                          case):
+@pytest.mark.parametrize(
+    'case', LAYOUT_CASES, ids=[c[0] for c in LAYOUT_CASES])
+def test_layout_loads_every_tensor_and_reproduces_source(
+        tmp_path, source, case):
     """Every layout: the file as its authors save it is read through the real
     loading path; the layout is detected (or taken as named); every tensor of
     the HybridViT equals what an independent converter makes of the source
@@ -482,8 +554,8 @@ def test_layout_loads_every_tensor_and_reproduces_source(tmp_path, source,
     got = model.state_dict()
     assert set(got) == set(src.want)
     for k, v in src.want.items():
-        torch.testing.assert_close(got[k], v, rtol=0, atol=0,
-                                   msg=lambda m, k=k: f'{k}: {m}')
+        torch.testing.assert_close(
+            got[k], v, rtol=0, atol=0, msg=lambda m, k=k: f'{k}: {m}')
     out = _tokens(model, x)
     assert out.shape == (2, 1 + 16, EMBED)
     torch.testing.assert_close(out, src.tokens(x), rtol=0, atol=ATOL)
@@ -629,8 +701,11 @@ def test_unknown_format_lists_allowed(timm_ckpt):
 
 def test_undetectable_layout_asks_for_format(tmp_path):
     path = str(tmp_path / 'mystery.pth')
-    torch.save({'encoder.stem.weight': torch.zeros(8, 3, 3, 3),
-                'encoder.fc.weight': torch.zeros(4, 8)}, path)
+    torch.save(
+        {
+            'encoder.stem.weight': torch.zeros(8, 3, 3, 3),
+            'encoder.fc.weight': torch.zeros(4, 8)
+        }, path)
     with pytest.raises(CheckpointError) as e:
         load_vit_weights(_hybrid(), path, 'auto')
     msg = str(e.value)
@@ -656,11 +731,11 @@ def test_pos_embed_resized_on_load(timm_model, timm_ckpt):
     # reference resize, done by hand from the file's 4x4 grid to 6x6
     src = timm_model.pos_embed.detach()
     grid = src[:, 1:].reshape(1, 4, 4, EMBED).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=(6, 6), mode='bicubic',
-                         align_corners=False)
+    grid = F.interpolate(
+        grid, size=(6, 6), mode='bicubic', align_corners=False)
     want = torch.cat([src[:, :1], grid.flatten(2).transpose(1, 2)], dim=1)
-    torch.testing.assert_close(model.pos_embed.detach(), want,
-                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        model.pos_embed.detach(), want, rtol=0, atol=1e-6)
 
     x = _images(size=48)
     out = _tokens(model, x)
@@ -678,8 +753,8 @@ def _mmpretrain_clip_file(tmp_path, src, final_norm=True):
     """mmpretrain's CLIP file (image tower under ``visual.``); returns the path
     and the keys that are not part of the image encoder."""
     path = str(tmp_path / 'clip_mmpretrain.pth')
-    torch.save(_mmpretrain_clip_tensors(src.converted, 'visual.', final_norm),
-               path)
+    torch.save(
+        _mmpretrain_clip_tensors(src.converted, 'visual.', final_norm), path)
     return path, set(CLIP_TEXT_KEYS) | {'visual_proj.proj'}
 
 
@@ -718,13 +793,13 @@ def test_mmpretrain_clip_file_with_or_without_final_norm(
 
 def test_ignored_keys_and_final_norm_are_reported(tmp_path, source):
     from mmengine.logging import MMLogger
-    path, not_encoder = _mmpretrain_clip_file(tmp_path, source('openai_clip'),
-                                              final_norm=False)
+    path, not_encoder = _mmpretrain_clip_file(
+        tmp_path, source('openai_clip'), final_norm=False)
     log_file = tmp_path / 'load.log'
-    logger = MMLogger.get_instance('test_ignored_keys_are_reported',
-                                   log_file=str(log_file))
-    load_vit_weights(_hybrid(CLIP_ARCH, **CLIP_TEACHER_KW), path,
-                     logger=logger)
+    logger = MMLogger.get_instance(
+        'test_ignored_keys_are_reported', log_file=str(log_file))
+    load_vit_weights(
+        _hybrid(CLIP_ARCH, **CLIP_TEACHER_KW), path, logger=logger)
     log = log_file.read_text()
     assert f'ignored {len(not_encoder)} tensors that are not part of the ' \
            'ViT encoder' in log
@@ -755,5 +830,6 @@ def test_half_a_final_norm_is_a_missing_key(tmp_path, source):
     sd = torch.load(path, weights_only=True)
     del sd['visual.ln1.bias']
     torch.save(sd, path)
-    with pytest.raises(CheckpointError, match=r'missing keys \(1\): ln1\.bias'):
+    with pytest.raises(
+            CheckpointError, match=r'missing keys \(1\): ln1\.bias'):
         load_vit_weights(_hybrid(CLIP_ARCH, **CLIP_TEACHER_KW), path)
