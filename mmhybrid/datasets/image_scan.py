@@ -36,20 +36,22 @@ def _check(path: str) -> Tuple[str, Optional[str]]:
     return path, image_problem(path)
 
 
-def _read_state(state_file: str) -> Dict[str, Optional[str]]:
-    """``path -> problem or None`` of the files a previous scan checked. A
-    line cut short by a kill is ignored."""
-    done = {}
+def _read_state(state_file: str) -> Tuple[Dict[str, Optional[str]], int]:
+    """``path -> problem or None`` of the files a previous scan checked, and
+    the length of the file's complete lines (a line cut short by a kill is
+    dropped, and cut off before new lines are appended)."""
+    done, complete = {}, 0
     if not state_file or not osp.exists(state_file):
-        return done
-    with open(state_file, encoding='utf-8') as f:
-        for line in f:
-            if not line.endswith('\n'):
+        return done, complete
+    with open(state_file, 'rb') as f:
+        for raw in f:
+            if not raw.endswith(b'\n'):
                 break
-            parts = line.rstrip('\n').split('\t', 2)
+            complete += len(raw)
+            parts = raw.decode('utf-8').rstrip('\n').split('\t', 2)
             if len(parts) == 3 and parts[0] in ('ok', 'bad'):
                 done[parts[1]] = parts[2] if parts[0] == 'bad' else None
-    return done
+    return done, complete
 
 
 def scan_images(root: str,
@@ -74,7 +76,7 @@ def scan_images(root: str,
         by path (those found by an earlier, interrupted scan included).
     """
     paths = list_images(root)
-    done = _read_state(state_file)
+    done, complete = _read_state(state_file)
     todo = [p for p in paths if p not in done]
     workers = workers or os.cpu_count() or 1
     bar = None
@@ -86,6 +88,7 @@ def scan_images(root: str,
     if state_file:
         os.makedirs(osp.dirname(osp.abspath(state_file)), exist_ok=True)
         record = open(state_file, 'a', encoding='utf-8')
+        record.truncate(complete)
     try:
         if workers > 1 and len(todo) > chunksize:
             # fork: the workers need nothing but the function

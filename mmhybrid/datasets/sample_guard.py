@@ -255,6 +255,12 @@ def _restart_started_workers(runner) -> None:
         old._shutdown_workers()
     if getattr(loop.dataloader, '_iterator', None) is not None:
         loop.dataloader._iterator = None  # persistent workers' cached iterator
+    sampler = loop.dataloader.sampler
+    if hasattr(sampler, '_indices_of_rank'):
+        # InfiniteSampler iterates one generator made at its construction;
+        # the old iterator, now gone, closed it. A new one starts the same
+        # seeded order from its beginning, as the run would have seen it
+        sampler.indices = sampler._indices_of_rank()
     loop.dataloader_iterator = _InfiniteDataloaderIterator(loop.dataloader)
 
 
