@@ -74,13 +74,15 @@ def convert_to_mmpretrain(src: str,
             sd, model, name, allow)
     else:
         dst_grid = tuple(model.patch_embed.init_out_size)
+        # a resized copy: ``sd`` keeps the source grid for the report
+        fitted = dict(sd)
         if 'pos_embed' in sd and 'pos_embed' in model.state_dict():
-            sd['pos_embed'] = resize_pos_embed(
+            fitted['pos_embed'] = resize_pos_embed(
                 sd['pos_embed'],
                 dst_grid,
                 num_extra_tokens=getattr(model, 'num_extra_tokens', 1))
-        kept, allowed_missing, dropped = check_against(sd, model.state_dict(),
-                                                       name, allow)
+        kept, allowed_missing, dropped = check_against(
+            fitted, model.state_dict(), name, allow)
         notes = []
     if arch is None:
         # heads change no tensor shape: the target's are the student's

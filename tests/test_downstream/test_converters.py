@@ -56,6 +56,8 @@ def test_converted_weights_load_into_each_demo_model(synthetic_student,
         synthetic_student, str(dst), config=osp.join(ROOT, DEMO[task]),
         target=DEMO_TARGET[task])
     assert report['missing'] == [] and report['unexpected'] == []
+    # the report names the source grid, not the resized one
+    assert report['pos_embed']['src_grid'] == [8, 8]
     assert report['allowed_missing'] == [] and report['dropped'] == []
     converted = load_checkpoint_file(dst)['state_dict']
 
