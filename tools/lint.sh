@@ -216,7 +216,11 @@ for cmd in "$WORK"/hooks/*.cmd; do
         if [ "$rc" != 0 ]; then
             echo "[lint] $id: findings (exit $rc):"; echo "$out"
             FAILED+=("$id")
-            SUMMARY+=("$id: $(grep -c . <<< "$out") line(s) of findings")
+            # flake8-style findings (path:line:col: CODE ...): counted per rule
+            rules="$(grep -oE '^[^:]+:[0-9]+:[0-9]+: [A-Z]+[0-9]+' <<< "$out" \
+                | awk '{print $NF}' | sort | uniq -c | sort -rn \
+                | awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $2, $1}')"
+            SUMMARY+=("$id: $(grep -c . <<< "$out") line(s) of findings${rules:+ ($rules)}")
         else
             SUMMARY+=("$id: ok ($n files)")
         fi
