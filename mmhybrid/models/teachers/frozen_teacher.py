@@ -12,6 +12,7 @@ from ...utils.problems import choice_problems, raise_problems
 from ...utils.teacher_files import fetch_teacher_file, teacher_file_problems
 from ..backbones.hybrid_vit import DistillOutput, HybridViT
 from ..utils.lazy_compile import LazyCompileMixin
+from .vit_arch import ViTArch
 from .vit_formats import (FORMATS, compare_keys, fit_final_norm,
                           format_key_report, read_vit_layout)
 
@@ -117,11 +118,20 @@ def load_vit_state_dict(model: HybridViT,
             raise CheckpointError(
                 f'{filename} ({fmt} layout): {k} has shape {tuple(v.shape)}, '
                 f'the model expects {tuple(own[k].shape)}; check the teacher '
-                f'arch/patch_size')
+                f'arch/patch_size{_held(sd)}')
     model.load_state_dict(sd, strict=True)
     if logger is not None:
         logger.info(f'loaded {len(sd)} tensors from {filename} ({fmt} layout)'
                     + (f'; {norm_note}' if norm_note else ''))
+
+
+def _held(sd: Dict[str, torch.Tensor]) -> str:
+    """``'; the file holds <ViTArch.summary>'`` when the shapes tell one."""
+    try:
+        # one head: any width divides, and heads are not in the summary
+        return f'; the file holds {ViTArch.from_state_dict(sd, 1).summary()}'
+    except CheckpointError:
+        return ''
 
 
 def resize_for_teacher(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:

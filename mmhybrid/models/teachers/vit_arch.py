@@ -242,6 +242,13 @@ class ViTArch:
             if self.layer_scale else 0.,
             patch_cfg=dict(bias=self.patch_bias))
 
+    def summary(self) -> str:
+        """The shapes in words (not the heads, which no shape tells)."""
+        (ph, pw), (gh, gw) = self.patch_size, self.grid
+        return (f'a ViT of width {self.embed_dims}, depth {self.num_layers}, '
+                f'MLP {self.feedforward_channels}, patch {ph}x{pw}, '
+                f'{gh}x{gw} position grid')
+
     def to_report(self) -> Dict[str, Any]:
         """A JSON-ready dict of every field (tuples as lists)."""
         return {

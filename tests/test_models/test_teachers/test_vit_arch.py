@@ -155,3 +155,23 @@ def test_as_pair():
     assert as_pair([224]) == (224, 224)
     assert as_pair((512, 1024)) == (512, 1024)
     assert as_pair(16, float) == (16.0, 16.0)
+
+
+def test_teacher_of_the_wrong_arch_names_what_the_file_holds(tmp_path):
+    """A teacher configured narrower than its file: the error says what the
+    file is, read by the same ViTArch."""
+    from mmhybrid.testing import tiny_vit_cfg
+    from mmhybrid.utils.checkpoint import CheckpointError
+    sd = vit_shapes(64, 2, 128, patch=8, grid=4, device='cpu')
+    model = MODELS.build(
+        tiny_vit_cfg(
+            dict(
+                embed_dims=48,
+                num_layers=2,
+                num_heads=3,
+                feedforward_channels=96)))
+    with pytest.raises(
+            CheckpointError,
+            match='the file holds a ViT of width 64, depth 2, MLP '
+            '128, patch 8x8, 4x4 position grid'):
+        load_vit_state_dict(model, sd, 'wide.pth', 'mmpretrain')
