@@ -63,25 +63,31 @@ def _checkpoint(path, **zero):
     return str(path)
 
 
+def _convert_and_init(src, dst, config):
+    """Convert ``src`` against the tiny version of an mmseg config, set only
+    ``model.pretrained`` and build and initialise that segmentor."""
+    cfg = _tiny(config)
+    report = converters.convert_to_mmpretrain(src, str(dst), config=cfg,
+                                               target='mmseg')
+    cfg.model.pretrained = str(dst)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        model = MODELS.build(cfg.model)
+        model.init_weights()
+    return report, model
+
+
 def test_shipped_mae_config_starts_from_the_student(tmp_path):
     """Convert against mmseg's MAE UperNet config, set only model.pretrained,
     build the segmentor and run its init_weights: every backbone tensor but
     layer scale / relative-position tables is the student's (pos_embed
     resized 8x8 -> 16x16)."""
     src = _checkpoint(tmp_path / 'student.pth')
-    dst = tmp_path / 'mae_mmseg.pth'
-    cfg = _tiny(MAE_CFG)
-    report = converters.convert_to_mmpretrain(src, str(dst), config=cfg,
-                                               target='mmseg')
+    report, model = _convert_and_init(src, tmp_path / 'mae_mmseg.pth',
+                                      MAE_CFG)
     assert report['backbone_type'] == 'MAE'
     assert report['pos_embed'] == dict(src_grid=[8, 8], dst_grid=[16, 16])
     assert report['dropped'] == ['ln1.bias', 'ln1.weight']  # final_norm=False
     assert report['notes'] == []
-
-    cfg.model.pretrained = str(dst)
-    with DefaultScope.overwrite_default_scope('mmseg'):
-        model = MODELS.build(cfg.model)
-        model.init_weights()
     student = _student(src)
     state = model.backbone.state_dict()
     from mmpretrain.models.utils import resize_pos_embed
@@ -173,17 +179,10 @@ def test_shipped_beit_config_covers_every_tensor(tmp_path):
     relative-position tables from the student; pos_embed, which BEiT has no
     place for, is listed."""
     src = _checkpoint(tmp_path / 'student.pth')
-    dst = tmp_path / 'beit.pth'
-    cfg = _tiny(BEIT_CFG)
-    report = converters.convert_to_mmpretrain(src, str(dst), config=cfg,
-                                               target='mmseg')
+    report, model = _convert_and_init(src, tmp_path / 'beit.pth', BEIT_CFG)
     assert report['backbone_type'] == 'BEiT'
     assert 'pos_embed' in report['dropped']
     assert report['notes'] == []
-    cfg.model.pretrained = str(dst)
-    with DefaultScope.overwrite_default_scope('mmseg'):
-        model = MODELS.build(cfg.model)
-        model.init_weights()
     student = _student(src)
     state = model.backbone.state_dict()
     for k, v in state.items():

@@ -65,16 +65,6 @@ def test_a_good_config_has_no_problems_anywhere():
     MODELS.build(copy.deepcopy(cfg))
 
 
-def test_image_size_not_a_multiple_of_the_patch_size():
-    cfg = tiny_hybrid_cfg()
-    cfg['backbone']['img_size'] = 36
-    lines = assert_agree(cfg, 'HybridViT', 'model.backbone.')
-    assert lines == [
-        'model.backbone.img_size=36: not divisible by '
-        'model.backbone.patch_size=8'
-    ]
-
-
 @pytest.mark.parametrize(
     'pairs',
     [
@@ -114,16 +104,6 @@ def test_width_and_neck():
                         '(model.backbone.arch) is 48')
 
 
-def test_neck_output_against_the_feature_teacher():
-    cfg = tiny_hybrid_cfg()
-    cfg['neck']['out_channels'] = 32
-    lines = assert_agree(cfg, 'HybridDistill', 'model.')
-    assert lines == [
-        'model.neck.out_channels=32: the feature teacher width '
-        '(model.teacher_feat.backbone.arch) is 48'
-    ]
-
-
 def test_teacher_patch_grid():
     cfg = tiny_hybrid_cfg()
     cfg['teacher_rel']['backbone'].update(img_size=32, patch_size=4)
@@ -149,6 +129,20 @@ def _with(key, value):
         node = node[k]
     node[last] = value
     return cfg
+
+
+@pytest.mark.parametrize('key,value,owner,prefix,line', [
+    ('backbone.img_size', 36, 'HybridViT', 'model.backbone.',
+     'model.backbone.img_size=36: not divisible by '
+     'model.backbone.patch_size=8'),
+    ('neck.out_channels', 32, 'HybridDistill', 'model.',
+     'model.neck.out_channels=32: the feature teacher width '
+     '(model.teacher_feat.backbone.arch) is 48'),
+    ('mask_ratio', 1.5, 'HybridDistill', 'model.',
+     'model.mask_ratio=1.5: mask ratio must be in [0, 1)'),
+])
+def test_one_problem(key, value, owner, prefix, line):
+    assert assert_agree(_with(key, value), owner, prefix) == [line]
 
 
 @pytest.mark.parametrize('key,value,owner,prefix', [
