@@ -25,6 +25,8 @@ import subprocess
 import sys
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if ROOT not in sys.path:  # this checkout's mmhybrid (the converter)
+    sys.path.insert(0, ROOT)
 BENCH = 'configs/benchmarks'
 
 #: task -> (config relative to the repository root, converter target)
