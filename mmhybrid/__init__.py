@@ -12,8 +12,8 @@ points (``tools/train.py``, ``tools/test.py``) call.
 """
 from .version import __version__, check_dependency_versions, version_info
 
-# before anything imports mmcv/mmengine/mmpretrain: an unsupported release fails
-# here with the range to install, not later with an obscure error
+# before anything imports mmcv/mmengine/mmpretrain: an unsupported release
+# fails here with the range to install, not later with an obscure error
 check_dependency_versions()
 
 from . import compat  # noqa: E402

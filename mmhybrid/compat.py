@@ -1,9 +1,10 @@
 """The torch allow-list for mmengine's checkpoints, and the opt-in stack fixes.
 
 **Applied on import (registration only).** mmengine 0.10.7 pickles a few
-non-tensor objects into its checkpoints (the message hub's ``HistoryBuffer`` and
-the numpy arrays/scalars inside it). mmhybrid reads every checkpoint with
-torch's weights-only unpickler, which refuses them, so ``--resume`` would fail.
+non-tensor objects into its checkpoints (the message hub's
+``HistoryBuffer`` and the numpy arrays/scalars inside it). mmhybrid reads
+every checkpoint with torch's weights-only unpickler, which refuses them, so
+``--resume`` would fail.
 :func:`safe_globals` is the one allow-list of exactly those objects. On torch
 >= 2.6 :func:`register_safe_globals` adds it with
 :func:`torch.serialization.add_safe_globals` (it only admits more safe types,
@@ -42,12 +43,14 @@ def _qualified(obj: object) -> str:
 
 
 def _numpy_globals() -> Dict[str, object]:
-    """Numpy callables/types that appear when numpy arrays and scalars are pickled.
+    """Numpy callables/types that appear when numpy arrays and scalars are
+    pickled.
 
     Their module path differs between numpy 1 (``numpy.core``) and numpy 2
-    (``numpy._core``); a pickle names whatever its writer used, so both spellings
-    map to the installed numpy's functions (imported from ``numpy._core`` when it
-    exists: numpy 2 warns on every ``numpy.core`` access).
+    (``numpy._core``); a pickle names whatever its writer used, so both
+    spellings map to the installed numpy's functions (imported from
+    ``numpy._core`` when it exists: numpy 2 warns on every ``numpy.core``
+    access).
     """
     found = {'numpy.ndarray': np.ndarray, 'numpy.dtype': np.dtype}
     multiarray = None
@@ -75,7 +78,8 @@ _HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
 
 
 def _history_buffer_getattr(obj: object, name: str) -> object:
-    """``getattr`` for unpickling, limited to ``HistoryBuffer``'s statistics."""
+    """``getattr`` for unpickling, limited to ``HistoryBuffer``'s
+    statistics."""
     from mmengine.logging import HistoryBuffer
     if obj is HistoryBuffer and name in _HISTORY_BUFFER_METHODS:
         return getattr(obj, name)
@@ -85,21 +89,21 @@ def _history_buffer_getattr(obj: object, name: str) -> object:
 
 
 def safe_globals() -> Dict[str, object]:
-    """The one allow-list: every global an mmengine 0.10 checkpoint needs beyond
-    what torch's weights-only unpickler admits itself (tensors, storages,
-    dtypes, ``OrderedDict``, plain containers).
+    """The one allow-list: every global an mmengine 0.10 checkpoint needs
+    beyond what torch's weights-only unpickler admits itself (tensors,
+    storages, dtypes, ``OrderedDict``, plain containers).
 
     Returns:
-        dict: Path as written in the pickle (``'module.name'``) -> the object it
-        resolves to. Registered with ``add_safe_globals`` on torch >= 2.6 and
-        used by :mod:`mmhybrid.utils.safe_unpickler` on older torch.
+        dict: Path as written in the pickle (``'module.name'``) -> the
+        object it resolves to. Registered with ``add_safe_globals`` on torch
+        >= 2.6 and used by :mod:`mmhybrid.utils.safe_unpickler` on older torch.
     """
     from mmengine.logging import HistoryBuffer
     found = {
         _qualified(HistoryBuffer): HistoryBuffer,
         'builtins.getattr': _history_buffer_getattr,
-        # bytes under pickle protocol 2 (torch.save's), e.g. the raw data of the
-        # message hub's numpy arrays; torch >= 2.4 admits it by default
+        # bytes under pickle protocol 2 (torch.save's), e.g. the raw data of
+        # the message hub's numpy arrays; torch >= 2.4 admits it by default
         '_codecs.encode': codecs.encode,
     }
     found.update(_numpy_globals())
@@ -107,25 +111,31 @@ def safe_globals() -> Dict[str, object]:
 
 
 def torch_has_safe_globals() -> bool:
-    """Whether torch's own weights-only unpickler can take :func:`safe_globals`.
+    """Whether torch's own weights-only unpickler can take
+    :func:`safe_globals`.
 
-    ``add_safe_globals`` exists from torch 2.4, but its ``(object, 'module.name')``
-    entries, needed for ``builtins.getattr`` and the numpy aliases, from 2.6.
+    ``add_safe_globals`` exists from torch 2.4, but its ``(object,
+    'module.name')`` entries, needed for ``builtins.getattr`` and the numpy
+    aliases, from 2.6.
     """
     return (hasattr(torch.serialization, 'add_safe_globals')
             and torch.__version__ >= (2, 6))
 
 
 def register_safe_globals() -> None:
-    """Add :func:`safe_globals` to torch's weights-only unpickler (torch >= 2.6;
-    idempotent). This is the only thing importing mmhybrid changes outside
-    mmhybrid: it admits more safe types, it never loosens a check."""
+    """Add :func:`safe_globals` to torch's weights-only unpickler (torch >=
+    2.6; idempotent).
+
+    This is the only thing importing mmhybrid changes outside
+    mmhybrid: it admits more safe types, it never loosens a check.
+    """
     global _SAFE_GLOBALS_REGISTERED
     if _SAFE_GLOBALS_REGISTERED:
         return
     if torch_has_safe_globals():  # else mmhybrid.utils.safe_unpickler reads
-        torch.serialization.add_safe_globals(
-            [(obj, path) for path, obj in safe_globals().items()])
+        torch.serialization.add_safe_globals([
+            (obj, path) for path, obj in safe_globals().items()
+        ])
     _SAFE_GLOBALS_REGISTERED = True
 
 
@@ -151,16 +161,19 @@ def no_cuda_set_device():
 
 
 def resolve_scoped_collate(loader_cfg):
-    """``loader_cfg`` with a scoped ``collate_fn`` dict resolved to its function.
+    """``loader_cfg`` with a scoped ``collate_fn`` dict resolved to its
+    function.
 
     A config whose ``_base_`` comes from another package (``mmpretrain::_base_/
     datasets/imagenet_bs512_mae.py``, as the flagship's does) gets ``_scope_``
-    written into every dict with a ``type``, ``collate_fn`` included; mmengine's
-    ``build_dataloader`` pops ``type`` but passes ``_scope_`` on to the collate
-    function (``default_collate() got an unexpected keyword argument
-    '_scope_'``). The function is looked up in the scope it names instead.
+    written into every dict with a ``type``, ``collate_fn`` included;
+    mmengine's ``build_dataloader`` pops ``type`` but passes ``_scope_`` on to
+    the collate function (``default_collate() got an unexpected keyword
+    argument '_scope_'``). The function is looked up in the scope it names
+    instead.
     """
-    collate = loader_cfg.get('collate_fn') if hasattr(loader_cfg, 'get') else None
+    collate = loader_cfg.get('collate_fn') if hasattr(loader_cfg,
+                                                      'get') else None
     if not isinstance(collate, dict) or '_scope_' not in collate:
         return loader_cfg
     from mmengine.registry import FUNCTIONS
@@ -171,8 +184,9 @@ def resolve_scoped_collate(loader_cfg):
         with FUNCTIONS.switch_scope_and_registry(scope) as registry:
             found = registry.get(fn)
         if found is None:
-            raise KeyError(f'collate_fn type {fn!r} is not registered in scope '
-                           f'{scope!r} (or its parents) of the FUNCTIONS registry')
+            raise KeyError(
+                f'collate_fn type {fn!r} is not registered in scope '
+                f'{scope!r} (or its parents) of the FUNCTIONS registry')
         collate['type'] = found
     loader_cfg = copy.copy(loader_cfg)
     loader_cfg['collate_fn'] = collate
@@ -194,8 +208,8 @@ def drop_cpu_device_ids(module: torch.nn.Module, kwargs: dict) -> dict:
 # ------------------------------------------------------- the opt-in patches
 def mmengine_version() -> Tuple[int, ...]:
     import mmengine
-    return tuple(int(p) for p in mmengine.__version__.split('.')[:3]
-                 if p.isdigit())
+    return tuple(
+        int(p) for p in mmengine.__version__.split('.')[:3] if p.isdigit())
 
 
 # The newest mmengine release whose code these fixes were checked against.
@@ -207,7 +221,8 @@ MMENGINE_CHECKED = (0, 10, 7)
 
 
 class StackFix(NamedTuple):
-    """One process-wide patch of mmengine, applied by :func:`enable_stack_fixes`.
+    """One process-wide patch of mmengine, applied by
+    :func:`enable_stack_fixes`.
 
     Args:
         name (str): What ``enable_stack_fixes(names)`` selects it by.
@@ -216,7 +231,8 @@ class StackFix(NamedTuple):
             it replaces.
         applies (Callable[[], bool]): Whether this process needs it (the
             mmengine range with the bug, plus e.g. "no CUDA").
-        patch (Callable[[], dict]): Applies it; returns ``{target: new value}``.
+        patch (Callable[[], dict]): Applies it; returns
+            ``{target: new value}``.
     """
     name: str
     why: str
@@ -316,7 +332,8 @@ def _patch_cpu_dist_init() -> Dict[str, object]:
 
 
 def _patch_cpu_ddp() -> Dict[str, object]:
-    target = 'mmengine.model.wrappers.distributed:MMDistributedDataParallel.__init__'
+    target = ('mmengine.model.wrappers.distributed:'
+              'MMDistributedDataParallel.__init__')
     init = _get(target)
 
     @functools.wraps(init)
@@ -358,11 +375,11 @@ STACK_FIXES: List[StackFix] = [
         _patch_atomic_saves),
     StackFix(
         'resume_latest_readable',
-        "find_latest_checkpoint trusts last_checkpoint: a truncated newest "
+        'find_latest_checkpoint trusts last_checkpoint: a truncated newest '
         'checkpoint fails --resume instead of falling back to the previous',
-        tuple(f'{m}:find_latest_checkpoint' for m in _SAVE_MODULES +
-              ('mmengine.runner._flexible_runner', )), _buggy_mmengine,
-        _patch_find_latest),
+        tuple(f'{m}:find_latest_checkpoint'
+              for m in _SAVE_MODULES + ('mmengine.runner._flexible_runner', )),
+        _buggy_mmengine, _patch_find_latest),
     StackFix(
         'atomic_last_checkpoint',
         "CheckpointHook writes last_checkpoint with open(..., 'w') in place "
@@ -384,7 +401,7 @@ STACK_FIXES: List[StackFix] = [
     StackFix(
         'scoped_collate',
         "Runner.build_dataloader passes a config's _scope_ on to the collate "
-        "function (default_collate() got an unexpected keyword argument "
+        'function (default_collate() got an unexpected keyword argument '
         "'_scope_')", ('mmengine.runner.runner:Runner.build_dataloader', ),
         _buggy_mmengine, _patch_scoped_collate),
 ]
@@ -394,12 +411,13 @@ STACK_FIXES: List[StackFix] = [
 # (HybridRunner.setup_env's torch.cuda.set_device; NonFiniteLossHook wraps
 # the methods of the run's own optimizer wrapper instance, never the class).
 PATCHED_ATTRIBUTES: Tuple[str, ...] = tuple(
-    t for fix in STACK_FIXES for t in fix.targets) + (
-        'torch.cuda:set_device',
-        'mmengine.optim.optimizer.optimizer_wrapper:OptimWrapper.update_params',
-        'mmengine.optim.optimizer.optimizer_wrapper:OptimWrapper.backward',
-        'mmengine.optim.optimizer.optimizer_wrapper:OptimWrapper.step',
-    )
+    t for fix in STACK_FIXES for t in fix.targets
+) + (
+    'torch.cuda:set_device',
+    'mmengine.optim.optimizer.optimizer_wrapper:OptimWrapper.update_params',
+    'mmengine.optim.optimizer.optimizer_wrapper:OptimWrapper.backward',
+    'mmengine.optim.optimizer.optimizer_wrapper:OptimWrapper.step',
+)
 
 _ORIGINALS: Dict[str, object] = {}
 _SCHEME_ITEMS: list = []

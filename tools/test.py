@@ -12,8 +12,10 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if sys.path[:1] != [ROOT]:
     sys.path.insert(0, ROOT)
 
-# main / parse_args / merge_args: re-exported for scripts that load this file
-from mmhybrid.apis.test import cli, main, merge_args, parse_args  # noqa: E402,F401,E501
+from mmhybrid.apis import test as _tool  # noqa: E402
+
+# re-exported for scripts that load this file
+main, parse_args, merge_args = _tool.main, _tool.parse_args, _tool.merge_args
 
 if __name__ == '__main__':
-    cli()
+    _tool.cli()

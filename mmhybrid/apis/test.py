@@ -11,8 +11,10 @@ honoured. On top of mmpretrain's tool:
 * the checkpoint is read through mmhybrid's safe I/O (no code runs from it):
   :class:`mmhybrid.engine.HybridRunner` for configs without ``runner_type``,
   :func:`mmhybrid.enable_stack_fixes` for the others;
-* ``--show`` / ``--show-dir`` also drive mmseg's and mmdet's visualization hooks;
-* ``--out metrics.json`` (or ``.yaml``) without ``--out-item``, which mmpretrain
+* ``--show`` / ``--show-dir`` also drive mmseg's and mmdet's visualization
+  hooks;
+* ``--out metrics.json`` (or ``.yaml``) without ``--out-item``, which
+  mmpretrain
   refuses, still writes the metrics as this tool did before (with a warning);
 * a bad flag or checkpoint ends with a one-line ``ERROR:`` and exit status 1.
 """

@@ -72,8 +72,8 @@ def enable_entry_point_fixes(cfg: Config) -> list:
     runner_type = cfg.get('runner_type', None)
     runner_cls = HybridRunner
     if isinstance(runner_type, str):
-        with RUNNERS.switch_scope_and_registry(
-                cfg.get('default_scope', None)) as registry:
+        with RUNNERS.switch_scope_and_registry(cfg.get('default_scope',
+                                                       None)) as registry:
             runner_cls = registry.get(runner_type)
     elif runner_type is not None:
         runner_cls = runner_type
@@ -98,7 +98,8 @@ def set_work_dir(cfg: Config, work_dir: Optional[str], config: str) -> None:
 
 
 def enable_train_amp(cfg: Config, config: str) -> None:
-    """``--amp`` of ``tools/train.py``: ``OptimWrapper`` -> ``AmpOptimWrapper``.
+    """``--amp`` of ``tools/train.py``: ``OptimWrapper`` ->
+    ``AmpOptimWrapper``.
 
     Args:
         cfg (Config): The config to update.
@@ -115,10 +116,10 @@ def enable_train_amp(cfg: Config, config: str) -> None:
     name = type_name(wrapper) or 'OptimWrapper'
     if name == 'BF16OptimWrapper':
         raise UsageError(
-            f"--amp: {config} already trains in mixed precision "
+            f'--amp: {config} already trains in mixed precision '
             f"(optim_wrapper.type='BF16OptimWrapper': bf16 autocast, no loss "
-            "scaling); drop --amp, or for fp16 with loss scaling pass "
-            "--cfg-options optim_wrapper.type=AmpOptimWrapper instead")
+            'scaling); drop --amp, or for fp16 with loss scaling pass '
+            '--cfg-options optim_wrapper.type=AmpOptimWrapper instead')
     if name not in ('OptimWrapper', 'AmpOptimWrapper'):
         raise UsageError(
             f'--amp: {config} has optim_wrapper.type={name!r}; --amp turns '
@@ -157,11 +158,15 @@ def enable_visualization(cfg: Config, config: str, show: bool,
             "expected e.g. visualization=dict(type='VisualizationHook')")
     name = type_name(hook)
     if name == 'VisualizationHook':
-        hook.update(enable=True, show=show, wait_time=wait_time,
-                    out_dir=show_dir, interval=interval)
+        hook.update(
+            enable=True,
+            show=show,
+            wait_time=wait_time,
+            out_dir=show_dir,
+            interval=interval)
     elif name in ('SegVisualizationHook', 'DetVisualizationHook'):
-        hook.update(draw=True, show=show, wait_time=wait_time,
-                    interval=interval)
+        hook.update(
+            draw=True, show=show, wait_time=wait_time, interval=interval)
         if show_dir is not None and name == 'DetVisualizationHook':
             hook['test_out_dir'] = show_dir
         elif show_dir is not None:
@@ -201,8 +206,10 @@ def enable_tta(cfg: Config, config: str) -> None:
         cfg.tta_pipeline[-1] = dict(
             type='TestTimeAug',
             transforms=[
-                [dict(type='RandomFlip', prob=1.),
-                 dict(type='RandomFlip', prob=0.)],
+                [
+                    dict(type='RandomFlip', prob=1.),
+                    dict(type='RandomFlip', prob=0.)
+                ],
                 [test_pipeline[-1]],
             ])
     cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
@@ -232,9 +239,11 @@ def output_item(out: Optional[str], out_item: Optional[str]) -> Optional[str]:
     if out_item is None and suffix in _PICKLE_SUFFIXES:
         return 'pred'
     if out_item is None and suffix in _METRICS_SUFFIXES:
-        print(f'WARNING: --out {out} without --out-item writes the metrics; '
-              'add --out-item metrics (--out alone means the pickled '
-              'predictions, a .pkl file, as in mmpretrain)', file=sys.stderr)
+        print(
+            f'WARNING: --out {out} without --out-item writes the metrics; '
+            'add --out-item metrics (--out alone means the pickled '
+            'predictions, a .pkl file, as in mmpretrain)',
+            file=sys.stderr)
         return 'metrics'
     item = out_item or 'pred'
     if item == 'pred' and suffix not in _PICKLE_SUFFIXES:
@@ -260,7 +269,8 @@ def run_tool(main: Callable[[], Any]) -> Any:
 
     A bad flag (:class:`UsageError`), config
     (:class:`~mmhybrid.engine.preflight.ConfigError`) or checkpoint
-    (:class:`~mmhybrid.utils.checkpoint.CheckpointError`), or a non-finite loss,
+    (:class:`~mmhybrid.utils.checkpoint.CheckpointError`), or a non-finite
+    loss,
     is printed as ``ERROR: <message>`` (prefixed with the rank in a distributed
     run) and the process exits with status 1; anything else is a bug and keeps
     its traceback.
@@ -270,8 +280,7 @@ def run_tool(main: Callable[[], Any]) -> Any:
     from ..utils.checkpoint import CheckpointError
     try:
         return main()
-    except (UsageError, ConfigError, CheckpointError,
-            NonFiniteLossError) as e:
+    except (UsageError, ConfigError, CheckpointError, NonFiniteLossError) as e:
         where = ''
         if int(os.environ.get('WORLD_SIZE', '1')) > 1:
             where = f'[rank {os.environ.get("RANK", "?")}] '

@@ -1,15 +1,17 @@
-"""``tools/train.py``: mmpretrain's training command line, on mmhybrid's runner.
+"""``tools/train.py``: mmpretrain's training command line, mmhybrid's runner.
 
 On top of mmpretrain's ``tools/train.py``:
 
-* the config is checked first (:func:`mmhybrid.engine.preflight.check_train_config`):
+* the config is checked first
+  (:func:`mmhybrid.engine.preflight.check_train_config`):
   a bad teacher file, layer index, mask ratio, image/patch size, loss name or
   dataset path fails before anything is built, naming the config key and value;
 * the hooks of :data:`DEFAULT_HOOKS` are added to every run unless the config
   lists them: ``ExactResumeHook`` (a killed run resumes bit for bit) and
   ``NonFiniteLossHook`` (a NaN/inf loss stops the run, or is skipped
   ``--max-nonfinite-skips`` times);
-* a config without ``runner_type`` runs on :class:`mmhybrid.engine.HybridRunner`
+* a config without ``runner_type`` runs on
+  :class:`mmhybrid.engine.HybridRunner`
   (safe checkpoint reads, atomic saves, ``--resume`` skips a truncated newest
   checkpoint, CPU/gloo distributed runs); one with ``runner_type``
   (``FlexibleRunner`` with an FSDP / DeepSpeed / DDP ``strategy``) on that
@@ -37,8 +39,10 @@ __all__ = [
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    """``tools/train.py``'s command line: mmpretrain's flags plus
-    ``--max-nonfinite-skips``."""
+    """The command line of ``tools/train.py``.
+
+    mmpretrain's flags plus ``--max-nonfinite-skips``.
+    """
     parser = argparse.ArgumentParser(description='Train a model')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')

@@ -48,11 +48,10 @@ import zipfile
 from typing import Any, List, Optional, Tuple
 
 import torch
+from mmengine.fileio import LocalBackend, register_backend
 
 from ..utils.checkpoint import (CheckpointError, load_checkpoint_file,
                                 save_checkpoint_atomic, write_atomic)
-
-from mmengine.fileio import LocalBackend, register_backend
 
 # mmengine's own save_checkpoint (for remote targets), recorded by the
 # 'atomic_saves' stack fix before it replaces the module attribute
@@ -170,7 +169,8 @@ def load_any(filename: str, map_location=None) -> Any:
     longest matching prefix wins), without touching ``CheckpointLoader``."""
     ranked = sorted(((p, fn) for ps, fn in SAFE_SCHEMES
                      for p in ([ps] if isinstance(ps, str) else ps)),
-                    key=lambda t: t[0], reverse=True)
+                    key=lambda t: t[0],
+                    reverse=True)
     for prefix, loader in ranked:
         if re.match(prefix, filename) is not None:
             return loader(filename, map_location)
@@ -220,8 +220,9 @@ def _check_safetensors(path: str) -> Optional[str]:
             meta = json.loads(f.read(n))
         except ValueError as e:
             return f'corrupt safetensors header: {e}'
-    end = max((v['data_offsets'][1] for k, v in meta.items()
-               if k != '__metadata__'), default=0)
+    end = max(
+        (v['data_offsets'][1] for k, v in meta.items() if k != '__metadata__'),
+        default=0)
     if 8 + n + end > size:
         return f'truncated: {size} bytes, the header needs {8 + n + end}'
     return None
@@ -392,8 +393,8 @@ def find_latest_checkpoint(path: str) -> Optional[str]:
             k, step = _step_of(f)
             if step >= 0 and (not kind or k == kind):
                 found.add(osp.abspath(f))
-    ranked = sorted(found, key=lambda f: (_step_of(f)[1], osp.getmtime(f)),
-                    reverse=True)
+    ranked = sorted(
+        found, key=lambda f: (_step_of(f)[1], osp.getmtime(f)), reverse=True)
     candidates = ([named] if named else []) + [
         f for f in ranked if not named or f != osp.abspath(named)
     ]
@@ -412,10 +413,11 @@ def find_latest_checkpoint(path: str) -> Optional[str]:
         if reason is None:
             if rejected:
                 skipped = '; '.join(f'{f} ({r})' for f, r in rejected)
-                _log(f'--resume auto: skipped unusable checkpoint(s) {skipped};'
-                     f' falling back to {cand}', logging.WARNING)
+                _log(
+                    f'--resume auto: skipped unusable checkpoint(s) {skipped};'
+                    f' falling back to {cand}', logging.WARNING)
             return cand
         rejected.append((cand, reason))
     raise CheckpointError(
-        f'--resume auto found checkpoints in {path} but none is readable: '
-        + '; '.join(f'{f} ({r})' for f, r in rejected))
+        f'--resume auto found checkpoints in {path} but none is readable: ' +
+        '; '.join(f'{f} ({r})' for f, r in rejected))

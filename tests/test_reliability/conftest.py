@@ -27,8 +27,7 @@ class Tiny:
         self.data = data
         self.teachers = teachers
 
-    def options(self, iters, batch=8, workers=1, ckpt_interval=None,
-                extra=()):
+    def options(self, iters, batch=8, workers=1, ckpt_interval=None, extra=()):
         tc, tm = self.teachers
         warm = max(iters // 4, 1)
         return [
@@ -36,7 +35,8 @@ class Tiny:
             f'model.teacher_feat.checkpoint={tc}',
             f'model.teacher_rel.checkpoint={tm}',
             f'train_cfg.max_iters={iters}', f'param_scheduler.0.end={warm}',
-            f'param_scheduler.1.begin={warm}', f'param_scheduler.1.end={iters}',
+            f'param_scheduler.1.begin={warm}',
+            f'param_scheduler.1.end={iters}',
             f'train_dataloader.batch_size={batch}',
             f'train_dataloader.num_workers={workers}',
             'default_hooks.logger.interval=1',
@@ -45,8 +45,8 @@ class Tiny:
         ]
 
     def argv(self, work_dir, iters, args=(), **kw):
-        return [CONFIG, '--work-dir', str(work_dir), *args
-                ] + self.options(iters, **kw)
+        return [CONFIG, '--work-dir',
+                str(work_dir), *args] + self.options(iters, **kw)
 
     def cmd(self, work_dir, iters, args=(), **kw):
         return [sys.executable, 'tools/train.py'] + self.argv(
@@ -137,8 +137,8 @@ class CodeOnLoad:
 
 
 class GetattrEscape:
-    """Tries to reach beyond the allow-list through the restricted getattr
-    that mmhybrid registers for mmengine's HistoryBuffer."""
+    """Tries to reach beyond the allow-list through the restricted getattr that
+    mmhybrid registers for mmengine's HistoryBuffer."""
 
     def __init__(self, path):
         self.path = str(path)
@@ -156,10 +156,17 @@ def write_malicious(path, marker, kind='zip'):
     ``builtins.getattr``).
     """
     from mmpretrain.models import VisionTransformer
-    sd = {f'backbone.{k}': v for k, v in VisionTransformer(
-        arch=dict(embed_dims=96, num_layers=4, num_heads=3,
-                  feedforward_channels=384), img_size=64,
-        patch_size=8).state_dict().items()}
+    sd = {
+        f'backbone.{k}': v
+        for k, v in VisionTransformer(
+            arch=dict(
+                embed_dims=96,
+                num_layers=4,
+                num_heads=3,
+                feedforward_channels=384),
+            img_size=64,
+            patch_size=8).state_dict().items()
+    }
     payload = GetattrEscape(marker) if kind == 'getattr' else CodeOnLoad(
         marker)
     obj = dict(state_dict=sd, meta=dict(iter=1, payload=payload))
@@ -177,7 +184,8 @@ def write_malicious(path, marker, kind='zip'):
 
 @pytest.fixture(scope='session')
 def evil_ckpt(tmp_path_factory):
-    """(checkpoint path, marker path): the marker appears iff the payload ran."""
+    """(checkpoint path, marker path): the marker appears iff the payload
+    ran."""
     d = tmp_path_factory.mktemp('evil')
     marker = d / 'PAYLOAD_RAN'
     path = write_malicious(d / 'evil_teacher.pth', marker)
@@ -208,10 +216,14 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 def env_for_subprocess(**extra):
     """The environment of a test's child process: one OpenMP thread, this
     checkout's mmhybrid first on the path (whatever is installed)."""
-    path = [REPO_ROOT] + [p for p in os.environ.get('PYTHONPATH', '').split(
-        os.pathsep) if p]
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1',
-               PYTHONPATH=os.pathsep.join(path))
+    path = [REPO_ROOT] + [
+        p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p
+    ]
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS='1',
+        PYTHONUNBUFFERED='1',
+        PYTHONPATH=os.pathsep.join(path))
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
@@ -221,9 +233,13 @@ def reference_run(tiny, tmp_path_factory):
     """An uninterrupted reference run: (work dir, per-iteration records)."""
     import subprocess
     work = tmp_path_factory.mktemp('reference') / 'work'
-    proc = subprocess.run(tiny.ref_cmd(work), cwd=tiny.repo_root,
-                          capture_output=True, text=True, timeout=600,
-                          env=env_for_subprocess())
+    proc = subprocess.run(
+        tiny.ref_cmd(work),
+        cwd=tiny.repo_root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env_for_subprocess())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     recs = scalars(work)
     assert sorted(recs) == list(range(1, Tiny.REF['iters'] + 1))
@@ -236,5 +252,8 @@ def rel():
     conftest by name)."""
     import types
     return types.SimpleNamespace(
-        scalars=scalars, write_malicious=write_malicious, free_port=free_port,
-        env=env_for_subprocess, CONFIG=CONFIG)
+        scalars=scalars,
+        write_malicious=write_malicious,
+        free_port=free_port,
+        env=env_for_subprocess,
+        CONFIG=CONFIG)

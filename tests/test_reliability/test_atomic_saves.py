@@ -1,4 +1,5 @@
-"""Checkpoint saves are atomic; ``--resume auto`` skips a corrupt newest checkpoint.
+"""Checkpoint saves are atomic; ``--resume auto`` skips a corrupt newest
+checkpoint.
 
 Unit tests drive mmengine's own save path (``Runner.save_checkpoint`` ->
 ``mmengine.runner.checkpoint.save_checkpoint``, ``CheckpointHook``'s
@@ -22,16 +23,17 @@ from mmhybrid.utils.checkpoint import CheckpointError
 
 
 def _ckpt(step):
-    return dict(meta=dict(iter=step),
-                state_dict=dict(w=torch.full((64, 64), float(step))))
+    return dict(
+        meta=dict(iter=step),
+        state_dict=dict(w=torch.full((64, 64), float(step))))
 
 
 def _save(folder, step, pointer=True):
     path = osp.join(folder, f'iter_{step}.pth')
     safe_io.safe_save_checkpoint(_ckpt(step), path)
     if pointer:
-        with safe_io._checkpoint_hook_open(osp.join(folder, 'last_checkpoint'),
-                                           'w') as f:
+        with safe_io._checkpoint_hook_open(
+                osp.join(folder, 'last_checkpoint'), 'w') as f:
             f.write(path)
     return path
 
@@ -48,9 +50,10 @@ def test_stack_fixes_route_mmengines_save_path(stack_fixes):
 
 
 def test_crash_during_save_leaves_no_partial_file(tmp_path, monkeypatch,
-                                                 stack_fixes):
+                                                  stack_fixes):
     """Fault: the process dies (an exception here) half-way through torch.save
-    (mmengine's save_checkpoint with the stack fixes: FlexibleRunner's path)."""
+    (mmengine's save_checkpoint with the stack fixes: FlexibleRunner's
+    path)."""
     good = _save(tmp_path, 4)
     target = osp.join(tmp_path, 'iter_8.pth')
     real_save = torch.save
@@ -70,10 +73,10 @@ def test_crash_during_save_leaves_no_partial_file(tmp_path, monkeypatch,
 
 
 def test_existing_checkpoint_is_replaced_whole(tmp_path, monkeypatch,
-                                              stack_fixes):
+                                               stack_fixes):
     path = _save(tmp_path, 4)
-    monkeypatch.setattr(torch, 'save',
-                        lambda *a, **k: (_ for _ in ()).throw(OSError('disk')))
+    monkeypatch.setattr(torch, 'save', lambda *a, **k:
+                        (_ for _ in ()).throw(OSError('disk')))
     import mmengine.runner.checkpoint as ckpt_mod
     with pytest.raises(OSError):
         ckpt_mod.save_checkpoint(_ckpt(5), path)
@@ -112,17 +115,23 @@ class Toy:
 
 
 def _toy_runner(runner_cls, work_dir, iters=4, **kw):
-    kw.setdefault('default_hooks', dict(checkpoint=dict(
-        type='CheckpointHook', interval=2, by_epoch=False)))
+    kw.setdefault(
+        'default_hooks',
+        dict(
+            checkpoint=dict(type='CheckpointHook', interval=2,
+                            by_epoch=False)))
     return runner_cls(
-        model=Toy(), work_dir=str(work_dir),
+        model=Toy(),
+        work_dir=str(work_dir),
         train_dataloader=dict(
-            dataset=[dict(inputs=torch.ones(2))] * 8, batch_size=2,
+            dataset=[dict(inputs=torch.ones(2))] * 8,
+            batch_size=2,
             sampler=dict(type='InfiniteSampler'),
             collate_fn=dict(type='default_collate')),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
         train_cfg=dict(by_epoch=False, max_iters=iters),
-        default_scope='mmengine', **kw)
+        default_scope='mmengine',
+        **kw)
 
 
 def test_checkpoint_hook_writes_pointer_after_checkpoint(tmp_path):
@@ -143,12 +152,12 @@ def test_checkpoint_hook_writes_pointer_after_checkpoint(tmp_path):
                 seen.append((named, safe_io.probe_checkpoint(named)))
 
     runner = _toy_runner(
-        Runner, tmp_path,
+        Runner,
+        tmp_path,
         default_hooks=dict(checkpoint=Spy(interval=2, by_epoch=False)))
     runner.train()
-    assert [osp.basename(n) for n, _ in seen] == [
-        'iter_2.pth', 'iter_2.pth', 'iter_4.pth'
-    ]
+    assert [osp.basename(n)
+            for n, _ in seen] == ['iter_2.pth', 'iter_2.pth', 'iter_4.pth']
     assert all(reason is None for _, reason in seen)
 
 
@@ -157,8 +166,10 @@ def test_non_finite_weights_are_never_saved(tmp_path, stack_fixes):
     bad = _ckpt(3)
     bad['state_dict']['w'][1, 2] = float('nan')
     path = osp.join(tmp_path, 'iter_3.pth')
-    with pytest.raises(CheckpointError, match=r"refusing to save .*iter_3.pth"
-                       r".*non-finite.*\['w'\]"):
+    with pytest.raises(
+            CheckpointError,
+            match=r'refusing to save .*iter_3.pth'
+            r".*non-finite.*\['w'\]"):
         ckpt_mod.save_checkpoint(bad, path)
     assert not osp.exists(path)
 
@@ -181,8 +192,8 @@ def _corrupt(path, how):
 def test_auto_resume_falls_back_to_previous(tmp_path, how, monkeypatch):
     """Fault: the newest checkpoint is damaged (disk full, bad copy, ...)."""
     logged = []
-    monkeypatch.setattr(safe_io, '_log', lambda msg, level=0: logged.append(
-        (level, msg)))
+    monkeypatch.setattr(
+        safe_io, '_log', lambda msg, level=0: logged.append((level, msg)))
     older = _save(tmp_path, 4)
     newest = _save(tmp_path, 8)
     _corrupt(newest, how)
@@ -226,8 +237,8 @@ def test_empty_work_dir_starts_fresh(tmp_path):
 
 
 # ------------------------------------------ HybridRunner, no process patch
-def test_hybrid_runner_saves_through_the_atomic_backend(tmp_path, monkeypatch,
-                                                        no_stack_fixes):
+def test_hybrid_runner_saves_through_the_atomic_backend(
+        tmp_path, monkeypatch, no_stack_fixes):
     """Fault: the process dies after the bytes are written, before the rename
     (at fsync): no partial file, the previous checkpoint stays in place, and
     mmengine's module functions are mmengine's own."""
@@ -260,8 +271,10 @@ def test_hybrid_runner_refuses_non_finite_weights(tmp_path, no_stack_fixes):
     runner.train()
     with torch.no_grad():
         runner.model.w.weight[0, 1] = float('nan')
-    with pytest.raises(CheckpointError, match=r"refusing to save .*iter_9.pth"
-                       r".*non-finite.*\['w.weight'\]"):
+    with pytest.raises(
+            CheckpointError,
+            match=r'refusing to save .*iter_9.pth'
+            r".*non-finite.*\['w.weight'\]"):
         runner.save_checkpoint(str(tmp_path), 'iter_9.pth', by_epoch=False)
     assert not (tmp_path / 'iter_9.pth').exists()
 
@@ -269,8 +282,8 @@ def test_hybrid_runner_refuses_non_finite_weights(tmp_path, no_stack_fixes):
 @pytest.mark.parametrize('how', ['truncated', 'empty'])
 def test_hybrid_runner_resume_skips_damaged_newest(tmp_path, how,
                                                    no_stack_fixes):
-    """mmengine's own ``find_latest_checkpoint`` would hand the damaged
-    iter_4 to ``resume``; HybridRunner's ``load_or_resume`` takes iter_2."""
+    """mmengine's own ``find_latest_checkpoint`` would hand the damaged iter_4
+    to ``resume``; HybridRunner's ``load_or_resume`` takes iter_2."""
     from mmhybrid.engine import HybridRunner
     _toy_runner(HybridRunner, tmp_path, iters=4).train()
     _corrupt(str(tmp_path / 'iter_4.pth'), how)
@@ -292,8 +305,12 @@ def test_resume_auto_skips_truncated_newest(repo_root, tiny, tmp_path, rel,
     pointer.write_text(str(work / 'iter_12.pth'))
     _corrupt(str(work / 'iter_12.pth'), 'truncated')
     proc = subprocess.run(
-        tiny.ref_cmd(work, args=['--resume']), cwd=repo_root,
-        capture_output=True, text=True, timeout=600, env=rel.env())
+        tiny.ref_cmd(work, args=['--resume']),
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=rel.env())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
     assert 'falling back to ' + str(work / 'iter_8.pth') in out

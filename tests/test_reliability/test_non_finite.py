@@ -1,9 +1,10 @@
-"""A NaN/inf loss stops training, naming the iteration and the term;
-no non-finite weights are applied or saved; ``max_skips`` skips N bad steps.
+"""A NaN/inf loss stops training, naming the iteration and the term; no NaN/inf
+weights are applied or saved; ``max_skips`` skips N bad steps.
 
 Toy runs (mmengine Runner, a two-term toy model that turns NaN on chosen
-iterations) test the mechanics exactly; the tools/train.py runs inject the fault
-the way it happens in practice: a teacher checkpoint holding a NaN weight.
+iterations) test the mechanics exactly; the tools/train.py runs inject the
+fault the way it happens in practice: a teacher checkpoint holding a NaN
+weight.
 """
 import os.path as osp
 
@@ -46,7 +47,10 @@ class Recorder(Hook):
     def __init__(self):
         self.weights = {}
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None):
         self.weights[runner.iter + 1] = runner.model.w.detach().clone()
 
@@ -55,15 +59,21 @@ def _toy_run(tmp_path, bad, max_skips=0, iters=6):
     model = TwoTermToy(bad)
     rec = Recorder()
     runner = Runner(
-        model=model, work_dir=str(tmp_path),
+        model=model,
+        work_dir=str(tmp_path),
         train_dataloader=dict(
             dataset=[dict(inputs=torch.ones(4) * (i + 1)) for i in range(8)],
-            batch_size=2, sampler=dict(type='InfiniteSampler', shuffle=False),
+            batch_size=2,
+            sampler=dict(type='InfiniteSampler', shuffle=False),
             collate_fn=dict(type='default_collate')),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
         train_cfg=dict(by_epoch=False, max_iters=iters),
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1,
-                                           by_epoch=False, max_keep_ckpts=-1)),
+        default_hooks=dict(
+            checkpoint=dict(
+                type='CheckpointHook',
+                interval=1,
+                by_epoch=False,
+                max_keep_ckpts=-1)),
         custom_hooks=[NonFiniteLossHook(max_skips=max_skips), rec],
         default_scope='mmengine')
     return runner, rec
@@ -96,8 +106,8 @@ def test_stops_naming_iteration_and_term(tmp_path, term, name):
 
 def test_non_finite_gradients_stop(tmp_path):
     runner, rec = _toy_run(tmp_path, {2: 'grad'})
-    with pytest.raises(NonFiniteLossError,
-                       match='non-finite gradients at iteration 2'):
+    with pytest.raises(
+            NonFiniteLossError, match='non-finite gradients at iteration 2'):
         runner.train()
     assert torch.equal(runner.model.w.detach(), rec.weights[1])
     assert torch.isfinite(runner.model.w).all()
@@ -115,13 +125,18 @@ def test_skips_up_to_max_then_continues(tmp_path):
         assert torch.isfinite(w).all() and torch.equal(w, rec.weights[it])
     hook = [h for h in runner.hooks if isinstance(h, NonFiniteLossHook)][0]
     assert hook.skipped == 2
-    assert torch.load(osp.join(tmp_path, 'iter_6.pth'), weights_only=True
-                      )['meta']['nonfinite_skips'] == 2
+    assert torch.load(
+        osp.join(tmp_path, 'iter_6.pth'),
+        weights_only=True)['meta']['nonfinite_skips'] == 2
 
 
 def test_stops_after_max_skips(tmp_path):
-    runner, rec = _toy_run(tmp_path, {2: 'rel', 3: 'rel', 5: 'feat'},
-                           max_skips=2)
+    runner, rec = _toy_run(
+        tmp_path, {
+            2: 'rel',
+            3: 'rel',
+            5: 'feat'
+        }, max_skips=2)
     with pytest.raises(NonFiniteLossError) as info:
         runner.train()
     msg = str(info.value)
@@ -149,20 +164,24 @@ def _nan_teacher(src, dst, key):
     ('teacher_feat', 'loss_feat (feature term)'),
     ('teacher_rel', 'loss_rel (relation term)'),
 ])
-def test_train_stops_on_nan_teacher(run_train_inprocess, tiny, tmp_path,
-                                    which, term):
+def test_train_stops_on_nan_teacher(run_train_inprocess, tiny, tmp_path, which,
+                                    term):
     """Fault: a downloaded teacher file holds a NaN weight."""
     src = tiny.teachers[0 if which == 'teacher_feat' else 1]
     # Tc: its last block (the feature target); Tm: block 0 (a distilled
     # relation, the default pairs use Tm's blocks 0..2 of 4)
-    key = 'backbone.layers.' + ('3.ffn.layers.1.weight' if which ==
-                                'teacher_feat' else '0.attn.qkv.weight')
+    key = 'backbone.layers.' + ('3.ffn.layers.1.weight' if which
+                                == 'teacher_feat' else '0.attn.qkv.weight')
     bad = _nan_teacher(src, tmp_path / 'nan_teacher.pth', key)
     work = tmp_path / 'w'
     with pytest.raises(NonFiniteLossError) as info:
         run_train_inprocess(
-            tiny.argv(work, 3, workers=0, ckpt_interval=1,
-                      extra=[f'model.{which}.checkpoint={bad}']))
+            tiny.argv(
+                work,
+                3,
+                workers=0,
+                ckpt_interval=1,
+                extra=[f'model.{which}.checkpoint={bad}']))
     msg = str(info.value)
     assert f'non-finite loss at iteration 1: {term} is NaN/inf' in msg
     assert not list(work.glob('*.pth'))
@@ -176,9 +195,13 @@ def test_train_skip_option(run_train_inprocess, tiny, tmp_path):
     work = tmp_path / 'w'
     with pytest.raises(NonFiniteLossError) as info:
         run_train_inprocess(
-            tiny.argv(work, 4, workers=0, ckpt_interval=1,
-                      args=['--max-nonfinite-skips', '2'],
-                      extra=[f'model.teacher_rel.checkpoint={bad}']))
+            tiny.argv(
+                work,
+                4,
+                workers=0,
+                ckpt_interval=1,
+                args=['--max-nonfinite-skips', '2'],
+                extra=[f'model.teacher_rel.checkpoint={bad}']))
     assert 'iteration 3: loss_rel (relation term)' in str(info.value)
     assert '2 earlier bad step(s) were skipped' in str(info.value)
     w1 = torch.load(work / 'iter_1.pth', weights_only=True)['state_dict']
@@ -224,19 +247,24 @@ if __name__ == '__main__':
 
 @pytest.mark.slow
 def test_ddp_ranks_skip_together(tmp_path, rel):
-    """A NaN on one rank only: every rank skips that step (a rank that
-    stepped alone would wait forever in DDP's all-reduce or drift apart),
-    and DDP trains on afterwards with identical weights on both ranks."""
+    """A NaN on one rank only: every rank skips that step (a rank that stepped
+    alone would wait forever in DDP's all-reduce or drift apart), and DDP
+    trains on afterwards with identical weights on both ranks."""
     import subprocess
     import sys
     script = tmp_path / 'ddp_skip.py'
     script.write_text(DDP_SCRIPT.format(port=rel.free_port()))
     # rel.env(): this checkout's mmhybrid first on PYTHONPATH
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True,
-                          text=True, timeout=300, env=rel.env())
+    proc = subprocess.run([sys.executable, str(script)],
+                          capture_output=True,
+                          text=True,
+                          timeout=300,
+                          env=rel.env())
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [ln.split()[1:] for ln in proc.stdout.splitlines()
-            if ln.startswith('RESULT')]
+    rows = [
+        ln.split()[1:] for ln in proc.stdout.splitlines()
+        if ln.startswith('RESULT')
+    ]
     res = {(int(r), int(i)): (b, float(w)) for r, i, b, w in rows}
     assert len(res) == 10
     for it in range(5):

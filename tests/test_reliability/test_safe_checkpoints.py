@@ -7,7 +7,8 @@ test by the ``_payload_never_ran`` fixture of conftest.py).
 
 Adding an entry point (a converter or analysis tool written later): append a
 ``Tool(...)`` to ``TOOLS`` below with the argv that makes it read the crafted
-file (``{ckpt}``, ``{data}``, ``{out}``, ``{config}`` are filled in). The static
+file (``{ckpt}``, ``{data}``, ``{out}``, ``{config}`` are filled in). The
+static
 test ``test_no_raw_unpickling_outside_the_loader`` fails if any file under
 ``tools/`` or ``mmhybrid/`` reads a checkpoint without
 :func:`mmhybrid.utils.checkpoint.load_checkpoint_file`.
@@ -57,7 +58,8 @@ def test_loader_refuses_code(tmp_path, rel, kind, unpickler, monkeypatch):
 
 def test_env_cannot_turn_safe_loading_off(tmp_path, rel, monkeypatch,
                                           stack_fixes):
-    """torch's escape hatch only changes the *default*; the loader is explicit."""
+    """torch's escape hatch only changes the *default*; the loader is
+    explicit."""
     monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
     marker = tmp_path / 'PAYLOAD_RAN'
     path = rel.write_malicious(tmp_path / 'e.pth', marker)
@@ -73,26 +75,35 @@ def test_env_cannot_turn_safe_loading_off(tmp_path, rel, monkeypatch,
 def _tiny_vit(**kw):
     from mmpretrain.models import VisionTransformer
     return VisionTransformer(
-        arch=dict(embed_dims=96, num_layers=4, num_heads=3,
-                  feedforward_channels=384), img_size=64, patch_size=8, **kw)
+        arch=dict(
+            embed_dims=96, num_layers=4, num_heads=3,
+            feedforward_channels=384),
+        img_size=64,
+        patch_size=8,
+        **kw)
 
 
 def _mmengine_readers():
     from mmengine.model.weight_init import PretrainedInit
     from mmengine.runner import load_checkpoint
-    from mmengine.runner.checkpoint import (CheckpointLoader,
-                                            _load_checkpoint,
+    from mmengine.runner.checkpoint import (CheckpointLoader, _load_checkpoint,
                                             _load_checkpoint_with_prefix)
     return {
-        'CheckpointLoader': lambda p: CheckpointLoader.load_checkpoint(p),
-        '_load_checkpoint': lambda p: _load_checkpoint(p),
-        'load_checkpoint': lambda p: load_checkpoint(_tiny_vit(), p),
-        'with_prefix': lambda p: _load_checkpoint_with_prefix('backbone.', p),
-        'PretrainedInit': lambda p: PretrainedInit(
-            checkpoint=p, prefix='backbone.')(_tiny_vit()),
-        'init_cfg=Pretrained': lambda p: _tiny_vit(init_cfg=dict(
-            type='Pretrained', checkpoint=p, prefix='backbone.')
-                                                   ).init_weights(),
+        'CheckpointLoader':
+        lambda p: CheckpointLoader.load_checkpoint(p),
+        '_load_checkpoint':
+        lambda p: _load_checkpoint(p),
+        'load_checkpoint':
+        lambda p: load_checkpoint(_tiny_vit(), p),
+        'with_prefix':
+        lambda p: _load_checkpoint_with_prefix('backbone.', p),
+        'PretrainedInit':
+        lambda p: PretrainedInit(checkpoint=p, prefix='backbone.')
+        (_tiny_vit()),
+        'init_cfg=Pretrained':
+        lambda p: _tiny_vit(
+            init_cfg=dict(type='Pretrained', checkpoint=p, prefix='backbone.')
+        ).init_weights(),
     }
 
 
@@ -119,8 +130,8 @@ def test_mmengine_reads_good_checkpoints(tmp_path, stack_fixes):
 
 @contextlib.contextmanager
 def _http_server(folder):
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
-                                directory=str(folder))
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(folder))
     handler.log_message = lambda *a, **k: None
     server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -147,12 +158,18 @@ def test_url_teacher_weights_refused(tmp_path, rel, stack_fixes):
             with pytest.raises(CheckpointError) as info:
                 CheckpointLoader.load_checkpoint(url)
             _assert_refused(str(info.value), url)
+            from mmhybrid.models.backbones.hybrid_vit import HybridViT
             from mmhybrid.models.teachers.frozen_teacher import \
                 load_vit_weights
-            from mmhybrid.models.backbones.hybrid_vit import HybridViT
-            vit = HybridViT(arch=dict(embed_dims=96, num_layers=4,
-                                      num_heads=3, feedforward_channels=384),
-                            img_size=64, patch_size=8, out_type='raw')
+            vit = HybridViT(
+                arch=dict(
+                    embed_dims=96,
+                    num_layers=4,
+                    num_heads=3,
+                    feedforward_channels=384),
+                img_size=64,
+                patch_size=8,
+                out_type='raw')
             with pytest.raises(CheckpointError) as info:
                 load_vit_weights(vit, url)
             _assert_refused(str(info.value), url)
@@ -164,8 +181,8 @@ def test_url_teacher_weights_refused(tmp_path, rel, stack_fixes):
 @pytest.mark.parametrize('how', ['load_checkpoint', 'resume'])
 def test_hybrid_runner_reads_through_the_loader(evil_ckpt, tmp_path, how,
                                                 no_stack_fixes):
-    """HybridRunner alone, no process-wide patch: ``load_from`` and
-    ``--resume PATH`` refuse the file."""
+    """HybridRunner alone, no process-wide patch: ``load_from`` and ``--resume
+    PATH`` refuse the file."""
     from mmengine.model import BaseModel
 
     from mmhybrid.engine import HybridRunner
@@ -180,8 +197,8 @@ def test_hybrid_runner_reads_through_the_loader(evil_ckpt, tmp_path, how,
             return dict(loss=self.w(inputs).sum())
 
     path, _ = evil_ckpt
-    runner = HybridRunner(model=Toy(), work_dir=str(tmp_path),
-                          default_scope='mmengine')
+    runner = HybridRunner(
+        model=Toy(), work_dir=str(tmp_path), default_scope='mmengine')
     with pytest.raises(CheckpointError) as info:
         getattr(runner, how)(path)
     _assert_refused(str(info.value), path)
@@ -201,8 +218,8 @@ def test_train_load_from_refuses(run_train_inprocess, tiny, tmp_path,
     path, _ = evil_ckpt
     with pytest.raises(CheckpointError) as info:
         run_train_inprocess(
-            tiny.argv(tmp_path / 'w', 2, workers=0,
-                      extra=[f'load_from={path}']))
+            tiny.argv(
+                tmp_path / 'w', 2, workers=0, extra=[f'load_from={path}']))
     _assert_refused(str(info.value), path)
     assert not (tmp_path / 'w' / 'iter_1.pth').exists()
 
@@ -212,8 +229,11 @@ def test_train_teacher_refuses_inprocess(run_train_inprocess, tiny, tmp_path,
     path, _ = evil_ckpt
     with pytest.raises(CheckpointError) as info:
         run_train_inprocess(
-            tiny.argv(tmp_path / 'w', 2, workers=0,
-                      extra=[f'model.teacher_feat.checkpoint={path}']))
+            tiny.argv(
+                tmp_path / 'w',
+                2,
+                workers=0,
+                extra=[f'model.teacher_feat.checkpoint={path}']))
     _assert_refused(str(info.value), path)
 
 
@@ -223,7 +243,8 @@ def test_pretrained_init_config_refuses(run_train_inprocess, tiny, tmp_path,
     path, _ = evil_ckpt
     argv = [
         'configs/demo/linear-probe_vit-tiny-p8_1xb64-200i_shapes.py',
-        '--work-dir', str(tmp_path / 'w'), '--cfg-options',
+        '--work-dir',
+        str(tmp_path / 'w'), '--cfg-options',
         f'model.backbone.init_cfg.checkpoint={path}',
         f'train_dataloader.dataset.data_root={tiny.data}',
         'train_dataloader.num_workers=0', 'train_cfg.max_iters=2',
@@ -240,10 +261,18 @@ def test_pretrained_init_config_refuses(run_train_inprocess, tiny, tmp_path,
 def test_train_cli_teacher_refuses(repo_root, tiny, tmp_path, evil_ckpt, rel):
     """The real command line: exit 1, one ERROR line naming the file."""
     path, _ = evil_ckpt
-    cmd = tiny.cmd(tmp_path / 'w', 2, workers=0,
-                   extra=[f'model.teacher_rel.checkpoint={path}'])
-    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True,
-                          timeout=300, env=rel.env())
+    cmd = tiny.cmd(
+        tmp_path / 'w',
+        2,
+        workers=0,
+        extra=[f'model.teacher_rel.checkpoint={path}'])
+    proc = subprocess.run(
+        cmd,
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=rel.env())
     assert proc.returncode == 1, proc.stderr[-3000:]
     err = [ln for ln in proc.stderr.splitlines() if ln.startswith('ERROR:')]
     assert len(err) == 1, proc.stderr[-3000:]
@@ -308,8 +337,12 @@ def test_tool_refuses(tool, repo_root, tiny, tmp_path, evil_ckpt, monkeypatch,
     path, _ = evil_ckpt
     out = tmp_path / 'out'
     out.mkdir()
-    fill = dict(ckpt=path, data=osp.join(tiny.data, 'val'), out=str(out),
-                config=CONFIG, data_root=tiny.data)
+    fill = dict(
+        ckpt=path,
+        data=osp.join(tiny.data, 'val'),
+        out=str(out),
+        config=CONFIG,
+        data_root=tiny.data)
     argv = [a.format(**fill) for a in tool.argv]
     text = _run_tool_inprocess(repo_root, tool.script, argv, monkeypatch,
                                capsys)
@@ -340,8 +373,8 @@ def test_no_raw_unpickling_outside_the_loader(repo_root):
                     continue
                 for i, line in enumerate(io.open(full, encoding='utf-8'), 1):
                     code = line.split('#', 1)[0]
-                    if UNSAFE.search(code) and not code.lstrip().startswith(
-                            ('"', "'")):
+                    quoted = code.lstrip().startswith(('"', "'"))
+                    if UNSAFE.search(code) and not quoted:
                         offenders.append(f'{rel_path}:{i}: {line.strip()}')
     assert not offenders, (
         'read checkpoints only with mmhybrid.utils.checkpoint.'

@@ -18,8 +18,12 @@ def test_tool_imports_its_own_checkout(tool, repo_root, tmp_path):
     # path entry or PYTHONPATH would put it; run from outside both
     env = dict(os.environ, PYTHONPATH=str(other))
     proc = subprocess.run(
-        [sys.executable, os.path.join(repo_root, tool), '--help'],
-        cwd=str(tmp_path), env=env, capture_output=True, text=True,
+        [sys.executable,
+         os.path.join(repo_root, tool), '--help'],
+        cwd=str(tmp_path),
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert 'usage:' in proc.stdout

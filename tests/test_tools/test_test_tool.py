@@ -39,8 +39,10 @@ def classifier_ckpt(repo_root, tmp_path_factory):
 def run_test(repo_root, test_tool, classifier_ckpt, shapes_imagenet, tmp_path,
              monkeypatch):
     """``run_test(*args, options=())``: ``tools/test.py``'s ``main`` in this
-    process on the demo classifier; returns the runner. The stack fixes the
-    tool enables are taken back afterwards."""
+    process on the demo classifier; returns the runner.
+
+    The stack fixes the tool enables are taken back afterwards.
+    """
     from mmhybrid import compat
     before = compat.enabled_stack_fixes()
 
@@ -90,8 +92,8 @@ def test_out_json_without_out_item_still_writes_metrics_and_warns(
     (['--out', 'p.txt'], 'expected a .pkl'),
     (['--out', 'm.txt', '--out-item', 'metrics'], 'expected a .json'),
 ])
-def test_unusable_out_is_refused_before_anything_runs(run_test, tmp_path,
-                                                     args, message):
+def test_unusable_out_is_refused_before_anything_runs(run_test, tmp_path, args,
+                                                      message):
     with pytest.raises(UsageError, match=message):
         run_test(*args)
     assert not (tmp_path / 'work').exists()
@@ -99,10 +101,14 @@ def test_unusable_out_is_refused_before_anything_runs(run_test, tmp_path,
 
 def test_refusal_is_one_error_line_in_a_real_process(repo_root,
                                                      classifier_ckpt):
-    proc = subprocess.run(
-        [sys.executable, 'tools/test.py', SUP, classifier_ckpt,
-         '--out-item', 'metrics'],
-        cwd=repo_root, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([
+        sys.executable, 'tools/test.py', SUP, classifier_ckpt, '--out-item',
+        'metrics'
+    ],
+                          cwd=repo_root,
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
     assert proc.returncode == 1, proc.stderr[-2000:]
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith('ERROR')]
     assert errors == [
@@ -127,8 +133,8 @@ def test_show_without_a_known_visualization_hook_is_refused(hooks, message):
     from mmhybrid.apis import enable_visualization
     cfg = Config(dict(default_hooks=hooks))
     with pytest.raises(UsageError, match=message):
-        enable_visualization(cfg, 'x.py', show=True, show_dir=None,
-                             interval=1, wait_time=2)
+        enable_visualization(
+            cfg, 'x.py', show=True, show_dir=None, interval=1, wait_time=2)
 
 
 def test_tta_averages_flipped_predictions(run_test, tmp_path):
@@ -151,8 +157,8 @@ def test_no_pin_memory_turns_pinning_off(run_test):
 
 def test_runner_type_builds_that_runner(run_test, tmp_path):
     out = tmp_path / 'preds.pkl'
-    runner = run_test('--out', str(out),
-                      options=['runner_type=FlexibleRunner'])
+    runner = run_test(
+        '--out', str(out), options=['runner_type=FlexibleRunner'])
     assert type(runner).__name__ == 'FlexibleRunner'
     with open(out, 'rb') as f:
         assert len(pickle.load(f)) == NUM_VAL

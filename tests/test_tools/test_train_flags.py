@@ -31,7 +31,8 @@ def merged(repo_root, train_tool, tmp_path):
 
     def merge(config, *args):
         args = train_tool.parse_args(
-            [config, '--work-dir', str(tmp_path / 'work'), *args])
+            [config, '--work-dir',
+             str(tmp_path / 'work'), *args])
         return train_tool.merge_args(
             Config.fromfile(osp.join(repo_root, config)), args)
 
@@ -48,18 +49,21 @@ def test_amp_on_a_bf16_config_says_what_to_do(merged):
     with pytest.raises(UsageError) as info:
         merged(FLAGSHIP, '--amp')
     message = str(info.value)
-    assert message.startswith(f'--amp: {FLAGSHIP} already trains in mixed '
-                              "precision (optim_wrapper.type='BF16OptimWrapper'")
+    assert message.startswith(
+        f'--amp: {FLAGSHIP} already trains in mixed '
+        "precision (optim_wrapper.type='BF16OptimWrapper'")
     assert 'drop --amp' in message
     assert 'optim_wrapper.type=AmpOptimWrapper' in message
 
 
 def test_amp_on_a_wrapper_it_cannot_convert_is_refused(train_tool, tmp_path):
     args = train_tool.parse_args(['x.py', '--amp'])
-    cfg = Config(dict(optim_wrapper=dict(type='DeepSpeedOptimWrapper'),
-                      work_dir=str(tmp_path)))
-    with pytest.raises(UsageError,
-                       match="optim_wrapper.type='DeepSpeedOptimWrapper'"):
+    cfg = Config(
+        dict(
+            optim_wrapper=dict(type='DeepSpeedOptimWrapper'),
+            work_dir=str(tmp_path)))
+    with pytest.raises(
+            UsageError, match="optim_wrapper.type='DeepSpeedOptimWrapper'"):
         train_tool.merge_args(cfg, args)
 
 
@@ -69,7 +73,11 @@ def test_amp_on_a_bf16_config_is_one_error_line_in_a_real_process(
     proc = subprocess.run([
         sys.executable, 'tools/train.py', FLAGSHIP, '--amp', '--work-dir',
         str(tmp_path / 'work')
-    ], cwd=repo_root, capture_output=True, text=True, timeout=300)
+    ],
+                          cwd=repo_root,
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
     assert proc.returncode == 1, proc.stderr[-2000:]
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith('ERROR')]
     assert len(errors) == 1 and errors[0].startswith(

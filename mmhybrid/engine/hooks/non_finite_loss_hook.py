@@ -2,8 +2,8 @@
 
 Design. A NaN/inf must be caught *before* the optimizer applies it, and the
 report must name the bad term (``loss_feat``: feature, ``loss_rel``: relation).
-The optimizer wrapper sees only the summed loss; the hooks see the terms but run
-after the step. So the hook does both halves:
+The optimizer wrapper sees only the summed loss; the hooks see the terms but
+run after the step. So the hook does both halves:
 
 * in ``before_train`` it guards the run's own optimizer wrapper instance(s)
   (never the class, nor mmengine's code: mmengine's ``update_params`` runs as
@@ -16,7 +16,8 @@ after the step. So the hook does both halves:
   bad loss anywhere in the window skips that window's step.
   ``AmpOptimWrapper`` keeps its own inf/NaN-gradient handling (the loss
   scaler), the loss check still applies.
-* in ``after_train_iter`` (priority ``HIGHEST``: before ``RuntimeInfoHook`` puts
+* in ``after_train_iter`` (priority ``HIGHEST``: before ``RuntimeInfoHook``
+  puts
   the outputs into the logs, before ``CheckpointHook``) it averages the logged
   values over ranks (so logs show the loss of the global batch, and every rank
   sees a NaN of any rank), names the non-finite terms with the iteration, and
@@ -53,7 +54,8 @@ class NonFiniteLossError(RuntimeError):
 
 
 def _all_ranks_ok(flags: torch.Tensor) -> List[bool]:
-    """Per flag, whether it holds on every rank: one all-reduce, one read-back."""
+    """Per flag, whether it holds on every rank: one all-reduce, one read-
+    back."""
     flags = flags.float()
     if get_dist_info()[1] > 1:
         torch_dist.all_reduce(flags, op=torch_dist.ReduceOp.MIN)
@@ -127,8 +129,9 @@ class NonFiniteLossHook(Hook):
             loss_ok = pending[0] if pending[0] is not None else torch.tensor(
                 True)
             pending[0] = None
-            grads_ok = (_grads_finite(ow).to(loss_ok.device)
-                        if check_grads else torch.ones_like(loss_ok))
+            grads_ok = (
+                _grads_finite(ow).to(loss_ok.device)
+                if check_grads else torch.ones_like(loss_ok))
             loss_ok, grads_ok = _all_ranks_ok(torch.stack([loss_ok, grads_ok]))
             if not (loss_ok and grads_ok):
                 hook._bad = 'loss' if not loss_ok else 'gradients'
@@ -155,12 +158,14 @@ class NonFiniteLossHook(Hook):
     # ---------------------------------------------------------------- report
     @staticmethod
     def _reduce(outputs: dict) -> None:
-        keys = [k for k, v in outputs.items()
-                if isinstance(v, torch.Tensor) and v.numel() == 1]
+        keys = [
+            k for k, v in outputs.items()
+            if isinstance(v, torch.Tensor) and v.numel() == 1
+        ]
         if not keys:
             return
-        vals = torch.stack([outputs[k].detach().float().reshape(())
-                            for k in keys])
+        vals = torch.stack(
+            [outputs[k].detach().float().reshape(()) for k in keys])
         torch_dist.all_reduce(vals)
         vals /= get_dist_info()[1]
         for k, v in zip(keys, vals):
@@ -182,10 +187,13 @@ class NonFiniteLossHook(Hook):
             if 'loss' not in k or not isinstance(v, torch.Tensor):
                 continue
             term = TERM_NAMES.get(k, k)
-            parts.append(f'{k}={float(v.detach().float().mean()):.6g} ({term})')
+            parts.append(
+                f'{k}={float(v.detach().float().mean()):.6g} ({term})')
         return ', '.join(parts)
 
-    def after_train_iter(self, runner, batch_idx: int,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
                          data_batch: DATA_BATCH = None,
                          outputs: Optional[dict] = None) -> None:
         outputs = outputs if isinstance(outputs, dict) else {}
@@ -199,9 +207,8 @@ class NonFiniteLossHook(Hook):
             return
         it = runner.iter + 1
         if bad_terms:
-            names = ', '.join(
-                f'{k} ({TERM_NAMES.get(k, k)} term)' for k in bad_terms
-                if k != 'loss') or 'loss'
+            names = ', '.join(f'{k} ({TERM_NAMES.get(k, k)} term)'
+                              for k in bad_terms if k != 'loss') or 'loss'
             what = f'non-finite loss at iteration {it}: {names} is NaN/inf'
         else:
             what = (f'non-finite gradients at iteration {it} (the losses are '

@@ -10,9 +10,10 @@ from ...compat import drop_cpu_device_ids
 class CPUDistributedDataParallel(MMDistributedDataParallel):
     """mmengine's DDP wrapper, minus ``device_ids`` for a module on the CPU.
 
-    mmengine's ``Runner.wrap_model`` passes ``device_ids=[LOCAL_RANK]`` to every
-    ``DistributedDataParallel`` subclass, and torch refuses device ids for a CPU
-    module, so a distributed run on CPUs (gloo) dies while wrapping the model.
+    mmengine's ``Runner.wrap_model`` passes ``device_ids=[LOCAL_RANK]`` to
+    every ``DistributedDataParallel`` subclass, and torch refuses device ids
+    for a CPU module, so a distributed run on CPUs (gloo) dies while wrapping
+    the model.
     :class:`~mmhybrid.engine.HybridRunner` uses this wrapper on machines
     without CUDA; a GPU module keeps its device ids.
 

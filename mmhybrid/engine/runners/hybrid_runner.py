@@ -12,12 +12,15 @@ from mmpretrain.registry import RUNNERS
 from ...compat import no_cuda_set_device, resolve_scoped_collate
 from .. import safe_io
 
-_MMENGINE_DDP = ('MMDistributedDataParallel', 'mmengine.MMDistributedDataParallel')
+_MMENGINE_DDP = ('MMDistributedDataParallel',
+                 'mmengine.MMDistributedDataParallel')
 
 
 @RUNNERS.register_module()
 class HybridRunner(Runner):
-    """mmengine's ``Runner`` (same arguments, same config keys) that
+    """mmengine's ``Runner`` with mmhybrid's checkpoint and CPU rules.
+
+    Same arguments and config keys as ``Runner``; on top, it
 
     * reads checkpoints (``load_from``, ``resume``, ``--resume``) only with
       :func:`mmhybrid.utils.checkpoint.load_checkpoint_file` (weights-only with
@@ -48,12 +51,14 @@ class HybridRunner(Runner):
 
     # ------------------------------------------------------------ data
     @staticmethod
-    def build_dataloader(dataloader, seed: Optional[int] = None,
+    def build_dataloader(dataloader,
+                         seed: Optional[int] = None,
                          diff_rank_seed: bool = False):
         """``Runner.build_dataloader`` with a ``_scope_``-d ``collate_fn``
         looked up in its scope (mmengine would pass ``_scope_`` on to it)."""
         return Runner.build_dataloader(
-            resolve_scoped_collate(dataloader), seed=seed,
+            resolve_scoped_collate(dataloader),
+            seed=seed,
             diff_rank_seed=diff_rank_seed)
 
     # ----------------------------------------------------- distributed
@@ -78,8 +83,8 @@ class HybridRunner(Runner):
                     find_unused_parameters=self.cfg.get(
                         'find_unused_parameters', False))
             model_wrapper_cfg = dict(model_wrapper_cfg)
-            if model_wrapper_cfg.get('type',
-                                     'MMDistributedDataParallel') in _MMENGINE_DDP:
+            if model_wrapper_cfg.get(
+                    'type', 'MMDistributedDataParallel') in _MMENGINE_DDP:
                 model_wrapper_cfg['type'] = \
                     'mmpretrain.CPUDistributedDataParallel'
         return super().wrap_model(model_wrapper_cfg, model)
@@ -133,6 +138,6 @@ class HybridRunner(Runner):
         if (file_client_args is None and backend_args is None
                 and safe_io._is_local(out_dir, None, None)):
             backend_args = dict(backend=safe_io.ATOMIC_BACKEND)
-        return super().save_checkpoint(
-            out_dir, filename, file_client_args, save_optimizer,
-            save_param_scheduler, meta, by_epoch, backend_args)
+        return super().save_checkpoint(out_dir, filename, file_client_args,
+                                       save_optimizer, save_param_scheduler,
+                                       meta, by_epoch, backend_args)
