@@ -1,18 +1,39 @@
 # Two commands do all set-up on a fresh machine:
-#   make test   create .venv with the pinned stack if needed, then run every test
+#   make test   create .venv with the pinned stack if needed, then run every test;
+#               then the same for the minimum-version stack (.venv-min) and its subset
 #   make demo   same install, then the main job in miniature on the CPU
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# the minimum-version stack: the reference pins with those of this file replaced
+VENV_MIN ?= .venv-min
+CONSTRAINTS_MIN ?= requirements/constraints-min.txt
+PY_MIN := $(VENV_MIN)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast demo study clean-venv
+.PHONY: install install-min lint test test-min test-fast demo study clean-venv
 
 install:
 	VENV=$(VENV) PYTHON=$(PYTHON) bash tools/setup_env.sh
 
+install-min:
+	CONSTRAINTS=$(CONSTRAINTS_MIN) VENV=$(VENV_MIN) PYTHON=$(PYTHON) bash tools/setup_env.sh
+
+lint: install
+	VENV=$(VENV) bash tools/lint.sh
+
+# What CI runs (.ci/run), in this order so that a failure on the reference stack
+# is the first one seen: the reference install, lint (once tools/lint.sh exists),
+# the whole suite, then the minimum-version install and its marked subset.
 test: install
+	@if [ -f tools/lint.sh ]; then $(MAKE) --no-print-directory lint; fi
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-min
+
+# the tests marked min_stack (the list: MIN_STACK in tests/conftest.py) on the
+# minimum-version stack, torch 2.1.2 (about 4 min, plus a first install)
+test-min: install-min
+	$(PY_MIN) -m pytest -m min_stack $(PYTEST_ARGS)
 
 # the fast set: everything not marked slow
 test-fast: install
@@ -37,4 +58,4 @@ study: install
 	$(PY) tools/analysis/run_study.py --work-dir work_dirs/study $(MINIATURE_ARGS)
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VENV_MIN)

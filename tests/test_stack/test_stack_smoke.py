@@ -131,7 +131,11 @@ def test_mmdet_mask_rcnn_loss_backward_predict():
 @pytest.mark.slow
 def test_mmengine_runner_train_save_resume(tmp_path):
     """A toy model trains, saves, and resumes with iteration and optimizer
-    state restored, through torch.load's weights_only=True default."""
+    state restored; its checkpoint (which holds mmengine's HistoryBuffer and
+    numpy objects) reads through mmhybrid's safe loader on every supported
+    torch, and through plain ``torch.load(weights_only=True)`` where torch
+    has a working ``add_safe_globals`` (>= 2.6; torch 2.1 of the minimum stack
+    has none, so there only mmhybrid's loader can read it safely)."""
     from torch.utils.data import Dataset
     from mmengine.model import BaseModel
     from mmengine.runner import Runner
@@ -176,8 +180,13 @@ def test_mmengine_runner_train_save_resume(tmp_path):
     runner = make(tmp_path, 8, False)
     runner.train()
     assert osp.isfile(tmp_path / 'iter_8.pth')
-    saved = torch.load(tmp_path / 'iter_8.pth', weights_only=True)
+    from mmhybrid.compat import torch_has_safe_globals
+    from mmhybrid.utils import load_checkpoint_file
+    saved = load_checkpoint_file(tmp_path / 'iter_8.pth')
     assert saved['meta']['iter'] == 8
+    if torch_has_safe_globals():
+        saved = torch.load(tmp_path / 'iter_8.pth', weights_only=True)
+        assert saved['meta']['iter'] == 8
     runner2 = make(tmp_path, 12, True)
     runner2.train()
     assert runner2.iter == 12
