@@ -1,4 +1,4 @@
-"""Issue 15: pre-emption-safe training, tested with real processes on the
+"""Pre-emption-safe training, tested with real processes on the
 epoch-based demo config (``PreemptionHook`` saves a mid-epoch checkpoint every
 3 iterations; 8 iterations per epoch, 2 epochs).
 
