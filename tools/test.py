@@ -8,8 +8,10 @@ import sys
 
 # this checkout first: with an editable install of another checkout, or a
 # stale installed copy, `python tools/test.py` would otherwise run that one
+# (the copy mim runs, under mmhybrid/.mim/tools/, has no package beside it)
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if sys.path[:1] != [ROOT]:
+if osp.isfile(osp.join(ROOT, 'mmhybrid', '__init__.py')) and \
+        sys.path[:1] != [ROOT]:
     sys.path.insert(0, ROOT)
 
 from mmhybrid.apis import test as _tool  # noqa: E402
