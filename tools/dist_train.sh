@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Usage: tools/dist_train.sh CONFIG GPUS [train.py args...]
 # As mmpretrain's (arguments with spaces survive). Multi-node: NNODES, NODE_RANK,
-# MASTER_ADDR and PORT as for torchrun.
+# MASTER_ADDR and PORT as for torchrun, one launch per node with GPUS processes
+# each (tests/test_reliability/test_multinode.py runs NNODES=2 on one machine);
+# a rank that dies ends every node's launch with torchrun's failure summary.
+#
+# SIGTERM to the launch (torchrun forwards it) or to the ranks: every rank
+# finishes its iteration, rank 0 writes that iteration's checkpoint, the ranks
+# exit with status 75 (torchrun's summary shows "exitcode: 75"); start again
+# with --resume to continue bit for bit (PreemptionHook).
 set -e
 CONFIG=$1
 GPUS=$2

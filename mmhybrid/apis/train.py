@@ -7,9 +7,11 @@ On top of mmpretrain's ``tools/train.py``:
   a bad teacher file, layer index, mask ratio, image/patch size, loss name or
   dataset path fails before anything is built, naming the config key and value;
 * the hooks of :data:`DEFAULT_HOOKS` are added to every run unless the config
-  lists them: ``ExactResumeHook`` (a killed run resumes bit for bit) and
+  lists them: ``ExactResumeHook`` (a killed run resumes bit for bit),
   ``NonFiniteLossHook`` (a NaN/inf loss stops the run, or is skipped
-  ``--max-nonfinite-skips`` times);
+  ``--max-nonfinite-skips`` times), ``PreemptionHook`` (SIGTERM / SIGUSR1:
+  checkpoint at that iteration, exit 75 for requeue) and
+  ``UnreadableImageHook`` (an unreadable image is an error naming it);
 * a config without ``runner_type`` runs on
   :class:`mmhybrid.engine.HybridRunner`
   (safe checkpoint reads, atomic saves, ``--resume`` skips a truncated newest
@@ -174,7 +176,10 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 #: The hooks every ``tools/train.py`` run gets (whatever its runner), unless
 #: its config lists them already. Add a reliability hook here to make it a
 #: default: its type name in mmpretrain's HOOKS registry.
-DEFAULT_HOOKS = ['ExactResumeHook', 'NonFiniteLossHook']
+DEFAULT_HOOKS = [
+    'ExactResumeHook', 'NonFiniteLossHook', 'PreemptionHook',
+    'UnreadableImageHook'
+]
 
 # the former name
 RELIABILITY_HOOKS = DEFAULT_HOOKS

@@ -268,10 +268,20 @@ def _kill_workers_at_exit() -> None:
     """Workers that ignore SIGTERM outlive multiprocessing's own exit handler
     (it sends SIGTERM, then waits for them); stop them first, with SIGKILL.
     Registered after multiprocessing's handler, so it runs before it."""
-    for proc in multiprocessing.active_children():
-        if proc.daemon:
+    # torch's SIGCHLD handler would raise in here on the first killed worker
+    # and leave the others to hang the exit
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    workers = [p for p in multiprocessing.active_children() if p.daemon]
+    for proc in workers:
+        try:
             proc.kill()
+        except Exception:  # noqa: BLE001  (already gone)
+            pass
+    for proc in workers:
+        try:
             proc.join(timeout=5)
+        except Exception:  # noqa: BLE001
+            pass
 
 
 _KILL_AT_EXIT = []

@@ -95,3 +95,89 @@ def test_slurm_train_sh_runs_and_checkpoints(repo_root, tiny, tmp_path, rel,
     ckpt = torch.load(work / 'iter_4.pth', weights_only=True)
     assert ckpt['meta']['iter'] == 4
     assert (work / 'last_checkpoint').read_text().endswith('iter_4.pth')
+
+
+def _job_fields(job, env):
+    out = subprocess.run(['scontrol', 'show', 'job', '-o', job], env=env,
+                         capture_output=True, text=True, timeout=60).stdout
+    return dict(f.split('=', 1) for f in out.split() if '=' in f)
+
+
+def test_scancel_term_checkpoints_requeues_and_ends_as_uninterrupted(
+        repo_root, shapes_imagenet, demo_teachers, tmp_path_factory,
+        tmp_path, rel, slurm_cluster):
+    """A pre-emptible batch job (``SUBMIT=1``: sbatch --requeue) gets
+    ``scancel --signal=TERM`` inside epoch 2: it writes that iteration's
+    checkpoint, the script requeues it, the requeued job resumes (--resume
+    added) and its final checkpoint equals an uninterrupted 2-rank run's."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'mmhybrid_preemption_runs',
+        os.path.join(repo_root, 'tests/test_reliability/preemption_runs.py'))
+    pr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pr)
+    ref_work, ref = pr.two_rank_reference(
+        tmp_path_factory.getbasetemp(), repo_root, shapes_imagenet,
+        demo_teachers, rel.env, rel.scalars, rel.free_port)
+
+    work = tmp_path / 'work'
+    env = rel.env(SLURM_CONF=slurm_cluster, GPUS=2, GPUS_PER_NODE=0,
+                  CPUS_PER_TASK=1, PYTHON=sys.executable,
+                  MASTER_PORT=rel.free_port(), SUBMIT=1,
+                  SBATCH_ARGS=f'--output={tmp_path}/slurm-%j.out '
+                  f'--chdir={repo_root}')
+    cmd = ['bash', 'tools/slurm_train.sh', 'debug', 'mmhybrid-requeue',
+           pr.EPOCH_CONFIG, str(work)] + pr.options(
+               shapes_imagenet, demo_teachers, batch=4)
+    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    job = re.search(r'Submitted batch job (\d+)', proc.stdout).group(1)
+    try:
+        deadline = time.time() + 400
+        while max(rel.scalars(work), default=0) < 10:
+            state = _job_fields(job, env).get('JobState')
+            assert state in ('PENDING', 'RUNNING'), state
+            assert time.time() < deadline, 'no iteration 10 in time'
+            time.sleep(0.1)
+        subprocess.run(['scancel', '--signal=TERM', job], env=env, check=True,
+                       timeout=60)
+        # requeued: Slurm holds a requeued job back (BeginTime, ~2 min);
+        # the test lets it start at once
+        while _job_fields(job, env).get('Restarts') != '1':
+            assert time.time() < deadline, _job_fields(job, env)
+            time.sleep(0.5)
+        while _job_fields(job, env).get('JobState') != 'PENDING':
+            assert time.time() < deadline, _job_fields(job, env)
+            time.sleep(0.5)
+        subprocess.run(['scontrol', 'update', f'JobId={job}',
+                        'StartTime=now'], env=env, timeout=60)
+        deadline = time.time() + 400
+        while True:
+            fields = _job_fields(job, env)
+            if fields.get('JobState') not in ('PENDING', 'RUNNING',
+                                              'COMPLETING', 'REQUEUED'):
+                break
+            assert time.time() < deadline, fields
+            time.sleep(1)
+    finally:
+        subprocess.run(['scancel', job], env=env, timeout=60)
+    out = open(tmp_path / f'slurm-{job}.out').read()
+    assert fields['JobState'] == 'COMPLETED' and fields['ExitCode'] == '0:0', \
+        (fields, out[-3000:])
+    m = re.search(r'PreemptionHook: SIGTERM received; stopped after iteration '
+                  r'(\d+)', out)
+    assert m, out[-4000:]
+    stopped = int(m.group(1))
+    assert 10 <= stopped < pr.ITERS
+    assert f'requeueing job {job}' in out
+    assert re.search(r'Auto resumed from the latest checkpoint '
+                     rf'\S*iter_{stopped}\.pth', out), out[-3000:]
+    pr.assert_same_losses(rel.scalars(work, latest_only=True), ref,
+                          range(stopped + 1, pr.ITERS + 1))
+    final = torch.load(work / 'epoch_2.pth', weights_only=True)['state_dict']
+    expected = torch.load(os.path.join(ref_work, 'epoch_2.pth'),
+                          weights_only=True)['state_dict']
+    assert final.keys() == expected.keys()
+    for k in expected:
+        assert torch.equal(final[k], expected[k]), k

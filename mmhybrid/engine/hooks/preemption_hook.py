@@ -29,6 +29,10 @@ DATA_BATCH = Optional[dict]
 #: (sysexits' EX_TEMPFAIL: "try again later"); the launch scripts requeue on it.
 REQUEUE_EXIT_CODE = 75
 
+#: Environment variable naming a file rank 0 writes (the checkpoint's path)
+#: after a signal stop; ``tools/slurm_train.sh`` sets it.
+STOP_FILE_ENV = 'MMHYBRID_STOP_FILE'
+
 
 class TrainingPreempted(SystemExit):
     """Raised on every rank after the pre-emption checkpoint is written; ends
@@ -186,6 +190,13 @@ class PreemptionHook(Hook):
             f'checkpoint {path}; exiting with status {self.exit_code} (the '
             'Slurm scripts requeue the job; restart with --resume to '
             'continue)')
+        stop_file = os.environ.get(STOP_FILE_ENV)
+        if stop_file and get_dist_info()[0] == 0:
+            # srun (--kill-on-bad-exit) may kill rank 0 as another rank exits
+            # first, and report that instead of this status: the launch
+            # script reads this file too
+            with open(stop_file, 'w') as f:
+                f.write(path + '\n')
         if is_distributed():
             barrier()
             torch.distributed.destroy_process_group()
