@@ -261,7 +261,11 @@ def _restart_started_workers(runner) -> None:
         # the old iterator, now gone, closed it. A new one starts the same
         # seeded order from its beginning, as the run would have seen it
         sampler.indices = sampler._indices_of_rank()
+    # a new iterator draws its workers' base seed from torch's global RNG;
+    # keep the training randomness as it was without the restart
+    state = torch.get_rng_state()
     loop.dataloader_iterator = _InfiniteDataloaderIterator(loop.dataloader)
+    torch.set_rng_state(state)
 
 
 def _kill_workers_at_exit() -> None:
