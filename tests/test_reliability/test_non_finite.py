@@ -15,6 +15,9 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 
 from mmhybrid.engine.hooks import NonFiniteLossError, NonFiniteLossHook
+# mmengine's checkpoints hold a HistoryBuffer: read them as mmhybrid does
+# (torch's own weights-only reader takes them only from torch 2.6)
+from mmhybrid.utils.checkpoint import load_checkpoint_file
 
 
 class TwoTermToy(BaseModel):
@@ -83,7 +86,7 @@ def _ckpt_weights(tmp_path, it):
     path = osp.join(tmp_path, f'iter_{it}.pth')
     if not osp.exists(path):
         return None
-    return torch.load(path, weights_only=True)['state_dict']['w']
+    return load_checkpoint_file(path)['state_dict']['w']
 
 
 @pytest.mark.parametrize('term,name', [('feat', 'loss_feat (feature term)'),
@@ -125,9 +128,8 @@ def test_skips_up_to_max_then_continues(tmp_path):
         assert torch.isfinite(w).all() and torch.equal(w, rec.weights[it])
     hook = [h for h in runner.hooks if isinstance(h, NonFiniteLossHook)][0]
     assert hook.skipped == 2
-    assert torch.load(
-        osp.join(tmp_path, 'iter_6.pth'),
-        weights_only=True)['meta']['nonfinite_skips'] == 2
+    assert load_checkpoint_file(osp.join(
+        tmp_path, 'iter_6.pth'))['meta']['nonfinite_skips'] == 2
 
 
 def test_stops_after_max_skips(tmp_path):
@@ -154,7 +156,7 @@ def test_bad_max_skips():
 
 # ----------------------------------------------- real runs via tools/train.py
 def _nan_teacher(src, dst, key):
-    ckpt = torch.load(src, weights_only=True)
+    ckpt = load_checkpoint_file(src)
     ckpt['state_dict'][key][0, 0] = float('nan')
     torch.save(ckpt, dst)
     return str(dst)
@@ -204,8 +206,8 @@ def test_train_skip_option(run_train_inprocess, tiny, tmp_path):
                 extra=[f'model.teacher_rel.checkpoint={bad}']))
     assert 'iteration 3: loss_rel (relation term)' in str(info.value)
     assert '2 earlier bad step(s) were skipped' in str(info.value)
-    w1 = torch.load(work / 'iter_1.pth', weights_only=True)['state_dict']
-    w2 = torch.load(work / 'iter_2.pth', weights_only=True)['state_dict']
+    w1 = load_checkpoint_file(work / 'iter_1.pth')['state_dict']
+    w2 = load_checkpoint_file(work / 'iter_2.pth')['state_dict']
     assert not (work / 'iter_3.pth').exists()
     for k, v in w2.items():
         assert torch.isfinite(v).all(), k
