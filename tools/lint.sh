@@ -31,7 +31,7 @@ PATHS=()
 for arg in "$@"; do
     case "$arg" in
         --fix) FIX=1 ;;
-        -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "[lint] unknown option '$arg' (expected --fix or paths)" >&2; exit 2 ;;
         *) PATHS+=("$(realpath -m --relative-to="$ROOT" "$arg")") ;;
     esac
