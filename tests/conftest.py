@@ -9,7 +9,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import mmhybrid  # noqa: E402,F401  (registers components, safe-load allow-list)
+# registers the components and the safe-load allow-list
+import mmhybrid  # noqa: E402,F401
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -39,8 +40,8 @@ MIN_STACK = (
 
 
 def pytest_collection_modifyitems(config, items):
-    """Marks the tests of ``MIN_STACK`` with ``min_stack``; an entry that
-    names a missing file, or a test its collected file does not have (renamed,
+    """Marks the tests of ``MIN_STACK`` with ``min_stack``; an entry that names
+    a missing file, or a test its collected file does not have (renamed,
     removed), is a usage error rather than a silently smaller subset."""
     matched, collected_files = set(), set()
     for item in items:
@@ -54,7 +55,8 @@ def pytest_collection_modifyitems(config, items):
     for entry in MIN_STACK:
         module = entry.split('::')[0]
         missing_file = not osp.isfile(osp.join(ROOT, module))
-        if missing_file or (module in collected_files and entry not in matched):
+        if missing_file or (module in collected_files
+                            and entry not in matched):
             raise pytest.UsageError(
                 f'tests/conftest.py MIN_STACK: {entry!r} names no '
                 f'{"file" if missing_file else "test"}; expected an existing '
@@ -71,19 +73,24 @@ def shapes_imagenet(tmp_path_factory):
     """A small ImageNet-style folder of the built-in generated data."""
     from mmhybrid.datasets import make_imagenet_style
     root = tmp_path_factory.mktemp('shapes') / 'imagenet'
-    return make_imagenet_style(str(root), num_train=64, num_val=20, size=64,
-                               seed=0)
+    return make_imagenet_style(
+        str(root), num_train=64, num_val=20, size=64, seed=0)
 
 
 def _tiny_demo_teacher(path, seed, pre_norm=False):
-    """A tiny ViT saved as mmpretrain saves a classifier: {'state_dict':
-    {'backbone.*', 'head.*'}, 'meta': ...}."""
+    """A tiny ViT saved the way mmpretrain saves a classifier.
+
+    ``{'state_dict': {'backbone.*', 'head.*'}, 'meta': ...}``.
+    """
     from mmpretrain.models import VisionTransformer
     torch.manual_seed(seed)
     vit = VisionTransformer(
-        arch=dict(embed_dims=96, num_layers=4, num_heads=3,
-                  feedforward_channels=384),
-        img_size=64, patch_size=8, pre_norm=pre_norm)
+        arch=dict(
+            embed_dims=96, num_layers=4, num_heads=3,
+            feedforward_channels=384),
+        img_size=64,
+        patch_size=8,
+        pre_norm=pre_norm)
     vit.init_weights()
     sd = {f'backbone.{k}': v for k, v in vit.state_dict().items()}
     sd['head.layers.head.weight'] = torch.randn(5, 96)
@@ -95,8 +102,9 @@ def _tiny_demo_teacher(path, seed, pre_norm=False):
 @pytest.fixture(scope='session')
 def demo_teachers(tmp_path_factory):
     d = tmp_path_factory.mktemp('teachers')
-    return (_tiny_demo_teacher(d / 'tc.pth', 1),
-            _tiny_demo_teacher(d / 'tm.pth', 2))
+    tc = _tiny_demo_teacher(d / 'tc.pth', 1)
+    tm = _tiny_demo_teacher(d / 'tm.pth', 2)
+    return tc, tm
 
 
 DEMO_CONFIG = 'configs/demo/hybrid-distill_vit-tiny-p8_1xb32-300i_shapes.py'

@@ -16,6 +16,7 @@ def test_versions_and_registration():
     from mmpretrain.registry import HOOKS, MODELS
     assert mmhybrid.__version__
     from mmengine.utils import digit_version
+
     # mmdet/mmseg assert it
     assert digit_version(mmcv.__version__) < digit_version('2.2.0')
     assert mmengine.__version__ and mmpretrain.__version__
@@ -58,16 +59,30 @@ def test_mmseg_vit_upernet_forward():
         type='EncoderDecoder',
         data_preprocessor=dict(type='SegDataPreProcessor', size=(64, 64)),
         backbone=dict(
-            type='VisionTransformer', img_size=(64, 64), patch_size=16,
-            embed_dims=64, num_layers=4, num_heads=4, out_indices=(0, 1, 2, 3)),
-        neck=dict(type='MultiLevelNeck', in_channels=[64] * 4,
-                  out_channels=64, scales=[4, 2, 1, 0.5]),
+            type='VisionTransformer',
+            img_size=(64, 64),
+            patch_size=16,
+            embed_dims=64,
+            num_layers=4,
+            num_heads=4,
+            out_indices=(0, 1, 2, 3)),
+        neck=dict(
+            type='MultiLevelNeck',
+            in_channels=[64] * 4,
+            out_channels=64,
+            scales=[4, 2, 1, 0.5]),
         decode_head=dict(
-            type='UPerHead', in_channels=[64] * 4, in_index=[0, 1, 2, 3],
-            pool_scales=(1, 2), channels=32, num_classes=5,
-            norm_cfg=dict(type='BN', requires_grad=True), align_corners=False,
+            type='UPerHead',
+            in_channels=[64] * 4,
+            in_index=[0, 1, 2, 3],
+            pool_scales=(1, 2),
+            channels=32,
+            num_classes=5,
+            norm_cfg=dict(type='BN', requires_grad=True),
+            align_corners=False,
             loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
-        train_cfg=dict(), test_cfg=dict(mode='whole'))
+        train_cfg=dict(),
+        test_cfg=dict(mode='whole'))
     with DefaultScope.overwrite_default_scope('mmseg'):
         model = MODELS.build(cfg)
     model.eval()
@@ -78,9 +93,9 @@ def test_mmseg_vit_upernet_forward():
 def test_mmdet_mask_rcnn_loss_backward_predict():
     from mmdet.registry import MODELS
     from mmdet.structures import DetDataSample
-    from mmengine.registry import DefaultScope
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
+    from mmengine.registry import DefaultScope
     from mmengine.structures import InstanceData
     register_all_modules(init_default_scope=False)
     import mmdet
@@ -98,9 +113,13 @@ def test_mmdet_mask_rcnn_loss_backward_predict():
         model = MODELS.build(m)
     model.init_weights()
     img = torch.rand(1, 3, 64, 64) * 255
-    sample = DetDataSample(metainfo=dict(
-        img_shape=(64, 64), ori_shape=(64, 64), pad_shape=(64, 64),
-        scale_factor=(1.0, 1.0), batch_input_shape=(64, 64)))
+    sample = DetDataSample(
+        metainfo=dict(
+            img_shape=(64, 64),
+            ori_shape=(64, 64),
+            pad_shape=(64, 64),
+            scale_factor=(1.0, 1.0),
+            batch_input_shape=(64, 64)))
     from mmdet.structures.mask import BitmapMasks
     masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
     masks[0, 10:40, 12:50] = 1
@@ -108,8 +127,8 @@ def test_mmdet_mask_rcnn_loss_backward_predict():
         bboxes=torch.tensor([[12.0, 10.0, 50.0, 40.0]]),
         labels=torch.tensor([1]),
         masks=BitmapMasks(masks.numpy(), 64, 64))
-    data = model.data_preprocessor(dict(inputs=[img[0]],
-                                        data_samples=[sample]), True)
+    data = model.data_preprocessor(
+        dict(inputs=[img[0]], data_samples=[sample]), True)
     losses = model(**data, mode='loss')
     total, _ = model.parse_losses(losses)
     total.backward()
@@ -121,8 +140,8 @@ def test_mmdet_mask_rcnn_loss_backward_predict():
     assert model.roi_head.mask_head.conv_logits.weight.grad is not None
     model.eval()
     with torch.no_grad():
-        data = model.data_preprocessor(dict(inputs=[img[0]],
-                                            data_samples=[sample]), False)
+        data = model.data_preprocessor(
+            dict(inputs=[img[0]], data_samples=[sample]), False)
         preds = model(**data, mode='predict')
     assert hasattr(preds[0], 'pred_instances')
     assert 'masks' in preds[0].pred_instances
@@ -133,12 +152,12 @@ def test_mmengine_runner_train_save_resume(tmp_path):
     """A toy model trains, saves, and resumes with iteration and optimizer
     state restored; its checkpoint (which holds mmengine's HistoryBuffer and
     numpy objects) reads through mmhybrid's safe loader on every supported
-    torch, and through plain ``torch.load(weights_only=True)`` where torch
-    has a working ``add_safe_globals`` (>= 2.6; torch 2.1 of the minimum stack
-    has none, so there only mmhybrid's loader can read it safely)."""
-    from torch.utils.data import Dataset
+    torch, and through plain ``torch.load(weights_only=True)`` where torch has
+    a working ``add_safe_globals`` (>= 2.6; torch 2.1 of the minimum stack has
+    none, so there only mmhybrid's loader can read it safely)."""
     from mmengine.model import BaseModel
     from mmengine.runner import Runner
+    from torch.utils.data import Dataset
 
     class ToyModel(BaseModel):
 
@@ -149,7 +168,8 @@ def test_mmengine_runner_train_save_resume(tmp_path):
         def forward(self, inputs, labels, mode='tensor'):
             out = self.linear(torch.stack(inputs))
             if mode == 'loss':
-                return dict(loss=((out.squeeze(-1) - torch.stack(labels))**2).mean())
+                return dict(
+                    loss=((out.squeeze(-1) - torch.stack(labels))**2).mean())
             return out
 
     class ToyData(Dataset):
@@ -166,13 +186,15 @@ def test_mmengine_runner_train_save_resume(tmp_path):
             model=ToyModel(),
             work_dir=str(work_dir),
             train_dataloader=dict(
-                dataset=ToyData(), sampler=dict(type='DefaultSampler',
-                                                shuffle=True),
-                batch_size=4, num_workers=0),
+                dataset=ToyData(),
+                sampler=dict(type='DefaultSampler', shuffle=True),
+                batch_size=4,
+                num_workers=0),
             optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.01)),
             train_cfg=dict(by_epoch=False, max_iters=max_iters),
-            default_hooks=dict(checkpoint=dict(type='CheckpointHook',
-                                               interval=4, by_epoch=False)),
+            default_hooks=dict(
+                checkpoint=dict(
+                    type='CheckpointHook', interval=4, by_epoch=False)),
             randomness=dict(seed=0),
             resume=resume,
             experiment_name=f'toy_{max_iters}_{resume}')
