@@ -1,5 +1,6 @@
 """The pinned OpenMMLab stack really works together on this machine (CPU)."""
 import os.path as osp
+import sys
 
 import pytest
 import torch
@@ -26,6 +27,39 @@ def test_versions_and_registration():
                  'RelationDistillLoss'):
         assert MODELS.get(name) is not None, name
     assert HOOKS.get('ProgressiveMaskingHook') is not None
+
+
+def test_installed_versions_are_the_pins_of_this_venv():
+    """Every package pinned for this venv is installed at that version.
+
+    tools/setup_env.sh writes the merged pins (the reference stack's, or the
+    minimum stack's) to ``<venv>/constraints.txt``; so a run in the minimum
+    stack's venv really is torch 2.1.2 with numpy 1.26.
+    """
+    import importlib.metadata as md
+    import re
+
+    from packaging.version import Version
+    pins_file = osp.join(sys.prefix, 'constraints.txt')
+    if not osp.isfile(pins_file):
+        pytest.skip(f'{sys.prefix} was not made by tools/setup_env.sh')
+    pins = {}
+    with open(pins_file) as f:
+        for line in f:
+            m = re.match(r'^([A-Za-z0-9._-]+)==(\S+)$', line.strip())
+            if m:
+                pins[m.group(1)] = m.group(2)
+    assert 'torch' in pins and 'mmcv' in pins, pins_file
+    wrong = []
+    for name, pinned in pins.items():
+        try:
+            installed = md.version(name)
+        except md.PackageNotFoundError:
+            continue  # a pin only constrains; not every one is installed
+        # '2.14.1+cpu' is the 2.14.1 pin
+        if Version(installed).public != Version(pinned).public:
+            wrong.append(f'{name} {installed} (pinned {pinned})')
+    assert not wrong, f'{pins_file}: ' + ', '.join(wrong)
 
 
 def test_mmcv_compiled_ops_on_cpu():
