@@ -4,8 +4,8 @@
 :func:`~mmhybrid.datasets.sample_guard.image_problem` (the rule the training
 guard applies too) in a pool of processes, shows a progress bar, and records
 each checked file in a state file, so an interrupted scan of a large folder
-(ImageNet: 1.28 M files) continues where it stopped. ``tools/data/scan_images.py``
-is its command line.
+(ImageNet: 1.28 M files) continues where it stopped.
+``tools/data/scan_images.py`` is its command line.
 """
 import os
 import os.path as osp
@@ -82,8 +82,12 @@ def scan_images(root: str,
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=len(paths), initial=len(paths) - len(todo),
-                   unit='img', desc='scan_images', dynamic_ncols=True)
+        bar = tqdm(
+            total=len(paths),
+            initial=len(paths) - len(todo),
+            unit='img',
+            desc='scan_images',
+            dynamic_ncols=True)
     record = None
     if state_file:
         os.makedirs(osp.dirname(osp.abspath(state_file)), exist_ok=True)
@@ -113,5 +117,5 @@ def scan_images(root: str,
         if bar is not None:
             bar.close()
     wanted = set(paths)
-    return sorted((p, r) for p, r in done.items()
-                  if r is not None and p in wanted)
+    return sorted(
+        (p, r) for p, r in done.items() if r is not None and p in wanted)

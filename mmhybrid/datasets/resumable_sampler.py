@@ -9,7 +9,7 @@ from .sample_guard import SeededIndex, sample_seed
 
 @DATA_SAMPLERS.register_module()
 class ResumableSampler(DefaultSampler):
-    """mmengine's ``DefaultSampler`` (same order, same arguments) that
+    """mmengine's ``DefaultSampler`` (same order, same arguments) that.
 
     * can skip the first samples of its next epoch (:meth:`start_at`), so a run
       resumed from a mid-epoch checkpoint draws exactly the batches the
@@ -26,8 +26,8 @@ class ResumableSampler(DefaultSampler):
     _start = 0
 
     def start_at(self, num_samples: int) -> None:
-        """Skip the first ``num_samples`` of this rank in the next epoch
-        (once; later epochs are whole)."""
+        """Skip the first ``num_samples`` of this rank in the next epoch (once;
+        later epochs are whole)."""
         self._start = int(num_samples)
 
     def __iter__(self) -> Iterator[int]:
@@ -35,7 +35,9 @@ class ResumableSampler(DefaultSampler):
         indices = list(super().__iter__())
         # position in the epoch's global order: rank r holds r, r+w, r+2w, ...
         return iter([
-            SeededIndex(idx, sample_seed(self.seed, self.epoch,
-                                         self.rank + pos * self.world_size))
+            SeededIndex(
+                idx,
+                sample_seed(self.seed, self.epoch,
+                            self.rank + pos * self.world_size))
             for pos, idx in enumerate(indices) if pos >= start
         ])

@@ -13,9 +13,10 @@ data-info dict into a sample) and adds three things the training hooks ask for:
   uninterrupted one did.
 * **unreadable images** (``UnreadableImageHook``): when the pipeline raises and
   the sample's image file is unreadable or empty (:func:`image_problem`), the
-  error names the file and the dataset index (``on_unreadable='raise'``), or the
-  sample is skipped and replaced by another one, counted in a counter shared by
-  all workers of the run and bounded by ``max_skips`` (``'skip'``).
+  error names the file and the dataset index (``on_unreadable='raise'``),
+  or the sample is skipped and replaced by another one, counted in a counter
+  shared by all workers of the run and bounded by ``max_skips``
+  (``'skip'``).
 * **signals** (``PreemptionHook``): workers ignore SIGTERM / SIGUSR1, which
   Slurm sends to every process of a job step; the training process decides when
   to stop, and a worker killed by it would end the run before the checkpoint.
@@ -221,9 +222,12 @@ class SampleGuard:
             raise UnreadableImageError(
                 f'more than max_skips={self.max_skips} unreadable images '
                 f'in this run; the last: {where}') from None
-        print_log(f'UnreadableImageHook: skipped unreadable {where} '
-                  f'({count} of at most {self.max_skips} this run); another '
-                  'sample takes its place', logger='current', level=30)
+        print_log(
+            f'UnreadableImageHook: skipped unreadable {where} '
+            f'({count} of at most {self.max_skips} this run); another '
+            'sample takes its place',
+            logger='current',
+            level=30)
         return None  # mmengine's BaseDataset draws another sample
 
 
@@ -233,9 +237,8 @@ def _datasets(dataset):
     if hasattr(dataset, 'pipeline'):
         return [dataset]
     found = []
-    for child in getattr(dataset, 'datasets', None) or [
-            getattr(dataset, 'dataset', None)
-    ]:
+    for child in getattr(dataset, 'datasets',
+                         None) or [getattr(dataset, 'dataset', None)]:
         if child is not None:
             found += _datasets(child)
     return found
@@ -271,7 +274,9 @@ def _restart_started_workers(runner) -> None:
 def _kill_workers_at_exit() -> None:
     """Workers that ignore SIGTERM outlive multiprocessing's own exit handler
     (it sends SIGTERM, then waits for them); stop them first, with SIGKILL.
-    Registered after multiprocessing's handler, so it runs before it."""
+
+    Registered after multiprocessing's handler, so it runs before it.
+    """
     # torch's SIGCHLD handler would raise in here on the first killed worker
     # and leave the others to hang the exit
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -305,7 +310,9 @@ def install_sample_guard(runner) -> Optional[SampleGuard]:
     """
     loader = runner.train_loop.dataloader
     datasets = _datasets(loader.dataset)
-    done = [d.pipeline for d in datasets if isinstance(d.pipeline, SampleGuard)]
+    done = [
+        d.pipeline for d in datasets if isinstance(d.pipeline, SampleGuard)
+    ]
     if done:
         return done[0]
     options = {}

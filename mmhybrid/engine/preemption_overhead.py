@@ -66,18 +66,28 @@ def measure_preemption_overhead(repo_root: str,
     from mmhybrid.engine.hooks import PreemptionHook
     work_dir = work_dir or tempfile.mkdtemp(prefix='preemption_overhead_')
     data = make_imagenet_style(
-        osp.join(work_dir, 'data'), num_train=num_images, num_val=5, size=64,
+        osp.join(work_dir, 'data'),
+        num_train=num_images,
+        num_val=5,
+        size=64,
         seed=0)
     teachers = []
     for seed in (1, 2):
         torch.manual_seed(seed)
         vit = VisionTransformer(
-            arch=dict(embed_dims=96, num_layers=4, num_heads=3,
-                      feedforward_channels=384), img_size=64, patch_size=8)
+            arch=dict(
+                embed_dims=96,
+                num_layers=4,
+                num_heads=3,
+                feedforward_channels=384),
+            img_size=64,
+            patch_size=8)
         path = osp.join(work_dir, f'teacher{seed}.pth')
-        torch.save(dict(state_dict={f'backbone.{k}': v
-                                    for k, v in vit.state_dict().items()}),
-                   path)
+        torch.save(
+            dict(state_dict={
+                f'backbone.{k}': v
+                for k, v in vit.state_dict().items()
+            }), path)
         teachers.append(path)
     cfg = Config.fromfile(osp.join(repo_root, CONFIG))
     cfg.work_dir = osp.join(work_dir, 'work')
@@ -92,14 +102,15 @@ def measure_preemption_overhead(repo_root: str,
         'param_scheduler.1.end': epochs,
         'default_hooks.logger.interval': 1000,
     })
-    cfg.custom_hooks = [h for h in cfg.custom_hooks
-                        if h['type'] != 'PreemptionHook'] + [
-                            dict(type='ExactResumeHook'),
-                            dict(type='PreemptionHook', interval=interval)
-                        ]
+    cfg.custom_hooks = [
+        h for h in cfg.custom_hooks if h['type'] != 'PreemptionHook'
+    ] + [
+        dict(type='ExactResumeHook'),
+        dict(type='PreemptionHook', interval=interval)
+    ]
     # one-rank process group: the signal check runs its all-reduce
-    os.environ.update(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1',
-                      MASTER_ADDR='127.0.0.1')
+    os.environ.update(
+        RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1')
     if 'MASTER_PORT' not in os.environ:
         import socket
         with socket.socket() as s:
@@ -121,8 +132,11 @@ def measure_preemption_overhead(repo_root: str,
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return dict(
-        iters=iters, step_s=rest / iters,
+        iters=iters,
+        step_s=rest / iters,
         check_s=totals['_stop_agreed'] / iters,
-        save_s=totals.get('_save', 0.0) / max(saves, 1), saves=saves,
-        interval=interval, check_ratio=totals['_stop_agreed'] / rest,
+        save_s=totals.get('_save', 0.0) / max(saves, 1),
+        saves=saves,
+        interval=interval,
+        check_ratio=totals['_stop_agreed'] / rest,
         save_ratio=totals.get('_save', 0.0) / rest)

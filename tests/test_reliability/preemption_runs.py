@@ -34,15 +34,20 @@ def options(data, teachers, batch=8, workers=1, persistent=True, extra=()):
 
 def train_cmd(work_dir, opts, args=()):
     """One process (no launcher)."""
-    return [sys.executable, 'tools/train.py', EPOCH_CONFIG, '--work-dir',
-            str(work_dir), *args] + list(opts)
+    return [
+        sys.executable, 'tools/train.py', EPOCH_CONFIG, '--work-dir',
+        str(work_dir), *args
+    ] + list(opts)
 
 
 def dist_cmd(work_dir, opts, nproc=2, args=()):
     """``tools/dist_train.sh CONFIG nproc``; NNODES / NODE_RANK / PORT come
     from the environment."""
-    return ['bash', 'tools/dist_train.sh', EPOCH_CONFIG, str(nproc),
-            '--work-dir', str(work_dir), *args] + list(opts)
+    return [
+        'bash', 'tools/dist_train.sh', EPOCH_CONFIG,
+        str(nproc), '--work-dir',
+        str(work_dir), *args
+    ] + list(opts)
 
 
 def children(pid):
@@ -76,14 +81,19 @@ def kill_group(proc):
 def two_rank_reference(base_dir, repo_root, data, teachers, env, scalars,
                        free_port):
     """An uninterrupted one-node 2-process run (dist_train.sh, gloo, batch 4
-    per rank, one loader worker each); made once per session, in
-    ``base_dir``. Returns (work dir, per-iteration records)."""
+    per rank, one loader worker each); made once per session, in ``base_dir``.
+
+    Returns (work dir, per-iteration records).
+    """
     work = osp.join(str(base_dir), 'two_rank_reference')
     done = osp.join(work, 'DONE')
     if not osp.exists(done):
         proc = subprocess.run(
-            dist_cmd(work, options(data, teachers, batch=4)), cwd=repo_root,
-            capture_output=True, text=True, timeout=600,
+            dist_cmd(work, options(data, teachers, batch=4)),
+            cwd=repo_root,
+            capture_output=True,
+            text=True,
+            timeout=600,
             env=env(PYTHON=sys.executable, PORT=free_port()))
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         open(done, 'w').close()
@@ -98,4 +108,3 @@ def assert_same_losses(got, ref, iters):
     for it in iters:
         for k in KEYS:
             assert got[it][k] == ref[it][k], (it, k, got[it][k], ref[it][k])
-

@@ -32,18 +32,26 @@ def _launch_two_nodes(pr, rel, repo_root, work, opts, logs):
     port = rel.free_port()
     procs = []
     for node_rank in (0, 1):
-        env = rel.env(PYTHON=sys.executable, NNODES=2, NODE_RANK=node_rank,
-                      PORT=port, MASTER_ADDR='127.0.0.1')
-        procs.append(subprocess.Popen(
-            pr.dist_cmd(work, opts, nproc=1), cwd=repo_root,
-            stdout=logs[node_rank], stderr=subprocess.STDOUT, env=env,
-            start_new_session=True))
+        env = rel.env(
+            PYTHON=sys.executable,
+            NNODES=2,
+            NODE_RANK=node_rank,
+            PORT=port,
+            MASTER_ADDR='127.0.0.1')
+        procs.append(
+            subprocess.Popen(
+                pr.dist_cmd(work, opts, nproc=1),
+                cwd=repo_root,
+                stdout=logs[node_rank],
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True))
     return procs
 
 
 def test_two_single_process_nodes_equal_one_node_with_two_processes(
-        repo_root, shapes_imagenet, demo_teachers, tmp_path_factory,
-        tmp_path, rel, pr):
+        repo_root, shapes_imagenet, demo_teachers, tmp_path_factory, tmp_path,
+        rel, pr):
     _, ref = pr.two_rank_reference(tmp_path_factory.getbasetemp(), repo_root,
                                    shapes_imagenet, demo_teachers, rel.env,
                                    rel.scalars, rel.free_port)
@@ -75,8 +83,8 @@ def test_a_dying_rank_takes_both_launches_down_with_a_clear_message(
     logs = [open(tmp_path / f'node{i}.log', 'w') for i in (0, 1)]
     procs = _launch_two_nodes(pr, rel, repo_root, work, opts, logs)
     try:
-        pr.wait_until(lambda: max(rel.scalars(work), default=0) >= 3,
-                      procs[0], 400, 'iteration 3')
+        pr.wait_until(lambda: max(rel.scalars(work), default=0) >= 3, procs[0],
+                      400, 'iteration 3')
         victim = pr.children(procs[1].pid)
         assert len(victim) == 1, victim
         killed = time.time()

@@ -1,5 +1,5 @@
-"""Unreadable training images: a data folder with a truncated JPEG and an
-empty file.
+"""Unreadable training images: a data folder with a truncated JPEG and an empty
+file.
 
 * ``tools/data/scan_images.py`` names both (parallel, resumable from its state
   file);
@@ -43,10 +43,16 @@ def bad_data(shapes_imagenet, tmp_path_factory):
 def test_scan_names_truncated_and_empty_and_resumes(bad_data, repo_root,
                                                     tmp_path, capsys):
     from mmhybrid.datasets import scan_images
-    root, truncated, empty = bad_data
+
+    # an own copy: this test repairs a file, the training tests need it broken
+    src, truncated, empty = bad_data
+    root = str(tmp_path / 'data')
+    shutil.copytree(src, root)
+    truncated = truncated.replace(src, root)
+    empty = empty.replace(src, root)
     state = str(tmp_path / 'state.tsv')
-    bad = scan_images(root, workers=2, state_file=state, progress=False,
-                      chunksize=4)
+    bad = scan_images(
+        root, workers=2, state_file=state, progress=False, chunksize=4)
     assert [p for p, _ in bad] == sorted([truncated, empty])
     reasons = dict(bad)
     assert reasons[empty] == 'empty file (0 bytes)'
@@ -57,8 +63,10 @@ def test_scan_names_truncated_and_empty_and_resumes(bad_data, repo_root,
     # resumable: files already in the state file are not checked again (a
     # repaired file keeps its recorded verdict until the state is removed),
     # and a last line cut short by a kill is checked again
-    shutil.copy(osp.join(osp.dirname(truncated), os.listdir(
-        osp.dirname(truncated))[0]), truncated + '.tmp')
+    shutil.copy(
+        osp.join(
+            osp.dirname(truncated),
+            os.listdir(osp.dirname(truncated))[0]), truncated + '.tmp')
     os.replace(truncated + '.tmp', truncated)
     lines = open(state).readlines()
     empty_line = [ln for ln in lines if empty in ln][0]
@@ -89,15 +97,23 @@ def _cfg(repo_root, config, work_dir, data, teachers, options, hooks):
     cfg.work_dir = str(work_dir)
     tc, tm = teachers
     cfg.merge_from_dict({
-        'train_dataloader.dataset.data_root': data,
-        'model.teacher_feat.checkpoint': tc,
-        'model.teacher_rel.checkpoint': tm,
-        'train_dataloader.batch_size': 8,
-        'train_dataloader.num_workers': 1,
-        'train_dataloader.persistent_workers': False,
-        'default_hooks.logger.interval': 1,
+        'train_dataloader.dataset.data_root':
+        data,
+        'model.teacher_feat.checkpoint':
+        tc,
+        'model.teacher_rel.checkpoint':
+        tm,
+        'train_dataloader.batch_size':
+        8,
+        'train_dataloader.num_workers':
+        1,
+        'train_dataloader.persistent_workers':
+        False,
+        'default_hooks.logger.interval':
+        1,
         # pillow: the decoder whose traceback must not reach the user
-        'train_dataloader.dataset.pipeline.0.imdecode_backend': 'pillow',
+        'train_dataloader.dataset.pipeline.0.imdecode_backend':
+        'pillow',
         **options
     })
     cfg.custom_hooks = hooks
@@ -109,18 +125,21 @@ def test_unreadable_image_is_one_error_naming_file_and_index(
     from mmhybrid.datasets import UnreadableImageError
     root, truncated, empty = bad_data
     # iteration-based: its workers start when the loop is built
-    cfg = _cfg(repo_root, ITER_CONFIG, tmp_path / 'work', root, demo_teachers,
-               {'train_cfg.max_iters': 20, 'param_scheduler.0.end': 1,
-                'param_scheduler.1.begin': 1, 'param_scheduler.1.end': 20},
-               [dict(type='UnreadableImageHook')])
+    cfg = _cfg(
+        repo_root, ITER_CONFIG, tmp_path / 'work', root, demo_teachers, {
+            'train_cfg.max_iters': 20,
+            'param_scheduler.0.end': 1,
+            'param_scheduler.1.begin': 1,
+            'param_scheduler.1.end': 20
+        }, [dict(type='UnreadableImageHook')])
     runner = Runner.from_cfg(cfg)
     with pytest.raises(UnreadableImageError) as info:
         runner.train()
     msg = str(info.value)
     assert '\n' not in msg and 'Traceback' not in msg, msg
-    m = re.match(r"unreadable image '(\S+)' \(index (\d+) of the "
-                 r'CustomDataset\): (.+?)\. Run tools/data/scan_images\.py',
-                 msg)
+    m = re.match(
+        r"unreadable image '(\S+)' \(index (\d+) of the "
+        r'CustomDataset\): (.+?)\. Run tools/data/scan_images\.py', msg)
     assert m, msg
     assert m.group(1) in (truncated, empty)
     dataset = runner.train_dataloader.dataset
@@ -132,26 +151,27 @@ def test_skip_mode_counts_and_finishes_then_limit_is_an_error(
     from mmhybrid.datasets import UnreadableImageError
     root, truncated, empty = bad_data
     epoch = {'train_cfg.max_epochs': 1}
-    cfg = _cfg(repo_root, EPOCH_CONFIG, tmp_path / 'skip', root,
-               demo_teachers, epoch,
-               [dict(type='UnreadableImageHook', on_unreadable='skip',
-                     max_skips=2)])
+    cfg = _cfg(
+        repo_root, EPOCH_CONFIG, tmp_path / 'skip', root, demo_teachers, epoch,
+        [dict(type='UnreadableImageHook', on_unreadable='skip', max_skips=2)])
     cfg.param_scheduler = cfg.param_scheduler[:1]  # one epoch: warm-up only
     runner = Runner.from_cfg(cfg)
     runner.train()  # one epoch reads every file: both skipped
-    hook = [h for h in runner.hooks
-            if type(h).__name__ == 'UnreadableImageHook'][0]
+    hook = [
+        h for h in runner.hooks if type(h).__name__ == 'UnreadableImageHook'
+    ][0]
     assert hook.skipped == 2
     log = open(runner.logger.log_file).read()
     for path in (truncated, empty):
         assert f"skipped unreadable image '{path}'" in log
     assert '2 unreadable image(s) skipped in this run' in log
 
-    cfg = _cfg(repo_root, EPOCH_CONFIG, tmp_path / 'limit', root,
-               demo_teachers, epoch,
-               [dict(type='UnreadableImageHook', on_unreadable='skip',
-                     max_skips=1)])
+    cfg = _cfg(
+        repo_root, EPOCH_CONFIG, tmp_path / 'limit', root, demo_teachers,
+        epoch,
+        [dict(type='UnreadableImageHook', on_unreadable='skip', max_skips=1)])
     cfg.param_scheduler = cfg.param_scheduler[:1]
-    with pytest.raises(UnreadableImageError,
-                       match=r'more than max_skips=1 unreadable images'):
+    with pytest.raises(
+            UnreadableImageError,
+            match=r'more than max_skips=1 unreadable images'):
         Runner.from_cfg(cfg).train()

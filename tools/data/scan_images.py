@@ -26,15 +26,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='List the unreadable or empty images of a folder.')
     parser.add_argument('root', help='dataset folder (searched recursively)')
-    parser.add_argument('--workers', type=int, default=None,
-                        help='decoding processes (default: all CPUs)')
-    parser.add_argument('--state', default=None,
-                        help='record of checked files; a rerun with the same '
-                        'file skips them (default: no record)')
-    parser.add_argument('--out', default=None,
-                        help='also write the bad files (path<TAB>reason) here')
-    parser.add_argument('--no-progress', action='store_true',
-                        help='no progress bar')
+    parser.add_argument(
+        '--workers',
+        type=int,
+        default=None,
+        help='decoding processes (default: all CPUs)')
+    parser.add_argument(
+        '--state',
+        default=None,
+        help='record of checked files; a rerun with the same '
+        'file skips them (default: no record)')
+    parser.add_argument(
+        '--out',
+        default=None,
+        help='also write the bad files (path<TAB>reason) here')
+    parser.add_argument(
+        '--no-progress', action='store_true', help='no progress bar')
     return parser.parse_args(argv)
 
 
@@ -42,9 +49,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from mmhybrid.datasets.image_scan import scan_images
     try:
-        bad = scan_images(args.root, workers=args.workers,
-                          state_file=args.state,
-                          progress=not args.no_progress)
+        bad = scan_images(
+            args.root,
+            workers=args.workers,
+            state_file=args.state,
+            progress=not args.no_progress)
     except FileNotFoundError as e:
         print(f'ERROR: {e}', file=sys.stderr)
         return 2
@@ -54,8 +63,7 @@ def main(argv=None) -> int:
     if args.out:
         with open(args.out, 'w', encoding='utf-8') as f:
             f.write(''.join(line + '\n' for line in lines))
-    print(f'{len(bad)} unreadable image(s) under {args.root}',
-          file=sys.stderr)
+    print(f'{len(bad)} unreadable image(s) under {args.root}', file=sys.stderr)
     return 1 if bad else 0
 
 

@@ -1,10 +1,10 @@
 """Resume a killed run so that it continues bit for bit.
 
 mmengine already restores weights, optimizer, schedulers, the iteration counter
-and (for ``IterBasedTrainLoop``) the data order: it re-reads the batches that were
-already trained on, so the sampler and every dataloader worker's augmentation
-RNG are where they were. What it does not restore is the random state of the
-training process itself: the token sampling of Hybrid Distillation
+and, for an iteration-based loop, the data order: it re-reads the batches that
+were already trained on, so the sampler and every dataloader worker's
+augmentation RNG are where they were. What it does not restore is the random
+state of the training process itself: the token sampling of Hybrid Distillation
 (``torch.rand``), dropout and drop path draw from torch's global RNG, which a
 restarted process has re-seeded and advanced by model initialisation. This hook
 stores the torch (CPU and current CUDA device), numpy and python RNG states of
@@ -31,9 +31,9 @@ SIGTERM / SIGUSR1).
 
 Limits (each is logged as a warning when it applies):
 
-* mmengine's ``IterBasedTrainLoop`` fast-forward re-reads (decodes and augments)
-  every batch already trained on; that is what makes the data exact, and it
-  costs data-loading time proportional to the resume point.
+* mmengine's ``IterBasedTrainLoop`` fast-forward re-reads (decodes and
+  augments) every batch already trained on; that is what makes the data
+  exact, and it costs data-loading time proportional to the resume point.
 * ``EpochBasedTrainLoop`` with a sampler other than ``DefaultSampler`` /
   ``ResumableSampler`` resumes exactly at epoch ends only; a mid-epoch
   checkpoint restarts the epoch.
@@ -65,12 +65,16 @@ def get_rng_state() -> dict:
     version, py_state, gauss_next = random.getstate()
     state = dict(
         torch=torch.get_rng_state(),
-        numpy=dict(name=str(name), keys=torch.from_numpy(
-            keys.astype(np.int64)), pos=int(pos), has_gauss=int(has_gauss),
-                   cached_gaussian=float(cached)),
-        python=dict(version=int(version),
-                    state=torch.tensor(py_state, dtype=torch.int64),
-                    gauss_next=gauss_next),
+        numpy=dict(
+            name=str(name),
+            keys=torch.from_numpy(keys.astype(np.int64)),
+            pos=int(pos),
+            has_gauss=int(has_gauss),
+            cached_gaussian=float(cached)),
+        python=dict(
+            version=int(version),
+            state=torch.tensor(py_state, dtype=torch.int64),
+            gauss_next=gauss_next),
         cuda=None)
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state['cuda'] = torch.cuda.get_rng_state()
@@ -84,8 +88,9 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((n['name'], n['keys'].numpy().astype(np.uint32),
                          n['pos'], n['has_gauss'], n['cached_gaussian']))
     p = state['python']
-    random.setstate((p['version'], tuple(int(v) for v in p['state'].tolist()),
-                     p['gauss_next']))
+    random.setstate(
+        (p['version'], tuple(int(v)
+                             for v in p['state'].tolist()), p['gauss_next']))
     if state.get('cuda') is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(state['cuda'])
 
@@ -100,10 +105,10 @@ def checkpoint_due(runner, by_epoch: bool) -> bool:
             if hook.every_n_epochs(runner, hook.interval, hook.save_begin) \
                     or (hook.save_last and hook.is_last_train_epoch(runner)):
                 return True
-        elif hook.every_n_train_iters(runner, hook.interval,
-                                      hook.save_begin) or (
-                                          hook.save_last and
-                                          hook.is_last_train_iter(runner)):
+        elif hook.every_n_train_iters(
+                runner, hook.interval,
+                hook.save_begin) or (hook.save_last
+                                     and hook.is_last_train_iter(runner)):
             return True
     return False
 
@@ -142,11 +147,11 @@ def _run_epoch_from(loop, start: int, restore) -> None:
     """``EpochBasedTrainLoop.run_epoch`` that begins at batch ``start``.
 
     mmengine's loop always enumerates an epoch from batch 0; this one is set on
-    the loop instance for the one resumed epoch (then removed), so the hooks see
-    the batch indices of the uninterrupted run. ``restore`` puts the RNG states
-    back after the dataloader iterator is made (which draws from torch's RNG,
-    as it did at the start of the uninterrupted epoch) and before the first new
-    batch.
+    the loop instance for the one resumed epoch (then removed), so the hooks
+    see the batch indices of the uninterrupted run. ``restore`` puts the RNG
+    states back after the dataloader iterator is made (which draws from torch's
+    RNG, as it did at the start of the uninterrupted epoch) and before the
+    first new batch.
     """
     del loop.run_epoch  # later epochs: mmengine's own
     runner = loop.runner
@@ -162,16 +167,17 @@ def _run_epoch_from(loop, start: int, restore) -> None:
 
 @HOOKS.register_module()
 class ExactResumeHook(Hook):
-    """Save and restore the training RNG states (and, in epoch-based loops,
-    the position in the epoch) with every checkpoint.
+    """Save and restore the training RNG states (and, in epoch-based loops, the
+    position in the epoch) with every checkpoint.
 
     ``tools/train.py`` adds it to every run; configs may list it explicitly
     (``custom_hooks=[dict(type='ExactResumeHook')]``).
 
     Priority ``LOW``: its ``after_train_iter``/``after_train_epoch`` run before
-    ``CheckpointHook`` (``VERY_LOW``), so in a distributed run the states of all
-    ranks are gathered before rank 0 writes the checkpoint. Other hooks that
-    save (``PreemptionHook``) call :meth:`collect_states` on every rank first.
+    ``CheckpointHook`` (``VERY_LOW``), so in a distributed run the states of
+    all ranks are gathered before rank 0 writes the checkpoint. Other hooks
+    that save (``PreemptionHook``) call :meth:`collect_states` on every rank
+    first.
     """
     priority = 'LOW'
 
@@ -197,10 +203,13 @@ class ExactResumeHook(Hook):
 
     def _gather(self, runner, by_epoch: bool) -> None:
         if checkpoint_due(runner, by_epoch):
-            # every rank takes part; rank 0 writes them in before_save_checkpoint
+            # every rank takes part; rank 0 writes them in
+            # before_save_checkpoint
             self.collect_states(runner)
 
-    def after_train_iter(self, runner, batch_idx: int,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
                          data_batch: DATA_BATCH = None,
                          outputs: Optional[dict] = None) -> None:
         self._next_batch = batch_idx + 1
@@ -217,9 +226,9 @@ class ExactResumeHook(Hook):
         else:
             if world_size > 1:
                 runner.logger.warning(
-                    'ExactResumeHook: this checkpoint was not announced to all '
-                    'ranks (saved outside CheckpointHook\'s schedule); it holds '
-                    'the RNG state of rank 0 only')
+                    'ExactResumeHook: this checkpoint was not announced to '
+                    'all ranks (saved outside CheckpointHook\'s schedule); it '
+                    'holds the RNG state of rank 0 only')
             states = [get_rng_state()]
         meta = checkpoint.get('meta', {})
         step = meta.get('iter', runner.iter)
@@ -231,7 +240,8 @@ class ExactResumeHook(Hook):
             if meta.get('epoch', runner.epoch + 1) == runner.epoch:
                 # saved inside the epoch (by iteration): where it goes on
                 saved['position'] = dict(
-                    epoch=runner.epoch, next_batch=self._next_batch,
+                    epoch=runner.epoch,
+                    next_batch=self._next_batch,
                     batch_size=_batch_size(loop.dataloader),
                     world_size=world_size)
         checkpoint['rng_state'] = saved
@@ -243,10 +253,11 @@ class ExactResumeHook(Hook):
         if saved is None:
             self._pending = None
             return
-        self._pending = dict(states=saved['states'],
-                             iter=int(meta.get('iter', -1)),
-                             sampler_seed=saved.get('sampler_seed'),
-                             position=saved.get('position'))
+        self._pending = dict(
+            states=saved['states'],
+            iter=int(meta.get('iter', -1)),
+            sampler_seed=saved.get('sampler_seed'),
+            position=saved.get('position'))
 
     def _restore(self, runner) -> None:
         states = self._pending['states']
@@ -259,8 +270,8 @@ class ExactResumeHook(Hook):
                 runner.logger.warning(
                     f'ExactResumeHook: the checkpoint holds RNG states of '
                     f'{len(states)} rank(s), this run has {world_size}; every '
-                    'rank gets rank 0\'s state (the run continues, but not bit '
-                    'for bit)')
+                    'rank gets rank 0\'s state (the run continues, but not '
+                    'bit for bit)')
         set_rng_state(state)
         runner.logger.info(
             f'ExactResumeHook: restored the RNG states saved at iteration '
@@ -340,7 +351,7 @@ class ExactResumeHook(Hook):
                        'an epoch in its middle (use DefaultSampler or '
                        'ResumableSampler)')
         elif (pos['world_size'], pos['batch_size']) != (world_size,
-                                                         batch_size):
+                                                        batch_size):
             problem = (f'the checkpoint was saved with {pos["world_size"]} '
                        f'rank(s) x batch {pos["batch_size"]}, this run has '
                        f'{world_size} x {batch_size}')

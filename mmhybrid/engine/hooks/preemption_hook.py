@@ -4,8 +4,8 @@ resumable checkpoints inside long epochs.
 Slurm sends SIGTERM to every process of a job it pre-empts or cancels (and the
 signal a job asked for with ``--signal``, e.g. ``USR1@120``, before its time
 limit); torchrun forwards SIGTERM to its workers. On any of them this hook lets
-every rank finish the iteration it is in, agrees on the stop across ranks,
-has rank 0 write a checkpoint at that iteration (atomic, with every rank's RNG
+every rank finish the iteration it is in, agrees on the stop across ranks, has
+rank 0 write a checkpoint at that iteration (atomic, with every rank's RNG
 states and, in epoch-based loops, the position in the epoch:
 ``ExactResumeHook``), points ``last_checkpoint`` at it and ends the process
 with :data:`REQUEUE_EXIT_CODE`. ``tools/slurm_train.sh`` turns that status into
@@ -26,7 +26,8 @@ from .exact_resume_hook import ExactResumeHook, checkpoint_due
 DATA_BATCH = Optional[dict]
 
 #: Exit status of a run stopped by a signal after its checkpoint was written
-#: (sysexits' EX_TEMPFAIL: "try again later"); the launch scripts requeue on it.
+#: (sysexits' EX_TEMPFAIL: "try again later"); the launch scripts requeue on
+#: it.
 REQUEUE_EXIT_CODE = 75
 
 #: Environment variable naming a file rank 0 writes (the checkpoint's path)
@@ -44,7 +45,8 @@ class PreemptionHook(Hook):
     """Stop on SIGTERM / SIGUSR1 with a checkpoint; mid-epoch checkpoints.
 
     ``tools/train.py`` adds it to every run; configs may list it to set its
-    options, e.g. ``custom_hooks=[dict(type='PreemptionHook', interval=1000)]``.
+    options, e.g.
+    ``custom_hooks=[dict(type='PreemptionHook', interval=1000)]``.
 
     Args:
         interval (int): Also save a checkpoint every ``interval`` iterations
@@ -73,8 +75,8 @@ class PreemptionHook(Hook):
                  signals: Sequence[str] = ('SIGTERM', 'SIGUSR1'),
                  exit_code: int = REQUEUE_EXIT_CODE) -> None:
         for name in signals:
-            if not isinstance(getattr(signal, str(name), None),
-                              signal.Signals):
+            if not isinstance(
+                    getattr(signal, str(name), None), signal.Signals):
                 raise ValueError(f'PreemptionHook: signals={list(signals)!r}:'
                                  f' {name!r} is not a signal name such as '
                                  "'SIGTERM'")
@@ -178,14 +180,15 @@ class PreemptionHook(Hook):
             return
         if checkpoint_due(runner, by_epoch=False):
             # CheckpointHook wrote iter_<n>.pth at this iteration already
-            path = os.path.join(self._out_dir(runner),
-                                f'iter_{runner.iter + 1}.pth')
+            path = os.path.join(
+                self._out_dir(runner), f'iter_{runner.iter + 1}.pth')
         else:
             path = self._save(runner)
         if not stop:
             return
         runner.logger.info(
-            f'PreemptionHook: {self._received or "a stop signal on another rank"}'
+            'PreemptionHook: '
+            f'{self._received or "a stop signal on another rank"}'
             f' received; stopped after iteration {runner.iter + 1} with its '
             f'checkpoint {path}; exiting with status {self.exit_code} (the '
             'Slurm scripts requeue the job; restart with --resume to '

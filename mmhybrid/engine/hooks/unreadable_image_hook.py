@@ -35,7 +35,8 @@ class UnreadableImageHook(Hook):
     """
     priority = 'NORMAL'
 
-    def __init__(self, on_unreadable: str = 'raise',
+    def __init__(self,
+                 on_unreadable: str = 'raise',
                  max_skips: int = 100) -> None:
         if on_unreadable not in ON_UNREADABLE:
             raise ValueError(f'UnreadableImageHook: on_unreadable='
@@ -75,7 +76,9 @@ class UnreadableImageHook(Hook):
     def after_train(self, runner) -> None:
         self._report(runner, final=True)
 
-    def after_train_iter(self, runner, batch_idx: int,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
                          data_batch: Optional[dict] = None,
                          outputs: Optional[dict] = None) -> None:
         if self.on_unreadable == 'skip':
