@@ -366,3 +366,60 @@ def _draw_masking(images: torch.Tensor, importance: torch.Tensor,
             ax.set_yticks([])
     fig.suptitle(title, fontsize=8)
     _save(fig, path, dpi=80)
+
+
+def device_check(out: str, num_images: int = 64, img_size: int = 224,
+                 work: str = '/tmp/mmhybrid_analysis_gpu_check',
+                 devices: Sequence[str] = ('cuda', 'cpu')) -> dict:
+    """The analysis functions on two devices: same numbers, and how long
+    they take (``tools/analysis/gpu_check.py``).
+
+    Builds a ViT-B/16-shaped checkpoint in timm's layout (random, perturbed
+    weights: the statistics of real weights are not the point) and
+    ``num_images`` generated images in ``work``, runs
+    :func:`attention_stats_report` on both devices and compares the CSVs, then
+    :func:`masking_schedule_figure` on the first device.
+
+    Returns:
+        dict: ``max_abs_diff`` per metric over every (layer, head) and
+        ``seconds`` per run (model build and image reading included).
+    """
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+    from mmhybrid.datasets import make_imagenet_style
+    from .attention_report import read_csv
+    os.makedirs(out, exist_ok=True)
+    val = osp.join(make_imagenet_style(osp.join(work, 'data'), num_train=0,
+                                       num_val=num_images, size=64, seed=0),
+                   'val')
+    torch.manual_seed(0)
+    vit = TimmViT(img_size=img_size, patch_size=16, embed_dim=768, depth=12,
+                  num_heads=12, num_classes=0)
+    with torch.no_grad():
+        for prm in vit.parameters():
+            prm.add_(torch.randn_like(prm) * 0.05)
+    ckpt = osp.join(work, 'vit_b16_timm.pth')
+    torch.save({'model': vit.state_dict()}, ckpt)
+
+    seconds, stats = {}, []
+    for i, device in enumerate(devices):
+        t0 = time.time()
+        folder = osp.join(out, f'stats{i}_{device}')
+        attention_stats_report(ckpt, val, folder, ckpt_format='timm',
+                               num_images=num_images, batch_size=32,
+                               device=device)
+        seconds[f'attention_stats {device}'] = time.time() - t0
+        (per_model, ) = read_csv(osp.join(folder,
+                                          'attention_stats.csv')).values()
+        stats.append(per_model)
+    worst = {m: float(np.abs(stats[0][m] - stats[1][m]).max())
+             for m in stats[0]}
+    print(f'max |{devices[0]} - {devices[1]}| over every (layer, head):',
+          worst)
+    t0 = time.time()
+    masking_schedule_figure(ckpt, val, osp.join(out, 'masking.png'),
+                            ckpt_format='timm', device=devices[0])
+    seconds[f'visualize_masking {devices[0]}'] = time.time() - t0
+    print('seconds (incl. model build and image reading):',
+          {k: round(v, 1) for k, v in seconds.items()})
+    return dict(max_abs_diff=worst, seconds=seconds)

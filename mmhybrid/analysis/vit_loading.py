@@ -38,11 +38,8 @@ from ..models.teachers.frozen_teacher import (load_vit_state_dict,
                                                read_vit_state_dict)
 from ..models.teachers.vit_arch import ViTArch
 from ..models.teachers.vit_formats import FORMATS
+from ..utils.constants import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
-CLIP_MEAN = (0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255)
-CLIP_STD = (0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255)
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.ppm', '.tif',
                     '.tiff')
 COMPONENTS = ('student', 'teacher_feat', 'teacher_rel')

@@ -2,12 +2,14 @@
 import copy
 from typing import Optional
 
+from mmhybrid.utils import constants
+
 TINY_ARCH = dict(
     embed_dims=48, num_layers=3, num_heads=3, feedforward_channels=96)
-IMAGENET_MEAN = [123.675, 116.28, 103.53]
-IMAGENET_STD = [58.395, 57.12, 57.375]
-CLIP_MEAN = [0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255]
-CLIP_STD = [0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255]
+# lists, as configs write them (mmhybrid.utils.constants holds the values)
+IMAGENET_MEAN, IMAGENET_STD, CLIP_MEAN, CLIP_STD = (
+    list(v) for v in (constants.IMAGENET_MEAN, constants.IMAGENET_STD,
+                      constants.CLIP_MEAN, constants.CLIP_STD))
 
 
 def tiny_vit_cfg(arch: Optional[dict] = None, img_size: int = 32,

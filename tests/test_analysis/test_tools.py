@@ -221,3 +221,17 @@ def test_pipeline_refuses_a_train_tool_that_leaks_val_into_train():
     with pytest.raises(RuntimeError, match='overwrite train_dataloader'):
         check_train_tool(leaky)
     assert train_function() is train.main  # checked, then returned
+
+
+@pytest.mark.slow
+def test_device_check_compares_every_metric(tmp_path):
+    """What tools/analysis/gpu_check.py runs, on cpu against cpu (the GPU run
+    is the device check's): a ViT-B checkpoint, stats on both devices, every
+    metric compared, the masking figure written."""
+    from mmhybrid.analysis.attention_tools import device_check
+    got = device_check(str(tmp_path / 'out'), num_images=2, img_size=32,
+                       work=str(tmp_path / 'work'), devices=('cpu', 'cpu'))
+    assert set(got['max_abs_diff']) == {'distance', 'entropy', 'nmi'}
+    assert all(v == 0.0 for v in got['max_abs_diff'].values())
+    assert osp.getsize(tmp_path / 'out' / 'masking.png') > 1000
+    assert 'visualize_masking cpu' in got['seconds']
