@@ -120,7 +120,10 @@ def build_loader(cfg, data_root: str, batch_size: int, workers: int,
         if 'data_prefix' not in dataset and 'split' not in dataset:
             dataset['data_prefix'] = 'train'
     loader_cfg.dataset = dataset
-    return Runner.build_dataloader(loader_cfg, seed=0)
+    # HybridRunner's rule (a scoped collate_fn, as the flagship's mmpretrain::
+    # base writes it, resolved to its function), without patching mmengine
+    from mmhybrid.compat import resolve_scoped_collate
+    return Runner.build_dataloader(resolve_scoped_collate(loader_cfg), seed=0)
 
 
 def measure(loader, batches: int, workers: int) -> float:
