@@ -74,14 +74,15 @@ def _classification_loaders():
 
 @pytest.mark.parametrize('path,loader', _classification_loaders())
 def test_config_dataloader_yields_a_batch(path, loader, shapes_imagenet):
-    """The loaders as the Runner builds them, on a tiny ImageNet-style folder.
+    """The loaders as tools/train.py's runner builds them, on a tiny
+    ImageNet-style folder.
 
     Configs with an ``mmpretrain::`` dataset base get ``_scope_`` inside
-    ``collate_fn``; without mmhybrid's fix the first batch raised
-    ``default_collate() got an unexpected keyword argument '_scope_'``.
+    ``collate_fn``; mmengine's own ``Runner`` passes it on and the first batch
+    raises ``default_collate() got an unexpected keyword argument '_scope_'``;
+    ``HybridRunner`` (the tools' default runner) looks it up in its scope.
     """
-    import mmhybrid  # noqa: F401  (the stack fixes)
-    from mmengine.runner import Runner
+    from mmhybrid.engine.runners import HybridRunner as Runner
     cfg = Config.fromfile(path)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     loader_cfg = cfg[loader]
