@@ -65,7 +65,8 @@ class PreemptionHook(Hook):
     Priority ``LOWEST``: it looks at the signal after ``CheckpointHook`` has
     saved whatever it saves at this iteration (then nothing is saved twice).
     Checking costs one all-reduce of one number per iteration in distributed
-    runs (every rank must stop at the same iteration).
+    runs (every rank must stop at the same iteration), on the CPU (a gloo
+    group beside NCCL), so the host never waits for the GPU for it.
     """
     priority = 'LOWEST'
 
@@ -90,6 +91,7 @@ class PreemptionHook(Hook):
         self.exit_code = int(exit_code)
         self._received: Optional[str] = None
         self._previous = {}
+        self._group = None
 
     # ------------------------------------------------------------- signals
     def _on_signal(self, signum, frame) -> None:
@@ -105,6 +107,11 @@ class PreemptionHook(Hook):
     def before_train(self, runner) -> None:
         from ...datasets.sample_guard import install_sample_guard
         install_sample_guard(runner)
+        self._group = None
+        if is_distributed() and torch.distributed.get_backend() != 'gloo':
+            # the flag travels on CPU: with NCCL, a GPU tensor read back every
+            # iteration would make the host wait for the GPU each step
+            self._group = torch.distributed.new_group(backend='gloo')
         for name in self.signals:
             sig = getattr(signal, name)
             self._previous[sig] = signal.signal(sig, self._on_signal)
@@ -120,9 +127,8 @@ class PreemptionHook(Hook):
         if not is_distributed():
             return local
         flag = torch.tensor([int(local)], dtype=torch.int32)
-        if torch.distributed.get_backend() == 'nccl':
-            flag = flag.cuda()
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        torch.distributed.all_reduce(
+            flag, op=torch.distributed.ReduceOp.MAX, group=self._group)
         return bool(flag.item())
 
     # ---------------------------------------------------------------- saving
