@@ -6,7 +6,6 @@ import re
 import shutil
 import sys
 import warnings
-
 from setuptools import find_packages, setup
 
 HERE = osp.dirname(osp.abspath(__file__))
@@ -62,7 +61,8 @@ def add_mim_extension():
             shutil.copyfile(src_path, tar_path)
         elif osp.isdir(src_path):
             shutil.copytree(
-                src_path, tar_path,
+                src_path,
+                tar_path,
                 ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
         else:
             warnings.warn(f'Cannot copy file {src_path}.')

@@ -36,13 +36,15 @@ def supported_ranges() -> Dict[str, str]:
     try:
         lines = metadata.requires('mmhybrid') or []
     except metadata.PackageNotFoundError:
-        path = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
-                        'requirements', 'runtime.txt')
+        path = osp.join(
+            osp.dirname(osp.dirname(osp.abspath(__file__))), 'requirements',
+            'runtime.txt')
         if not osp.exists(path):
             return {}
         with open(path) as f:
-            lines = [ln.strip() for ln in f
-                     if ln.strip() and not ln.startswith('#')]
+            lines = [
+                ln.strip() for ln in f if ln.strip() and not ln.startswith('#')
+            ]
     return _ranges(lines)
 
 
@@ -55,8 +57,10 @@ def _ranges(lines: Iterable[str]) -> Dict[str, str]:
             continue
         if req.name.lower() in CHECKED_PACKAGES and str(req.specifier):
             # lower bound first: '>=2.0.0,<2.2.0'
-            out[req.name.lower()] = ','.join(str(s) for s in sorted(
-                req.specifier, key=lambda s: (s.operator[0] != '>', str(s))))
+            out[req.name.lower()] = ','.join(
+                str(s) for s in sorted(
+                    req.specifier,
+                    key=lambda s: (s.operator[0] != '>', str(s))))
     return out
 
 

@@ -37,10 +37,16 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description="Check a HybridDistill config's frozen teachers")
     p.add_argument('config')
-    p.add_argument('--no-load', action='store_true',
-                   help='random teacher weights: do not read the files')
-    p.add_argument('--time', type=int, default=0, metavar='ITERS',
-                   help='time the teachers as asked vs in full, ITERS rounds')
+    p.add_argument(
+        '--no-load',
+        action='store_true',
+        help='random teacher weights: do not read the files')
+    p.add_argument(
+        '--time',
+        type=int,
+        default=0,
+        metavar='ITERS',
+        help='time the teachers as asked vs in full, ITERS rounds')
     p.add_argument('--warmup', type=int, default=1)
     p.add_argument('--batch-size', type=int, default=2)
     p.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
@@ -87,8 +93,8 @@ def describe(model) -> List[str]:
         norm = vit.final_norm and final_tokens
         returns = []
         if final_tokens:
-            returns.append('last tokens' + (' after the final norm'
-                                            if vit.final_norm else ''))
+            returns.append('last tokens' +
+                           (' after the final norm' if vit.final_norm else ''))
         if asked.get('out_layers'):
             returns.append(f"{'/'.join(asked['parts'])} of blocks "
                            f"{sorted(asked['out_layers'])}")
@@ -99,12 +105,11 @@ def describe(model) -> List[str]:
         else:
             resize = 'bicubic' + (', antialiased' if is_downsize(
                 student_size, size) else '')
-        lines.append(
-            f'{name}: {teacher.checkpoint or "(random weights)"}\n'
-            f'  input {student_size} -> {size} (resize: {resize})\n'
-            f'  per step: blocks 0..{depth - 1} of {vit.num_layers}'
-            f"{' + final norm' if norm else ', no final norm'}; "
-            f"returns {', '.join(returns)}")
+        lines.append(f'{name}: {teacher.checkpoint or "(random weights)"}\n'
+                     f'  input {student_size} -> {size} (resize: {resize})\n'
+                     f'  per step: blocks 0..{depth - 1} of {vit.num_layers}'
+                     f"{' + final norm' if norm else ', no final norm'}; "
+                     f"returns {', '.join(returns)}")
     return lines
 
 
@@ -137,8 +142,8 @@ def time_teachers(model, x: torch.Tensor, iters: int,
 
 def paired_ratio(num: List[float], den: List[float]) -> float:
     """Median over rounds of ``num / den``: calls of one round ran back to
-    back, so their ratio is less affected by load on a shared machine than
-    the ratio of the two medians."""
+    back, so their ratio is less affected by load on a shared machine than the
+    ratio of the two medians."""
     return statistics.median(a / b for a, b in zip(num, den))
 
 
@@ -149,8 +154,8 @@ def main(argv=None):
     print('\n'.join(describe(model)), flush=True)
     if args.time <= 0:
         return
-    x = torch.randn(args.batch_size, 3, *model.backbone.img_size,
-                    device=args.device)
+    x = torch.randn(
+        args.batch_size, 3, *model.backbone.img_size, device=args.device)
     times = time_teachers(model, x, args.time, args.warmup)
     ms = {k: 1000 * statistics.median(v) for k, v in times.items()}
     print(f'\n[time] batch={args.batch_size} device={args.device} '
@@ -164,8 +169,8 @@ def main(argv=None):
                                    times[f'{name} full'])
         print(f"| {name} | {ms[f'{name} asked']:.1f} | "
               f"{ms[f'{name} full']:.1f} | {ratio[name]:.3f} |")
-    rounds = list(zip(*(times[f'{n} {m}'] for n in TEACHERS
-                        for m in ('asked', 'full'))))
+    rounds = list(
+        zip(*(times[f'{n} {m}'] for n in TEACHERS for m in ('asked', 'full'))))
     both = statistics.median((r[0] + r[2]) / (r[1] + r[3]) for r in rounds)
     asked = sum(ms[f'{n} asked'] for n in TEACHERS)
     full = sum(ms[f'{n} full'] for n in TEACHERS)

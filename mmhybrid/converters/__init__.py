@@ -4,9 +4,9 @@
 A pretraining checkpoint of mmhybrid holds ``backbone.*`` (mmpretrain's
 ``VisionTransformer`` layout) and ``neck.*`` (the projection head). Every
 downstream config here uses mmpretrain's ``VisionTransformer`` as its backbone
-(``StrictPretrainedViT``, ``type='mmpretrain.StrictPretrainedViT'`` inside mmseg
-and mmdet; it also loads the raw pretraining checkpoint, so converting first is
-optional there), so one key layout serves all three; a conversion
+(``StrictPretrainedViT``, ``type='mmpretrain.StrictPretrainedViT'`` inside
+mmseg and mmdet; it also loads the raw pretraining checkpoint, so converting
+first is optional there), so one key layout serves all three; a conversion
 
 1. reads the file with :func:`mmhybrid.utils.load_checkpoint_file` (safe loading;
    ``.safetensors`` too) and takes the ViT (``backbone.*``, prefix stripped; the
@@ -24,12 +24,12 @@ optional there), so one key layout serves all three; a conversion
    ``backbone.init_cfg = dict(type='Pretrained', checkpoint=...)``.
 
 mmseg's own ``MAE`` and ``BEiT`` backbones (the protocol of
-``mmseg::mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py``) are targets too:
-their keys are mmpretrain's plus layer scale and relative-position tables (BEiT:
-the qkv bias split, :func:`to_mmseg_beit`); since mmseg loads ``model.pretrained``
-with ``strict=False`` and reports nothing, the converter verifies that every
-target tensor but those comes from the student (:func:`fit_mmseg_beit`). Any
-other target is an ``ERROR:`` naming its type.
+``mmseg::mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py``) are targets
+too: their keys are mmpretrain's plus layer scale and relative-position tables
+(BEiT: the qkv bias split, :func:`to_mmseg_beit`); since mmseg loads
+``model.pretrained`` with ``strict=False`` and reports nothing, the converter
+verifies that every target tensor but those comes from the student
+(:func:`fit_mmseg_beit`). Any other target is an ``ERROR:`` naming its type.
 
 Modules: :mod:`.common` (reading, ``pos_embed``, the strict check),
 :mod:`.targets` (the target backbone), :mod:`.to_mmpretrain`,

@@ -93,7 +93,7 @@ def format_report(report: dict) -> str:
         lines.append(f"left to the target's init: "
                      f"{_by_block(report['allowed_missing'])}")
     if report.get('dropped'):
-        lines.append(f"source tensors not used by the target: "
+        lines.append(f'source tensors not used by the target: '
                      f"{_by_block(report['dropped'])}")
     for note in report.get('notes', []):
         lines.append(f'note: {note}')

@@ -20,16 +20,18 @@ DEFAULT_IMG_SIZE = {
 
 
 class ConversionError(RuntimeError):
-    """The checkpoint does not fit the target model (message names the keys)."""
+    """The checkpoint does not fit the target model (message names the
+    keys)."""
 
 
-# ----------------------------------------------------------------------- reading
+# --------------------------------------------------------------------- reading
 def load_vit(src: str, src_format: str = 'auto') -> Dict[str, torch.Tensor]:
-    """The ViT of a checkpoint file, in mmpretrain's ``VisionTransformer`` keys.
+    """The ViT of a checkpoint file, in mmpretrain's ``VisionTransformer``
+    keys.
 
     Args:
-        src (str): A pretraining checkpoint (``backbone.*`` + ``neck.*``), a bare
-            mmpretrain backbone, or an official timm / OpenAI CLIP file.
+        src (str): A pretraining checkpoint (``backbone.*`` + ``neck.*``),
+            a bare mmpretrain backbone, or an official timm / OpenAI CLIP file.
         src_format (str): ``'auto'``, ``'mmpretrain'``, ``'timm'`` or
             ``'openai_clip'``.
     """
@@ -50,13 +52,14 @@ def load_vit(src: str, src_format: str = 'auto') -> Dict[str, torch.Tensor]:
     }
 
 
-# --------------------------------------------------------------------- resizing
+# -------------------------------------------------------------------- resizing
 def resize_pos_embed(pos_embed: torch.Tensor,
                      dst_grid: Sequence[int],
                      num_extra_tokens: int = 1,
                      mode: str = 'bicubic') -> torch.Tensor:
     """``(1, extra + h*w, C)`` -> ``(1, extra + H*W, C)``, square source grid
-    (:func:`mmhybrid.downstream.fit_pos_embed`, the downstream loader's rule)."""
+    (:func:`mmhybrid.downstream.fit_pos_embed`, the downstream loader's
+    rule)."""
     try:
         return fit_pos_embed(pos_embed, dst_grid, num_extra_tokens, mode)
     except PretrainedMismatchError as e:

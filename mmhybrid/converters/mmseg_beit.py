@@ -1,5 +1,5 @@
-"""mmpretrain ViT tensors -> mmseg's own ``BEiT`` / ``MAE`` backbones, with
-the coverage check mmseg's ``strict=False`` loading does not do."""
+"""mmpretrain ViT tensors -> mmseg's own ``BEiT`` / ``MAE`` backbones, with the
+coverage check mmseg's ``strict=False`` loading does not do."""
 import dataclasses
 import re
 from typing import Dict, List, Optional, Tuple
@@ -84,8 +84,8 @@ def fit_mmseg_beit(
     source: str,
     allow: Optional[str] = None
 ) -> Tuple[Dict[str, torch.Tensor], List[str], List[str], List[str]]:
-    """Convert for mmseg's ``BEiT`` / ``MAE`` and verify coverage: every
-    target tensor except layer scale and relative-position tables
+    """Convert for mmseg's ``BEiT`` / ``MAE`` and verify coverage: every target
+    tensor except layer scale and relative-position tables
     (:data:`MMSEG_BEIT_OWN`) must come from the source, with its shape. mmseg
     loads ``model.pretrained`` with ``strict=False`` and reports nothing, so
     this check is the only one.

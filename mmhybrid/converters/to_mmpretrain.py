@@ -7,8 +7,7 @@ import torch
 from ..models.teachers.vit_arch import ViTArch
 from ..utils import save_checkpoint_atomic
 from ..utils.sizes import as_pair
-from .common import (DEFAULT_IMG_SIZE, check_against, load_vit,
-                     resize_pos_embed)
+from .common import DEFAULT_IMG_SIZE, check_against, load_vit, resize_pos_embed
 from .mmseg_beit import fit_mmseg_beit
 from .targets import (backbone_cfg_from_config, build_backbone,
                       default_backbone_cfg, target_layout)
@@ -33,7 +32,8 @@ def convert_to_mmpretrain(src: str,
                           num_heads: Optional[int] = None,
                           allow: Optional[str] = None,
                           src_format: str = 'auto') -> dict:
-    """Pretraining checkpoint -> backbone weights for mmpretrain / mmseg / mmdet.
+    """Pretraining checkpoint -> backbone weights for mmpretrain / mmseg /
+    mmdet.
 
     Args:
         src (str): Source checkpoint.
@@ -42,9 +42,9 @@ def convert_to_mmpretrain(src: str,
             ``model.backbone`` is the target (a path, ``'mmseg::<path>'`` or
             a loaded config). Without it, an mmpretrain ``VisionTransformer``
             of the source architecture at ``img_size``.
-        img_size (int | tuple, optional): Target input size. Defaults to the
-            config's backbone ``img_size``, else the target's protocol size (224,
-            512, 1024).
+        img_size (int | tuple, optional): Target input size. Defaults to
+            the config's backbone ``img_size``, else the target's protocol size
+            (224, 512, 1024).
         target (str): ``'mmpretrain'``, ``'mmseg'`` or ``'mmdet'`` (the default
             ``img_size`` and the report).
         num_heads (int, optional): Attention heads (no tensor shape tells
@@ -81,8 +81,9 @@ def convert_to_mmpretrain(src: str,
                 sd['pos_embed'],
                 dst_grid,
                 num_extra_tokens=getattr(model, 'num_extra_tokens', 1))
-        kept, allowed_missing, dropped = check_against(
-            fitted, model.state_dict(), name, allow)
+        kept, allowed_missing, dropped = check_against(fitted,
+                                                       model.state_dict(),
+                                                       name, allow)
         notes = []
     if arch is None:
         # heads change no tensor shape: the target's are the student's

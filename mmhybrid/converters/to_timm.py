@@ -1,4 +1,5 @@
-"""Student checkpoint -> timm ``VisionTransformer`` weights (``.safetensors``)."""
+"""Student checkpoint -> timm ``VisionTransformer`` weights
+(``.safetensors``)."""
 from typing import Optional
 
 from ..models.teachers.vit_arch import LAYER_SCALE_INIT, ViTArch
@@ -17,8 +18,9 @@ TIMM_NAMES = {
 
 
 def timm_model_kwargs(arch: ViTArch, img_size) -> dict:
-    """Keyword arguments of ``timm.models.vision_transformer.VisionTransformer``
-    for ``arch`` (no classifier: ``num_classes=0``, [CLS] pooling)."""
+    """Keyword arguments of
+    ``timm.models.vision_transformer.VisionTransformer`` for ``arch`` (no
+    classifier: ``num_classes=0``, [CLS] pooling)."""
     return dict(
         img_size=as_pair(img_size),
         patch_size=arch.patch_size[0],

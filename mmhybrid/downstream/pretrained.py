@@ -1,4 +1,5 @@
-"""Pretrained ViT weights into a downstream backbone: every tensor, or an error.
+"""Pretrained ViT weights into a downstream backbone: every tensor, or an
+error.
 
 mmengine's ``Pretrained`` initialiser loads with ``strict=False`` and only logs
 the keys it could not place. A pretraining checkpoint as the runner saves it
@@ -36,8 +37,8 @@ PRETRAINED_KEYS = ('type', 'checkpoint', 'prefix', 'map_location', 'allow')
 class PretrainedMismatchError(CheckpointError):
     """Pretrained weights do not fit the model (the message names the keys).
 
-    A :class:`~mmhybrid.utils.CheckpointError`, so ``tools/train.py`` reports it
-    as one ``ERROR:`` line and exits with status 1.
+    A :class:`~mmhybrid.utils.CheckpointError`, so ``tools/train.py`` reports
+    it as one ``ERROR:`` line and exits with status 1.
     """
 
 
@@ -94,7 +95,10 @@ def match_keys(source: Dict[str, torch.Tensor],
         if source[k].shape != target[k].shape
     ]
     return KeyMatch(
-        kept={k: v for k, v in source.items() if k not in dropped},
+        kept={
+            k: v
+            for k, v in source.items() if k not in dropped
+        },
         missing=[k for k in missing if k not in allowed],
         unexpected=[k for k in unexpected if k not in dropped],
         mismatched=mismatched,
@@ -133,14 +137,17 @@ def fit_pos_embed(pos_embed: torch.Tensor,
     if src_grid == dst_grid:
         return pos_embed
     from mmpretrain.models.utils import resize_pos_embed
-    return resize_pos_embed(pos_embed.float(), src_grid, dst_grid,
-                            mode=mode,
-                            num_extra_tokens=num_extra_tokens).contiguous()
+    return resize_pos_embed(
+        pos_embed.float(),
+        src_grid,
+        dst_grid,
+        mode=mode,
+        num_extra_tokens=num_extra_tokens).contiguous()
 
 
-def read_backbone_state_dict(filename: str,
-                             prefix: Optional[str] = None
-                             ) -> Dict[str, torch.Tensor]:
+def read_backbone_state_dict(
+        filename: str,
+        prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
     """The ViT of a checkpoint, in mmpretrain ``VisionTransformer`` keys.
 
     Args:
@@ -163,8 +170,10 @@ def read_backbone_state_dict(filename: str,
     ckpt = CheckpointLoader.load_checkpoint(filename, map_location='cpu')
     sd = extract_state_dict(ckpt, filename)
     if prefix:
-        under = {k[len(prefix):]: v for k, v in sd.items()
-                 if k.startswith(prefix)}
+        under = {
+            k[len(prefix):]: v
+            for k, v in sd.items() if k.startswith(prefix)
+        }
         sd = under or sd
     try:
         vit, _ = convert_vit_state_dict(sd)
@@ -191,8 +200,8 @@ def mismatch_message(filename: str, model_name: str, match: KeyMatch,
     if match.mismatched:
         parts.append(f'{len(match.mismatched)} shape mismatches (file vs '
                      f'model) {_show(match.mismatched)}')
-    return (f'pretrained weights {filename} do not fit {model_name}: '
-            + '; '.join(parts) + '. Expected every backbone tensor in '
+    return (f'pretrained weights {filename} do not fit {model_name}: ' +
+            '; '.join(parts) + '. Expected every backbone tensor in '
             "mmpretrain VisionTransformer keys (a pretraining checkpoint's "
             "backbone.* or a converter's output); keys that may differ go in "
             'init_cfg.allow (a regex)')
@@ -229,7 +238,7 @@ def load_pretrained_vit(model: torch.nn.Module,
     match = match_keys(source, target, allow)
     if not match.ok:
         raise PretrainedMismatchError(
-            mismatch_message(filename, type(model).__name__, match,
-                             len(target)))
+            mismatch_message(filename,
+                             type(model).__name__, match, len(target)))
     model.load_state_dict(match.kept, strict=not match.allowed_missing)
     return match

@@ -7,9 +7,9 @@ class BF16OptimWrapper(AmpOptimWrapper):
     """bf16 autocast without a loss scaler.
 
     bf16 has fp32's exponent range, so loss scaling buys nothing; mmengine's
-    ``AmpOptimWrapper`` still runs a ``GradScaler`` whose inf check reads a flag
-    back from the GPU every step, stalling the CPU that launches the next kernels.
-    Gradient clipping (``clip_grad``) works as in ``OptimWrapper``.
+    ``AmpOptimWrapper`` still runs a ``GradScaler`` whose inf check reads a
+    flag back from the GPU every step, stalling the CPU that launches the next
+    kernels. Gradient clipping (``clip_grad``) works as in ``OptimWrapper``.
 
     Args:
         **kwargs: As :class:`mmengine.optim.OptimWrapper` (``optimizer``,
@@ -39,5 +39,6 @@ class BF16OptimWrapper(AmpOptimWrapper):
 
     def load_state_dict(self, state_dict: dict) -> None:
         state_dict = dict(state_dict)
-        state_dict.pop('loss_scaler', None)  # resuming from an AmpOptimWrapper run
+        state_dict.pop('loss_scaler',
+                       None)  # resuming from an AmpOptimWrapper run
         OptimWrapper.load_state_dict(self, state_dict)

@@ -3,8 +3,8 @@
 :func:`check_train_config` reads only the config (and stats files): no model is
 built, no data is loaded, no process group is needed. Every problem is reported
 with its config key and the offending value, all of them in one
-:class:`ConfigError`, before the first training step. ``tools/train.py`` runs it
-first. The model checks are the very functions the constructors raise on
+:class:`ConfigError`, before the first training step. ``tools/train.py`` runs
+it first. The model checks are the very functions the constructors raise on
 (``HybridDistill``, ``FrozenTeacher``, ``HybridViT``,
 ``ProgressiveMaskingHook``; :mod:`mmhybrid.models.utils.config_checks`), so a
 config built some other way meets the same rules with the same messages, keys
@@ -21,13 +21,13 @@ final ratio, loss types and names, and the dataset paths (``data_root``,
 import os.path as osp
 from typing import Any, List, Optional, Sequence
 
+from ..models.algorithms.hybrid_distill import IMPORTANCE_SOURCES
+from ..models.teachers.frozen_teacher import AUTOCAST_DTYPES
+from ..models.teachers.vit_formats import FORMATS
 from ..models.utils.config_checks import (ViTGeometry,
                                           distill_geometry_problems,
                                           patch_grid, patch_grid_problems,
                                           relation_pair_problems, vit_default)
-from ..models.algorithms.hybrid_distill import IMPORTANCE_SOURCES
-from ..models.teachers.frozen_teacher import AUTOCAST_DTYPES
-from ..models.teachers.vit_formats import FORMATS
 from ..models.utils.token_masking import (SCHEDULES, SELECTIONS,
                                           mask_ratio_problems)
 from ..utils.checkpoint import url_scheme
@@ -42,7 +42,8 @@ class ConfigError(ValueError):
 
 def type_name(cfg: Any) -> str:
     """The bare registered name of a config's ``type`` (a string with or
-    without its scope, or a class): ``'mmpretrain.Foo'`` and ``Foo`` -> ``'Foo'``."""
+    without its scope, or a class): ``'mmpretrain.Foo'`` and ``Foo`` ->
+    ``'Foo'``."""
     t = cfg.get('type', '') if hasattr(cfg, 'get') else ''
     t = t if isinstance(t, str) else getattr(t, '__name__', str(t))
     return t.split('.')[-1]
@@ -89,8 +90,9 @@ class _Checker:
         if isinstance(arch, str):
             spec = VisionTransformer.arch_zoo.get(arch.lower())
             if spec is None:
-                self.err(f'{key}.arch', arch, 'unknown ViT arch; expected one '
-                         f'of {sorted(VisionTransformer.arch_zoo)} or a dict')
+                self.err(
+                    f'{key}.arch', arch, 'unknown ViT arch; expected one '
+                    f'of {sorted(VisionTransformer.arch_zoo)} or a dict')
                 return None
         else:
             spec = dict(arch)
@@ -101,17 +103,21 @@ class _Checker:
         img_size = cfg.get('img_size', vit_default('img_size'))
         patch_size = cfg.get('patch_size', vit_default('patch_size'))
         self.report(patch_grid_problems(img_size, patch_size, f'{key}.'))
-        return ViTGeometry(dims=int(spec['embed_dims']),
-                           layers=int(spec['num_layers']),
-                           heads=int(spec['num_heads']),
-                           grid=patch_grid(img_size, patch_size), arch=arch,
-                           img_size=img_size)
+        return ViTGeometry(
+            dims=int(spec['embed_dims']),
+            layers=int(spec['num_layers']),
+            heads=int(spec['num_heads']),
+            grid=patch_grid(img_size, patch_size),
+            arch=arch,
+            img_size=img_size)
 
     def check_pretrained_file(self) -> None:
         """A downstream backbone's ``init_cfg`` ``Pretrained`` checkpoint:
-        missing or corrupt fails here, before datasets and model are built.
-        A ``scheme://`` location is left to mmengine's ``CheckpointLoader``,
-        which reads it (``s3://`` through its file backends)."""
+
+        missing or corrupt fails here, before datasets and model are built. A
+        ``scheme://`` location is left to mmengine's ``CheckpointLoader``,
+        which reads it (``s3://`` through its file backends).
+        """
         backbone = (self.cfg.get('model') or {}).get('backbone') or {}
         init = backbone.get('init_cfg')
         many = isinstance(init, (list, tuple))
@@ -142,27 +148,36 @@ class _Checker:
                             tm_cfg.get('backbone'))
         for name, t_cfg in (('teacher_feat', tc_cfg), ('teacher_rel', tm_cfg)):
             key = f'model.{name}'
-            self.report(teacher_file_problems(
-                t_cfg.get('checkpoint'), f'{key}.checkpoint', read=True))
+            self.report(
+                teacher_file_problems(
+                    t_cfg.get('checkpoint'), f'{key}.checkpoint', read=True))
             for arg, choices in (('checkpoint_format', FORMATS),
                                  ('autocast_dtype', AUTOCAST_DTYPES)):
                 if arg in t_cfg:
-                    self.report(choice_problems(f'{key}.{arg}', t_cfg[arg],
-                                                choices))
+                    self.report(
+                        choice_problems(f'{key}.{arg}', t_cfg[arg], choices))
         for arg, choices in (('importance_source', IMPORTANCE_SOURCES),
                              ('token_selection', SELECTIONS)):
             if arg in model:
-                self.report(choice_problems(f'model.{arg}', model[arg],
-                                            choices))
+                self.report(
+                    choice_problems(f'model.{arg}', model[arg], choices))
         if s:
             neck = model.get('neck') or {}
-            self.report(distill_geometry_problems(
-                s, tc, tm, neck.get('in_channels'), neck.get('out_channels'),
-                prefix='model.'))
+            self.report(
+                distill_geometry_problems(
+                    s,
+                    tc,
+                    tm,
+                    neck.get('in_channels'),
+                    neck.get('out_channels'),
+                    prefix='model.'))
         if s and tm:
-            self.report(relation_pair_problems(
-                model.get('relation_pairs'), s.layers, tm.layers,
-                prefix='model.'))
+            self.report(
+                relation_pair_problems(
+                    model.get('relation_pairs'),
+                    s.layers,
+                    tm.layers,
+                    prefix='model.'))
         self.check_ratio('model.mask_ratio', model.get('mask_ratio', 0.0), s)
         self.check_losses(model)
         return s
@@ -196,8 +211,9 @@ class _Checker:
             if not _is(h, 'ProgressiveMaskingHook'):
                 continue
             if 'schedule' in h:
-                self.report(choice_problems(f'custom_hooks[{i}].schedule',
-                                            h['schedule'], SCHEDULES))
+                self.report(
+                    choice_problems(f'custom_hooks[{i}].schedule',
+                                    h['schedule'], SCHEDULES))
             for name in ('final_ratio', 'start_ratio'):
                 if name in h:
                     self.check_ratio(f'custom_hooks[{i}].{name}', h[name],
@@ -238,8 +254,8 @@ class _Checker:
 
     def check_data(self) -> None:
         for loader, loop in (('train_dataloader', 'train_cfg'),
-                             ('val_dataloader', 'val_cfg'),
-                             ('test_dataloader', 'test_cfg')):
+                             ('val_dataloader', 'val_cfg'), ('test_dataloader',
+                                                             'test_cfg')):
             dl = self.cfg.get(loader)
             if dl is None or (loader != 'train_dataloader'
                               and self.cfg.get(loop) is None):

@@ -4,8 +4,8 @@ Reading never runs code: pickles are opened with torch's weights-only unpickler
 plus the allow-list of :mod:`mmhybrid.compat` (torch >= 2.6), or with
 :mod:`mmhybrid.utils.safe_unpickler`, as strict and with the same allow-list
 (torch 2.1-2.5); ``.safetensors`` with safetensors. Writing is
-atomic: a file is written next to its destination and renamed into place, so a crash
-never leaves a half-written checkpoint under the real name.
+atomic: a file is written next to its destination and renamed into place, so a
+crash never leaves a half-written checkpoint under the real name.
 """
 import os
 import os.path as osp
@@ -22,14 +22,15 @@ from .safe_unpickler import load_restricted
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, corrupt, unsafe or has the wrong content."""
+    """A checkpoint file is missing, corrupt, unsafe or has the wrong
+    content."""
 
 
 def _reason(err: BaseException, limit: int = 240) -> str:
     """The informative part of torch's error, without its advice to turn safe
     loading off."""
-    skip = ('weights_only', 'documentation', 'file an issue', 'can still be loaded',
-            'trust the source', 'arbitrary code')
+    skip = ('weights_only', 'documentation', 'file an issue',
+            'can still be loaded', 'trust the source', 'arbitrary code')
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
     kept = [ln for ln in lines if not any(s in ln.lower() for s in skip)]
     text = ' '.join(kept) or type(err).__name__
@@ -65,8 +66,7 @@ def unsupported_location(path: str) -> Optional[str]:
     preflight check, the converters, the analysis tools): ``s3://``,
     ``petrel://`` and other schemes are refused, in one line, before anything
     is built. (A downstream backbone's ``Pretrained`` checkpoint is read by
-    mmengine's ``CheckpointLoader`` instead, whose file backends do read
-    them.)
+    mmengine's ``CheckpointLoader`` instead, whose file backends do read them.)
     """
     scheme = url_scheme(path)
     if scheme is None or scheme in URL_SCHEMES:
@@ -76,20 +76,21 @@ def unsupported_location(path: str) -> Optional[str]:
             'disk first')
 
 
-# a global outside the allow-list, as this package's unpickler (torch < 2.6) and
-# torch's own weights-only unpickler (2.4+, which drops a 'builtins.' prefix;
-# 2.1-2.3 with TORCH_FORCE_WEIGHTS_ONLY_LOAD=1) say it
+# a global outside the allow-list, as this package's unpickler (torch < 2.6)
+# and torch's own weights-only unpickler (2.4+, which drops a 'builtins.'
+# prefix; 2.1-2.3 with TORCH_FORCE_WEIGHTS_ONLY_LOAD=1) say it
 _UNLISTED_GLOBAL = re.compile(
     r"refuses global '([^']+)'|GLOBAL (\S+) (?:was not an allowed|whose module)"
     r'|Unsupported class (\S+)')
 # any other refusal of either unpickler (a call, a construction, a state)
-_REFUSED = re.compile(r'(refuses|refused getattr|unsupported global|unrecognized '
-                      r'function|is blocked|can only (?:build|create))[^\n]*',
-                      re.IGNORECASE)
+_REFUSED = re.compile(
+    r'(refuses|refused getattr|unsupported global|unrecognized '
+    r'function|is blocked|can only (?:build|create))[^\n]*', re.IGNORECASE)
 
 
 def _refusal(err: BaseException) -> Optional[str]:
-    """Why a safe unpickler refused a file, or None if the file is unreadable."""
+    """Why a safe unpickler refused a file, or None if the file is
+    unreadable."""
     msg = str(err)
     found = _UNLISTED_GLOBAL.search(msg)
     if found:
@@ -104,17 +105,22 @@ def _refusal(err: BaseException) -> Optional[str]:
     return None
 
 
-def _read_pickled(filename: str, map_location: Union[str, torch.device]) -> Any:
-    """torch's weights-only unpickler where it takes mmhybrid's allow-list (torch
-    >= 2.6), an equally strict one of mmhybrid's on older torch."""
+def _read_pickled(filename: str, map_location: Union[str,
+                                                     torch.device]) -> Any:
+    """torch's weights-only unpickler where it takes mmhybrid's allow-list
+    (torch.
+
+    >= 2.6), an equally strict one of mmhybrid's on older torch.
+    """
     if compat.torch_has_safe_globals():
-        return torch.load(filename, map_location=map_location, weights_only=True)
+        return torch.load(
+            filename, map_location=map_location, weights_only=True)
     return load_restricted(filename, map_location)
 
 
 def _download(url: str) -> str:
-    """The copy of ``url`` in torch's hub cache (``<hub>/checkpoints``, named as
-    ``torch.hub.load_state_dict_from_url`` names it), downloaded once."""
+    """The copy of ``url`` in torch's hub cache (``<hub>/checkpoints``, named
+    as ``torch.hub.load_state_dict_from_url`` names it), downloaded once."""
     folder = osp.join(torch.hub.get_dir(), 'checkpoints')
     os.makedirs(folder, exist_ok=True)
     cached = osp.join(folder, osp.basename(urlparse(url).path))
@@ -151,24 +157,25 @@ def _load_local(filename: str, map_location: Union[str, torch.device],
             f'{_reason(e)}') from None
 
 
-def load_checkpoint_file(filename: Union[str, os.PathLike],
-                         map_location: Union[str, torch.device] = 'cpu') -> Any:
+def load_checkpoint_file(
+        filename: Union[str, os.PathLike],
+        map_location: Union[str, torch.device] = 'cpu') -> Any:
     """Load a checkpoint safely, on every supported torch (>= 2.1).
 
     Args:
-        filename (str | PathLike): Local path, ``http(s)://`` URL (downloaded into
-            torch's hub cache) or ``.safetensors`` file.
-        map_location (str | torch.device): Where tensors are mapped. Defaults to
-            ``'cpu'``.
+        filename (str | PathLike): Local path, ``http(s)://`` URL
+            (downloaded into torch's hub cache) or ``.safetensors`` file.
+        map_location (str | torch.device): Where tensors are mapped.
+            Defaults to ``'cpu'``.
 
     Returns:
         Whatever the file holds (usually a dict of tensors, or a dict with a
         ``state_dict``/``model`` entry).
 
     Raises:
-        CheckpointError: If the file is missing, truncated, not a checkpoint, or
-            contains a pickled object outside the safe allow-list (the message
-            names the refused global).
+        CheckpointError: If the file is missing, truncated, not a
+            checkpoint, or contains a pickled object outside the safe
+            allow-list (the message names the refused global).
     """
     compat.apply()
     filename = os.fspath(filename)
@@ -183,12 +190,15 @@ def load_checkpoint_file(filename: Union[str, os.PathLike],
     return _load_local(_download(filename), map_location, filename)
 
 
-def save_checkpoint_atomic(obj: Any, filename: Union[str, os.PathLike]) -> None:
-    """Save ``obj`` with :func:`torch.save` so that ``filename`` is never partial.
+def save_checkpoint_atomic(obj: Any, filename: Union[str,
+                                                     os.PathLike]) -> None:
+    """Save ``obj`` with :func:`torch.save` so that ``filename`` is never
+    partial.
 
     Args:
         obj (Any): What to save.
-        filename (str | PathLike): Destination. Its folder is created if needed.
+        filename (str | PathLike): Destination. Its folder is created if
+            needed.
     """
     filename = os.fspath(filename)
 
@@ -202,7 +212,8 @@ def save_checkpoint_atomic(obj: Any, filename: Union[str, os.PathLike]) -> None:
     write_atomic(filename, write)
 
 
-def write_atomic(filename: str, write: Callable[[IO], None],
+def write_atomic(filename: str,
+                 write: Callable[[IO], None],
                  mode: str = 'wb') -> None:
     """Write ``filename`` through ``write(f)`` into a temporary file beside it,
     fsync, then rename into place: readers see the old file or the new one,
@@ -232,14 +243,15 @@ def write_atomic(filename: str, write: Callable[[IO], None],
 def extract_state_dict(ckpt: Any, filename: str = '<checkpoint>') -> dict:
     """Return the tensor dict inside the common checkpoint wrappers.
 
-    Handles ``{'state_dict': ...}`` (mmengine), ``{'model': ...}`` (MAE, DeiT, FD),
-    ``{'module': ...}`` (DeepSpeed), ``{'teacher': ...}`` (DINO training
+    Handles ``{'state_dict': ...}`` (mmengine), ``{'model': ...}`` (MAE, DeiT,
+    FD), ``{'module': ...}`` (DeepSpeed), ``{'teacher': ...}`` (DINO training
     checkpoints: the EMA teacher is the model DINO evaluates) and plain state
     dicts.
     """
     if not isinstance(ckpt, dict):
         raise CheckpointError(
-            f'{filename}: expected a dict of tensors, got {type(ckpt).__name__}')
+            f'{filename}: expected a dict of tensors, got {type(ckpt).__name__}'
+        )
     for key in ('state_dict', 'model', 'module', 'teacher'):
         inner = ckpt.get(key)
         if isinstance(inner, dict) and inner and all(

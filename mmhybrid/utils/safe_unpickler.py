@@ -19,7 +19,6 @@ It extends CPython's pure-Python unpickler, whose opcode table can be
 restricted; a checkpoint's pickle holds only the structure (tensor data lives
 in separate records), so its speed does not matter.
 """
-import _compat_pickle
 import functools
 import os
 import pickle
@@ -27,6 +26,7 @@ import sys
 from collections import OrderedDict
 from typing import IO, Any, Callable, Dict, Union
 
+import _compat_pickle
 import torch
 
 from .. import compat
@@ -48,7 +48,8 @@ def allowed_globals() -> Dict[str, object]:
         dict: ``'module.name'`` -> object, for every global a pickle may name.
     """
     from torch._weights_only_unpickler import _get_allowed_globals
-    found = dict(_get_allowed_globals())  # this torch's tensor rebuild functions
+    found = dict(
+        _get_allowed_globals())  # this torch's tensor rebuild functions
     found.update(compat.safe_globals())
     return found
 
@@ -70,13 +71,17 @@ _Base = pickle._Unpickler  # the pure-Python one: its opcode table is a dict
 
 class Unpickler(_Base):
     """``pickle.Unpickler`` restricted to :func:`allowed_globals` (see the
-    module docstring). Same arguments as :class:`pickle.Unpickler`."""
+    module docstring).
+
+    Same arguments as :class:`pickle.Unpickler`.
+    """
 
     dispatch = dict(_Base.dispatch)
 
     def find_class(self, module: str, name: str) -> Any:
         if self.proto < 3 and self.fix_imports:
-            # protocol 2 (torch.save's) writes Python 2 names: __builtin__.getattr
+            # protocol 2 (torch.save's) writes Python 2 names:
+            # __builtin__.getattr
             module, name = _compat_pickle.NAME_MAPPING.get(
                 (module, name),
                 (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
@@ -178,18 +183,23 @@ def load_restricted(f: Union[str, os.PathLike, IO[bytes]],
     """:func:`torch.load` with this module as its unpickler.
 
     Args:
-        f (str | PathLike | file): A checkpoint in torch's zip or legacy format.
+        f (str | PathLike | file): A checkpoint in torch's zip or legacy
+            format.
         map_location (str | torch.device): Where tensors are mapped. Defaults
             to ``'cpu'``.
 
     Raises:
-        pickle.UnpicklingError: A global, call or state outside the allow-list
-            (:class:`RefusedGlobal` names the global). Nothing of the pickle ran.
+        pickle.UnpicklingError: A global, call or state outside the
+            allow-list (:class:`RefusedGlobal` names the global). Nothing of
+            the pickle ran.
     """
     if _env_forces_weights_only():
         # torch then refuses any pickle_module; its own unpickler is stricter
         return torch.load(f, map_location=map_location, weights_only=True)
     # weights_only=False only lets torch take a pickle_module: this module *is*
     # the weights-only unpickler
-    return torch.load(f, map_location=map_location,
-                      pickle_module=sys.modules[__name__], weights_only=False)
+    return torch.load(
+        f,
+        map_location=map_location,
+        pickle_module=sys.modules[__name__],
+        weights_only=False)

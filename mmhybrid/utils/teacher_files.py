@@ -4,8 +4,9 @@ Every rank of a training job loads the frozen teachers. Reading a URL in every
 rank would make 8 processes per node download the same file at once into the
 same cache. Instead local rank 0 of each node downloads into torch hub's cache
 (``<hub dir>/checkpoints/``, where ``torch.hub.load_state_dict_from_url`` and
-mmengine's ``load_url`` keep it too), the other ranks wait for it, then all read
-the cached file. A failed download is reported on every rank, naming the URL.
+mmengine's ``load_url`` keep it too), the other ranks wait for it, then all
+read the cached file. A failed download is reported on every rank, naming the
+URL.
 """
 import os
 import os.path as osp
@@ -18,8 +19,10 @@ from mmengine.dist import all_gather_object, is_distributed
 from .checkpoint import CheckpointError, is_url, unsupported_location
 from .problems import Problem
 
-__all__ = ['is_url', 'cached_file', 'fetch_teacher_file',
-           'teacher_file_problems', 'downloads_for_node']
+__all__ = [
+    'is_url', 'cached_file', 'fetch_teacher_file', 'teacher_file_problems',
+    'downloads_for_node'
+]
 
 
 def teacher_file_problems(path: Any,

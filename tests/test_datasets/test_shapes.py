@@ -1,4 +1,5 @@
-"""Tests of the built-in generated "shapes" dataset and its three on-disk layouts."""
+"""Tests of the built-in generated "shapes" dataset and its three on-disk
+layouts."""
 import json
 import os
 import os.path as osp
@@ -11,15 +12,20 @@ from PIL import Image
 
 import mmhybrid  # noqa: F401  (stack fixes before mmdet / mmseg are imported)
 from mmhybrid.datasets import (SHAPE_CLASSES, make_ade20k_style, make_all,
-                               make_coco_style, make_imagenet_style, render_sample)
-from mmhybrid.datasets import shapes
+                               make_coco_style, make_imagenet_style,
+                               render_sample, shapes)
 
 NUM_CLASSES = len(SHAPE_CLASSES)
 
 
 def _tight_box(mask):
     ys, xs = np.nonzero(mask)
-    return [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+    return [
+        xs.min(),
+        ys.min(),
+        xs.max() - xs.min() + 1,
+        ys.max() - ys.min() + 1
+    ]
 
 
 def _dilate(mask, r):
@@ -55,7 +61,7 @@ def _snapshot(root):
     return out
 
 
-# ------------------------------------------------------------------- render_sample
+# --------------------------------------------------------------- render_sample
 def test_classes_sorted_and_distinct():
     # CustomDataset numbers scanned class folders in sorted order
     assert len(set(SHAPE_CLASSES)) == NUM_CLASSES >= 5
@@ -99,7 +105,8 @@ def test_render_contract(size):
         # the dominant shape is the largest one
         areas = [i['mask'].sum() for i in insts]
         assert areas[0] == max(areas)
-        # shapes are painted in a colour that stands out from their surroundings
+        # shapes are painted in a colour that stands out from their
+        # surroundings
         for inst in insts:
             near = _dilate(inst['mask'], 2) & (union == 0)
             inside = img[inst['mask']].astype(float).mean(0)
@@ -110,12 +117,12 @@ def test_render_contract(size):
 
 
 def test_shape_geometry_matches_class():
-    """Rings have a hole at their centre; circles, squares, stars do not; and the
-    fill ratio of the mask within its bbox tells circles from triangles."""
+    """Rings have a hole at their centre; circles, squares, stars do not; and
+    the fill ratio of the mask within its bbox tells circles from triangles."""
     seen = set()
     for seed in range(150):
         s = render_sample(np.random.default_rng(seed), max_extra=0)
-        (inst,) = s['instances']
+        (inst, ) = s['instances']
         m, name = inst['mask'], SHAPE_CLASSES[inst['label']]
         x, y, w, h = (int(v) for v in inst['bbox'])
         cx, cy = x + w // 2, y + h // 2
@@ -144,7 +151,8 @@ def test_max_extra_zero_and_bad_args():
 
 
 def test_polygon_to_mask_matches_pycocotools():
-    """The numpy port of the COCO rasteriser gives pycocotools' masks exactly."""
+    """The numpy port of the COCO rasteriser gives pycocotools' masks
+    exactly."""
     from pycocotools import mask as mask_utils
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -156,15 +164,15 @@ def test_polygon_to_mask_matches_pycocotools():
         except ValueError:  # degenerate after rounding
             continue
         ref = mask_utils.decode(mask_utils.frPyObjects([poly], h, w)[0])
-        np.testing.assert_array_equal(shapes.polygon_to_mask(poly, h, w),
-                                      ref.astype(bool))
+        np.testing.assert_array_equal(
+            shapes.polygon_to_mask(poly, h, w), ref.astype(bool))
 
 
-# ---------------------------------------------------------------------- ImageNet
+# -------------------------------------------------------------------- ImageNet
 def test_imagenet_style_layout_and_mmpretrain(tmp_path):
     from mmpretrain.datasets import CustomDataset, ImageNet
-    root = make_imagenet_style(str(tmp_path / 'imagenet'), num_train=12,
-                               num_val=7, size=32, seed=3)
+    root = make_imagenet_style(
+        str(tmp_path / 'imagenet'), num_train=12, num_val=7, size=32, seed=3)
     assert root == str(tmp_path / 'imagenet')
     with open(osp.join(root, 'classes.txt')) as f:
         assert tuple(f.read().split()) == SHAPE_CLASSES
@@ -178,8 +186,10 @@ def test_imagenet_style_layout_and_mmpretrain(tmp_path):
             img = np.asarray(Image.open(osp.join(root, split, rel)))
             assert img.shape == (32, 32, 3)
             # the file is the seeded render, and its folder is its label
-            sample = shapes._render(shapes._sample_rng(3, 'imagenet', split, i), 32,
-                                    label=int(label))
+            sample = shapes._render(
+                shapes._sample_rng(3, 'imagenet', split, i),
+                32,
+                label=int(label))
             np.testing.assert_array_equal(img, sample['image'])
             assert sample['label'] == int(label)
         for cls in SHAPE_CLASSES:
@@ -194,14 +204,20 @@ def test_imagenet_style_layout_and_mmpretrain(tmp_path):
         cls = osp.basename(osp.dirname(info['img_path']))
         assert info['gt_label'] == SHAPE_CLASSES.index(cls)
     # ImageNet-style annotation lists
-    ds = CustomDataset(data_root=root, data_prefix='val', ann_file='meta/val.txt',
-                       metainfo=dict(classes=SHAPE_CLASSES))
+    ds = CustomDataset(
+        data_root=root,
+        data_prefix='val',
+        ann_file='meta/val.txt',
+        metainfo=dict(classes=SHAPE_CLASSES))
     assert len(ds) == 7
-    assert sorted(ds.get_gt_labels().tolist()) == sorted(
-        i % NUM_CLASSES for i in range(7))
+    assert sorted(ds.get_gt_labels().tolist()) == sorted(i % NUM_CLASSES
+                                                         for i in range(7))
     assert all(osp.isfile(ds.get_data_info(i)['img_path']) for i in range(7))
-    ds = ImageNet(data_root=root, data_prefix='train', ann_file='meta/train.txt',
-                  metainfo=dict(classes=SHAPE_CLASSES))
+    ds = ImageNet(
+        data_root=root,
+        data_prefix='train',
+        ann_file='meta/train.txt',
+        metainfo=dict(classes=SHAPE_CLASSES))
     assert len(ds) == 12 and tuple(ds.metainfo['classes']) == SHAPE_CLASSES
 
 
@@ -209,8 +225,8 @@ def test_imagenet_style_layout_and_mmpretrain(tmp_path):
 def test_coco_style_pycocotools_and_mmdet(tmp_path):
     from mmdet.datasets import CocoDataset
     from pycocotools.coco import COCO
-    root = make_coco_style(str(tmp_path / 'coco'), num_train=10, num_val=4,
-                           size=64, seed=1)
+    root = make_coco_style(
+        str(tmp_path / 'coco'), num_train=10, num_val=4, size=64, seed=1)
     for split, num in (('train', 10), ('val', 4)):
         ann = osp.join(root, 'annotations', f'instances_{split}2017.json')
         coco = COCO(ann)
@@ -225,7 +241,8 @@ def test_coco_style_pycocotools_and_mmdet(tmp_path):
             assert (info['width'], info['height']) == (64, 64)
             img = Image.open(osp.join(root, f'{split}2017', info['file_name']))
             assert img.size == (64, 64) and img.mode == 'RGB'
-            sample = shapes._render(shapes._sample_rng(1, 'coco', split, i), 64)
+            sample = shapes._render(
+                shapes._sample_rng(1, 'coco', split, i), 64)
             anns = coco.loadAnns(coco.getAnnIds(imgIds=img_id))
             assert len(anns) == len(sample['instances'])
             for a, inst in zip(anns, sample['instances']):
@@ -237,20 +254,25 @@ def test_coco_style_pycocotools_and_mmdet(tmp_path):
                 assert _iou(decoded, inst['mask']) > 0.9
                 # the polygon decodes to exactly the painted pixels
                 np.testing.assert_array_equal(decoded, inst['mask'])
-                np.testing.assert_allclose(a['bbox'], _tight_box(decoded), atol=1)
+                np.testing.assert_allclose(
+                    a['bbox'], _tight_box(decoded), atol=1)
                 assert a['area'] == pytest.approx(decoded.sum())
             # the jpg shows the shapes: mean colour close to the rendered one
             arr = np.asarray(img, dtype=float)
             assert np.abs(arr - sample['image']).mean() < 6
 
     ds = CocoDataset(
-        data_root=root, ann_file='annotations/instances_train2017.json',
-        data_prefix=dict(img='train2017/'), metainfo=dict(classes=SHAPE_CLASSES),
-        lazy_init=False, test_mode=False, pipeline=[])
+        data_root=root,
+        ann_file='annotations/instances_train2017.json',
+        data_prefix=dict(img='train2017/'),
+        metainfo=dict(classes=SHAPE_CLASSES),
+        lazy_init=False,
+        test_mode=False,
+        pipeline=[])
     assert len(ds) == 10
     coco = COCO(osp.join(root, 'annotations', 'instances_train2017.json'))
-    assert sum(len(ds[i]['instances']) for i in range(len(ds))) == len(
-        coco.dataset['annotations'])
+    assert sum(len(ds[i]['instances'])
+               for i in range(len(ds))) == len(coco.dataset['annotations'])
     item = ds[0]
     assert osp.isfile(item['img_path'])
     for inst in item['instances']:
@@ -263,43 +285,52 @@ def test_coco_style_pycocotools_and_mmdet(tmp_path):
     from mmcv.transforms import LoadImageFromFile
     from mmdet.datasets.transforms import LoadAnnotations
     ds = CocoDataset(
-        data_root=root, ann_file='annotations/instances_train2017.json',
-        data_prefix=dict(img='train2017/'), metainfo=dict(classes=SHAPE_CLASSES),
-        lazy_init=False, test_mode=False,
-        pipeline=[LoadImageFromFile(),
-                  LoadAnnotations(with_bbox=True, with_label=True, with_mask=True)])
+        data_root=root,
+        ann_file='annotations/instances_train2017.json',
+        data_prefix=dict(img='train2017/'),
+        metainfo=dict(classes=SHAPE_CLASSES),
+        lazy_init=False,
+        test_mode=False,
+        pipeline=[
+            LoadImageFromFile(),
+            LoadAnnotations(with_bbox=True, with_label=True, with_mask=True)
+        ])
     for i in range(3):
         res = ds[i]
         sample = shapes._render(shapes._sample_rng(1, 'coco', 'train', i), 64)
         assert res['img'].shape == (64, 64, 3)
         assert res['gt_bboxes_labels'].tolist() == [
-            inst['label'] for inst in sample['instances']]
+            inst['label'] for inst in sample['instances']
+        ]
         assert not res['gt_ignore_flags'].any()
         np.testing.assert_array_equal(
             res['gt_masks'].masks.astype(bool),
             np.stack([inst['mask'] for inst in sample['instances']]))
-        xyxy = [[x, y, x + w, y + h] for x, y, w, h in
-                (inst['bbox'] for inst in sample['instances'])]
+        xyxy = [[x, y, x + w, y + h]
+                for x, y, w, h in (inst['bbox']
+                                   for inst in sample['instances'])]
         np.testing.assert_allclose(res['gt_bboxes'].numpy(), xyxy)
 
 
-# ----------------------------------------------------------------------- ADE20K
+# ---------------------------------------------------------------------- ADE20K
 def test_ade20k_style_and_mmseg(tmp_path):
     from mmseg.datasets import ADE20KDataset
-    root = make_ade20k_style(str(tmp_path / 'ade'), num_train=8, num_val=3,
-                             size=48, seed=2)
-    for split, folder, num in (('train', 'training', 8), ('val', 'validation', 3)):
+    root = make_ade20k_style(
+        str(tmp_path / 'ade'), num_train=8, num_val=3, size=48, seed=2)
+    for split, folder, num in (('train', 'training', 8), ('val', 'validation',
+                                                          3)):
         imgs = sorted(os.listdir(osp.join(root, 'images', folder)))
         segs = sorted(os.listdir(osp.join(root, 'annotations', folder)))
         assert len(imgs) == num and all(f.endswith('.jpg') for f in imgs)
-        assert [osp.splitext(f)[0] for f in imgs] == [
-            osp.splitext(f)[0] for f in segs]
+        assert [osp.splitext(f)[0]
+                for f in imgs] == [osp.splitext(f)[0] for f in segs]
         for i, name in enumerate(segs):
             seg_img = Image.open(osp.join(root, 'annotations', folder, name))
             assert seg_img.mode == 'L' and seg_img.size == (48, 48)
             seg = np.asarray(seg_img)
             assert seg.min() >= 0 and seg.max() <= NUM_CLASSES
-            sample = shapes._render(shapes._sample_rng(2, 'ade20k', split, i), 48)
+            sample = shapes._render(
+                shapes._sample_rng(2, 'ade20k', split, i), 48)
             expected = np.zeros((48, 48), dtype=np.uint8)
             for inst in sample['instances']:
                 expected[inst['mask']] = inst['label'] + 1
@@ -315,10 +346,13 @@ def test_ade20k_style_and_mmseg(tmp_path):
         METAINFO = dict(classes=SHAPE_CLASSES, palette=palette)
 
     ds = ShapesADE20K(
-        data_root=root, metainfo=dict(classes=SHAPE_CLASSES, palette=palette),
-        reduce_zero_label=True, lazy_init=False, pipeline=[],
-        data_prefix=dict(img_path='images/training',
-                         seg_map_path='annotations/training'))
+        data_root=root,
+        metainfo=dict(classes=SHAPE_CLASSES, palette=palette),
+        reduce_zero_label=True,
+        lazy_init=False,
+        pipeline=[],
+        data_prefix=dict(
+            img_path='images/training', seg_map_path='annotations/training'))
     assert len(ds) == 8
     assert tuple(ds.metainfo['classes']) == SHAPE_CLASSES
     info = ds.get_data_info(0)
@@ -333,13 +367,15 @@ def test_ade20k_style_and_mmseg(tmp_path):
     from mmcv.transforms import LoadImageFromFile
     from mmseg.datasets.transforms import LoadAnnotations
     ds = ShapesADE20K(
-        data_root=root, reduce_zero_label=True,
+        data_root=root,
+        reduce_zero_label=True,
         pipeline=[LoadImageFromFile(), LoadAnnotations()],
-        data_prefix=dict(img_path='images/training',
-                         seg_map_path='annotations/training'))
+        data_prefix=dict(
+            img_path='images/training', seg_map_path='annotations/training'))
     for i in range(3):
         res = ds[i]
-        sample = shapes._render(shapes._sample_rng(2, 'ade20k', 'train', i), 48)
+        sample = shapes._render(
+            shapes._sample_rng(2, 'ade20k', 'train', i), 48)
         expected = np.full((48, 48), 255, dtype=np.uint8)
         for inst in sample['instances']:
             expected[inst['mask']] = inst['label']
@@ -347,7 +383,7 @@ def test_ade20k_style_and_mmseg(tmp_path):
         np.testing.assert_array_equal(res['gt_seg_map'], expected)
 
 
-# ------------------------------------------------------------- idempotent / safe
+# ----------------------------------------------------------- idempotent / safe
 def test_idempotent_skip_and_regenerate(tmp_path):
     root = str(tmp_path / 'coco')
     make_coco_style(root, num_train=3, num_val=2, size=32)
@@ -369,12 +405,12 @@ def test_idempotent_skip_and_regenerate(tmp_path):
     # same seed, same bytes of annotation; other seed, other data
     with open(osp.join(root, 'annotations', 'instances_val2017.json')) as f:
         ann_a = f.read()
-    other = make_coco_style(str(tmp_path / 'coco2'), num_train=4, num_val=2,
-                            size=32)
+    other = make_coco_style(
+        str(tmp_path / 'coco2'), num_train=4, num_val=2, size=32)
     with open(osp.join(other, 'annotations', 'instances_val2017.json')) as f:
         assert f.read() == ann_a
-    other = make_coco_style(str(tmp_path / 'coco3'), num_train=4, num_val=2,
-                            size=32, seed=5)
+    other = make_coco_style(
+        str(tmp_path / 'coco3'), num_train=4, num_val=2, size=32, seed=5)
     with open(osp.join(other, 'annotations', 'instances_val2017.json')) as f:
         assert f.read() != ann_a
 
@@ -420,28 +456,35 @@ def test_refuses_to_overwrite_foreign_folder(tmp_path):
     assert (empty / 'meta' / 'train.txt').is_file()
 
 
-# ------------------------------------------------------------------- make_all / CLI
+# -------------------------------------------------------------- make_all / CLI
 def test_make_all(tmp_path):
-    paths = make_all(str(tmp_path), size=32, seed=0, num_train=3, num_val=2,
-                     coco_num_val=1)
+    paths = make_all(
+        str(tmp_path), size=32, seed=0, num_train=3, num_val=2, coco_num_val=1)
     assert set(paths) == {'imagenet', 'ade20k', 'coco'}
     for fmt, p in paths.items():
         assert p == str(tmp_path / fmt)
         assert osp.isfile(osp.join(p, shapes.META_FILE))
-    assert len(os.listdir(osp.join(paths['ade20k'], 'images', 'training'))) == 3
-    with open(osp.join(paths['coco'], 'annotations',
-                       'instances_val2017.json')) as f:
+    assert len(os.listdir(osp.join(paths['ade20k'], 'images',
+                                   'training'))) == 3
+    with open(
+            osp.join(paths['coco'], 'annotations',
+                     'instances_val2017.json')) as f:
         assert len(json.load(f)['images']) == 1
     with pytest.raises(TypeError):
         make_all(str(tmp_path), num_trian=3)
 
 
 def test_cli(tmp_path, repo_root):
-    out = subprocess.run(
-        [sys.executable, osp.join(repo_root, 'tools', 'data', 'make_shapes.py'),
-         str(tmp_path), '--size', '32', '--num-train', '3', '--num-val', '2',
-         '--formats', 'coco', 'imagenet'],
-        capture_output=True, text=True, check=True, cwd=repo_root)
+    out = subprocess.run([
+        sys.executable,
+        osp.join(repo_root, 'tools', 'data', 'make_shapes.py'),
+        str(tmp_path), '--size', '32', '--num-train', '3', '--num-val', '2',
+        '--formats', 'coco', 'imagenet'
+    ],
+                         capture_output=True,
+                         text=True,
+                         check=True,
+                         cwd=repo_root)
     assert str(tmp_path / 'coco') in out.stdout
     assert str(tmp_path / 'imagenet') in out.stdout
     assert sorted(os.listdir(tmp_path)) == ['coco', 'imagenet']
@@ -455,8 +498,8 @@ def test_object_task_draws_one_bright_upright_shape_of_its_class():
     from mmhybrid.datasets import render_object
     for label in range(len(SHAPE_CLASSES)):
         for i in range(4):
-            s = render_object(np.random.default_rng([label, i]), 64,
-                              label=label)
+            s = render_object(
+                np.random.default_rng([label, i]), 64, label=label)
             (inst, ) = s['instances']
             assert s['label'] == inst['label'] == label
             img = s['image'].astype(float).mean(-1)
@@ -469,8 +512,8 @@ def test_object_task_draws_one_bright_upright_shape_of_its_class():
     b = render_object(rng_b, 64, label=(a['label'] + 1) % len(SHAPE_CLASSES))
     assert b['label'] != a['label']
     assert rng_a.bit_generator.state == rng_b.bit_generator.state
-    assert (render_object(np.random.default_rng(3), 64)['image'] ==
-            a['image']).all()
+    assert (render_object(np.random.default_rng(3),
+                          64)['image'] == a['image']).all()
 
 
 def test_object_and_scene_tasks_are_separate_datasets(tmp_path):
@@ -479,8 +522,8 @@ def test_object_and_scene_tasks_are_separate_datasets(tmp_path):
     first = sorted(os.listdir(osp.join(root, 'train', 'circle')))
     img_obj = np.array(Image.open(osp.join(root, 'train', 'circle', first[0])))
     make_imagenet_style(root, num_train=5, num_val=5, size=32, task='scene')
-    img_scene = np.array(Image.open(osp.join(root, 'train', 'circle',
-                                             first[0])))
+    img_scene = np.array(
+        Image.open(osp.join(root, 'train', 'circle', first[0])))
     assert not (img_obj == img_scene).all()  # regenerated, not reused
-    with pytest.raises(ValueError, match="task must be one of"):
+    with pytest.raises(ValueError, match='task must be one of'):
         make_imagenet_style(root, num_train=1, num_val=1, task='scenes')

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TINY_ARCH = dict(embed_dims=96, num_layers=4, num_heads=3,
-                 feedforward_channels=384)
+TINY_ARCH = dict(
+    embed_dims=96, num_layers=4, num_heads=3, feedforward_channels=384)
 DEMO = {
-    'ft': 'configs/benchmarks/demo/vit-tiny-p8_hybrid-distill-300i-pre_1xb8-4i_shapes.py',
+    'ft':
+    'configs/benchmarks/demo/vit-tiny-p8_hybrid-distill-300i-pre_1xb8-4i_shapes.py',
     'linear':
     'configs/benchmarks/demo/vit-tiny-p8_hybrid-distill-300i-pre_1xb16-linear-4i_shapes.py',
     'ade20k':
@@ -21,8 +22,12 @@ DEMO = {
     'coco':
     'configs/benchmarks/demo/mask-rcnn_vit-tiny-p8_hybrid-distill-300i-pre_sfp_1xb2-4i_shapes.py',
 }
-DEMO_TARGET = {'ft': 'mmpretrain', 'linear': 'mmpretrain', 'ade20k': 'mmseg',
-               'coco': 'mmdet'}
+DEMO_TARGET = {
+    'ft': 'mmpretrain',
+    'linear': 'mmpretrain',
+    'ade20k': 'mmseg',
+    'coco': 'mmdet'
+}
 
 
 def load_tool(relpath: str, name: str):
@@ -35,14 +40,18 @@ def load_tool(relpath: str, name: str):
     return module
 
 
-def make_student_checkpoint(path, seed=0, arch=TINY_ARCH, img_size=64,
-                            patch_size=8, perturb=True):
-    """A checkpoint laid out as ``HybridDistill`` saves one: ``backbone.*``
-    (a ``HybridViT``) + ``neck.*`` + meta; every tensor made non-trivial."""
+def make_student_checkpoint(path,
+                            seed=0,
+                            arch=TINY_ARCH,
+                            img_size=64,
+                            patch_size=8,
+                            perturb=True):
+    """A checkpoint laid out as ``HybridDistill`` saves one: ``backbone.*`` (a
+    ``HybridViT``) + ``neck.*`` + meta; every tensor made non-trivial."""
     from mmhybrid.models.backbones import HybridViT
     torch.manual_seed(seed)
-    vit = HybridViT(arch=arch, img_size=img_size, patch_size=patch_size,
-                    out_type='raw')
+    vit = HybridViT(
+        arch=arch, img_size=img_size, patch_size=patch_size, out_type='raw')
     if perturb:
         g = torch.Generator().manual_seed(seed + 1)
         with torch.no_grad():
@@ -70,10 +79,10 @@ def downstream_data(tmp_path_factory, shapes_imagenet):
     root = tmp_path_factory.mktemp('downstream_data')
     return dict(
         imagenet=shapes_imagenet,
-        ade20k=make_ade20k_style(str(root / 'ade20k'), num_train=8, num_val=3,
-                                 size=64, seed=0),
-        coco=make_coco_style(str(root / 'coco'), num_train=8, num_val=3,
-                             size=64, seed=0))
+        ade20k=make_ade20k_style(
+            str(root / 'ade20k'), num_train=8, num_val=3, size=64, seed=0),
+        coco=make_coco_style(
+            str(root / 'coco'), num_train=8, num_val=3, size=64, seed=0))
 
 
 @pytest.fixture(scope='session')
@@ -83,8 +92,8 @@ def pretrained_student(tmp_path_factory, demo_train_cmd):
     work = tmp_path_factory.mktemp('hybrid_pretrain')
     iters = 3
     cmd = demo_train_cmd(work, iters)
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ckpt = work / f'iter_{iters}.pth'
     assert ckpt.is_file()

@@ -33,8 +33,8 @@ def test_imagenet_finetune_vitb_recipe():
     assert bb.type == 'StrictPretrainedViT'  # loads all tensors or fails
     assert bb.arch == 'base' and bb.patch_size == 16 and bb.img_size == 224
     assert bb.drop_path_rate == 0.1
-    assert bb.init_cfg == dict(type='Pretrained',
-                               checkpoint='pretrain/hybrid_vitb_mmpretrain.pth')
+    assert bb.init_cfg == dict(
+        type='Pretrained', checkpoint='pretrain/hybrid_vitb_mmpretrain.pth')
     assert cfg.train_cfg.max_epochs == 100
     assert cfg.train_dataloader.batch_size * 8 == 1024
     ow = cfg.optim_wrapper
@@ -90,8 +90,10 @@ def test_ade20k_upernet_recipe():
     assert cfg.train_cfg.max_iters == 160000
     assert cfg.train_dataloader.batch_size * 8 == 16
     assert cfg.train_dataloader.dataset.type == 'ADE20KDataset'
-    crop = [t for t in cfg.train_dataloader.dataset.pipeline
-            if t['type'] == 'RandomCrop'][0]
+    crop = [
+        t for t in cfg.train_dataloader.dataset.pipeline
+        if t['type'] == 'RandomCrop'
+    ][0]
     assert tuple(crop['crop_size']) == (512, 512)
     ow = cfg.optim_wrapper
     assert ow.constructor == 'ViTLayerDecayOptimWrapperConstructor'
@@ -130,7 +132,9 @@ def test_coco_mask_rcnn_vitdet_recipe(path, times):
 def test_flagship_segmentor_and_detector_optimizers_build():
     """ViT-B inside mmseg's UperNet and mmdet's Mask R-CNN: the layer-decay
     constructor gives 14 depths, the heads the base lr, the stem 0.65^13 (ADE)
-    / 0.7^13 (COCO) of it."""
+
+    / 0.7^13 (COCO) of it.
+    """
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import MODELS, DefaultScope
     for path, rate in ((ADE, 0.65), (COCO, 0.7)):
@@ -159,8 +163,10 @@ def test_launcher_tasks_resolve(tmp_path, capsys):
         assert 'tools/dist_train.sh' in out and config in out
         assert f'model.backbone.init_cfg.checkpoint=work_dirs/benchmarks/' \
             f'{task}/ckpt/pretrain_{target}.pth' in out
-    assert ds.main(['ade20k', 'ckpt.pth', '--launcher', 'slurm',
-                    '--partition', 'gpu', '--dry-run', '--', '--amp']) == 0
+    assert ds.main([
+        'ade20k', 'ckpt.pth', '--launcher', 'slurm', '--partition', 'gpu',
+        '--dry-run', '--', '--amp'
+    ]) == 0
     out = capsys.readouterr().out
     assert 'tools/slurm_train.sh gpu hybrid-ade20k' in out
     assert out.rstrip().endswith('--amp')
@@ -174,22 +180,24 @@ def test_train_py_keeps_each_dataloader_its_own_dataset(monkeypatch, tmp_path):
     loaders)."""
     import sys
     train = load_tool('tools/train.py', 'mmhybrid_train_tool')
-    cfg = Config(dict(
-        train_dataloader=dict(
-            batch_size=8,
-            sampler=dict(type='InfiniteSampler', shuffle=True),
-            dataset=dict(type='CustomDataset', data_prefix='train')),
-        val_dataloader=dict(
-            batch_size=20,
-            sampler=dict(type='DefaultSampler', shuffle=False),
-            dataset=dict(type='CustomDataset', data_prefix='val')),
-        test_dataloader=dict(
-            batch_size=20,
-            sampler=dict(type='DefaultSampler', shuffle=False),
-            dataset=dict(type='CustomDataset', data_prefix='val'))))
+    cfg = Config(
+        dict(
+            train_dataloader=dict(
+                batch_size=8,
+                sampler=dict(type='InfiniteSampler', shuffle=True),
+                dataset=dict(type='CustomDataset', data_prefix='train')),
+            val_dataloader=dict(
+                batch_size=20,
+                sampler=dict(type='DefaultSampler', shuffle=False),
+                dataset=dict(type='CustomDataset', data_prefix='val')),
+            test_dataloader=dict(
+                batch_size=20,
+                sampler=dict(type='DefaultSampler', shuffle=False),
+                dataset=dict(type='CustomDataset', data_prefix='val'))))
     monkeypatch.setenv('LOCAL_RANK', '0')
-    monkeypatch.setattr(sys, 'argv', ['train.py', 'x.py', '--work-dir',
-                                      str(tmp_path)])
+    monkeypatch.setattr(sys, 'argv',
+                        ['train.py', 'x.py', '--work-dir',
+                         str(tmp_path)])
     args = train.parse_args()
     cfg = train.merge_args(cfg, args)
     assert cfg.train_dataloader.dataset.data_prefix == 'train'

@@ -7,15 +7,20 @@ from mmengine.registry import DefaultScope
 from mmhybrid.models.necks import SimpleFeaturePyramid
 
 
-@pytest.mark.parametrize('scales,strides', [
-    ((4.0, 2.0, 1.0, 0.5), (4, 8, 16, 32, 64)),  # ViT-B/16: ViTDet
-    ((2.0, 1.0, 0.5, 0.25), (4, 8, 16, 32, 64)),  # /8 tiny demo ViT
-])
+@pytest.mark.parametrize(
+    'scales,strides',
+    [
+        ((4.0, 2.0, 1.0, 0.5), (4, 8, 16, 32, 64)),  # ViT-B/16: ViTDet
+        ((2.0, 1.0, 0.5, 0.25), (4, 8, 16, 32, 64)),  # /8 tiny demo ViT
+    ])
 def test_simple_feature_pyramid_strides_and_channels(scales, strides):
     patch = 16 if scales[0] == 4.0 else 8
     neck = SimpleFeaturePyramid(
-        backbone_channel=32, out_channels=16, scale_factors=scales,
-        num_outs=5, norm_cfg=dict(type='mmpretrain.LN2d'))
+        backbone_channel=32,
+        out_channels=16,
+        scale_factors=scales,
+        num_outs=5,
+        norm_cfg=dict(type='mmpretrain.LN2d'))
     img = 128
     x = torch.randn(2, 32, img // patch, img // patch)
     outs = neck((x, ))
@@ -25,8 +30,9 @@ def test_simple_feature_pyramid_strides_and_channels(scales, strides):
     # the 4x level is two transposed convs with norm + GELU between (ViTDet)
     if scales[0] == 4.0:
         kinds = [type(m).__name__ for m in neck.stages[0]]
-        assert kinds == ['ConvTranspose2d', 'LayerNorm2d', 'GELU',
-                         'ConvTranspose2d']
+        assert kinds == [
+            'ConvTranspose2d', 'LayerNorm2d', 'GELU', 'ConvTranspose2d'
+        ]
         assert neck.lateral_convs[0].conv.in_channels == 8
     outs[0].sum().backward()
     assert neck.stages[0][0].weight.grad is not None
@@ -44,8 +50,11 @@ def test_simple_feature_pyramid_found_from_every_scope(scope):
     from mmengine.registry import MODELS
     with DefaultScope.overwrite_default_scope(scope):
         neck = MODELS.build(
-            dict(type='SimpleFeaturePyramid', backbone_channel=8,
-                 out_channels=4, _scope_=scope))
+            dict(
+                type='SimpleFeaturePyramid',
+                backbone_channel=8,
+                out_channels=4,
+                _scope_=scope))
     assert isinstance(neck, SimpleFeaturePyramid)
 
 
@@ -59,12 +68,16 @@ def test_shapes_seg_dataset_reads_generated_ade20k(downstream_data):
     root = downstream_data['ade20k']
     with DefaultScope.overwrite_default_scope('mmseg'):
         ds = DATASETS.build(
-            dict(type='ShapesSegDataset', data_root=root,
-                 data_prefix=dict(img_path='images/training',
-                                  seg_map_path='annotations/training'),
-                 pipeline=[dict(type='LoadImageFromFile'),
-                           dict(type='LoadAnnotations',
-                                reduce_zero_label=True)]))
+            dict(
+                type='ShapesSegDataset',
+                data_root=root,
+                data_prefix=dict(
+                    img_path='images/training',
+                    seg_map_path='annotations/training'),
+                pipeline=[
+                    dict(type='LoadImageFromFile'),
+                    dict(type='LoadAnnotations', reduce_zero_label=True)
+                ]))
     assert len(ds) == 8
     assert ds.metainfo['classes'] == tuple(SHAPE_CLASSES)
     assert len(ds.metainfo['palette']) == len(SHAPE_CLASSES)

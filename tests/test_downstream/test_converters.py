@@ -13,21 +13,25 @@ from mmengine.registry import DefaultScope
 from mmhybrid import converters
 from mmhybrid.models.teachers.vit_arch import ViTArch
 from mmhybrid.utils import load_checkpoint_file
-
 from .conftest import (DEMO, DEMO_TARGET, ROOT, TINY_ARCH,
                        make_student_checkpoint)
 
 
 def _backbone(path):
     sd = load_checkpoint_file(path)['state_dict']
-    return {k[len('backbone.'):]: v for k, v in sd.items()
-            if k.startswith('backbone.')}
+    return {
+        k[len('backbone.'):]: v
+        for k, v in sd.items() if k.startswith('backbone.')
+    }
 
 
-def test_convert_without_config_keeps_every_tensor(synthetic_student, tmp_path):
+def test_convert_without_config_keeps_every_tensor(synthetic_student,
+                                                   tmp_path):
     dst = tmp_path / 'out.pth'
     report = converters.convert_to_mmpretrain(
-        synthetic_student, str(dst), img_size=64,
+        synthetic_student,
+        str(dst),
+        img_size=64,
         num_heads=TINY_ARCH['num_heads'])
     assert report['missing'] == [] and report['unexpected'] == []
     assert report['pos_embed'] == dict(src_grid=[8, 8], dst_grid=[8, 8])
@@ -53,7 +57,9 @@ def test_converted_weights_load_into_each_demo_model(synthetic_student,
     from mmengine.registry import MODELS
     dst = tmp_path / f'{task}.pth'
     report = converters.convert_to_mmpretrain(
-        synthetic_student, str(dst), config=osp.join(ROOT, DEMO[task]),
+        synthetic_student,
+        str(dst),
+        config=osp.join(ROOT, DEMO[task]),
         target=DEMO_TARGET[task])
     assert report['missing'] == [] and report['unexpected'] == []
     # the report names the source grid, not the resized one
@@ -80,17 +86,19 @@ def test_converted_weights_load_into_each_demo_model(synthetic_student,
     assert report['pos_embed']['dst_grid'] == [expected_grid] * 2
 
 
-def test_pos_embed_resized_like_mmpretrain(synthetic_student,
-                                           tmp_path):
+def test_pos_embed_resized_like_mmpretrain(synthetic_student, tmp_path):
     """224 -> 512-style resize (here 64 -> 128 px, 8x8 -> 16x16 grid): [CLS]
     untouched, the grid equal to mmpretrain's bicubic resize, and what a ViT
-    built at the new size computes from the original checkpoint (its own
-    load-time hook) is what it computes from the converted one."""
+    built at the new size computes from the original checkpoint (its own load-
+    time hook) is what it computes from the converted one."""
     from mmpretrain.models import VisionTransformer
     from mmpretrain.models.utils import resize_pos_embed
     dst = tmp_path / 'r.pth'
     report = converters.convert_to_mmpretrain(
-        synthetic_student, str(dst), img_size=128, target='mmseg',
+        synthetic_student,
+        str(dst),
+        img_size=128,
+        target='mmseg',
         num_heads=TINY_ARCH['num_heads'])
     assert report['pos_embed'] == dict(src_grid=[8, 8], dst_grid=[16, 16])
     src = _backbone(synthetic_student)
@@ -122,8 +130,8 @@ def test_missing_and_unexpected_keys_are_named(tmp_path):
     bad = tmp_path / 'bad.pth'
     torch.save(sd, bad)
     with pytest.raises(converters.ConversionError) as err:
-        converters.convert_to_mmpretrain(str(bad), str(tmp_path / 'o.pth'),
-                                          img_size=64, num_heads=3)
+        converters.convert_to_mmpretrain(
+            str(bad), str(tmp_path / 'o.pth'), img_size=64, num_heads=3)
     msg = str(err.value)
     assert 'missing keys (1): layers.2.attn.qkv.weight' in msg
     assert 'unexpected keys (1): extra_token' in msg
@@ -134,14 +142,15 @@ def test_shape_mismatch_against_config_is_named(tmp_path):
     """A 4-block, 64-wide student against the 96-wide demo config."""
     path = make_student_checkpoint(
         tmp_path / 'narrow.pth',
-        arch=dict(embed_dims=64, num_layers=4, num_heads=2,
-                  feedforward_channels=256))
-    with pytest.raises(converters.ConversionError,
-                       match=r'shape mismatches .*cls_token \(1, 1, 64\) vs '
-                       r'\(1, 1, 96\)'):
+        arch=dict(
+            embed_dims=64, num_layers=4, num_heads=2,
+            feedforward_channels=256))
+    with pytest.raises(
+            converters.ConversionError,
+            match=r'shape mismatches .*cls_token \(1, 1, 64\) vs '
+            r'\(1, 1, 96\)'):
         converters.convert_to_mmpretrain(
-            path, str(tmp_path / 'o.pth'),
-            config=osp.join(ROOT, DEMO['ft']))
+            path, str(tmp_path / 'o.pth'), config=osp.join(ROOT, DEMO['ft']))
 
 
 def test_final_norm_off_needs_allow(synthetic_student, tmp_path):
@@ -154,37 +163,42 @@ def test_final_norm_off_needs_allow(synthetic_student, tmp_path):
     path = str(tmp_path / 'avgpool.py')
     cfg.dump(path)
     with pytest.raises(converters.ConversionError) as err:
-        converters.convert_to_mmpretrain(synthetic_student,
-                                          str(tmp_path / 'o.pth'), config=path)
-    assert re.search(r'missing keys \(2\): ln2.bias, ln2.weight', str(err.value))
+        converters.convert_to_mmpretrain(
+            synthetic_student, str(tmp_path / 'o.pth'), config=path)
+    assert re.search(r'missing keys \(2\): ln2.bias, ln2.weight',
+                     str(err.value))
     assert re.search(r'unexpected keys \(2\): ln1.bias, ln1.weight',
                      str(err.value))
     report = converters.convert_to_mmpretrain(
-        synthetic_student, str(tmp_path / 'o.pth'), config=path,
+        synthetic_student,
+        str(tmp_path / 'o.pth'),
+        config=path,
         allow=r'^ln[12]\.')
     assert report['allowed_missing'] == ['ln2.bias', 'ln2.weight']
     assert report['dropped'] == ['ln1.bias', 'ln1.weight']
 
 
-def test_cli_exit_status_and_report(synthetic_student, tmp_path,
-                                    capsys):
+def test_cli_exit_status_and_report(synthetic_student, tmp_path, capsys):
     dst = tmp_path / 'cli.pth'
-    assert converters.main('mmdet', [synthetic_student, str(dst),
-                                      '--img-size', '96',
-                                      '--num-heads', '3']) == 0
+    assert converters.main(
+        'mmdet',
+        [synthetic_student,
+         str(dst), '--img-size', '96', '--num-heads', '3']) == 0
     out = capsys.readouterr().out
     assert 'missing keys: 0, unexpected keys: 0' in out
     assert 'pos_embed [8, 8] -> [12, 12]' in out
     assert dst.is_file()
     # a checkpoint with teacher weights, a missing file: status 1, a reason
-    assert converters.main('mmseg', [str(tmp_path / 'nope.pth'),
-                                      str(tmp_path / 'x.pth')]) == 1
+    assert converters.main(
+        'mmseg', [str(tmp_path / 'nope.pth'),
+                  str(tmp_path / 'x.pth')]) == 1
     assert 'not found' in capsys.readouterr().err
     sd = torch.load(synthetic_student, weights_only=True)
     sd['state_dict']['teacher_feat.cls_token'] = torch.zeros(1)
     torch.save(sd, tmp_path / 't.pth')
-    assert converters.main('mmpretrain', [str(tmp_path / 't.pth'),
-                                           str(tmp_path / 'x.pth')]) == 1
+    assert converters.main('mmpretrain',
+                           [str(tmp_path / 't.pth'),
+                            str(tmp_path / 'x.pth')]) == 1
     assert 'teacher' in capsys.readouterr().err
 
 
@@ -204,8 +218,9 @@ def test_code_in_pickle_is_refused_and_never_runs(synthetic_student, tmp_path,
     sd = torch.load(synthetic_student, weights_only=True)
     sd['x'] = _Payload(marker)
     torch.save(sd, tmp_path / 'evil.pth')
-    assert converters.main('mmpretrain', [str(tmp_path / 'evil.pth'),
-                                           str(tmp_path / 'x.pth')]) == 1
+    assert converters.main(
+        'mmpretrain', [str(tmp_path / 'evil.pth'),
+                       str(tmp_path / 'x.pth')]) == 1
     assert 'refused to load' in capsys.readouterr().err
     assert not marker.exists() and not (tmp_path / 'x.pth').exists()
 
@@ -226,8 +241,7 @@ def vitb_student():
     'mmseg/upernet_vit-base-p16_hybrid-distill-300e-pre_8xb2-160k_ade20k-512x512.py',
     'mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-100e_coco.py',
 ])
-def test_vitb_student_fits_the_flagship_configs(vitb_student,
-                                                config):
+def test_vitb_student_fits_the_flagship_configs(vitb_student, config):
     """The ViT-B/16 student of configs/hybrid_vitb.py (224 px) against each
     flagship config's backbone: zero missing/unexpected keys once the position
     embedding is resized (14 -> 14, 32 or 64 patches a side)."""
@@ -236,12 +250,16 @@ def test_vitb_student_fits_the_flagship_configs(vitb_student,
     target_cfg = converters.backbone_cfg_from_config(config)
     target = converters.build_backbone(target_cfg)
     grid = tuple(target.patch_embed.init_out_size)
-    assert grid == {224: (14, 14), 512: (32, 32), 1024: (64, 64)}[
-        target.img_size[0]]
+    assert grid == {
+        224: (14, 14),
+        512: (32, 32),
+        1024: (64, 64)
+    }[target.img_size[0]]
     sd['pos_embed'] = converters.resize_pos_embed(sd['pos_embed'], grid)
-    kept, allowed, dropped = converters.check_against(
-        sd, target.state_dict(), config)
-    assert len(kept) == len(target.state_dict()) and not allowed and not dropped
+    kept, allowed, dropped = converters.check_against(sd, target.state_dict(),
+                                                      config)
+    assert len(kept) == len(
+        target.state_dict()) and not allowed and not dropped
 
 
 def test_timm_export_matches_mmpretrain_numerically(synthetic_student,
@@ -254,13 +272,13 @@ def test_timm_export_matches_mmpretrain_numerically(synthetic_student,
 
     from mmhybrid.models.teachers.vit_formats import convert_vit_state_dict
     dst = tmp_path / 'student.safetensors'
-    report = converters.convert_to_timm(synthetic_student, str(dst),
-                                         img_size=64, num_heads=3)
+    report = converters.convert_to_timm(
+        synthetic_student, str(dst), img_size=64, num_heads=3)
     assert report['missing'] == [] and report['unexpected'] == []
     tensors = load_file(str(dst))
     assert 'blocks.3.mlp.fc2.weight' in tensors and 'norm.weight' in tensors
-    assert not any(k.startswith(('backbone.', 'neck.', 'layers.'))
-                   for k in tensors)
+    assert not any(
+        k.startswith(('backbone.', 'neck.', 'layers.')) for k in tensors)
 
     timm_vit = TimmViT(**report['timm_kwargs'])
     result = timm_vit.load_state_dict(tensors, strict=True)
@@ -284,17 +302,25 @@ def test_timm_export_matches_mmpretrain_numerically(synthetic_student,
 
 
 def test_timm_export_resizes_and_names_vit_base(tmp_path):
-    """A ViT-B/16 student at 224 px gets the timm name vit_base_patch16_224;
-    a 64 px tiny one exported at 96 px gets a 12x12 position grid."""
-    arch = ViTArch(embed_dims=768, num_layers=12, num_heads=12,
-                   feedforward_channels=3072, patch_size=(16, 16),
-                   grid=(14, 14), qkv_bias=True, patch_bias=True,
-                   pre_norm=False, final_norm=True, fc_norm=False,
-                   layer_scale=False)
+    """A ViT-B/16 student at 224 px gets the timm name vit_base_patch16_224; a
+    64 px tiny one exported at 96 px gets a 12x12 position grid."""
+    arch = ViTArch(
+        embed_dims=768,
+        num_layers=12,
+        num_heads=12,
+        feedforward_channels=3072,
+        patch_size=(16, 16),
+        grid=(14, 14),
+        qkv_bias=True,
+        patch_bias=True,
+        pre_norm=False,
+        final_norm=True,
+        fc_norm=False,
+        layer_scale=False)
     assert converters.timm_model_name(arch, 224) == 'vit_base_patch16_224'
     path = make_student_checkpoint(tmp_path / 's.pth', perturb=False)
-    report = converters.convert_to_timm(path, str(tmp_path / 'o.safetensors'),
-                                         img_size=96, num_heads=3)
+    report = converters.convert_to_timm(
+        path, str(tmp_path / 'o.safetensors'), img_size=96, num_heads=3)
     assert report['pos_embed'] == dict(src_grid=[8, 8], dst_grid=[12, 12])
     with pytest.raises(converters.ConversionError, match='safetensors'):
         converters.convert_to_timm(path, str(tmp_path / 'o.pth'))

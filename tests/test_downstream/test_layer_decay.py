@@ -1,5 +1,5 @@
-"""ViTLayerDecayOptimWrapperConstructor: depths, lr and weight decay by hand, and
-the same constructor inside real mmpretrain, mmseg and mmdet models."""
+"""ViTLayerDecayOptimWrapperConstructor: depths, lr and weight decay by hand,
+and the same constructor inside real mmpretrain, mmseg and mmdet models."""
 import os.path as osp
 
 import pytest
@@ -11,7 +11,6 @@ from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS, DefaultScope
 
 from mmhybrid.engine.optimizers import (ViTLayerDecayOptimWrapperConstructor,
                                         get_vit_layer_depth)
-
 from .conftest import DEMO, ROOT
 
 
@@ -74,13 +73,15 @@ EXPECTED = {
 
 def _constructor(rate=0.5, lr=2.0, wd=0.1, **paramwise):
     return ViTLayerDecayOptimWrapperConstructor(
-        dict(type='OptimWrapper',
-             optimizer=dict(type='AdamW', lr=lr, weight_decay=wd)),
+        dict(
+            type='OptimWrapper',
+            optimizer=dict(type='AdamW', lr=lr, weight_decay=wd)),
         dict(layer_decay_rate=rate, **paramwise))
 
 
 def _by_name(optim_wrapper):
-    """param name -> (lr, weight_decay, layer_depth) from the built optimizer."""
+    """param name -> (lr, weight_decay, layer_depth) from the built
+    optimizer."""
     out = {}
     for group in optim_wrapper.optimizer.param_groups:
         for name in group['param_names']:
@@ -94,7 +95,10 @@ def test_hand_computed_lr_and_decay(num_layers_attr):
     model = _ToyModel(num_layers_attr)
     wrapper = _constructor()(model)
     got = _by_name(wrapper)
-    assert set(got) == set(EXPECTED) == {n for n, _ in model.named_parameters()}
+    assert set(got) == set(EXPECTED) == {
+        n
+        for n, _ in model.named_parameters()
+    }
     for name, (depth, scale, wd) in EXPECTED.items():
         lr, decay, d = got[name]
         assert d == depth, name
@@ -114,7 +118,8 @@ def test_custom_keys_multiply_and_frozen_params_are_left_out():
     wrapper = _constructor(custom_keys={
         'head': dict(lr_mult=10.0),
         'neck.conv.weight': dict(decay_mult=0.5)
-    })(model)
+    })(
+        model)
     got = _by_name(wrapper)
     assert 'backbone.layers.0.fc.weight' not in got
     assert got['head.fc.weight'][0] == pytest.approx(20.0)
@@ -138,8 +143,10 @@ def test_depth_rule_matches_mmpretrain_vit():
     ViT's own ``get_layer_depth`` (the rule mmpretrain's constructor uses)."""
     from mmpretrain.models import VisionTransformer
     vit = VisionTransformer(
-        arch=dict(embed_dims=32, num_layers=3, num_heads=2,
-                  feedforward_channels=64), img_size=32, patch_size=8)
+        arch=dict(
+            embed_dims=32, num_layers=3, num_heads=2, feedforward_channels=64),
+        img_size=32,
+        patch_size=8)
     for name, _ in vit.named_parameters():
         full = 'backbone.' + name
         depth, _max = vit.get_layer_depth(full, 'backbone.')

@@ -11,13 +11,12 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, DefaultScope
 
 from mmhybrid import converters
-
 from .conftest import TINY_ARCH, make_student_checkpoint
 
 MAE_CFG = 'mmseg::mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py'
 BEIT_CFG = 'mmseg::beit/beit-base_upernet_8xb2-160k_ade20k-640x640.py'
-TINY_MMSEG = dict(embed_dims=96, num_layers=4, num_heads=3, mlp_ratio=4,
-                  patch_size=8)
+TINY_MMSEG = dict(
+    embed_dims=96, num_layers=4, num_heads=3, mlp_ratio=4, patch_size=8)
 OWN = ('gamma_1', 'gamma_2', 'relative_position_bias_table',
        'relative_position_index')
 
@@ -25,8 +24,9 @@ OWN = ('gamma_1', 'gamma_2', 'relative_position_bias_table',
 def _shipped(spec):
     """The config file mmseg ships (site-packages/mmseg/.mim/configs)."""
     import mmseg
-    path = osp.join(osp.dirname(mmseg.__file__), '.mim', 'configs',
-                    spec.split('::')[1])
+    path = osp.join(
+        osp.dirname(mmseg.__file__), '.mim', 'configs',
+        spec.split('::')[1])
     assert osp.isfile(path), path
     return path
 
@@ -34,8 +34,8 @@ def _shipped(spec):
 def _tiny(spec, img_size=(128, 128)):
     """mmseg's shipped config with the tiny student's arch (in memory)."""
     cfg = Config.fromfile(_shipped(spec))
-    cfg.model.backbone.update(TINY_MMSEG, img_size=img_size,
-                              out_indices=[0, 1, 2, 3])
+    cfg.model.backbone.update(
+        TINY_MMSEG, img_size=img_size, out_indices=[0, 1, 2, 3])
     cfg.model.neck.embed_dim = 96
     cfg.model.decode_head.update(in_channels=[96] * 4, channels=32)
     cfg.model.auxiliary_head.update(in_channels=96, channels=32)
@@ -44,8 +44,10 @@ def _tiny(spec, img_size=(128, 128)):
 
 def _student(path):
     sd = torch.load(path, weights_only=True)['state_dict']
-    return {k[len('backbone.'):]: v for k, v in sd.items()
-            if k.startswith('backbone.')}
+    return {
+        k[len('backbone.'):]: v
+        for k, v in sd.items() if k.startswith('backbone.')
+    }
 
 
 def _checkpoint(path, **zero):
@@ -67,8 +69,8 @@ def _convert_and_init(src, dst, config):
     """Convert ``src`` against the tiny version of an mmseg config, set only
     ``model.pretrained`` and build and initialise that segmentor."""
     cfg = _tiny(config)
-    report = converters.convert_to_mmpretrain(src, str(dst), config=cfg,
-                                               target='mmseg')
+    report = converters.convert_to_mmpretrain(
+        src, str(dst), config=cfg, target='mmseg')
     cfg.model.pretrained = str(dst)
     with DefaultScope.overwrite_default_scope('mmseg'):
         model = MODELS.build(cfg.model)
@@ -79,11 +81,10 @@ def _convert_and_init(src, dst, config):
 def test_shipped_mae_config_starts_from_the_student(tmp_path):
     """Convert against mmseg's MAE UperNet config, set only model.pretrained,
     build the segmentor and run its init_weights: every backbone tensor but
-    layer scale / relative-position tables is the student's (pos_embed
-    resized 8x8 -> 16x16)."""
+    layer scale / relative-position tables is the student's (pos_embed resized
+    8x8 -> 16x16)."""
     src = _checkpoint(tmp_path / 'student.pth')
-    report, model = _convert_and_init(src, tmp_path / 'mae_mmseg.pth',
-                                      MAE_CFG)
+    report, model = _convert_and_init(src, tmp_path / 'mae_mmseg.pth', MAE_CFG)
     assert report['backbone_type'] == 'MAE'
     assert report['pos_embed'] == dict(src_grid=[8, 8], dst_grid=[16, 16])
     assert report['dropped'] == ['ln1.bias', 'ln1.weight']  # final_norm=False
@@ -108,19 +109,22 @@ def test_shipped_mae_config_starts_from_the_student(tmp_path):
     assert own == 4 * 4
 
 
-@pytest.mark.parametrize('backbone,qv_bias', [('MAE', None), ('BEiT', True),
-                                              ('BEiT', False)],
-                         ids=['MAE', 'BEiT', 'BEiT-no-qv-bias'])
-def test_converted_mmseg_backbone_computes_the_student(tmp_path,
-                                                       backbone, qv_bias):
+@pytest.mark.parametrize(
+    'backbone,qv_bias', [('MAE', None), ('BEiT', True), ('BEiT', False)],
+    ids=['MAE', 'BEiT', 'BEiT-no-qv-bias'])
+def test_converted_mmseg_backbone_computes_the_student(tmp_path, backbone,
+                                                       qv_bias):
     """Numerical proof of the qkv-bias handling: with layer scale 1 and zero
     relative-position tables, mmseg's backbone with the converted weights gives
-    the student's features. MAE: the whole qkv bias. BEiT: q/v bias split, key
+    the student's features.
+
+    MAE: the whole qkv bias. BEiT: q/v bias split, key
     bias dropped (a per-query constant softmax ignores; the student's key bias
     is far from zero). BEiT without q/v bias: value bias folded into the
     projection, key bias dropped (the student's query bias is zero here, as
     that target has no place for it; a note says so otherwise). BEiT has no
-    absolute position embedding: the student's is zero here."""
+    absolute position embedding: the student's is zero here.
+    """
     from mmpretrain.models import VisionTransformer
     zero = dict(pos_embed=backbone == 'BEiT', q_bias=qv_bias is False)
     src = _checkpoint(tmp_path / 'student.pth', **zero)
@@ -143,11 +147,17 @@ def test_converted_mmseg_backbone_computes_the_student(tmp_path,
     with torch.no_grad():
         for layer in target.layers:
             layer.attn.relative_position_bias_table.zero_()
-    vit = VisionTransformer(arch=TINY_ARCH, img_size=64, patch_size=8,
-                            out_type='featmap', out_indices=[0, 1, 2, 3],
-                            final_norm=False)
-    vit.load_state_dict({k: v for k, v in student.items()
-                         if not k.startswith('ln1.')})
+    vit = VisionTransformer(
+        arch=TINY_ARCH,
+        img_size=64,
+        patch_size=8,
+        out_type='featmap',
+        out_indices=[0, 1, 2, 3],
+        final_norm=False)
+    vit.load_state_dict({
+        k: v
+        for k, v in student.items() if not k.startswith('ln1.')
+    })
     target.eval()
     vit.eval()
     x = torch.randn(2, 3, 64, 64)
@@ -162,16 +172,18 @@ def test_converted_mmseg_backbone_computes_the_student(tmp_path,
 
 
 def test_lost_query_bias_is_named(tmp_path):
-    """BEiT without q/v bias cannot hold a non-zero query bias: the report
-    says so, block by block."""
+    """BEiT without q/v bias cannot hold a non-zero query bias: the report says
+    so, block by block."""
     student = _student(_checkpoint(tmp_path / 'student.pth'))
     with DefaultScope.overwrite_default_scope('mmseg'):
-        target = MODELS.build(dict(type='BEiT', img_size=64, qv_bias=False,
-                                   **TINY_MMSEG))
+        target = MODELS.build(
+            dict(type='BEiT', img_size=64, qv_bias=False, **TINY_MMSEG))
     _, _, _, notes = converters.fit_mmseg_beit(student, target, 'x')
-    assert notes == ['the target has no q bias: the query bias of blocks '
-                     '[0, 1, 2, 3] is not representable (value bias folded '
-                     'into attn.proj.bias, key bias dropped, both exactly)']
+    assert notes == [
+        'the target has no q bias: the query bias of blocks '
+        '[0, 1, 2, 3] is not representable (value bias folded '
+        'into attn.proj.bias, key bias dropped, both exactly)'
+    ]
 
 
 def test_shipped_beit_config_covers_every_tensor(tmp_path):
@@ -205,14 +217,13 @@ def _one_error_line(capsys):
     return lines[0]
 
 
-def test_shipped_mae_config_builds_in_its_scope(tmp_path,
-                                                capsys):
+def test_shipped_mae_config_builds_in_its_scope(tmp_path, capsys):
     """The unmodified ViT-B config by its mmseg:: name: MAE is built as mmseg's
     backbone (it used to be mmpretrain's MAE algorithm: a TypeError traceback);
     the tiny student does not fit it, which is one ERROR line."""
     src = make_student_checkpoint(tmp_path / 's.pth')
-    assert converters.main('mmseg', [src, str(tmp_path / 'o.pth'),
-                                      '--config', MAE_CFG]) == 1
+    assert converters.main(
+        'mmseg', [src, str(tmp_path / 'o.pth'), '--config', MAE_CFG]) == 1
     line = _one_error_line(capsys)
     assert 'MAE' in line and 'shape mismatches' in line
     assert 'cls_token (1, 1, 96) vs (1, 1, 768)' in line
@@ -225,24 +236,26 @@ def test_shipped_mae_config_builds_in_its_scope(tmp_path,
     ("dict(type='NoSuchBackbone')",
      "cannot build the target backbone 'NoSuchBackbone' (scope 'mmseg')"),
 ])
-def test_unsupported_target_is_one_error_line(tmp_path, capsys,
-                                              backbone, expected):
+def test_unsupported_target_is_one_error_line(tmp_path, capsys, backbone,
+                                              expected):
     src = make_student_checkpoint(tmp_path / 's.pth')
     config = tmp_path / 'seg.py'
     config.write_text(f"default_scope = 'mmseg'\nmodel = dict(backbone="
                       f'{backbone})\n')
-    assert converters.main('mmseg', [src, str(tmp_path / 'o.pth'),
-                                      '--config', str(config)]) == 1
+    assert converters.main(
+        'mmseg', [src, str(tmp_path / 'o.pth'), '--config',
+                  str(config)]) == 1
     assert expected in _one_error_line(capsys)
     assert not (tmp_path / 'o.pth').exists()
 
 
 def test_unreadable_config_is_one_error_line(tmp_path, capsys):
     src = make_student_checkpoint(tmp_path / 's.pth')
-    for config, expected in (
-            (str(tmp_path / 'nope.py'), 'cannot read the config'),
-            ('mmseg::mae/nope.py', 'no such config in mmseg')):
-        assert converters.main('mmseg', [src, str(tmp_path / 'o.pth'),
-                                          '--config', config]) == 1
+    for config, expected in ((str(tmp_path / 'nope.py'),
+                              'cannot read the config'),
+                             ('mmseg::mae/nope.py',
+                              'no such config in mmseg')):
+        assert converters.main(
+            'mmseg', [src, str(tmp_path / 'o.pth'), '--config', config]) == 1
         line = _one_error_line(capsys)
         assert expected in line and 'nope.py' in line

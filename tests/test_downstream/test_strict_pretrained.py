@@ -1,9 +1,11 @@
 """Every shipped downstream config loads a pretraining checkpoint completely:
+
 the raw file the runner saves (``backbone.*`` + ``neck.*``, with or without
-``prefix='backbone.'``) and the converters' output alike, ``pos_embed`` resized;
-a checkpoint that leaves any backbone tensor unloaded stops with an ``ERROR:``
-before training (mmengine's own ``Pretrained`` init only warns, and a raw
-checkpoint without the prefix loads nothing)."""
+``prefix='backbone.'``) and the converters' output alike, ``pos_embed``
+resized; a checkpoint that leaves any backbone tensor unloaded stops with an
+``ERROR:`` before training (mmengine's own ``Pretrained`` init only warns, and
+a raw checkpoint without the prefix loads nothing).
+"""
 import os.path as osp
 import subprocess
 import sys
@@ -15,18 +17,20 @@ from mmengine.registry import MODELS, DefaultScope
 
 from mmhybrid import converters
 from mmhybrid.downstream import PretrainedMismatchError
-
 from .conftest import DEMO, ROOT, TINY_ARCH, make_student_checkpoint
 
 B = 'configs/benchmarks'
 SHIPPED = {
-    'ft-b': f'{B}/mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb128-coslr-100e_in1k.py',
-    'ft-l': f'{B}/mmpretrain/vit-large-p16_hybrid-distill-300e-pre_8xb128-coslr-50e_in1k.py',
+    'ft-b':
+    f'{B}/mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb128-coslr-100e_in1k.py',
+    'ft-l':
+    f'{B}/mmpretrain/vit-large-p16_hybrid-distill-300e-pre_8xb128-coslr-50e_in1k.py',
     'linear':
     f'{B}/mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb2048-linear-coslr-90e_in1k.py',
     'ade20k':
     f'{B}/mmseg/upernet_vit-base-p16_hybrid-distill-300e-pre_8xb2-160k_ade20k-512x512.py',
-    'coco': f'{B}/mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-100e_coco.py',
+    'coco':
+    f'{B}/mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-100e_coco.py',
     'coco-25e':
     f'{B}/mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-25e_coco.py',
 }
@@ -37,8 +41,10 @@ IMG = 96
 
 def _student(path):
     sd = torch.load(path, weights_only=True)['state_dict']
-    return {k[len('backbone.'):]: v for k, v in sd.items()
-            if k.startswith('backbone.')}
+    return {
+        k[len('backbone.'):]: v
+        for k, v in sd.items() if k.startswith('backbone.')
+    }
 
 
 def _resized(pos_embed, grid):
@@ -80,18 +86,20 @@ def student_files(tmp_path_factory):
     d = tmp_path_factory.mktemp('strict')
     raw = make_student_checkpoint(d / 'epoch_300.pth')
     converted = d / 'converted.pth'
-    converters.convert_to_mmpretrain(raw, str(converted), img_size=IMG,
-                                     num_heads=TINY_ARCH['num_heads'])
+    converters.convert_to_mmpretrain(
+        raw, str(converted), img_size=IMG, num_heads=TINY_ARCH['num_heads'])
     return dict(raw=raw, converted=str(converted))
 
 
 @pytest.mark.parametrize('config', list(SHIPPED))
-@pytest.mark.parametrize('source,init', [
-    ('raw', {}),
-    ('raw', dict(prefix='backbone.')),
-    ('converted', {}),
-    ('converted', dict(prefix='backbone.')),
-], ids=['raw', 'raw-prefix', 'converted', 'converted-prefix'])
+@pytest.mark.parametrize(
+    'source,init', [
+        ('raw', {}),
+        ('raw', dict(prefix='backbone.')),
+        ('converted', {}),
+        ('converted', dict(prefix='backbone.')),
+    ],
+    ids=['raw', 'raw-prefix', 'converted', 'converted-prefix'])
 def test_shipped_config_loads_every_backbone_tensor(student_files, config,
                                                     source, init):
     model = _tiny_backbone(SHIPPED[config], student_files[source], **init)
@@ -115,22 +123,25 @@ def test_missing_backbone_key_is_an_error(tmp_path, config):
 
 
 def test_unexpected_and_misshapen_keys_are_errors(tmp_path):
-    """A tensor the model has no place for, and a 64-wide student in a
-    96-wide model, are errors too (mmengine would skip both)."""
+    """A tensor the model has no place for, and a 64-wide student in a 96-wide
+    model, are errors too (mmengine would skip both)."""
     path = make_student_checkpoint(tmp_path / 'student.pth')
     ckpt = torch.load(path, weights_only=True)
     ckpt['state_dict']['backbone.layers.0.attn.gamma1.weight'] = torch.ones(96)
     torch.save(ckpt, tmp_path / 'extra.pth')
-    with pytest.raises(PretrainedMismatchError,
-                       match=r'1 unexpected \[layers\.0\.attn\.gamma1\.weight'):
+    with pytest.raises(
+            PretrainedMismatchError,
+            match=r'1 unexpected \[layers\.0\.attn\.gamma1\.weight'):
         _tiny_backbone(SHIPPED['ft-b'], tmp_path / 'extra.pth')
     narrow = make_student_checkpoint(
         tmp_path / 'narrow.pth',
-        arch=dict(embed_dims=64, num_layers=4, num_heads=2,
-                  feedforward_channels=256))
-    with pytest.raises(PretrainedMismatchError,
-                       match=r'shape mismatches .*cls_token \(1, 1, 64\) vs '
-                       r'\(1, 1, 96\)'):
+        arch=dict(
+            embed_dims=64, num_layers=4, num_heads=2,
+            feedforward_channels=256))
+    with pytest.raises(
+            PretrainedMismatchError,
+            match=r'shape mismatches .*cls_token \(1, 1, 64\) vs '
+            r'\(1, 1, 96\)'):
         _tiny_backbone(SHIPPED['ade20k'], narrow)
 
 
@@ -141,14 +152,19 @@ def test_allow_leaves_named_keys_to_init(tmp_path):
     cfg_kw = dict(allow=r'^ln[12]\.')
     cfg = Config.fromfile(osp.join(ROOT, SHIPPED['ft-b']))
     bb = cfg.model.backbone
-    bb.update(arch=dict(TINY_ARCH), patch_size=8, img_size=64,
-              out_type='avg_featmap', final_norm=False)
+    bb.update(
+        arch=dict(TINY_ARCH),
+        patch_size=8,
+        img_size=64,
+        out_type='avg_featmap',
+        final_norm=False)
     bb.init_cfg = dict(bb.init_cfg, checkpoint=path)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         model = MODELS.build(bb)
-        with pytest.raises(PretrainedMismatchError,
-                           match=r'2 of \d+ target tensors missing '
-                           r'\[ln2.bias, ln2.weight\]; 2 unexpected'):
+        with pytest.raises(
+                PretrainedMismatchError,
+                match=r'2 of \d+ target tensors missing '
+                r'\[ln2.bias, ln2.weight\]; 2 unexpected'):
             model.init_weights()
         bb.init_cfg.update(cfg_kw)
         model = MODELS.build(bb)
@@ -167,8 +183,8 @@ def test_unknown_init_cfg_key_is_an_error(student_files):
 
 
 @pytest.mark.parametrize('task', list(DEMO))
-def test_demo_model_loads_the_raw_pretraining_checkpoint(student_files, task,
-                                                         tmp_path):
+def test_demo_model_loads_the_raw_pretraining_checkpoint(
+        student_files, task, tmp_path):
     """The demo twins' whole models (classifier, UperNet, Mask R-CNN) with the
     raw checkpoint, through the model's own init_weights as the runner calls
     it; the log says every tensor was loaded."""
@@ -190,8 +206,8 @@ def test_demo_model_loads_the_raw_pretraining_checkpoint(student_files, task,
 
 
 @pytest.mark.slow
-def test_train_stops_with_one_error_line_before_training(tmp_path,
-                                                         shapes_imagenet):
+def test_train_stops_with_one_error_line_before_training(
+        tmp_path, shapes_imagenet):
     """tools/train.py with the demo fine-tuning config and a checkpoint that
     lacks a tensor: exit status 1, one ``ERROR:`` line naming file and key, no
     traceback, no training iteration."""
@@ -204,10 +220,14 @@ def test_train_stops_with_one_error_line_before_training(tmp_path,
         f'{split}_dataloader.dataset.data_root={shapes_imagenet}'
         for split in ('train', 'val', 'test')
     ]
-    proc = subprocess.run(
-        [sys.executable, 'tools/train.py', DEMO['ft'], '--work-dir',
-         str(tmp_path / 'work'), '--cfg-options', *opts],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([
+        sys.executable, 'tools/train.py', DEMO['ft'], '--work-dir',
+        str(tmp_path / 'work'), '--cfg-options', *opts
+    ],
+                          cwd=ROOT,
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith('ERROR:')]
     assert len(errors) == 1, proc.stderr[-3000:]
@@ -225,5 +245,5 @@ def test_preflight_names_a_missing_pretrained_file(tmp_path):
     cfg.model.backbone.init_cfg.checkpoint = missing
     with pytest.raises(ConfigError) as err:
         check_train_config(cfg)
-    assert (f"model.backbone.init_cfg.checkpoint={missing!r}: pretrained "
+    assert (f'model.backbone.init_cfg.checkpoint={missing!r}: pretrained '
             'checkpoint unusable: file not found') in str(err.value)

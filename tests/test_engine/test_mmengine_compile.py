@@ -1,7 +1,7 @@
 """mmengine's own ``compile=True`` (it compiles the model's ``train_step``)
 trains a HybridDistill config: the teachers (inference mode), the token
-selection (the mask ratio) and the optimizer update (backward, step, the
-non-finite guard) stay outside the compiled graph, the student and the losses
+selection (the mask ratio) and the optimizer update (backward, step, the non-
+finite guard) stay outside the compiled graph, the student and the losses
 inside it."""
 import subprocess
 
@@ -13,24 +13,29 @@ from mmhybrid.utils.scalars import scalars_by_iter
 def _train(repo_root, demo_train_cmd, work_dir, iters, extra=()):
     cmd = demo_train_cmd(work_dir, iters,
                          ['default_hooks.logger.interval=1', *extra])
-    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True,
-                          timeout=900)
+    proc = subprocess.run(
+        cmd, cwd=repo_root, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return scalars_by_iter(work_dir), proc.stdout + proc.stderr
 
 
 @pytest.mark.slow
 def test_mmengine_compile_trains_hybrid_distill(repo_root, tmp_path,
-                                                 demo_train_cmd):
-    """Compiled student and losses (mmengine) with compiled teachers (their
-    own flag) inside: the losses of the eager run, iteration by iteration
-    (token sampling runs eagerly in both, from the same random state)."""
+                                                demo_train_cmd):
+    """Compiled student and losses (mmengine) with compiled teachers (their own
+    flag) inside: the losses of the eager run, iteration by iteration (token
+    sampling runs eagerly in both, from the same random state)."""
     iters = 2
     eager, _ = _train(repo_root, demo_train_cmd, tmp_path / 'eager', iters)
     compiled, log = _train(
-        repo_root, demo_train_cmd, tmp_path / 'compiled', iters,
-        extra=['compile=True', 'model.teacher_feat.compile=True',
-               'model.teacher_rel.compile=True'])
+        repo_root,
+        demo_train_cmd,
+        tmp_path / 'compiled',
+        iters,
+        extra=[
+            'compile=True', 'model.teacher_feat.compile=True',
+            'model.teacher_rel.compile=True'
+        ])
     assert 'Model has been "compiled"' in log
     assert sorted(compiled) == sorted(eager) == list(range(1, iters + 1))
     assert eager[1]['mask_ratio'] == 0 < eager[2]['mask_ratio']
@@ -42,11 +47,14 @@ def test_mmengine_compile_trains_hybrid_distill(repo_root, tmp_path,
 
 
 def test_compiled_loss_does_not_recompile_per_mask_ratio():
-    """The mask ratio changes every iteration. Traced as a Python float it
-    would recompile the step every iteration, until dynamo's recompile limit
-    turned compilation off; kept out of the trace, 40 ratios cost three graphs
-    (every token kept; the first masked count; then a dynamic count), and the
-    compiled losses equal the eager ones (top-k selection: no randomness)."""
+    """The mask ratio changes every iteration.
+
+    Traced as a Python float it would recompile the step every iteration, until
+    dynamo's recompile limit turned compilation off; kept out of the trace, 40
+    ratios cost three graphs (every token kept; the first masked count; then a
+    dynamic count), and the compiled losses equal the eager ones (top-k
+    selection: no randomness).
+    """
     import numpy as np
     import torch
     import torch._dynamo as dynamo

@@ -1,9 +1,12 @@
 """The preflight check and the constructors apply the same checks: the same
 input gives the same problems, keys relative to the component that raises
 (``HybridViT``, ``HybridDistill``, ``FrozenTeacher``,
-``ProgressiveMaskingHook``) instead of full config keys. And one rule for
-remote checkpoint locations: ``s3://`` is refused alike by preflight, the
-teacher and the checkpoint reader; ``http(s)://`` is accepted by all."""
+``ProgressiveMaskingHook``) instead of full config keys.
+
+And one rule for remote checkpoint locations: ``s3://`` is refused alike by
+preflight, the teacher and the checkpoint reader; ``http(s)://`` is accepted by
+all.
+"""
 import copy
 
 import pytest
@@ -46,8 +49,8 @@ def build_error(build, *args):
 
 
 def assert_agree(model_cfg, owner, prefix, hooks=(), build=None):
-    """Preflight's problems, made relative to ``prefix``, are exactly what
-    the constructor of ``owner`` raises with, in the same order."""
+    """Preflight's problems, made relative to ``prefix``, are exactly what the
+    constructor of ``owner`` raises with, in the same order."""
     lines = preflight_lines(model_cfg, hooks)
     assert lines, 'preflight found nothing'
     if build is None:

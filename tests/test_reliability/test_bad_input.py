@@ -21,8 +21,8 @@ def _no_iteration_ran(work_dir):
         for f in files:
             if f.endswith('.pth') or f == 'scalars.json':
                 return False
-            if f.endswith('.log') and 'Iter(train)' in open(
-                    osp.join(root, f)).read():
+            if f.endswith('.log') and 'Iter(train)' in open(osp.join(
+                    root, f)).read():
                 return False
     return True
 
@@ -30,8 +30,7 @@ def _no_iteration_ran(work_dir):
 def _fails(run_train_inprocess, tiny, tmp_path, options, args=()):
     work = tmp_path / 'work'
     with pytest.raises(ConfigError) as info:
-        run_train_inprocess(
-            tiny.argv(work, 4, args=args, extra=options))
+        run_train_inprocess(tiny.argv(work, 4, args=args, extra=options))
     assert _no_iteration_ran(work)
     return str(info.value)
 
@@ -64,8 +63,8 @@ def test_teacher_file_is_a_directory(run_train_inprocess, tiny, tmp_path):
 def test_width_cannot_be_resplit(run_train_inprocess, tiny, tmp_path):
     # a 128-wide student (4 heads) cannot be re-split into Tm's 3 heads
     msg = _fails(run_train_inprocess, tiny, tmp_path, [
-        'model.backbone.arch.embed_dims=128', 'model.backbone.arch.num_heads=4',
-        'model.neck.in_channels=128'
+        'model.backbone.arch.embed_dims=128',
+        'model.backbone.arch.num_heads=4', 'model.neck.in_channels=128'
     ])
     assert 'model.backbone.arch=' in msg and "'embed_dims': 128" in msg
     assert 'cannot be re-split into the 3 heads of model.teacher_rel' in msg
@@ -159,10 +158,12 @@ def test_all_problems_reported_at_once(run_train_inprocess, tiny, tmp_path):
 @pytest.mark.slow
 def test_cli_exit_status_and_one_line_error(repo_root, tiny, tmp_path):
     """Through the real command line: exit 1, one ERROR line, no traceback."""
-    cmd = tiny.cmd(tmp_path / 'w', 4,
-                   extra=['train_dataloader.dataset.data_root=/nonexistent'])
-    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True,
-                          timeout=300)
+    cmd = tiny.cmd(
+        tmp_path / 'w',
+        4,
+        extra=['train_dataloader.dataset.data_root=/nonexistent'])
+    proc = subprocess.run(
+        cmd, cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert 'ERROR: invalid config, nothing was run' in proc.stderr
     assert "train_dataloader.dataset.data_root='/nonexistent'" in proc.stderr

@@ -1,5 +1,5 @@
-"""``tools/dist_train.sh CONFIG 2`` (gloo, CPU) gives the losses of one
-process with the same global batch, and rank 0 alone writes checkpoints/logs.
+"""``tools/dist_train.sh CONFIG 2`` (gloo, CPU) gives the losses of one process
+with the same global batch, and rank 0 alone writes checkpoints/logs.
 
 Set-up: 2 processes x batch 4 vs 1 process x batch 8, same seed. mmengine's
 InfiniteSampler hands rank r the samples r, r+2, ... of one seeded stream, so
@@ -47,7 +47,10 @@ def test_dist_train_equals_single_process(repo_root, tiny, tmp_path, rel):
     single = tmp_path / 'single'
     proc = subprocess.run(
         tiny.cmd(single, ITERS, batch=8, workers=1, extra=DETERMINISTIC),
-        cwd=repo_root, capture_output=True, text=True, timeout=600,
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env=rel.env())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -56,13 +59,20 @@ def test_dist_train_equals_single_process(repo_root, tiny, tmp_path, rel):
     audit.mkdir()
     helper = osp.join(osp.dirname(__file__), 'audit')
     env = rel.env(
-        PYTHON=sys.executable, PORT=rel.free_port(),
+        PYTHON=sys.executable,
+        PORT=rel.free_port(),
         PYTHONPATH=helper + os.pathsep + os.environ.get('PYTHONPATH', ''),
-        AUDIT_WRITES_DIR=audit, AUDIT_WORK_DIR=dist)
+        AUDIT_WRITES_DIR=audit,
+        AUDIT_WORK_DIR=dist)
     cmd = ['bash', 'tools/dist_train.sh', tiny.argv(dist, 0)[0], '2'] + \
         tiny.argv(dist, ITERS, batch=4, workers=1, extra=DETERMINISTIC)[1:]
-    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True,
-                          timeout=600, env=env)
+    proc = subprocess.run(
+        cmd,
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     a, b = rel.scalars(single), rel.scalars(dist)
@@ -79,8 +89,8 @@ def test_dist_train_equals_single_process(repo_root, tiny, tmp_path, rel):
     assert len(wb['rng_state']['states']) == 2
     assert len(wa['rng_state']['states']) == 1
     for k, v in wa['state_dict'].items():
-        torch.testing.assert_close(wb['state_dict'][k], v, rtol=1e-4,
-                                   atol=1e-5)
+        torch.testing.assert_close(
+            wb['state_dict'][k], v, rtol=1e-4, atol=1e-5)
 
     # who wrote what under the work dir
     log = open(glob.glob(str(dist / '*' / '*.log'))[0]).read()
@@ -89,7 +99,8 @@ def test_dist_train_equals_single_process(repo_root, tiny, tmp_path, rel):
     for f in glob.glob(str(audit / 'writes_rank*.txt')):
         rank = osp.basename(f).split('_')[1]
         writes.setdefault(rank, []).extend(open(f).read().split('\n')[:-1])
-    # rank-single: the torchrun launcher process (no RANK) writes nothing either
+    # rank-single: the torchrun launcher process (no RANK) writes nothing
+    # either
     assert {'rank0', 'rank1'} <= set(writes), writes.keys()
     for who, files in writes.items():
         assert who == 'rank0' or files == [], (who, files)

@@ -7,8 +7,8 @@ What makes it exact: weights, optimizer, LR schedule and iteration counter
 order and each dataloader worker's augmentation RNG (mmengine's
 IterBasedTrainLoop re-draws the batches already trained on, with workers seeded
 from the config seed), and the training process's torch / numpy / python RNG
-(token sampling, dropout): ``ExactResumeHook`` saves them in every checkpoint and
-restores them right after that fast-forward.
+(token sampling, dropout): ``ExactResumeHook`` saves them in every checkpoint
+and restores them right after that fast-forward.
 """
 import os
 import re
@@ -28,9 +28,13 @@ def test_sigkill_then_resume_equals_uninterrupted(repo_root, tiny, tmp_path,
     _, ref = reference_run
     work = tmp_path / 'work'
     log = open(tmp_path / 'killed.log', 'w')
-    proc = subprocess.Popen(tiny.ref_cmd(work), cwd=repo_root, stdout=log,
-                            stderr=subprocess.STDOUT, env=rel.env(),
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        tiny.ref_cmd(work),
+        cwd=repo_root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=rel.env(),
+        start_new_session=True)
     deadline = time.time() + 400
     try:
         while True:
@@ -51,13 +55,17 @@ def test_sigkill_then_resume_equals_uninterrupted(repo_root, tiny, tmp_path,
     for it, r in rel.scalars(work).items():  # same run so far
         assert r['loss'] == ref[it]['loss']
 
-    proc = subprocess.run(tiny.ref_cmd(work, args=['--resume']),
-                          cwd=repo_root, capture_output=True, text=True,
-                          timeout=600, env=rel.env())
+    proc = subprocess.run(
+        tiny.ref_cmd(work, args=['--resume']),
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=rel.env())
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
-    m = re.search(r'Auto resumed from the latest checkpoint \S*iter_(\d+)\.pth',
-                  out)
+    m = re.search(
+        r'Auto resumed from the latest checkpoint \S*iter_(\d+)\.pth', out)
     assert m, out[-3000:]
     start = int(m.group(1))
     assert 4 <= start <= killed_at

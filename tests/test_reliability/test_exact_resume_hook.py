@@ -1,8 +1,11 @@
 """ExactResumeHook on toy runs (fast, in-process): randomness in the model
 (torch RNG, like token sampling) and in a data pipeline that runs in the main
 process (numpy and python RNG, ``num_workers=0``), iteration- and epoch-based
-loops, and a validation loop in between. A run resumed from a checkpoint gives
-bit-equal per-iteration losses; without the hook it does not."""
+loops, and a validation loop in between.
+
+A run resumed from a checkpoint gives bit-equal per-iteration losses; without
+the hook it does not.
+"""
 import random
 
 import numpy as np
@@ -26,9 +29,11 @@ class NoisyData:
         return 6
 
     def __getitem__(self, i):
-        return dict(inputs=torch.tensor(
-            [float(i), np.random.rand(), random.random()],
-            dtype=torch.float32))
+        return dict(
+            inputs=torch.tensor(
+                [float(i), np.random.rand(),
+                 random.random()],
+                dtype=torch.float32))
 
 
 class NoisyModel(BaseModel):
@@ -60,12 +65,19 @@ class Losses(Hook):
     def __init__(self):
         self.by_iter = {}
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None):
         self.by_iter[runner.iter + 1] = float(outputs['loss'])
 
 
-def _runner(work, by_epoch, hook=True, resume=False, load_from=None,
+def _runner(work,
+            by_epoch,
+            hook=True,
+            resume=False,
+            load_from=None,
             val=False):
     rec = Losses()
     hooks = [rec] + ([ExactResumeHook()] if hook else [])
@@ -73,21 +85,36 @@ def _runner(work, by_epoch, hook=True, resume=False, load_from=None,
         if by_epoch else dict(by_epoch=False, max_iters=12, val_interval=4)
     sampler = dict(type='DefaultSampler', shuffle=True) if by_epoch \
         else dict(type='InfiniteSampler', shuffle=True)
-    loader = dict(dataset=NoisyData(), batch_size=2, num_workers=0,
-                  sampler=sampler, collate_fn=dict(type='default_collate'))
-    kw = dict(val_dataloader=dict(loader, sampler=dict(
-        type='DefaultSampler', shuffle=True)), val_cfg=dict(),
-              val_evaluator=[DummyMetric()]) if val else {}
+    loader = dict(
+        dataset=NoisyData(),
+        batch_size=2,
+        num_workers=0,
+        sampler=sampler,
+        collate_fn=dict(type='default_collate'))
+    kw = dict(
+        val_dataloader=dict(
+            loader, sampler=dict(type='DefaultSampler', shuffle=True)),
+        val_cfg=dict(),
+        val_evaluator=[DummyMetric()]) if val else {}
     runner = Runner(
-        model=NoisyModel(), work_dir=str(work), train_dataloader=loader,
+        model=NoisyModel(),
+        work_dir=str(work),
+        train_dataloader=loader,
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
         train_cfg=train_cfg,
-        default_hooks=dict(checkpoint=dict(
-            type='CheckpointHook', interval=1 if by_epoch else 4,
-            by_epoch=by_epoch, max_keep_ckpts=-1)),
-        custom_hooks=hooks, randomness=dict(seed=3), resume=resume,
-        load_from=load_from, default_scope='mmengine',
-        experiment_name=f'toy_{id(rec)}', **kw)
+        default_hooks=dict(
+            checkpoint=dict(
+                type='CheckpointHook',
+                interval=1 if by_epoch else 4,
+                by_epoch=by_epoch,
+                max_keep_ckpts=-1)),
+        custom_hooks=hooks,
+        randomness=dict(seed=3),
+        resume=resume,
+        load_from=load_from,
+        default_scope='mmengine',
+        experiment_name=f'toy_{id(rec)}',
+        **kw)
     return runner, rec
 
 
@@ -98,9 +125,12 @@ def test_resumed_toy_run_is_bit_equal(tmp_path, by_epoch, ckpt, start, val):
     with DefaultScope.overwrite_default_scope('mmengine'):
         full, ref = _runner(tmp_path / 'full', by_epoch, val=val)
         full.train()
-        resumed, got = _runner(tmp_path / 'resumed', by_epoch, resume=True,
-                               load_from=str(tmp_path / 'full' / ckpt),
-                               val=val)
+        resumed, got = _runner(
+            tmp_path / 'resumed',
+            by_epoch,
+            resume=True,
+            load_from=str(tmp_path / 'full' / ckpt),
+            val=val)
         resumed.train()
     assert sorted(got.by_iter) == list(range(start + 1, 13))
     for it, loss in got.by_iter.items():
@@ -112,9 +142,12 @@ def test_without_the_hook_resume_is_not_exact(tmp_path):
     with DefaultScope.overwrite_default_scope('mmengine'):
         full, ref = _runner(tmp_path / 'full', False, hook=False)
         full.train()
-        resumed, got = _runner(tmp_path / 'resumed', False, hook=False,
-                               resume=True,
-                               load_from=str(tmp_path / 'full' / 'iter_4.pth'))
+        resumed, got = _runner(
+            tmp_path / 'resumed',
+            False,
+            hook=False,
+            resume=True,
+            load_from=str(tmp_path / 'full' / 'iter_4.pth'))
         resumed.train()
     assert any(got.by_iter[it] != ref.by_iter[it] for it in got.by_iter)
 
@@ -128,8 +161,10 @@ def test_load_from_is_not_a_resume(tmp_path, monkeypatch):
         full.train()
         calls = []
         monkeypatch.setattr(mod, 'set_rng_state', calls.append)
-        loaded, b = _runner(tmp_path / 'b', False,
-                            load_from=str(tmp_path / 'full' / 'iter_4.pth'))
+        loaded, b = _runner(
+            tmp_path / 'b',
+            False,
+            load_from=str(tmp_path / 'full' / 'iter_4.pth'))
         loaded.train()
     assert sorted(b.by_iter) == list(range(1, 13))
     assert calls == []
@@ -150,5 +185,5 @@ def test_rng_state_round_trip():
     buf = io.BytesIO()
     torch.save(state, buf)
     buf.seek(0)
-    assert torch.equal(torch.load(buf, weights_only=True)['torch'],
-                       state['torch'])
+    assert torch.equal(
+        torch.load(buf, weights_only=True)['torch'], state['torch'])

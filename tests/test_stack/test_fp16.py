@@ -1,12 +1,14 @@
-"""fp16 pretraining for GPUs without bf16 (V100): configs, loss scaling, numerics.
+"""fp16 pretraining for GPUs without bf16 (V100): configs, loss scaling,
+numerics.
 
-mmengine's ``AmpOptimWrapper`` refuses to start without a GPU and creates a CUDA
-``GradScaler``. Here it runs on the CPU with exactly two changes: the GPU check
-passes and its scaler is ``torch.amp.GradScaler('cpu')`` (same algorithm, same
-defaults). Everything else (scaling, unscaling before clipping, skipped steps,
-scale updates, its state in checkpoints) is mmengine's and torch's real code.
-A whole HybridDistill step in fp16 needs a GPU: mmengine's ``autocast`` asserts
-bf16 on the CPU ("In CPU autocast, only support `torch.bfloat16` dtype").
+mmengine's ``AmpOptimWrapper`` refuses to start without a GPU and creates a
+CUDA ``GradScaler``. Here it runs on the CPU with exactly two changes: the GPU
+check passes and its scaler is ``torch.amp.GradScaler('cpu')`` (same algorithm,
+same defaults). Everything else (scaling, unscaling before clipping, skipped
+steps, scale updates, its state in checkpoints) is mmengine's and torch's real
+code. A whole HybridDistill step in fp16 needs a GPU: mmengine's ``autocast``
+asserts bf16 on the CPU ("In CPU autocast, only support `torch.bfloat16`
+dtype").
 """
 import functools
 import os.path as osp
@@ -37,8 +39,8 @@ def _cfg(name):
 def test_fp16_config_differs_from_bf16_only_in_precision(name):
     fp16, bf16 = _cfg(name).to_dict(), _cfg(FP16[name]).to_dict()
     ow = fp16['optim_wrapper']
-    assert (ow['type'], ow['dtype'], ow['loss_scale']) == (
-        'AmpOptimWrapper', 'float16', 'dynamic')
+    assert (ow['type'], ow['dtype'],
+            ow['loss_scale']) == ('AmpOptimWrapper', 'float16', 'dynamic')
     assert bf16['optim_wrapper']['type'] == 'BF16OptimWrapper'
     for teacher in ('teacher_feat', 'teacher_rel'):
         assert fp16['model'][teacher].pop('autocast_dtype') == 'float16'
@@ -117,24 +119,28 @@ def _relation_kl(q_s, k_s, q_t, k_t, dtype, heads=12, scale=2.0**16):
     loss times ``scale``, unscaled in fp64 (the GradScaler's job: without it
     fp16 gradients of this size are subnormal)."""
     q_s = q_s.detach().to(dtype).requires_grad_()
-    loss = kl_relation(relation_logits(q_s, k_s.to(dtype), heads),
-                       relation_logits(q_t.to(dtype), k_t.to(dtype), heads))
+    loss = kl_relation(
+        relation_logits(q_s, k_s.to(dtype), heads),
+        relation_logits(q_t.to(dtype), k_t.to(dtype), heads))
     (loss * scale).backward()
     return loss.detach().double(), q_s.grad.double() / scale
 
 
-# stated tolerances, about 10x above the errors measured (seed 0, torch 2.14 CPU):
-# loss 8e-6 / 5e-6, gradient 1.3e-3 / 2.4e-3 (distinct / close maps)
+# stated tolerances, about 10x above the errors measured (seed 0, torch 2.14
+# CPU): loss 8e-6 / 5e-6, gradient 1.3e-3 / 2.4e-3 (distinct / close maps)
 FP16_LOSS_RTOL = 1e-4
 FP16_GRAD_RTOL = 2e-2
 
 
-@pytest.mark.parametrize('student_noise', [None, 0.3],
-                         ids=['distinct-maps', 'close-maps'])
+@pytest.mark.parametrize(
+    'student_noise', [None, 0.3], ids=['distinct-maps', 'close-maps'])
 def test_relation_kl_in_fp16_matches_fp32(student_noise):
     """ViT-B shapes (197 tokens, 768 channels, 12 heads); q/k of std 2 give
-    logits of std 4, about as peaked as trained attention. ``close-maps``: the
-    student's q/k are the teacher's plus noise, as late in training."""
+    logits of std 4, about as peaked as trained attention.
+
+    ``close-maps``: the
+    student's q/k are the teacher's plus noise, as late in training.
+    """
     g = torch.Generator().manual_seed(0)
     q_t, k_t, q_s, k_s = (2 * torch.randn(2, 197, 768, generator=g)
                           for _ in range(4))
@@ -147,7 +153,8 @@ def test_relation_kl_in_fp16_matches_fp32(student_noise):
     assert float(ref_loss) > 0.01  # not a trivially zero KL
     loss_err = abs(float(loss - ref_loss)) / float(ref_loss)
     grad_err = float((grad - ref_grad).norm() / ref_grad.norm())
-    print(f'fp16 vs fp32: KL {float(ref_loss):.4f}, loss rel. err {loss_err:.2e}'
-          f', grad rel. err {grad_err:.2e}')
+    print(
+        f'fp16 vs fp32: KL {float(ref_loss):.4f}, loss rel. err {loss_err:.2e}'
+        f', grad rel. err {grad_err:.2e}')
     assert loss_err < FP16_LOSS_RTOL, loss_err
     assert grad_err < FP16_GRAD_RTOL, grad_err

@@ -9,16 +9,20 @@ DEMO = 'configs/demo/hybrid-distill_vit-tiny-p8_1xb32-300i_shapes.py'
 
 
 def _run(repo_root, *args):
-    proc = subprocess.run([sys.executable, 'tools/check_teachers.py', DEMO,
-                           *args], cwd=repo_root, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, 'tools/check_teachers.py', DEMO, *args],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
 
 def test_reports_files_layout_and_blocks_per_step(repo_root, demo_teachers):
     tc, tm = demo_teachers
-    out = _run(repo_root, '--cfg-options', f'model.teacher_feat.checkpoint={tc}',
+    out = _run(repo_root, '--cfg-options',
+               f'model.teacher_feat.checkpoint={tc}',
                f'model.teacher_rel.checkpoint={tm}')
     for path in (tc, tm):
         # the demo teacher files hold a classifier head besides the backbone
@@ -27,12 +31,14 @@ def test_reports_files_layout_and_blocks_per_step(repo_root, demo_teachers):
                 'head.layers.head.weight') in out
         assert f'from {path} (mmpretrain layout)' in out
     # demo: 4-block teachers, pairs (0, 0), (1, 1), (2, 2)
-    assert re.search(r'teacher_feat: .*\n  input \(64, 64\) -> \(64, 64\) '
-                     r'\(resize: none\)\n  per step: blocks 0\.\.3 of 4 \+ '
-                     r'final norm; returns last tokens after the final norm, '
-                     r'last-block \[CLS\] attention', out)
-    assert re.search(r'teacher_rel: .*\n.*\n  per step: blocks 0\.\.2 of 4, '
-                     r'no final norm; returns q/k of blocks \[0, 1, 2\]', out)
+    assert re.search(
+        r'teacher_feat: .*\n  input \(64, 64\) -> \(64, 64\) '
+        r'\(resize: none\)\n  per step: blocks 0\.\.3 of 4 \+ '
+        r'final norm; returns last tokens after the final norm, '
+        r'last-block \[CLS\] attention', out)
+    assert re.search(
+        r'teacher_rel: .*\n.*\n  per step: blocks 0\.\.2 of 4, '
+        r'no final norm; returns q/k of blocks \[0, 1, 2\]', out)
 
 
 @pytest.mark.slow  # two tiny models timed in a subprocess: ~20 s on 2 cores
@@ -41,7 +47,8 @@ def test_times_teachers_as_asked_and_in_full(repo_root):
     last = out.strip().splitlines()[-1]
     assert last.startswith('TEACHER_TIME '), last
     fields = dict(kv.split('=') for kv in last.split()[1:])
-    assert set(fields) == {'asked_ms', 'full_ms', 'asked_over_full',
-                           'rel_asked_over_full'}
+    assert set(fields) == {
+        'asked_ms', 'full_ms', 'asked_over_full', 'rel_asked_over_full'
+    }
     assert all(float(v) > 0 for v in fields.values())
     assert '| teacher_rel |' in out

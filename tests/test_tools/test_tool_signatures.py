@@ -1,6 +1,6 @@
-"""The command lines of tools/train.py, tools/test.py and the launch scripts are
-mmpretrain's: the same flags (ours may add the extras named here) and
-the same positional arguments of dist_*.sh and slurm_*.sh."""
+"""The command lines of tools/train.py, tools/test.py and the launch scripts
+are mmpretrain's: the same flags (ours may add the extras named here) and the
+same positional arguments of dist_*.sh and slurm_*.sh."""
 import os
 import os.path as osp
 import re
@@ -35,7 +35,8 @@ def _help(script, monkeypatch, capsys):
 
 
 def _signature(help_text):
-    """The positional names (in order) and the option strings of a help text."""
+    """The positional names (in order) and the option strings of a help
+    text."""
     positionals, options, section = [], set(), None
     for line in help_text.splitlines():
         if line and not line.startswith(' '):
@@ -69,9 +70,12 @@ def test_help_has_mmpretrains_arguments_and_only_the_listed_extras(
 @pytest.fixture
 def recorder(tmp_path):
     """An executable that records its arguments, one per line; ``.args()``
-    returns them. Stands in for ``srun`` / the Python of torchrun, whose
-    argument layout is what these tests check (real runs: test_train_e2e,
-    tests/test_reliability/test_slurm.py)."""
+    returns them.
+
+    Stands in for ``srun`` / the Python of torchrun, whose argument layout is
+    what these tests check (real runs: test_train_e2e,
+    tests/test_reliability/test_slurm.py).
+    """
 
     class Recorder:
         bin_dir = tmp_path / 'bin'
@@ -97,8 +101,13 @@ def recorder(tmp_path):
 
 
 def _run(repo_root, argv, env):
-    proc = subprocess.run(argv, cwd=repo_root, env=env, capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        argv,
+        cwd=repo_root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 
@@ -111,8 +120,8 @@ def _srun_tail(args, script):
 
 def test_slurm_train_takes_work_dir_as_fourth_argument(repo_root, recorder):
     recorder.make('srun')
-    env = recorder.env(GPUS=16, GPUS_PER_NODE=8, CPUS_PER_TASK=4,
-                       PYTHON='python3')
+    env = recorder.env(
+        GPUS=16, GPUS_PER_NODE=8, CPUS_PER_TASK=4, PYTHON='python3')
     _run(repo_root, [
         'bash', 'tools/slurm_train.sh', 'gpu', 'job', 'cfg.py', 'work dir',
         '--amp', '--cfg-options', 'a=[1, 2]'
@@ -123,9 +132,10 @@ def test_slurm_train_takes_work_dir_as_fourth_argument(repo_root, recorder):
         '--ntasks-per-node=8', '--cpus-per-task=4', '--kill-on-bad-exit=1'
     ]
     assert _srun_tail(args, 'train.py') == [
-        'python3', '-u', osp.join(repo_root, 'tools', 'train.py'), 'cfg.py',
-        '--work-dir=work dir', '--launcher=slurm', '--amp', '--cfg-options',
-        'a=[1, 2]'
+        'python3', '-u',
+        osp.join(repo_root, 'tools',
+                 'train.py'), 'cfg.py', '--work-dir=work dir',
+        '--launcher=slurm', '--amp', '--cfg-options', 'a=[1, 2]'
     ]
 
 

@@ -30,10 +30,12 @@ def _options(data, teachers, iters, extra=()):
 
 
 def _train(repo_root, work_dir, data, teachers, iters, extra=(), args=()):
-    cmd = [sys.executable, 'tools/train.py', CONFIG, '--work-dir',
-           str(work_dir), *args] + _options(data, teachers, iters, extra)
-    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True,
-                          timeout=600)
+    cmd = [
+        sys.executable, 'tools/train.py', CONFIG, '--work-dir',
+        str(work_dir), *args
+    ] + _options(data, teachers, iters, extra)
+    proc = subprocess.run(
+        cmd, cwd=repo_root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -59,15 +61,20 @@ def test_train_loss_falls_and_checkpoint_is_student_only(
     ckpt = torch.load(work / 'iter_40.pth', weights_only=True)
     keys = list(ckpt['state_dict'])
     assert not [k for k in keys if 'teacher' in k]
-    assert {k.split('.')[0] for k in keys} <= {'backbone', 'neck',
-                                              'data_preprocessor'}
+    assert {k.split('.')[0]
+            for k in keys} <= {'backbone', 'neck', 'data_preprocessor'}
     # the student loads into mmpretrain's own ViT with zero missing keys
     from mmpretrain.models import VisionTransformer
     vit = VisionTransformer(
-        arch=dict(embed_dims=96, num_layers=4, num_heads=3,
-                  feedforward_channels=384), img_size=64, patch_size=8)
-    backbone = {k[len('backbone.'):]: v for k, v in ckpt['state_dict'].items()
-                if k.startswith('backbone.')}
+        arch=dict(
+            embed_dims=96, num_layers=4, num_heads=3,
+            feedforward_channels=384),
+        img_size=64,
+        patch_size=8)
+    backbone = {
+        k[len('backbone.'):]: v
+        for k, v in ckpt['state_dict'].items() if k.startswith('backbone.')
+    }
     result = vit.load_state_dict(backbone, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
 
@@ -92,13 +99,20 @@ def test_resume_continues_schedule(repo_root, tmp_path, shapes_imagenet,
 def test_dist_train_two_processes_gloo(repo_root, tmp_path, shapes_imagenet,
                                        demo_teachers):
     work = tmp_path / 'dist'
-    env = dict(os.environ, PYTHON=sys.executable, PORT='29517',
-               OMP_NUM_THREADS='1')
-    cmd = ['bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir',
-           str(work)] + _options(shapes_imagenet, demo_teachers, 6,
-                                 ['default_hooks.checkpoint.interval=6'])
-    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True,
-                          timeout=600, env=env)
+    env = dict(
+        os.environ, PYTHON=sys.executable, PORT='29517', OMP_NUM_THREADS='1')
+    cmd = [
+        'bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir',
+        str(work)
+    ] + _options(shapes_imagenet, demo_teachers, 6,
+                 ['default_hooks.checkpoint.interval=6'])
+    proc = subprocess.run(
+        cmd,
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert osp.isfile(work / 'iter_6.pth')
     log = open(glob.glob(osp.join(work, '*', '*.log'))[0]).read()
@@ -111,23 +125,28 @@ FLEXIBLE = ('configs/demo/'
 
 def _train_flexible(repo_root, work, data, teachers, port, args=()):
     """4 iterations of the FlexibleRunner + DDPStrategy config (the FSDP /
-    DeepSpeed path) through the real launcher, one gloo process, checkpoints
-    at 2 and 4."""
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(port),
-               OMP_NUM_THREADS='1')
-    cmd = ['bash', 'tools/dist_train.sh', FLEXIBLE, '1', '--work-dir',
-           str(work), *args] + _options(data, teachers, 4, [
-               'default_hooks.checkpoint.interval=2',
-               'train_dataloader.num_workers=0'
-           ])
-    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True,
-                          timeout=600, env=env)
+    DeepSpeed path) through the real launcher, one gloo process, checkpoints at
+    2 and 4."""
+    env = dict(
+        os.environ, PYTHON=sys.executable, PORT=str(port), OMP_NUM_THREADS='1')
+    cmd = [
+        'bash', 'tools/dist_train.sh', FLEXIBLE, '1', '--work-dir',
+        str(work), *args
+    ] + _options(data, teachers, 4, [
+        'default_hooks.checkpoint.interval=2', 'train_dataloader.num_workers=0'
+    ])
+    proc = subprocess.run(
+        cmd,
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 @pytest.fixture(scope='module')
-def flexible_work(repo_root, tmp_path_factory, shapes_imagenet,
-                  demo_teachers):
+def flexible_work(repo_root, tmp_path_factory, shapes_imagenet, demo_teachers):
     work = tmp_path_factory.mktemp('flexible') / 'full'
     _train_flexible(repo_root, work, shapes_imagenet, demo_teachers, 29519)
     return work
@@ -154,7 +173,7 @@ def test_flexible_runner_ddp_strategy_trains_with_mmhybrid_hooks(
 
 
 def test_flexible_runner_resumes_exactly(repo_root, tmp_path, flexible_work,
-                                        shapes_imagenet, demo_teachers):
+                                         shapes_imagenet, demo_teachers):
     resumed = tmp_path / 'resumed'
     _train_flexible(repo_root, resumed, shapes_imagenet, demo_teachers, 29520,
                     ['--resume', str(flexible_work / 'iter_2.pth')])

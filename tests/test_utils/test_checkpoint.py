@@ -24,8 +24,10 @@ def test_mmengine_history_buffer_and_numpy_load_safely(tmp_path):
     hub = MessageHub.get_instance('test_checkpoint_hub')
     hub.update_scalar('train/loss', 0.25)
     hub.update_scalar('train/loss', np.float64(0.75))
-    obj = dict(message_hub=hub.state_dict(), arr=np.arange(3),
-               meta=dict(seed=np.int64(3), epoch=1))
+    obj = dict(
+        message_hub=hub.state_dict(),
+        arr=np.arange(3),
+        meta=dict(seed=np.int64(3), epoch=1))
     torch.save(obj, tmp_path / 'ckpt.pth')
     loaded = load_checkpoint_file(tmp_path / 'ckpt.pth')
     buf = loaded['message_hub']['log_scalars']['train/loss']
@@ -37,8 +39,12 @@ def test_mmengine_history_buffer_and_numpy_load_safely(tmp_path):
 def test_code_in_pickle_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / 'pwned'
     path = tmp_path / 'evil.pth'
-    torch.save({'state_dict': {'w': torch.zeros(1)}, 'x': _Payload(marker)},
-               path)
+    torch.save({
+        'state_dict': {
+            'w': torch.zeros(1)
+        },
+        'x': _Payload(marker)
+    }, path)
     with pytest.raises(CheckpointError, match=f'refused to load {path}'):
         load_checkpoint_file(path)
     assert not marker.exists()
@@ -61,7 +67,8 @@ def test_restricted_getattr_refuses_other_attributes(tmp_path):
 def test_corrupt_truncated_missing(tmp_path):
     garbage = tmp_path / 'garbage.pth'
     garbage.write_bytes(os.urandom(2000))
-    with pytest.raises(CheckpointError, match='not a readable checkpoint') as e:
+    with pytest.raises(
+            CheckpointError, match='not a readable checkpoint') as e:
         load_checkpoint_file(garbage)
     assert str(garbage) in str(e.value)
     assert 'weights_only' not in str(e.value)  # never advise turning it off
@@ -103,7 +110,14 @@ def test_failed_save_keeps_previous_file(tmp_path):
 
 def test_extract_state_dict_wrappers():
     w = {'k': torch.zeros(1)}
-    for wrapped in ({'state_dict': w, 'meta': {}}, {'model': w}, {'module': w}, w):
+    for wrapped in ({
+            'state_dict': w,
+            'meta': {}
+    }, {
+            'model': w
+    }, {
+            'module': w
+    }, w):
         assert extract_state_dict(wrapped) == w
     with pytest.raises(CheckpointError, match='found no state dict'):
         extract_state_dict({'meta': {'x': 1}}, 'f.pth')

@@ -1,9 +1,9 @@
 """The restricted unpickler that reads checkpoints on torch 2.1-2.5.
 
-It runs here on the installed torch, forced (``load_restricted`` called directly,
-or ``compat.torch_has_safe_globals`` switched off for ``load_checkpoint_file``),
-and is compared with torch's own weights-only path on the same files. No torch
-2.1 stack runs in this suite.
+It runs here on the installed torch, forced (``load_restricted`` called
+directly, or ``compat.torch_has_safe_globals`` switched off for
+``load_checkpoint_file``), and is compared with torch's own weights-only path
+on the same files. No torch 2.1 stack runs in this suite.
 """
 import datetime
 import io
@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from mmhybrid import compat
-from mmhybrid.utils import CheckpointError, load_checkpoint_file
-from mmhybrid.utils import safe_unpickler
+from mmhybrid.utils import (CheckpointError, load_checkpoint_file,
+                            safe_unpickler)
 from mmhybrid.utils.safe_unpickler import RefusedGlobal, load_restricted
 
 
@@ -68,12 +68,13 @@ def _toy_runner(work_dir, max_iters, resume=False):
         model=ToyModel(),
         work_dir=str(work_dir),
         train_dataloader=dict(
-            dataset=ToyData(), sampler=dict(type='DefaultSampler',
-                                            shuffle=True),
-            batch_size=4, num_workers=0),
+            dataset=ToyData(),
+            sampler=dict(type='DefaultSampler', shuffle=True),
+            batch_size=4,
+            num_workers=0),
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.01)),
-        param_scheduler=dict(type='LinearLR', start_factor=0.5, by_epoch=False,
-                             begin=0, end=4),
+        param_scheduler=dict(
+            type='LinearLR', start_factor=0.5, by_epoch=False, begin=0, end=4),
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
         default_hooks=dict(
             checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
@@ -140,7 +141,8 @@ def test_resume_through_the_restricted_path(tmp_path, restricted_loader):
 
 
 @pytest.mark.parametrize('path', ['torch', 'restricted'])
-def test_refusal_names_the_global_and_runs_nothing(tmp_path, monkeypatch, path):
+def test_refusal_names_the_global_and_runs_nothing(tmp_path, monkeypatch,
+                                                   path):
     if path == 'restricted':
         monkeypatch.setattr(compat, 'torch_has_safe_globals', lambda: False)
     marker = tmp_path / 'PAYLOAD_RAN'
@@ -173,8 +175,8 @@ def test_restricted_unpickler_raises_refused_global(tmp_path):
 
 
 def test_build_cannot_patch_an_allowed_class():
-    """``BUILD`` with slot state on a class object would ``setattr`` on it (the C
-    unpickler allows that); only instances of allowed types get state."""
+    """``BUILD`` with slot state on a class object would ``setattr`` on it (the
+    C unpickler allows that); only instances of allowed types get state."""
     from mmengine.logging import HistoryBuffer
     mean = HistoryBuffer.mean
     mod = HistoryBuffer.__module__.encode()
@@ -200,8 +202,11 @@ def test_calls_only_allow_listed_functions():
 
 def _numpy1_style(tmp_path):
     """A checkpoint as numpy 1 writes it: globals under ``numpy.core``."""
-    obj = {'arr': np.arange(4, dtype=np.float64), 'x': np.float32(1.5),
-           'w': torch.arange(3)}
+    obj = {
+        'arr': np.arange(4, dtype=np.float64),
+        'x': np.float32(1.5),
+        'w': torch.arange(3)
+    }
     buf = io.BytesIO()
     torch.save(obj, buf, _use_new_zipfile_serialization=False)
     raw = buf.getvalue()
@@ -228,8 +233,15 @@ def test_truncated_legacy_file_is_reported_as_truncated(
     """A pickle cut short is corrupt, not refused (legacy format: the pickle
     stream itself is cut)."""
     good = tmp_path / 'good.pth'
-    torch.save({'w': torch.randn(64), 'meta': {'iter': 3, 'name': 'x' * 200}},
-               good, _use_new_zipfile_serialization=False)
+    torch.save({
+        'w': torch.randn(64),
+        'meta': {
+            'iter': 3,
+            'name': 'x' * 200
+        }
+    },
+               good,
+               _use_new_zipfile_serialization=False)
     raw = good.read_bytes()
     bad = tmp_path / 'cut.pth'
     bad.write_bytes(raw[:int(len(raw) * cut)])
@@ -274,12 +286,17 @@ def test_restricted_path_reads_a_hybrid_distill_training_checkpoint(
     (message hub, optimizer, schedulers, RNG states) reads the same through
     both unpicklers."""
     import subprocess
-    proc = subprocess.run(demo_train_cmd(tmp_path / 'w', 2), cwd=repo_root,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        demo_train_cmd(tmp_path / 'w', 2),
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     path = tmp_path / 'w' / 'iter_2.pth'
-    _assert_same(load_restricted(path),
-                 torch.load(path, map_location='cpu', weights_only=True))
+    _assert_same(
+        load_restricted(path),
+        torch.load(path, map_location='cpu', weights_only=True))
 
 
 def test_forced_weights_only_env_still_loads_safely(tmp_path, monkeypatch,

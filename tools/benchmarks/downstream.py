@@ -15,7 +15,8 @@
    SRUN_ARGS as there). The evaluation at the end of training (top-1, mIoU, COCO
    box/mask AP) is the benchmark's number; it is in ``WORK_DIR/<timestamp>/``.
 
-The shell wrappers ``dist_downstream.sh`` and ``slurm_downstream.sh`` call this.
+The shell wrappers ``dist_downstream.sh`` and ``slurm_downstream.sh`` call
+this.
 """
 import argparse
 import os
@@ -31,27 +32,36 @@ BENCH = 'configs/benchmarks'
 
 #: task -> (config relative to the repository root, converter target)
 TASKS = {
-    'in1k-ft': ('mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb128-coslr-100e_in1k.py',
-                'mmpretrain'),
-    'in1k-ft-l': ('mmpretrain/vit-large-p16_hybrid-distill-300e-pre_8xb128-coslr-50e_in1k.py',
-                  'mmpretrain'),
+    'in1k-ft':
+    ('mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb128-coslr-100e_in1k.py',
+     'mmpretrain'),
+    'in1k-ft-l':
+    ('mmpretrain/vit-large-p16_hybrid-distill-300e-pre_8xb128-coslr-50e_in1k.py',
+     'mmpretrain'),
     'in1k-linear':
     ('mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb2048-linear-coslr-90e_in1k.py',
      'mmpretrain'),
-    'ade20k': ('mmseg/upernet_vit-base-p16_hybrid-distill-300e-pre_8xb2-160k_ade20k-512x512.py',
-               'mmseg'),
-    'coco': ('mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-100e_coco.py',
-             'mmdet'),
-    'coco-25e': ('mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-25e_coco.py',
-                 'mmdet'),
+    'ade20k':
+    ('mmseg/upernet_vit-base-p16_hybrid-distill-300e-pre_8xb2-160k_ade20k-512x512.py',
+     'mmseg'),
+    'coco':
+    ('mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-100e_coco.py',
+     'mmdet'),
+    'coco-25e':
+    ('mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-25e_coco.py',
+     'mmdet'),
     # CPU miniatures on the generated shapes data (used by the tests)
-    'demo-ft': ('demo/vit-tiny-p8_hybrid-distill-300i-pre_1xb8-4i_shapes.py', 'mmpretrain'),
-    'demo-linear': ('demo/vit-tiny-p8_hybrid-distill-300i-pre_1xb16-linear-4i_shapes.py',
-                    'mmpretrain'),
-    'demo-ade20k': ('demo/upernet_vit-tiny-p8_hybrid-distill-300i-pre_1xb4-4i_shapes-64x64.py',
-                    'mmseg'),
-    'demo-coco': ('demo/mask-rcnn_vit-tiny-p8_hybrid-distill-300i-pre_sfp_1xb2-4i_shapes.py',
-                  'mmdet'),
+    'demo-ft': ('demo/vit-tiny-p8_hybrid-distill-300i-pre_1xb8-4i_shapes.py',
+                'mmpretrain'),
+    'demo-linear':
+    ('demo/vit-tiny-p8_hybrid-distill-300i-pre_1xb16-linear-4i_shapes.py',
+     'mmpretrain'),
+    'demo-ade20k':
+    ('demo/upernet_vit-tiny-p8_hybrid-distill-300i-pre_1xb4-4i_shapes-64x64.py',
+     'mmseg'),
+    'demo-coco':
+    ('demo/mask-rcnn_vit-tiny-p8_hybrid-distill-300i-pre_sfp_1xb2-4i_shapes.py',
+     'mmdet'),
 }
 TASKS = {k: (f'{BENCH}/{cfg}', target) for k, (cfg, target) in TASKS.items()}
 
@@ -62,21 +72,31 @@ def parse_args(argv=None):
         'benchmark with it.',
         epilog='Tasks: ' + ', '.join(TASKS) + '. Arguments after "--" go to '
         'tools/train.py (e.g. --cfg-options train_dataloader.batch_size=64).')
-    p.add_argument('task', help='a task name, or a config path (then give '
-                   '--target)')
+    p.add_argument(
+        'task', help='a task name, or a config path (then give '
+        '--target)')
     p.add_argument('pretrain', help='pretraining checkpoint (student)')
-    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'],
-                   default='pytorch')
-    p.add_argument('--gpus', type=int, default=8,
-                   help='processes (pytorch: on this node; slurm: in total)')
+    p.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm'], default='pytorch')
+    p.add_argument(
+        '--gpus',
+        type=int,
+        default=8,
+        help='processes (pytorch: on this node; slurm: in total)')
     p.add_argument('--partition', help='Slurm partition (--launcher slurm)')
     p.add_argument('--job-name', default=None, help='Slurm job name')
-    p.add_argument('--target', choices=['mmpretrain', 'mmseg', 'mmdet'],
-                   help='converter for a config path (task names know theirs)')
-    p.add_argument('--work-dir', default=None,
-                   help='default: work_dirs/benchmarks/<task>/<pretrain name>')
-    p.add_argument('--dry-run', action='store_true',
-                   help='print the commands, run nothing')
+    p.add_argument(
+        '--target',
+        choices=['mmpretrain', 'mmseg', 'mmdet'],
+        help='converter for a config path (task names know theirs)')
+    p.add_argument(
+        '--work-dir',
+        default=None,
+        help='default: work_dirs/benchmarks/<task>/<pretrain name>')
+    p.add_argument(
+        '--dry-run',
+        action='store_true',
+        help='print the commands, run nothing')
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = []
     if '--' in argv:  # everything after the first "--" goes to tools/train.py
@@ -112,17 +132,26 @@ def build_commands(args):
         f'model.backbone.init_cfg.checkpoint={converted}', *args.train_args
     ]
     if args.launcher == 'none':
-        cmd = [python, osp.join(ROOT, 'tools', 'train.py'), config, *train_args]
+        cmd = [
+            python,
+            osp.join(ROOT, 'tools', 'train.py'), config, *train_args
+        ]
     elif args.launcher == 'pytorch':
-        cmd = ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), config,
-               str(args.gpus), *train_args]
+        cmd = [
+            'bash',
+            osp.join(ROOT, 'tools', 'dist_train.sh'), config,
+            str(args.gpus), *train_args
+        ]
     else:
         if not args.partition:
             raise SystemExit('--launcher slurm needs --partition')
-        cmd = ['bash', osp.join(ROOT, 'tools', 'slurm_train.sh'), args.partition,
-               args.job_name or f'hybrid-{name}', config, *train_args]
-    conversion = dict(src=args.pretrain, dst=converted, config=config,
-                      target=target)
+        cmd = [
+            'bash',
+            osp.join(ROOT, 'tools', 'slurm_train.sh'), args.partition,
+            args.job_name or f'hybrid-{name}', config, *train_args
+        ]
+    conversion = dict(
+        src=args.pretrain, dst=converted, config=config, target=target)
     return conversion, cmd
 
 
@@ -143,7 +172,9 @@ def main(argv=None) -> int:
     from mmhybrid.utils import CheckpointError
     try:
         report = convert_to_mmpretrain(
-            conversion['src'], conversion['dst'], config=conversion['config'],
+            conversion['src'],
+            conversion['dst'],
+            config=conversion['config'],
             target=conversion['target'])
     except (ConversionError, CheckpointError) as e:
         print(f'error: {e}', file=sys.stderr)

@@ -9,8 +9,8 @@ with CONFIG=
 configs/benchmarks/mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb128-coslr-100e_in1k.py
 
 Keys are checked strictly against the config's backbone (or, without
-``--config``, a ViT of the checkpoint's architecture); the exit status is 1 with
-the names of the missing / unexpected keys when they differ.
+``--config``, a ViT of the checkpoint's architecture); the exit status is 1
+with the names of the missing / unexpected keys when they differ.
 """
 import os.path as osp
 import sys

@@ -2,5 +2,6 @@ from .layer_decay_constructor import (ViTLayerDecayOptimWrapperConstructor,
                                       get_vit_layer_depth, is_no_decay)
 
 __all__ = [
-    'ViTLayerDecayOptimWrapperConstructor', 'get_vit_layer_depth', 'is_no_decay'
+    'ViTLayerDecayOptimWrapperConstructor', 'get_vit_layer_depth',
+    'is_no_decay'
 ]

@@ -1,28 +1,28 @@
 """Layer-wise learning-rate decay for a ViT backbone inside any MMLab model.
 
 mmpretrain's ``LearningRateDecayOptimWrapperConstructor`` asks the model for
-``get_layer_depth``, which mmseg's ``EncoderDecoder`` and mmdet's detectors do not
-have; mmseg's ``LayerDecayOptimizerConstructor`` lives in mmseg's registry only and
-decays ``pos_embed``/``cls_token``. This one reads the depth from parameter names,
-so the same constructor (registered in mmengine's root registry, hence visible from
-the ``mmpretrain``, ``mmseg`` and ``mmdet`` scopes) serves fine-tuning,
-segmentation and detection alike.
+``get_layer_depth``, which mmseg's ``EncoderDecoder`` and mmdet's detectors do
+not have; mmseg's ``LayerDecayOptimizerConstructor`` lives in mmseg's registry
+only and decays ``pos_embed``/``cls_token``. This one reads the depth from
+parameter names, so the same constructor (registered in mmengine's root
+registry, hence visible from the ``mmpretrain``, ``mmseg`` and ``mmdet``
+scopes) serves fine-tuning, segmentation and detection alike.
 
-Depth of a parameter (``L`` = number of transformer blocks; ``P`` = the backbone
-prefix, ``'backbone.'`` by default):
+Depth of a parameter (``L`` = number of transformer blocks; ``P`` = the
+backbone prefix, ``'backbone.'`` by default):
 
 * ``P`` + ``cls_token``, ``pos_embed``, ``mask_token``, ``patch_embed.*``,
   ``pre_norm.*`` (the stem) -> 0
 * ``P`` + ``layers.i.*`` -> ``i + 1``
 * everything else (the final norms, necks, decode/detection heads) -> ``L + 1``
 
-Learning rate: ``lr * layer_decay_rate ** (L + 1 - depth)``, i.e. the heads get the
-base learning rate and every step towards the input multiplies it by the rate.
-Weight decay: none for 1-D parameters (norm weights, biases), ``*.bias``,
+Learning rate: ``lr * layer_decay_rate ** (L + 1 - depth)``, i.e. the heads get
+the base learning rate and every step towards the input multiplies it by the
+rate. Weight decay: none for 1-D parameters (norm weights, biases), ``*.bias``,
 ``pos_embed``, ``cls_token``, ``mask_token`` and relative-position tables; the
 base weight decay for everything else. ``custom_keys`` (as in mmengine:
-``{substring: dict(lr_mult=..., decay_mult=...)}``, the longest matching key wins)
-multiply on top.
+``{substring: dict(lr_mult=..., decay_mult=...)}``, the longest matching key
+wins) multiply on top.
 """
 import re
 from collections import OrderedDict
@@ -37,10 +37,12 @@ from mmengine.registry import (OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS,
 _STEM = ('cls_token', 'pos_embed', 'mask_token', 'dist_token')
 _STEM_MODULES = ('patch_embed.', 'pre_norm.')
 _NO_DECAY_NAMES = ('pos_embed', 'cls_token', 'mask_token', 'dist_token',
-                   'rel_pos', 'relative_position_bias_table', 'absolute_pos_embed')
+                   'rel_pos', 'relative_position_bias_table',
+                   'absolute_pos_embed')
 
 
-def get_vit_layer_depth(name: str, num_layers: int,
+def get_vit_layer_depth(name: str,
+                        num_layers: int,
                         prefix: str = 'backbone.') -> int:
     """Layer depth of the parameter ``name`` (see the module docstring).
 
@@ -69,9 +71,10 @@ def is_no_decay(name: str, param: nn.Parameter) -> bool:
     """Whether ``name`` is exempt from weight decay: norms, biases, tokens and
     position embeddings."""
     last = name.rsplit('.', 1)[-1]
-    return (param.ndim <= 1 or name.endswith('.bias') or last in _NO_DECAY_NAMES
-            or any(n in name for n in ('relative_position_bias_table',
-                                       'rel_pos_h', 'rel_pos_w')))
+    return (param.ndim <= 1 or name.endswith('.bias')
+            or last in _NO_DECAY_NAMES or any(
+                n in name for n in ('relative_position_bias_table',
+                                    'rel_pos_h', 'rel_pos_w')))
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -88,8 +91,9 @@ class ViTLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
       ``decay_mult`` multipliers by name substring, applied on top.
 
     Parameters that do not require grad (frozen stages) are left out of the
-    optimizer. Parameters with the same (depth, lr, weight decay) share one param
-    group; each group carries ``layer_depth``, ``lr_scale`` and ``param_names``.
+    optimizer. Parameters with the same (depth, lr, weight decay) share one
+    param group; each group carries ``layer_depth``, ``lr_scale`` and
+    ``param_names``.
 
     Example::
 
@@ -99,18 +103,21 @@ class ViTLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             paramwise_cfg=dict(layer_decay_rate=0.65))
     """
 
-    def __init__(self, optim_wrapper_cfg: dict,
+    def __init__(self,
+                 optim_wrapper_cfg: dict,
                  paramwise_cfg: Optional[dict] = None):
         paramwise_cfg = dict(paramwise_cfg or {})
-        self.layer_decay_rate = float(paramwise_cfg.pop('layer_decay_rate', 1.0))
+        self.layer_decay_rate = float(
+            paramwise_cfg.pop('layer_decay_rate', 1.0))
         self.num_layers = paramwise_cfg.pop('num_layers', None)
-        self.backbone_prefix = paramwise_cfg.pop('backbone_prefix', 'backbone.')
+        self.backbone_prefix = paramwise_cfg.pop('backbone_prefix',
+                                                 'backbone.')
         unknown = set(paramwise_cfg) - {'custom_keys'}
         if unknown:
             raise KeyError(
-                'ViTLayerDecayOptimWrapperConstructor: unsupported paramwise_cfg '
-                f'keys {sorted(unknown)}; supported: layer_decay_rate, num_layers, '
-                'backbone_prefix, custom_keys')
+                'ViTLayerDecayOptimWrapperConstructor: unsupported '
+                f'paramwise_cfg keys {sorted(unknown)}; supported: '
+                'layer_decay_rate, num_layers, backbone_prefix, custom_keys')
         if not 0.0 < self.layer_decay_rate <= 1.0:
             raise ValueError('layer_decay_rate must be in (0, 1], got '
                              f'{self.layer_decay_rate}')
@@ -125,21 +132,21 @@ class ViTLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         module = model
         for part in self.backbone_prefix.strip('.').split('.'):
             module = getattr(module, part, None) if part else module
-        if module is not None and isinstance(getattr(module, 'num_layers', None),
-                                             int):
+        if module is not None and isinstance(
+                getattr(module, 'num_layers', None), int):
             return module.num_layers
         ids = set()
-        pattern = re.compile(
-            '^' + re.escape(self.backbone_prefix) + r'(?:layers|blocks)\.(\d+)\.')
+        pattern = re.compile('^' + re.escape(self.backbone_prefix) +
+                             r'(?:layers|blocks)\.(\d+)\.')
         for name, _ in model.named_parameters():
             m = pattern.match(name)
             if m:
                 ids.add(int(m.group(1)))
         if not ids:
             raise ValueError(
-                'ViTLayerDecayOptimWrapperConstructor found no parameters named '
-                f'{self.backbone_prefix}layers.<i>.*; set paramwise_cfg.'
-                'backbone_prefix or num_layers')
+                'ViTLayerDecayOptimWrapperConstructor found no parameters '
+                f'named {self.backbone_prefix}layers.<i>.*; set '
+                'paramwise_cfg.backbone_prefix or num_layers')
         return max(ids) + 1
 
     def _custom(self, name: str) -> Tuple[float, float]:
@@ -147,8 +154,8 @@ class ViTLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         for key in sorted(sorted(custom_keys), key=len, reverse=True):
             if key in name:
                 cfg = custom_keys[key]
-                return (float(cfg.get('lr_mult', 1.0)),
-                        float(cfg.get('decay_mult', 1.0)))
+                return (float(cfg.get('lr_mult',
+                                      1.0)), float(cfg.get('decay_mult', 1.0)))
         return 1.0, 1.0
 
     def param_settings(self, model: nn.Module) -> 'OrderedDict[str, dict]':
@@ -184,8 +191,11 @@ class ViTLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         return OPTIM_WRAPPERS.build(
             optim_wrapper_cfg, default_args=dict(optimizer=optimizer))
 
-    def add_params(self, params: List[dict], module: nn.Module,
-                   prefix: str = '', **kwargs) -> None:
+    def add_params(self,
+                   params: List[dict],
+                   module: nn.Module,
+                   prefix: str = '',
+                   **kwargs) -> None:
         """Fill ``params`` with one group per (depth, lr, weight decay)."""
         settings = self.param_settings(module)
         named = dict(module.named_parameters())
@@ -194,17 +204,20 @@ class ViTLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             key = (s['layer_depth'], s['lr'], s['weight_decay'])
             if key not in groups:
                 groups[key] = dict(
-                    params=[], param_names=[], lr=s['lr'],
-                    weight_decay=s['weight_decay'], lr_scale=s['lr_scale'],
+                    params=[],
+                    param_names=[],
+                    lr=s['lr'],
+                    weight_decay=s['weight_decay'],
+                    lr_scale=s['lr_scale'],
                     layer_depth=s['layer_depth'])
             groups[key]['params'].append(named[name])
             groups[key]['param_names'].append(name)
         params.extend(groups.values())
         logger = MMLogger.get_current_instance()
         lines = [
-            f'{self.__class__.__name__}: layer_decay_rate='
-            f'{self.layer_decay_rate}, {len(settings)} trainable parameters in '
-            f'{len(groups)} groups'
+            f'{self.__class__.__name__}: '
+            f'layer_decay_rate={self.layer_decay_rate}, {len(settings)} '
+            f'trainable parameters in {len(groups)} groups'
         ]
         for g in groups.values():
             lines.append(f'  depth {g["layer_depth"]:>2}: lr={g["lr"]:.3e} '

@@ -27,15 +27,17 @@ from ..utils.token_masking import (SELECTIONS, gather_tokens,
                                    mask_ratio_problems, num_kept_tokens,
                                    select_kept_tokens, with_cls_index)
 
-
 #: whose last-block [CLS] attention ranks the tokens: Tc's or Tm's
 IMPORTANCE_SOURCES = ('feat', 'rel')
 
 
 def _trainable(t: torch.Tensor) -> torch.Tensor:
     """``t``, or a normal copy of it when it is an inference tensor (which
-    autograd may not save for backward). Gathered tensors are normal
-    already, so this copies only on the unmasked path."""
+    autograd may not save for backward).
+
+    Gathered tensors are normal already, so this copies only on the unmasked
+    path.
+    """
     return t.clone() if t.is_inference() else t
 
 
@@ -44,7 +46,9 @@ def _geometry(vit: HybridViT, cfg: dict) -> ViTGeometry:
     for the messages."""
     cfg = cfg if hasattr(cfg, 'get') else {}
     return ViTGeometry(
-        dims=vit.embed_dims, layers=vit.num_layers, heads=vit.num_heads,
+        dims=vit.embed_dims,
+        layers=vit.num_layers,
+        heads=vit.num_heads,
         grid=tuple(vit.patch_resolution),
         arch=cfg.get('arch', vit_default('arch')),
         img_size=cfg.get('img_size', vit_default('img_size')))
@@ -52,7 +56,8 @@ def _geometry(vit: HybridViT, cfg: dict) -> ViTGeometry:
 
 @MODELS.register_module()
 class HybridDistill(BaseSelfSupervisor):
-    """Hybrid Distillation: a student ViT from a feature and a relation teacher.
+    """Hybrid Distillation: a student ViT from a feature and a relation
+    teacher.
 
     Args:
         backbone (dict): Student config, a :class:`HybridViT`.
@@ -62,19 +67,22 @@ class HybridDistill(BaseSelfSupervisor):
             :class:`FrozenTeacher` config.
         teacher_rel (dict): MIM teacher Tm, a :class:`FrozenTeacher` config.
         loss_feat (dict): Feature loss config. Defaults to
-            ``FeatureDistillLoss`` (whitened targets, Smooth-L1 beta 2, weight 1).
-        loss_rel (dict): Relation loss config. Defaults to ``RelationDistillLoss``
-            (KL(Tm || S), weight 1).
-        relation_pairs (Sequence[tuple[int, int]], optional): ``(student block,
-            teacher block)`` pairs, 0-based. Defaults to every student block but the
-            last, paired by relative depth (ViT-B: 0..10 with 0..10).
+            ``FeatureDistillLoss`` (whitened targets, Smooth-L1 beta 2, weight
+            1).
+        loss_rel (dict): Relation loss config. Defaults to
+            ``RelationDistillLoss`` (KL(Tm || S), weight 1).
+        relation_pairs (Sequence[tuple[int, int]], optional): ``(student
+            block, teacher block)`` pairs, 0-based. Defaults to every student
+            block but the last, paired by relative depth (ViT-B: 0..10 with
+            0..10).
         importance_source (str): Whose last-block [CLS] attention ranks tokens:
             ``'feat'`` (Tc, default) or ``'rel'`` (Tm).
         token_selection (str): ``'sample'`` (without replacement, weighted by
             importance; default) or ``'topk'``.
         mask_ratio (float): Initial mask ratio; :class:`ProgressiveMaskingHook`
             updates it every iteration. Defaults to 0.
-        data_preprocessor (dict, optional): Usually ``SelfSupDataPreprocessor``.
+        data_preprocessor (dict, optional): Usually
+            ``SelfSupDataPreprocessor``.
         init_cfg (dict, optional): Init config of the student parts.
     """
 
@@ -99,15 +107,17 @@ class HybridDistill(BaseSelfSupervisor):
         if not isinstance(self.backbone, HybridViT):
             raise TypeError('HybridDistill.backbone must be a HybridViT, got '
                             f'{type(self.backbone).__name__}')
-        # Teachers live outside the module tree on purpose: no state_dict entries,
-        # no optimizer params, no DDP buckets, untouched by model.train().
+        # Teachers live outside the module tree on purpose: no state_dict
+        # entries, no optimizer params, no DDP buckets, untouched by
+        # model.train().
         teachers = {}
-        for name, cfg in (('teacher_feat', teacher_feat),
-                          ('teacher_rel', teacher_rel)):
+        for name, cfg in (('teacher_feat', teacher_feat), ('teacher_rel',
+                                                           teacher_rel)):
             t = MODELS.build(cfg)
             if not isinstance(t, FrozenTeacher):
-                raise TypeError(f'HybridDistill.{name} must build a FrozenTeacher,'
-                                f' got {type(t).__name__}')
+                raise TypeError(
+                    f'HybridDistill.{name} must build a FrozenTeacher,'
+                    f' got {type(t).__name__}')
             teachers[name] = t
         object.__setattr__(self, '_teachers', teachers)
         self.loss_feat = MODELS.build(loss_feat)
@@ -123,20 +133,26 @@ class HybridDistill(BaseSelfSupervisor):
         self.mask_ratio = mask_ratio
         s_layers = self.backbone.num_layers
         t_layers = self.teacher_rel.num_layers
-        raise_problems('HybridDistill', relation_pair_problems(
-            relation_pairs, s_layers, t_layers))
+        raise_problems(
+            'HybridDistill',
+            relation_pair_problems(relation_pairs, s_layers, t_layers))
         if relation_pairs is None:
             relation_pairs = default_relation_pairs(s_layers, t_layers)
         self.relation_pairs = [(int(s), int(t)) for s, t in relation_pairs]
-        raise_problems('HybridDistill', distill_geometry_problems(
-            _geometry(self.backbone, backbone),
-            _geometry(self.teacher_feat.backbone, teacher_feat.get('backbone')),
-            _geometry(self.teacher_rel.backbone, teacher_rel.get('backbone')),
-            neck_in=getattr(self.neck, 'in_channels', None),
-            neck_out=getattr(self.neck, 'out_channels', None)))
+        raise_problems(
+            'HybridDistill',
+            distill_geometry_problems(
+                _geometry(self.backbone, backbone),
+                _geometry(self.teacher_feat.backbone,
+                          teacher_feat.get('backbone')),
+                _geometry(self.teacher_rel.backbone,
+                          teacher_rel.get('backbone')),
+                neck_in=getattr(self.neck, 'in_channels', None),
+                neck_out=getattr(self.neck, 'out_channels', None)))
         dp = self.data_preprocessor
         for t in teachers.values():
-            t.set_input_norm(getattr(dp, 'mean', None), getattr(dp, 'std', None))
+            t.set_input_norm(
+                getattr(dp, 'mean', None), getattr(dp, 'std', None))
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -153,8 +169,10 @@ class HybridDistill(BaseSelfSupervisor):
 
     @mask_ratio.setter
     def mask_ratio(self, value: float) -> None:
-        raise_problems('HybridDistill', mask_ratio_problems(
-            value, 'mask_ratio', self.backbone.num_patches))
+        raise_problems(
+            'HybridDistill',
+            mask_ratio_problems(value, 'mask_ratio',
+                                self.backbone.num_patches))
         self._mask_ratio = float(value)
 
     def init_weights(self) -> None:
@@ -224,7 +242,8 @@ class HybridDistill(BaseSelfSupervisor):
         self, x: torch.Tensor
     ) -> Tuple[torch.Tensor, List[Dict[str, torch.Tensor]],
                Optional[torch.Tensor], torch.Tensor]:
-        """What the student's losses need from the teachers, at the kept tokens.
+        """What the student's losses need from the teachers, at the kept
+        tokens.
 
         Both teachers run once on the full image; the feature teacher's [CLS]
         attention of that same pass picks the kept tokens; the targets are
@@ -262,14 +281,18 @@ class HybridDistill(BaseSelfSupervisor):
         # inference tensor (unmasked path) may not be; relation targets only
         # feed no-grad teacher-side maps.
         target_feat = _trainable(kept(tc.tokens))
-        t_rel = [{p: kept(v) for p, v in tm.relations[t].items()}
-                 for _, t in self.relation_pairs]
+        t_rel = [{
+            p: kept(v)
+            for p, v in tm.relations[t].items()
+        } for _, t in self.relation_pairs]
         # filled on the device: torch.tensor(..., device=cuda) would be a
         # blocking host-to-device copy in the middle of every step
         mask_ratio = torch.full((), self.mask_ratio, device=x.device)
         return target_feat, t_rel, keep_idx, mask_ratio
 
-    def loss(self, inputs, data_samples: Optional[List[DataSample]] = None,
+    def loss(self,
+             inputs,
+             data_samples: Optional[List[DataSample]] = None,
              **kwargs) -> Dict[str, torch.Tensor]:
         """Compute ``loss_feat`` and ``loss_rel`` (and log ``mask_ratio``).
 
@@ -289,4 +312,5 @@ class HybridDistill(BaseSelfSupervisor):
         loss_feat = self.loss_feat(pred, target_feat)
         s_rel = [student.relations[s] for s, _ in self.relation_pairs]
         loss_rel = self.loss_rel(s_rel, t_rel, self.teacher_rel.num_heads)
-        return dict(loss_feat=loss_feat, loss_rel=loss_rel, mask_ratio=mask_ratio)
+        return dict(
+            loss_feat=loss_feat, loss_rel=loss_rel, mask_ratio=mask_ratio)

@@ -1,9 +1,9 @@
 """The one ViT of mmhybrid: student and teachers alike.
 
-It *is* mmpretrain's :class:`~mmpretrain.models.backbones.VisionTransformer` (same
-modules, same state-dict keys, same ``forward``), so a student checkpoint loads into
-``mmpretrain.VisionTransformer`` downstream without renaming. It adds one entry
-point, :meth:`HybridViT.forward_distill`, that
+It *is* mmpretrain's :class:`~mmpretrain.models.backbones.VisionTransformer`
+(same modules, same state-dict keys, same ``forward``), so a student checkpoint
+loads into ``mmpretrain.VisionTransformer`` downstream without renaming. It
+adds one entry point, :meth:`HybridViT.forward_distill`, that
 
 * encodes only the kept patch tokens (MAE-style) when given their indices,
 * returns the per-token q/k/v projections of chosen blocks, from which the
@@ -19,10 +19,10 @@ from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.models.utils import resize_pos_embed
 from mmpretrain.registry import MODELS
+from torch.utils.checkpoint import checkpoint
 
 from ...utils.problems import raise_problems
 from ..losses.relation_functional import relation_logits
@@ -53,15 +53,17 @@ def embed_patches(patch_embed: torch.nn.Module,
     conv = patch_embed.projection
     kh, kw = conv.kernel_size
     B, C, H, W = x.shape
-    plain = (type(conv) is torch.nn.Conv2d and conv.stride == (kh, kw)
-             and conv.padding == (0, 0) and conv.dilation == (1, 1)
-             and conv.groups == 1 and H % kh == 0 and W % kw == 0)
+    plain = (
+        type(conv) is torch.nn.Conv2d and conv.stride == (kh, kw)
+        and conv.padding == (0, 0) and conv.dilation == (1, 1)
+        and conv.groups == 1 and H % kh == 0 and W % kw == 0)
     if not plain:
         return patch_embed(x)
     gh, gw = H // kh, W // kw
     patches = x.reshape(B, C, gh, kh, gw, kw).permute(0, 2, 4, 1, 3, 5)
-    tokens = F.linear(patches.reshape(B, gh * gw, C * kh * kw),
-                      conv.weight.reshape(conv.out_channels, -1), conv.bias)
+    tokens = F.linear(
+        patches.reshape(B, gh * gw, C * kh * kw),
+        conv.weight.reshape(conv.out_channels, -1), conv.bias)
     if patch_embed.norm is not None:
         tokens = patch_embed.norm(tokens)
     return tokens, (gh, gw)
@@ -97,9 +99,9 @@ class DistillOutput(NamedTuple):
             were not asked for (``final_tokens=False``).
         relations (dict[int, dict[str, Tensor]]): For each requested block, its
             ``'q'``/``'k'``/``'v'`` projections, each ``(B, 1 + K, C)``.
-        cls_attn (Tensor | None): ``(B, K)`` [CLS]->patch attention of the last
-            block, averaged over heads (rows sum to <= 1: the [CLS]->[CLS] share is
-            left out).
+        cls_attn (Tensor | None): ``(B, K)`` [CLS]->patch attention of the
+            last block, averaged over heads (rows sum to <= 1: the [CLS]->[CLS]
+            share is left out).
     """
     tokens: Optional[torch.Tensor]
     relations: Dict[int, Dict[str, torch.Tensor]]
@@ -111,9 +113,9 @@ class HybridViT(VisionTransformer):
     """mmpretrain's ViT plus kept-token encoding and relation outputs.
 
     Accepts every argument of :class:`mmpretrain.models.VisionTransformer`
-    (``arch``, ``img_size``, ``patch_size``, ``pre_norm``, ``layer_cfgs``, ...).
-    ``with_cls_token`` must stay True: relations and token importance are defined
-    with [CLS].
+    (``arch``, ``img_size``, ``patch_size``, ``pre_norm``, ``layer_cfgs``,
+    ...). ``with_cls_token`` must stay True: relations and token importance are
+    defined with [CLS].
 
     Args:
         with_cp (bool): Recompute each block in the backward pass of
@@ -172,7 +174,8 @@ class HybridViT(VisionTransformer):
             num_extra_tokens=self.num_extra_tokens)
         x = x + pos[:, 1:]
         if keep_idx is not None:
-            # dropping tokens right after embedding is where the saving comes from
+            # dropping tokens right after embedding is where the saving comes
+            # from
             x = gather_tokens(x, keep_idx)
         cls = (self.cls_token + pos[:, :1]).expand(B, -1, -1)
         x = torch.cat([cls, x], dim=1)
@@ -189,8 +192,10 @@ class HybridViT(VisionTransformer):
         Numerically the same as ``layer(x)``; attention runs fused.
 
         Returns:
-            tuple: ``(x, projections, cls_attn)``; ``projections`` maps each part
-            in ``parts`` to ``(B, L, C)``; ``cls_attn`` is ``(B, L - 1)`` or None.
+            tuple: ``(x, projections, cls_attn)``; ``projections`` maps
+                each part
+            in ``parts`` to ``(B, L, C)``; ``cls_attn`` is ``(B, L - 1)``
+                or None.
         """
         attn = layer.attn
         h = layer.ln1(x)
@@ -264,8 +269,8 @@ class HybridViT(VisionTransformer):
         use_cp = self.with_cp and self.training and torch.is_grad_enabled()
         for i in range(depth):
             layer = self.layers[i]
-            args = (layer, x, parts if i in out_layers else (),
-                    cls_attn and i == last)
+            args = (layer, x, parts if i in out_layers else (), cls_attn
+                    and i == last)
             if use_cp:
                 x, proj, imp = checkpoint(
                     self.block_forward, *args, use_reentrant=False)
@@ -282,10 +287,10 @@ class HybridViT(VisionTransformer):
         return DistillOutput(x, relations, importance)
 
     @torch.no_grad()
-    def attention_maps(self,
-                       x: torch.Tensor,
-                       layers: Optional[Sequence[int]] = None
-                       ) -> Dict[int, torch.Tensor]:
+    def attention_maps(
+            self,
+            x: torch.Tensor,
+            layers: Optional[Sequence[int]] = None) -> Dict[int, torch.Tensor]:
         """Per-head attention distributions, for analysis.
 
         Args:

@@ -13,15 +13,15 @@ from mmengine.logging import print_log
 from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.registry import MODELS
 
-from ...downstream.pretrained import (PRETRAINED_KEYS,
-                                      PretrainedMismatchError,
+from ...downstream.pretrained import (PRETRAINED_KEYS, PretrainedMismatchError,
                                       load_pretrained_vit)
 
 
 def _as_list(init_cfg) -> List[dict]:
     if not init_cfg:
         return []
-    return list(init_cfg) if isinstance(init_cfg, (list, tuple)) else [init_cfg]
+    return list(init_cfg) if isinstance(init_cfg,
+                                        (list, tuple)) else [init_cfg]
 
 
 def _is_pretrained(cfg: dict) -> bool:
@@ -49,14 +49,15 @@ def pretrained_entry(init_cfg, owner: str) -> Optional[dict]:
     if unknown or not cfg.get('checkpoint'):
         raise PretrainedMismatchError(
             f'{owner}.init_cfg={dict(cfg)!r}: expected the keys '
-            f'{PRETRAINED_KEYS[:2]} and optionally {PRETRAINED_KEYS[2:]}'
-            + (f', got unknown {unknown}' if unknown else ', got no checkpoint'))
+            f'{PRETRAINED_KEYS[:2]} and optionally {PRETRAINED_KEYS[2:]}' +
+            (f', got unknown {unknown}' if unknown else ', got no checkpoint'))
     return cfg
 
 
 @MODELS.register_module()
 class StrictPretrainedViT(VisionTransformer):
-    """:class:`mmpretrain.models.VisionTransformer` with a strict pretrained load.
+    """:class:`mmpretrain.models.VisionTransformer` with a strict pretrained
+    load.
 
     Same arguments, modules, state-dict keys and ``forward`` as mmpretrain's
     ViT; only :meth:`init_weights` differs when ``init_cfg`` holds

@@ -7,10 +7,11 @@ from ...utils.problems import choice_problems, raise_problems
 
 
 def whiten(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """LayerNorm without affine parameters over channels: ``(..., C) -> (..., C)``.
+    """LayerNorm without affine parameters over channels: ``(..., C) -> (...,
+    C)``.
 
-    Feature Distillation (Wei et al., 2022) whitens the teacher's features this way
-    so that teachers of any scale give targets of unit variance per token.
+    Feature Distillation (Wei et al., 2022) whitens the teacher's features this
+    way so that teachers of any scale give targets of unit variance per token.
     """
     return F.layer_norm(x.float(), x.shape[-1:], eps=eps)
 
@@ -24,9 +25,9 @@ def feature_distance(pred: torch.Tensor,
     Args:
         pred (Tensor): ``(B, L, C)`` student tokens after the projection head.
         target (Tensor): ``(B, L, C)`` (whitened) teacher tokens.
-        loss_type (str): ``'smooth_l1'`` (mean over all entries, with ``beta``),
-            ``'mse'`` (mean over entries) or ``'cosine'`` (``1 - cos`` per token,
-            mean over tokens). Defaults to ``'smooth_l1'``.
+        loss_type (str): ``'smooth_l1'`` (mean over all entries, with
+            ``beta``), ``'mse'`` (mean over entries) or ``'cosine'`` (``1 -
+            cos`` per token, mean over tokens). Defaults to ``'smooth_l1'``.
         beta (float): Smooth-L1 threshold. Defaults to 2.0.
     """
     pred = pred.float()
@@ -64,21 +65,22 @@ class FeatureDistillLoss(nn.Module):
                  whiten_target: bool = True,
                  loss_weight: float = 1.0) -> None:
         super().__init__()
-        raise_problems('FeatureDistillLoss',
-                       choice_problems('loss_type', loss_type, self.LOSS_TYPES))
+        raise_problems(
+            'FeatureDistillLoss',
+            choice_problems('loss_type', loss_type, self.LOSS_TYPES))
         self.loss_type = loss_type
         self.beta = beta
         self.whiten_target = whiten_target
         self.loss_weight = loss_weight
 
-    def forward(self,
-                pred: torch.Tensor,
+    def forward(self, pred: torch.Tensor,
                 target: torch.Tensor) -> torch.Tensor:
         """Args: ``pred`` and ``target`` are ``(B, L, C)``."""
         if pred.shape != target.shape:
-            raise ValueError(f'FeatureDistillLoss: prediction {tuple(pred.shape)} '
-                             f'and target {tuple(target.shape)} differ')
+            raise ValueError(
+                f'FeatureDistillLoss: prediction {tuple(pred.shape)} '
+                f'and target {tuple(target.shape)} differ')
         if self.whiten_target:
             target = whiten(target)
-        return self.loss_weight * feature_distance(pred, target, self.loss_type,
-                                                   self.beta)
+        return self.loss_weight * feature_distance(pred, target,
+                                                   self.loss_type, self.beta)

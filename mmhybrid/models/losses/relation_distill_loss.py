@@ -14,26 +14,27 @@ from .relation_functional import (kl_relation, mse_relation, relation_logits,
 class RelationDistillLoss(LazyCompileMixin, nn.Module):
     """Token-relation distillation from the MIM teacher.
 
-    For every distilled (student block, teacher block) pair, the relation is the
-    per-head attention distribution ``softmax(q k^T / sqrt(d))``; the student's q/k
-    are split into the *teacher's* head count, so students of another width or head
-    count need no extra parameters. Optionally V-V relations
+    For every distilled (student block, teacher block) pair, the relation is
+    the per-head attention distribution ``softmax(q k^T / sqrt(d))``; the
+    student's q/k are split into the *teacher's* head count, so students of
+    another width or head count need no extra parameters. Optionally V-V
+    relations
     ``softmax(v v^T / sqrt(d))`` are distilled as well.
 
     ``loss = loss_weight * mean over pairs of [D(S_qk, T_qk) (+ D(S_vv, T_vv))]``
 
     Args:
-        loss_type (str): ``'kl'`` (KL(T || S) summed over keys, mean over heads and
-            queries), ``'smooth_l1'`` or ``'mse'`` on the probability maps.
-            Defaults to ``'kl'``.
+        loss_type (str): ``'kl'`` (KL(T || S) summed over keys, mean over
+            heads and queries), ``'smooth_l1'`` or ``'mse'`` on the probability
+            maps. Defaults to ``'kl'``.
         use_vv (bool): Also distil V-V relations. Defaults to False.
         beta (float): Smooth-L1 beta for ``'smooth_l1'``. Defaults to 1.0.
         loss_weight (float): beta of docs/method.md#relation-loss. Defaults
             to 1.0.
-        compile (bool): On CUDA, fuse the distance's element-wise passes over the
-            ``(B, H, L, L)`` maps with :func:`torch.compile` (dynamic shapes, as
-            the kept-token count changes). CPU inputs always run eagerly.
-            Defaults to False.
+        compile (bool): On CUDA, fuse the distance's element-wise passes
+            over the ``(B, H, L, L)`` maps with :func:`torch.compile` (dynamic
+            shapes, as the kept-token count changes). CPU inputs always run
+            eagerly. Defaults to False.
     """
     LOSS_TYPES = ('kl', 'smooth_l1', 'mse')
 
@@ -44,8 +45,9 @@ class RelationDistillLoss(LazyCompileMixin, nn.Module):
                  loss_weight: float = 1.0,
                  compile: bool = False) -> None:
         super().__init__()
-        raise_problems('RelationDistillLoss',
-                       choice_problems('loss_type', loss_type, self.LOSS_TYPES))
+        raise_problems(
+            'RelationDistillLoss',
+            choice_problems('loss_type', loss_type, self.LOSS_TYPES))
         self.loss_type = loss_type
         self.use_vv = use_vv
         self.beta = beta
@@ -81,8 +83,9 @@ class RelationDistillLoss(LazyCompileMixin, nn.Module):
             num_heads (int): The teacher's head count.
         """
         if len(student) != len(teacher) or not student:
-            raise ValueError(f'RelationDistillLoss: got {len(student)} student and '
-                             f'{len(teacher)} teacher relations')
+            raise ValueError(
+                f'RelationDistillLoss: got {len(student)} student and '
+                f'{len(teacher)} teacher relations')
         total = 0.
         for s, t in zip(student, teacher):
             loss = self.distance(

@@ -1,7 +1,7 @@
 """Relation (token-to-token attention) maps and distances: pure functions.
 
-Shapes: ``a, b`` are ``(B, L, C)`` per-token projections (e.g. q and k) before the
-split into heads; maps are ``(B, H, L, L)``.
+Shapes: ``a, b`` are ``(B, L, C)`` per-token projections (e.g. q and k) before
+the split into heads; maps are ``(B, H, L, L)``.
 """
 import torch
 import torch.nn.functional as F
@@ -12,8 +12,8 @@ def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     B, L, C = x.shape
     if C % num_heads:
         raise ValueError(
-            f'cannot split width {C} into {num_heads} heads: {C} is not a multiple '
-            f'of {num_heads}')
+            f'cannot split width {C} into {num_heads} heads: {C} is not a '
+            f'multiple of {num_heads}')
     return x.reshape(B, L, num_heads, C // num_heads).transpose(1, 2)
 
 
@@ -21,8 +21,8 @@ def relation_logits(a: torch.Tensor, b: torch.Tensor,
                     num_heads: int) -> torch.Tensor:
     """Scaled dot-product logits ``a_h b_h^T / sqrt(d)`` per head.
 
-    The product runs in the inputs' dtype (bf16 under AMP, on tensor cores); the
-    distances below take their softmax in fp32.
+    The product runs in the inputs' dtype (bf16 under AMP, on tensor cores);
+    the distances below take their softmax in fp32.
 
     Args:
         a (Tensor): ``(B, L, C)`` queries (or values for V-V relations).

@@ -11,7 +11,8 @@ class DistillProjectionNeck(BaseModule):
     """Projects student tokens to the feature teacher's width.
 
     ``'linear'``: one ``Linear(in, out)`` (the default, as in Feature
-    Distillation). ``'mlp'``: ``Linear(in, hidden) -> GELU -> Linear(hidden, out)``.
+    Distillation). ``'mlp'``: ``Linear(in, hidden) -> GELU -> Linear(hidden,
+    out)``.
 
     Args:
         in_channels (int): Student width.
@@ -22,14 +23,15 @@ class DistillProjectionNeck(BaseModule):
         init_cfg (dict, optional): mmengine init config.
     """
 
-    def __init__(self,
-                 in_channels: int,
-                 out_channels: int,
-                 proj_type: str = 'linear',
-                 hidden_channels: Optional[int] = None,
-                 init_cfg: Optional[dict] = dict(
-                     type='TruncNormal', layer='Linear', std=0.02, bias=0.)
-                 ) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        proj_type: str = 'linear',
+        hidden_channels: Optional[int] = None,
+        init_cfg: Optional[dict] = dict(
+            type='TruncNormal', layer='Linear', std=0.02, bias=0.)
+    ) -> None:
         super().__init__(init_cfg=init_cfg)
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -41,8 +43,9 @@ class DistillProjectionNeck(BaseModule):
                 nn.Linear(in_channels, hidden), nn.GELU(),
                 nn.Linear(hidden, out_channels))
         else:
-            raise ValueError(f"DistillProjectionNeck: proj_type must be 'linear' "
-                             f"or 'mlp', got {proj_type!r}")
+            raise ValueError(
+                f"DistillProjectionNeck: proj_type must be 'linear' "
+                f"or 'mlp', got {proj_type!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, L, in_channels) -> (B, L, out_channels)``."""

@@ -1,15 +1,16 @@
 """ViTDet's simple feature pyramid (Li et al., ECCV 2022) as an MMLab neck.
 
-mmdet's pip wheel does not ship ``projects/ViTDet``, so the neck lives here. It is
-registered in mmengine's root ``MODELS`` registry, so mmdet and mmseg configs (and
-mmpretrain ones) find it by its plain name, ``type='SimpleFeaturePyramid'``.
+mmdet's pip wheel does not ship ``projects/ViTDet``, so the neck lives here. It
+is registered in mmengine's root ``MODELS`` registry, so mmdet and mmseg
+configs (and mmpretrain ones) find it by its plain name,
+``type='SimpleFeaturePyramid'``.
 
-From the last feature map of a plain ViT (stride ``s``, e.g. 16) it builds maps at
-``s / f`` for each scale factor ``f`` (default ``(4, 2, 1, 0.5)``: strides 4, 8, 16,
-32 for a /16 ViT) with transposed convolutions (up) or max pooling (down), then a
-1x1 lateral and a 3x3 output convolution per level, as ViTDet's ``SimpleFPN``.
-Extra levels (``num_outs`` > number of scales) are max pools of the last one, as
-mmdet's FPN does for the RPN's stride-64 level.
+From the last feature map of a plain ViT (stride ``s``, e.g. 16) it builds maps
+at ``s / f`` for each scale factor ``f`` (default ``(4, 2, 1, 0.5)``: strides
+4, 8, 16, 32 for a /16 ViT) with transposed convolutions (up) or max pooling
+(down), then a 1x1 lateral and a 3x3 output convolution per level, as ViTDet's
+``SimpleFPN``. Extra levels (``num_outs`` > number of scales) are max pools of
+the last one, as mmdet's FPN does for the RPN's stride-64 level.
 """
 import math
 from typing import Optional, Sequence, Tuple
@@ -33,16 +34,18 @@ class SimpleFeaturePyramid(BaseModule):
     Args:
         backbone_channel (int): Channels of the ViT feature map.
         out_channels (int): Channels of every output level.
-        scale_factors (Sequence[float]): Up/down-sampling of each level relative
-            to the ViT map; powers of two. Defaults to ``(4.0, 2.0, 1.0, 0.5)``.
+        scale_factors (Sequence[float]): Up/down-sampling of each level
+            relative to the ViT map; powers of two. Defaults to ``(4.0, 2.0,
+            1.0, 0.5)``.
         num_outs (int, optional): Output levels; extra ones are stride-2 max
             pools of the last. Defaults to ``len(scale_factors) + 1``.
         norm_cfg (dict, optional): Norm after every conv (ViTDet uses
-            ``'mmpretrain.LN2d'``); also used between the two transposed convs of
-            a 4x level. Defaults to None (no norm; the convs get a bias).
+            ``'mmpretrain.LN2d'``); also used between the two transposed convs
+            of a 4x level. Defaults to None (no norm; the convs get a bias).
         act_cfg (dict, optional): Activation after the lateral/output convs.
             Defaults to None, as ViTDet.
-        in_index (int): Which backbone output to use. Defaults to -1 (the last).
+        in_index (int): Which backbone output to use. Defaults to -1 (the
+            last).
         init_cfg (dict | list, optional): Initialisation config.
     """
 
@@ -59,8 +62,8 @@ class SimpleFeaturePyramid(BaseModule):
         self.backbone_channel = backbone_channel
         self.out_channels = out_channels
         self.scale_factors = tuple(float(f) for f in scale_factors)
-        self.num_outs = (len(self.scale_factors) + 1
-                         if num_outs is None else int(num_outs))
+        self.num_outs = (
+            len(self.scale_factors) + 1 if num_outs is None else int(num_outs))
         if self.num_outs < len(self.scale_factors):
             raise ValueError(
                 f'num_outs ({self.num_outs}) < number of scale factors '
@@ -73,14 +76,26 @@ class SimpleFeaturePyramid(BaseModule):
             if not _is_power_of_two(factor):
                 raise ValueError(
                     f'scale factors must be powers of two, got {factor}')
-            stage, channels = self._make_stage(factor, backbone_channel, norm_cfg)
+            stage, channels = self._make_stage(factor, backbone_channel,
+                                               norm_cfg)
             self.stages.append(stage)
             self.lateral_convs.append(
-                ConvModule(channels, out_channels, 1, norm_cfg=norm_cfg,
-                           act_cfg=act_cfg, inplace=False))
+                ConvModule(
+                    channels,
+                    out_channels,
+                    1,
+                    norm_cfg=norm_cfg,
+                    act_cfg=act_cfg,
+                    inplace=False))
             self.fpn_convs.append(
-                ConvModule(out_channels, out_channels, 3, padding=1,
-                           norm_cfg=norm_cfg, act_cfg=act_cfg, inplace=False))
+                ConvModule(
+                    out_channels,
+                    out_channels,
+                    3,
+                    padding=1,
+                    norm_cfg=norm_cfg,
+                    act_cfg=act_cfg,
+                    inplace=False))
 
     @staticmethod
     def _make_stage(factor: float, channels: int,

@@ -16,9 +16,9 @@ from .vit_arch import ViTArch
 from .vit_formats import (FORMATS, compare_keys, fit_final_norm,
                           format_key_report, read_vit_layout)
 
-
 #: the teacher's autocast dtypes on CUDA (None: fp32)
 AUTOCAST_DTYPES = (None, 'bfloat16', 'float16')
+
 
 def load_vit_weights(model: HybridViT,
                      filename: str,
@@ -42,8 +42,9 @@ def load_vit_weights(model: HybridViT,
         str: The layout that was read.
 
     Raises:
-        CheckpointError: Unreadable file, or keys that do not match (missing and
-            unexpected keys are listed by name), or shapes that differ.
+        CheckpointError: Unreadable file, or keys that do not match
+            (missing and unexpected keys are listed by name), or shapes that
+            differ.
     """
     sd, fmt = read_vit_state_dict(filename, fmt, logger)
     load_vit_state_dict(model, sd, filename, fmt, logger)
@@ -104,7 +105,9 @@ def load_vit_state_dict(model: HybridViT,
     """Load an already converted state dict (see :func:`read_vit_state_dict`)
     into ``model`` strictly: keys by name, then shapes; the final norm may be
     absent on either side (:func:`~.vit_formats.fit_final_norm`).
-    ``filename`` and ``fmt`` only name the source in errors and logs."""
+
+    ``filename`` and ``fmt`` only name the source in errors and logs.
+    """
     own = model.state_dict()
     sd, norm_note = fit_final_norm(sd, own)
     missing, unexpected = compare_keys(own, sd)
@@ -121,8 +124,9 @@ def load_vit_state_dict(model: HybridViT,
                 f'arch/patch_size{_held(sd)}')
     model.load_state_dict(sd, strict=True)
     if logger is not None:
-        logger.info(f'loaded {len(sd)} tensors from {filename} ({fmt} layout)'
-                    + (f'; {norm_note}' if norm_note else ''))
+        logger.info(
+            f'loaded {len(sd)} tensors from {filename} ({fmt} layout)' +
+            (f'; {norm_note}' if norm_note else ''))
 
 
 def _held(sd: Dict[str, torch.Tensor]) -> str:
@@ -138,9 +142,10 @@ def resize_for_teacher(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     """Bicubic resize of ``(B, C, H, W)`` images to the teacher's ``size``.
 
     Downsizing is antialiased (the kernel widened to the output's sampling
-    rate, like PIL's resize, which CLIP's own preprocessing uses); plain bicubic
-    would alias fine detail. Upsizing has nothing to alias and stays plain
-    bicubic (torch's antialiased kernel would also change its coefficient).
+    rate, like PIL's resize, which CLIP's own preprocessing uses); plain
+    bicubic would alias fine detail. Upsizing has nothing to alias and stays
+    plain bicubic (torch's antialiased kernel would also change its
+    coefficient).
 
     Args:
         x (Tensor): ``(B, C, H, W)`` images.
@@ -151,8 +156,12 @@ def resize_for_teacher(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     """
     if tuple(x.shape[-2:]) == tuple(size):
         return x
-    return F.interpolate(x, size=size, mode='bicubic', align_corners=False,
-                         antialias=is_downsize(x.shape[-2:], size))
+    return F.interpolate(
+        x,
+        size=size,
+        mode='bicubic',
+        align_corners=False,
+        antialias=is_downsize(x.shape[-2:], size))
 
 
 def is_downsize(src: Sequence[int], dst: Sequence[int]) -> bool:
@@ -162,10 +171,11 @@ def is_downsize(src: Sequence[int], dst: Sequence[int]) -> bool:
 
 @MODELS.register_module()
 class FrozenTeacher(LazyCompileMixin, nn.Module):
-    """A frozen ViT teacher: never trained, never saved, loaded from its own file.
+    """A frozen ViT teacher: never trained, never saved, loaded from its own
+    file.
 
-    Frozen means: every parameter has ``requires_grad=False``; the module stays in
-    eval mode whatever ``train()`` is asked; it runs under
+    Frozen means: every parameter has ``requires_grad=False``; the module stays
+    in eval mode whatever ``train()`` is asked; it runs under
     :func:`torch.inference_mode` (:func:`torch.no_grad` when compiled; bf16
     autocast on CUDA by default). The owning
     algorithm keeps teachers outside its module tree, so they are not in its
@@ -173,13 +183,15 @@ class FrozenTeacher(LazyCompileMixin, nn.Module):
 
     Args:
         backbone (dict): Config of a :class:`HybridViT`.
-        checkpoint (str, optional): Path or URL of the teacher weights, read in
-            :meth:`init_weights` (not in ``__init__``). None leaves random weights
-            (tests only; a warning says so).
-        checkpoint_format (str): ``'auto'``, ``'mmpretrain'``, ``'openai_clip'`` or
-            ``'timm'`` (MAE, DeiT, DINO, timm). Defaults to ``'auto'``.
-        mean (Sequence[float], optional): The teacher's own input mean (0-255 RGB),
-            e.g. CLIP's. None: the same normalisation as the student's input.
+        checkpoint (str, optional): Path or URL of the teacher weights,
+            read in :meth:`init_weights` (not in ``__init__``). None leaves
+            random weights (tests only; a warning says so).
+        checkpoint_format (str): ``'auto'``, ``'mmpretrain'``,
+            ``'openai_clip'`` or ``'timm'`` (MAE, DeiT, DINO, timm). Defaults
+            to ``'auto'``.
+        mean (Sequence[float], optional): The teacher's own input mean
+            (0-255 RGB), e.g. CLIP's. None: the same normalisation as the
+            student's input.
         std (Sequence[float], optional): The teacher's own input std.
         autocast_dtype (str, optional): Autocast dtype on CUDA, ``'bfloat16'``,
             ``'float16'`` or None for fp32. Defaults to ``'bfloat16'``.
@@ -193,8 +205,8 @@ class FrozenTeacher(LazyCompileMixin, nn.Module):
             bias adds). Defaults to False.
 
     Images whose size differs from ``backbone.img_size`` are resized (bicubic)
-    first: a CLIP ViT-L/14 teacher at 196 px sees the same 14x14 patch grid as a
-    /16 student at 224 px, which token masking needs. Downsizing is
+    first: a CLIP ViT-L/14 teacher at 196 px sees the same 14x14 patch grid as
+    a /16 student at 224 px, which token masking needs. Downsizing is
     antialiased (:func:`resize_for_teacher`), as CLIP's own PIL preprocessing
     is.
 
@@ -220,8 +232,9 @@ class FrozenTeacher(LazyCompileMixin, nn.Module):
         super().__init__()
         self.backbone = MODELS.build(backbone)
         if not isinstance(self.backbone, HybridViT):
-            raise TypeError('FrozenTeacher.backbone must build a HybridViT, got '
-                            f'{type(self.backbone).__name__}')
+            raise TypeError(
+                'FrozenTeacher.backbone must build a HybridViT, got '
+                f'{type(self.backbone).__name__}')
         raise_problems(
             'FrozenTeacher',
             choice_problems('checkpoint_format', checkpoint_format, FORMATS))
@@ -229,21 +242,27 @@ class FrozenTeacher(LazyCompileMixin, nn.Module):
         raise_problems('FrozenTeacher', teacher_file_problems(checkpoint),
                        CheckpointError)
         if (mean is None) != (std is None):
-            raise ValueError('FrozenTeacher: give both mean and std, or neither')
-        raise_problems('FrozenTeacher', choice_problems(
-            'autocast_dtype', autocast_dtype, AUTOCAST_DTYPES))
+            raise ValueError(
+                'FrozenTeacher: give both mean and std, or neither')
+        raise_problems(
+            'FrozenTeacher',
+            choice_problems('autocast_dtype', autocast_dtype, AUTOCAST_DTYPES))
         if not isinstance(compile, (bool, dict)):
-            raise TypeError('FrozenTeacher: compile must be a bool or a dict of '
-                            f'torch.compile arguments, got {compile!r}')
+            raise TypeError(
+                'FrozenTeacher: compile must be a bool or a dict of '
+                f'torch.compile arguments, got {compile!r}')
         self.compile_cfg = compile
         self.checkpoint = checkpoint
         self.checkpoint_format = checkpoint_format
         self.autocast_dtype = autocast_dtype
         self.mean = mean
         self.std = std
-        # affine map from the data preprocessor's normalisation to the teacher's
-        self.register_buffer('in_scale', torch.ones(1, 3, 1, 1), persistent=False)
-        self.register_buffer('in_shift', torch.zeros(1, 3, 1, 1), persistent=False)
+        # affine map from the data preprocessor's normalisation to the
+        # teacher's
+        self.register_buffer(
+            'in_scale', torch.ones(1, 3, 1, 1), persistent=False)
+        self.register_buffer(
+            'in_shift', torch.zeros(1, 3, 1, 1), persistent=False)
         self.freeze()
 
     def freeze(self) -> None:
@@ -259,12 +278,14 @@ class FrozenTeacher(LazyCompileMixin, nn.Module):
         """Tell the teacher how its inputs were normalised.
 
         Args:
-            mean (Tensor | None): The data preprocessor's mean, 3 values (0-255).
+            mean (Tensor | None): The data preprocessor's mean, 3 values
+                (0-255).
             std (Tensor | None): Its std. None (both) means raw 0-255 input.
         """
         if self.mean is None:
             return
-        in_mean = torch.zeros(3) if mean is None else mean.flatten().float().cpu()
+        in_mean = torch.zeros(
+            3) if mean is None else mean.flatten().float().cpu()
         in_std = torch.ones(3) if std is None else std.flatten().float().cpu()
         t_mean = torch.tensor(self.mean, dtype=torch.float32)
         t_std = torch.tensor(self.std, dtype=torch.float32)

@@ -8,8 +8,9 @@ here, on load. Supported layouts:
   ``visual.`` next to the text tower and ``visual_proj.proj``
   (``tools/model_converters/openai-clip_to_mmpretrain-clip.py``); or a bare
   backbone state dict.
-* ``'openai_clip'``: OpenAI CLIP (``visual.conv1.weight``, ...; the text tower and
-  ``visual.proj`` are not used); a bare visual tower (``conv1.weight``, ...) too.
+* ``'openai_clip'``: OpenAI CLIP (``visual.conv1.weight``, ...; the text tower
+  and ``visual.proj`` are not used); a bare visual tower (``conv1.weight``,
+  ...) too.
 * ``'timm'``: timm ViTs, which covers facebookresearch MAE (``{'model': ...}``,
   decoder dropped), DeiT, DINO (``backbone.`` in its training checkpoints) and
   timm's CLIP ports; ``.safetensors`` too.
@@ -47,8 +48,8 @@ _IGNORED = {
     # the text tower sits outside ``visual.``; bare files hold the image
     # tower alone (its ``positional_embedding`` is the image one)
     'openai_clip': (r'^proj$', ),
-    'timm': (r'^(head|head_dist|fc_norm|decoder_|mask_token|decoder\.|pre_logits)',
-             ),
+    'timm':
+    (r'^(head|head_dist|fc_norm|decoder_|mask_token|decoder\.|pre_logits)', ),
 }
 
 # the final norm in mmpretrain's keys: OpenAI ``ln_post``, timm ``norm``
@@ -74,8 +75,9 @@ def _encoder_prefix(state_dict: Dict[str, torch.Tensor],
     """The prefix under which ``fmt``'s encoder sits, or None if absent."""
     marker = re.compile(_MARKERS[fmt])
     for prefix in ENCODER_PREFIXES:
-        if any(k.startswith(prefix) and marker.search(k[len(prefix):])
-               for k in state_dict):
+        if any(
+                k.startswith(prefix) and marker.search(k[len(prefix):])
+                for k in state_dict):
             return prefix
     return None
 
@@ -90,8 +92,8 @@ def detect_format(state_dict: Dict[str, torch.Tensor]) -> str:
                    f'{sorted(state_dict)[:8]}')
 
 
-def _split_encoder(state_dict: Dict[str, torch.Tensor], fmt: str
-                   ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+def _split_encoder(state_dict: Dict[str, torch.Tensor],
+                   fmt: str) -> Tuple[Dict[str, torch.Tensor], List[str]]:
     """The encoder's tensors (prefix removed, ignored keys dropped) and the
     source keys that were left out."""
     prefix = _encoder_prefix(state_dict, fmt) or ''
@@ -120,7 +122,6 @@ _TIMM_BLOCK = [
     ('ls1.gamma', 'attn.gamma1.weight'),
     ('ls2.gamma', 'ffn.gamma2.weight'),
 ]
-
 
 # outside the blocks, timm -> mmpretrain (checked in this order: ``norm.``
 # last, after ``norm_pre.``)
@@ -166,8 +167,9 @@ def _from_timm(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
 
 def to_timm(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """mmpretrain ``VisionTransformer`` keys -> timm keys (inverse of the timm
-    reader above). Unknown keys keep their names, for the strict check to
-    report.
+    reader above).
+
+    Unknown keys keep their names, for the strict check to report.
     """
     return _rename_vit(sd, ('layers', 'blocks'), _swap(_TIMM_BLOCK),
                        _swap(_TIMM_TOP))
@@ -179,12 +181,16 @@ def _from_openai_clip(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         m = re.match(r'^transformer\.resblocks\.(\d+)\.(.*)$', k)
         if m:
             i, rest = m.groups()
-            rest = (rest.replace('attn.in_proj_weight', 'attn.qkv.weight')
-                    .replace('attn.in_proj_bias', 'attn.qkv.bias')
-                    .replace('attn.out_proj.', 'attn.proj.')
-                    .replace('ln_1.', 'ln1.').replace('ln_2.', 'ln2.')
-                    .replace('mlp.c_fc.', 'ffn.layers.0.0.')
-                    .replace('mlp.c_proj.', 'ffn.layers.1.'))
+            rest = (
+                rest.replace('attn.in_proj_weight', 'attn.qkv.weight').replace(
+                    'attn.in_proj_bias', 'attn.qkv.bias').replace(
+                        'attn.out_proj.',
+                        'attn.proj.').replace('ln_1.', 'ln1.').replace(
+                            'ln_2.',
+                            'ln2.').replace('mlp.c_fc.',
+                                            'ffn.layers.0.0.').replace(
+                                                'mlp.c_proj.',
+                                                'ffn.layers.1.'))
             out[f'layers.{i}.{rest}'] = v
         elif k == 'conv1.weight':
             out['patch_embed.projection.weight'] = v
@@ -231,8 +237,9 @@ def read_vit_layout(state_dict: Dict[str, torch.Tensor],
     return ConvertedViT(_CONVERTERS[fmt](encoder), fmt, sorted(ignored))
 
 
-def convert_vit_state_dict(state_dict: Dict[str, torch.Tensor],
-                           fmt: str = 'auto') -> Tuple[Dict[str, torch.Tensor], str]:
+def convert_vit_state_dict(
+        state_dict: Dict[str, torch.Tensor],
+        fmt: str = 'auto') -> Tuple[Dict[str, torch.Tensor], str]:
     """:func:`read_vit_layout` without the list of ignored keys.
 
     Returns:
@@ -242,8 +249,9 @@ def convert_vit_state_dict(state_dict: Dict[str, torch.Tensor],
     return out.state_dict, out.fmt
 
 
-def fit_final_norm(state_dict: Dict[str, torch.Tensor],
-                   expected: Iterable[str]) -> Tuple[Dict[str, torch.Tensor], str]:
+def fit_final_norm(
+        state_dict: Dict[str, torch.Tensor],
+        expected: Iterable[str]) -> Tuple[Dict[str, torch.Tensor], str]:
     """Match a converted state dict's final norm to the model's.
 
     A final norm is optional in every layout (mmpretrain's CLIP configs drop
@@ -294,8 +302,11 @@ def compare_keys(expected: Iterable[str],
     return missing, unexpected
 
 
-def format_key_report(source: str, missing: List[str], unexpected: List[str],
-                      fmt: Optional[str] = None, limit: int = 20) -> str:
+def format_key_report(source: str,
+                      missing: List[str],
+                      unexpected: List[str],
+                      fmt: Optional[str] = None,
+                      limit: int = 20) -> str:
     """One line reporting a strict key check: the file, then the missing and
     the unexpected keys by name."""
 
@@ -307,6 +318,7 @@ def format_key_report(source: str, missing: List[str], unexpected: List[str],
     if missing:
         parts.append(f'missing keys ({len(missing)}): {show(missing)}')
     if unexpected:
-        parts.append(f'unexpected keys ({len(unexpected)}): {show(unexpected)}')
+        parts.append(
+            f'unexpected keys ({len(unexpected)}): {show(unexpected)}')
     layout = f' (read as {fmt} layout)' if fmt else ''
     return f'{source}{layout} does not match the model: ' + '; '.join(parts)

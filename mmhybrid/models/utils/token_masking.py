@@ -40,10 +40,13 @@ def mask_ratio_problems(mask_ratio: Any,
     if not 0.0 <= r < 1.0:
         return [Problem(key, mask_ratio, 'mask ratio must be in [0, 1)')]
     if num_patches is not None and _keep_count(num_patches, r) < 1:
-        return [Problem(key, mask_ratio,
-                        f"keeps zero of the student's {num_patches} patch "
-                        f'tokens (keep count round({num_patches} * (1 - {r}))'
-                        ' = 0)')]
+        return [
+            Problem(
+                key, mask_ratio,
+                f"keeps zero of the student's {num_patches} patch "
+                f'tokens (keep count round({num_patches} * (1 - {r}))'
+                ' = 0)')
+        ]
     return []
 
 
@@ -96,17 +99,17 @@ def mask_ratio_at(progress: float,
     return start_ratio + (final_ratio - start_ratio) * w
 
 
-def select_kept_tokens(importance: torch.Tensor,
-                       num_keep: int,
-                       mode: str = 'sample',
-                       generator: Optional[torch.Generator] = None
-                       ) -> torch.Tensor:
+def select_kept_tokens(
+        importance: torch.Tensor,
+        num_keep: int,
+        mode: str = 'sample',
+        generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Choose which patch tokens the student keeps.
 
     ``'sample'`` draws ``num_keep`` tokens without replacement with probability
     proportional to ``importance`` (Gumbel-top-k, which is exactly sequential
-    sampling without replacement, done in one vectorised call). ``'topk'`` keeps
-    the most important tokens deterministically.
+    sampling without replacement, done in one vectorised call). ``'topk'``
+    keeps the most important tokens deterministically.
 
     Args:
         importance (Tensor): ``(B, N)`` non-negative token importance.
@@ -125,7 +128,8 @@ def select_kept_tokens(importance: torch.Tensor,
         return torch.arange(N, device=importance.device).expand(B, N)
     scores = importance.float()
     if mode == 'sample':
-        # log(w) + Gumbel noise; clamp keeps zero-importance tokens drawable last
+        # log(w) + Gumbel noise; clamp keeps zero-importance tokens drawable
+        # last
         logw = scores.clamp_min(1e-12).log()
         u = torch.rand(scores.shape, generator=generator, device=scores.device)
         gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
@@ -138,7 +142,8 @@ def select_kept_tokens(importance: torch.Tensor,
 
 
 def with_cls_index(keep_idx: torch.Tensor) -> torch.Tensor:
-    """Indices into a ``[CLS] + patches`` sequence: ``(B, K) -> (B, 1 + K)``."""
+    """Indices into a ``[CLS] + patches`` sequence: ``(B, K) -> (B, 1 +
+    K)``."""
     cls = keep_idx.new_zeros(keep_idx.shape[0], 1)
     return torch.cat([cls, keep_idx + 1], dim=1)
 

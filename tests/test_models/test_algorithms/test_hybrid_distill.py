@@ -43,14 +43,17 @@ def test_teachers_are_frozen_and_not_saved():
     teachers = [model.teacher_feat, model.teacher_rel]
     before = [copy.deepcopy(t.state_dict()) for t in teachers]
     optim = build_optim_wrapper(
-        model, dict(type='OptimWrapper',
-                    optimizer=dict(type='AdamW', lr=1e-2)))
+        model,
+        dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-2)))
     model.train()
     assert all(not t.training for t in teachers)
     assert all(not p.requires_grad for t in teachers for p in t.parameters())
     # the optimizer sees the student and head only
-    optim_params = {id(p) for g in optim.optimizer.param_groups
-                    for p in g['params']}
+    optim_params = {
+        id(p)
+        for g in optim.optimizer.param_groups
+        for p in g['params']
+    }
     assert optim_params == {id(p) for p in model.parameters()}
     assert not optim_params & {id(p) for t in teachers for p in t.parameters()}
     student_before = copy.deepcopy(model.backbone.state_dict())
@@ -62,13 +65,15 @@ def test_teachers_are_frozen_and_not_saved():
     for t, b in zip(teachers, before):
         for k, v in t.state_dict().items():
             assert torch.equal(v, b[k]), f'teacher weight {k} changed'
-    changed = [k for k, v in model.backbone.state_dict().items()
-               if not torch.equal(v, student_before[k])]
+    changed = [
+        k for k, v in model.backbone.state_dict().items()
+        if not torch.equal(v, student_before[k])
+    ]
     assert 'layers.0.attn.qkv.weight' in changed and 'cls_token' in changed
     sd = model.state_dict()
     assert not [k for k in sd if 'teacher' in k]
-    assert {k.split('.')[0] for k in sd} <= {'backbone', 'neck',
-                                            'data_preprocessor'}
+    assert {k.split('.')[0]
+            for k in sd} <= {'backbone', 'neck', 'data_preprocessor'}
 
 
 def test_student_gets_gradients_teachers_none():
@@ -91,16 +96,16 @@ def test_optimized_step_equals_plain_reference(ratio):
     losses = model.loss(x)
     # same kept tokens as the model: top-k of Tc's last-block [CLS] attention
     tc_in = x * model.teacher_feat.in_scale + model.teacher_feat.in_shift
-    imp = model.teacher_feat.backbone.attention_maps(
-        tc_in, [2])[2][:, :, 0, 1:].mean(1)
+    imp = model.teacher_feat.backbone.attention_maps(tc_in, [2])[2][:, :, 0,
+                                                                    1:].mean(1)
     keep = select_kept_tokens(imp, num_kept_tokens(16, ratio), 'topk')
     with torch.no_grad():
         ref_feat, ref_rel = plain_losses(model, x,
                                          None if ratio == 0 else keep)
-    assert losses['loss_feat'].item() == pytest.approx(ref_feat.item(),
-                                                       rel=1e-5, abs=1e-6)
-    assert losses['loss_rel'].item() == pytest.approx(ref_rel.item(),
-                                                      rel=1e-5, abs=1e-6)
+    assert losses['loss_feat'].item() == pytest.approx(
+        ref_feat.item(), rel=1e-5, abs=1e-6)
+    assert losses['loss_rel'].item() == pytest.approx(
+        ref_rel.item(), rel=1e-5, abs=1e-6)
 
 
 def test_keep_ratio_shrinks_student_sequence():
@@ -138,9 +143,10 @@ def test_defaults_and_layer_depth():
     (dict(token_selection='random'),
      r"token_selection='random': expected one of \('sample', 'topk'\)"),
     (dict(mask_ratio=1.0), r'mask_ratio=1.0: mask ratio must be in \[0, 1\)'),
-    (dict(rel_arch=dict(embed_dims=40, num_layers=3, num_heads=5,
-                        feedforward_channels=80)),
-     'student width 48 cannot be re-split into the 5 heads of '
+    (dict(
+        rel_arch=dict(
+            embed_dims=40, num_layers=3, num_heads=5, feedforward_channels=80)
+    ), 'student width 48 cannot be re-split into the 5 heads of '
      'teacher_rel.backbone.arch'),
     (dict(loss_feat=dict(type='FeatureDistillLoss', loss_type='huber')),
      "FeatureDistillLoss: loss_type='huber': expected one of"),
@@ -154,10 +160,12 @@ def test_head_resplit_other_teacher_width():
     # a 96-wide, 4-head relation teacher with a 48-wide, 3-head student: the
     # student's q/k are split into 4 heads of 12 channels
     model = _build(
-        rel_arch=dict(embed_dims=96, num_layers=3, num_heads=4,
-                      feedforward_channels=192),
-        feat_arch=dict(embed_dims=64, num_layers=2, num_heads=4,
-                       feedforward_channels=128))
+        rel_arch=dict(
+            embed_dims=96, num_layers=3, num_heads=4,
+            feedforward_channels=192),
+        feat_arch=dict(
+            embed_dims=64, num_layers=2, num_heads=4,
+            feedforward_channels=128))
     model.mask_ratio = 0.5
     losses = model.loss(_batch())
     assert torch.isfinite(losses['loss_rel'])
@@ -165,8 +173,13 @@ def test_head_resplit_other_teacher_width():
 
 def test_patch_grid_mismatch_is_rejected():
     with pytest.raises(ValueError, match='same grid'):
-        MODELS.build(tiny_hybrid_cfg(
-            teacher_rel=dict(
-                type='FrozenTeacher',
-                backbone=dict(type='HybridViT', arch='deit-tiny',
-                              img_size=32, patch_size=4, out_type='raw'))))
+        MODELS.build(
+            tiny_hybrid_cfg(
+                teacher_rel=dict(
+                    type='FrozenTeacher',
+                    backbone=dict(
+                        type='HybridViT',
+                        arch='deit-tiny',
+                        img_size=32,
+                        patch_size=4,
+                        out_type='raw'))))

@@ -41,20 +41,26 @@ def test_forward_distill_matches_forward(pre_norm):
                                        ((30, 37), False)])
 def test_patch_matmul_equals_patch_conv(size, norm):
     """The matmul patch embedding gives the conv's tokens and gradients; a size
-    the patches do not tile (30x37) goes through the module (adaptive padding)."""
+    the patches do not tile (30x37) goes through the module (adaptive
+    padding)."""
     from mmcv.cnn.bricks.transformer import PatchEmbed
 
     from mmhybrid.models.backbones.hybrid_vit import embed_patches
     torch.manual_seed(0)
-    pe = PatchEmbed(in_channels=3, embed_dims=16, kernel_size=8, stride=8,
-                    norm_cfg=dict(type='LN') if norm else None).double()
+    pe = PatchEmbed(
+        in_channels=3,
+        embed_dims=16,
+        kernel_size=8,
+        stride=8,
+        norm_cfg=dict(type='LN') if norm else None).double()
     x = torch.randn(2, 3, *size, dtype=torch.float64)  # summation order aside
     ref, ref_size = pe(x)
     ref.square().sum().backward()
     ref_grads = [p.grad.clone() for p in pe.parameters()]
     pe.zero_grad()
     if size[0] % 8 == 0 and size[1] % 8 == 0:
-        # the matmul must be what runs here, not the module compared with itself
+        # the matmul must be what runs here, not the module compared with
+        # itself
         pe.forward = None
     out, out_size = embed_patches(pe, x)
     out.square().sum().backward()
@@ -65,7 +71,8 @@ def test_patch_matmul_equals_patch_conv(size, norm):
 
 
 def _naive_kept_forward(model, x, keep_idx):
-    """Plain reference: mmpretrain's own blocks on explicitly gathered tokens."""
+    """Plain reference: mmpretrain's own blocks on explicitly gathered
+    tokens."""
     tokens, _ = model.patch_embed(x)
     B = x.shape[0]
     tokens = torch.cat([model.cls_token.expand(B, -1, -1), tokens], 1)
@@ -83,7 +90,8 @@ def test_kept_tokens_equal_plain_blocks():
     model = _build()
     x = torch.randn(2, 3, 32, 32)
     keep = torch.tensor([[0, 3, 5, 9, 15], [1, 2, 7, 8, 14]])
-    out = model.forward_distill(x, keep, out_layers=[0, 2], parts=('q', 'k', 'v'))
+    out = model.forward_distill(
+        x, keep, out_layers=[0, 2], parts=('q', 'k', 'v'))
     ref, block_inputs = _naive_kept_forward(model, x, keep)
     assert out.tokens.shape == (2, 6, TINY_ARCH['embed_dims'])
     torch.testing.assert_close(out.tokens, ref, rtol=1e-5, atol=1e-5)
@@ -107,24 +115,24 @@ def test_attention_maps_and_cls_importance():
     assert last.shape == (2, 3, 17, 17)
     torch.testing.assert_close(last.sum(-1), torch.ones(2, 3, 17))
     # explicit reference for the last block's map
-    _, block_inputs = _naive_kept_forward(
-        model, x, torch.arange(16).expand(2, 16))
+    _, block_inputs = _naive_kept_forward(model, x,
+                                          torch.arange(16).expand(2, 16))
     layer = model.layers[2]
     qkv = layer.attn.qkv(layer.ln1(block_inputs[2]))
     C = TINY_ARCH['embed_dims']
     ref = relation_logits(qkv[..., :C], qkv[..., C:2 * C], 3).softmax(-1)
     torch.testing.assert_close(last, ref, rtol=1e-5, atol=1e-6)
     cls_attn = model.forward_distill(x, cls_attn=True).cls_attn
-    torch.testing.assert_close(cls_attn, last[:, :, 0, 1:].mean(1),
-                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        cls_attn, last[:, :, 0, 1:].mean(1), rtol=1e-5, atol=1e-6)
 
 
 def test_bad_arguments():
     model = _build()
     with pytest.raises(IndexError, match=r'block\(s\) \[3\]'):
         model.forward_distill(torch.randn(1, 3, 32, 32), out_layers=[3])
-    with pytest.raises(ValueError,
-                       match='img_size=36: not divisible by patch_size=8'):
+    with pytest.raises(
+            ValueError, match='img_size=36: not divisible by patch_size=8'):
         MODELS.build(tiny_vit_cfg(img_size=36))
 
 
@@ -142,8 +150,10 @@ def test_activation_checkpointing_same_values_and_grads():
         loss = out.tokens.square().mean() + out.relations[1]['q'].mean()
         loss.backward()
         outs.append((out.tokens.detach(), {
-            k: p.grad.clone() for k, p in model.named_parameters()}))
+            k: p.grad.clone()
+            for k, p in model.named_parameters()
+        }))
     torch.testing.assert_close(outs[0][0], outs[1][0])
     for k in outs[0][1]:
-        torch.testing.assert_close(outs[0][1][k], outs[1][1][k], rtol=1e-5,
-                                   atol=1e-7)
+        torch.testing.assert_close(
+            outs[0][1][k], outs[1][1][k], rtol=1e-5, atol=1e-7)

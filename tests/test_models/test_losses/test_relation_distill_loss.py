@@ -24,7 +24,9 @@ def _manual_logits(a, b, heads):
 def test_relation_logits_by_hand():
     a, b = torch.randn(2, 3, 8), torch.randn(2, 3, 8)
     torch.testing.assert_close(
-        relation_logits(a, b, 2), _manual_logits(a, b, 2), rtol=1e-5,
+        relation_logits(a, b, 2),
+        _manual_logits(a, b, 2),
+        rtol=1e-5,
         atol=1e-5)
 
 
@@ -43,8 +45,8 @@ def _manual_kl(s_logits, t_logits):
 
 def test_kl_by_hand():
     s, t = torch.randn(2, 2, 4, 4), torch.randn(2, 2, 4, 4) * 3
-    assert kl_relation(s, t).item() == pytest.approx(_manual_kl(s, t),
-                                                     rel=1e-5)
+    assert kl_relation(s, t).item() == pytest.approx(
+        _manual_kl(s, t), rel=1e-5)
     assert kl_relation(t, t).item() == pytest.approx(0.0, abs=1e-6)
     # KL is not symmetric: the teacher is the reference distribution
     assert kl_relation(s, t).item() != pytest.approx(kl_relation(t, s).item())
@@ -62,32 +64,35 @@ def test_head_resplit_student_other_width():
 
 
 def test_pairs_are_averaged_and_weighted():
-    pairs_s = [dict(q=torch.randn(1, 4, 8), k=torch.randn(1, 4, 8))
-               for _ in range(3)]
-    pairs_t = [dict(q=torch.randn(1, 4, 8), k=torch.randn(1, 4, 8))
-               for _ in range(3)]
+    pairs_s = [
+        dict(q=torch.randn(1, 4, 8), k=torch.randn(1, 4, 8)) for _ in range(3)
+    ]
+    pairs_t = [
+        dict(q=torch.randn(1, 4, 8), k=torch.randn(1, 4, 8)) for _ in range(3)
+    ]
     loss = RelationDistillLoss(loss_weight=2.0)(pairs_s, pairs_t, num_heads=2)
     each = [
-        kl_relation(relation_logits(s['q'], s['k'], 2),
-                    relation_logits(t['q'], t['k'], 2))
+        kl_relation(
+            relation_logits(s['q'], s['k'], 2),
+            relation_logits(t['q'], t['k'], 2))
         for s, t in zip(pairs_s, pairs_t)
     ]
     assert loss.item() == pytest.approx(2.0 * sum(each).item() / 3, rel=1e-6)
 
 
 def test_vv_relations_added():
-    s = dict(q=torch.randn(1, 4, 8), k=torch.randn(1, 4, 8),
-             v=torch.randn(1, 4, 8))
-    t = dict(q=torch.randn(1, 4, 8), k=torch.randn(1, 4, 8),
-             v=torch.randn(1, 4, 8))
+    s = dict(
+        q=torch.randn(1, 4, 8), k=torch.randn(1, 4, 8), v=torch.randn(1, 4, 8))
+    t = dict(
+        q=torch.randn(1, 4, 8), k=torch.randn(1, 4, 8), v=torch.randn(1, 4, 8))
     crit = RelationDistillLoss(use_vv=True)
     assert crit.parts == ('q', 'k', 'v')
-    qk = kl_relation(relation_logits(s['q'], s['k'], 2),
-                     relation_logits(t['q'], t['k'], 2))
-    vv = kl_relation(relation_logits(s['v'], s['v'], 2),
-                     relation_logits(t['v'], t['v'], 2))
-    assert crit([s], [t], 2).item() == pytest.approx((qk + vv).item(),
-                                                     rel=1e-6)
+    qk = kl_relation(
+        relation_logits(s['q'], s['k'], 2), relation_logits(t['q'], t['k'], 2))
+    vv = kl_relation(
+        relation_logits(s['v'], s['v'], 2), relation_logits(t['v'], t['v'], 2))
+    assert crit([s], [t], 2).item() == pytest.approx(
+        (qk + vv).item(), rel=1e-6)
 
 
 @pytest.mark.parametrize('loss_type', ['smooth_l1', 'mse'])

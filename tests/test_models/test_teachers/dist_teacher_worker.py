@@ -18,18 +18,22 @@ def main(url: str, bad_url: str, hub_dir: str, out_dir: str) -> None:
     dist.init_process_group('gloo')
     rank = dist.get_rank()
     torch.hub.set_dir(hub_dir)
-    import mmhybrid  # noqa: F401  (registers FrozenTeacher)
     from mmpretrain.registry import MODELS
 
+    import mmhybrid  # noqa: F401  (registers FrozenTeacher)
     from mmhybrid.testing import tiny_vit_cfg
 
     def teacher(checkpoint):
-        return MODELS.build(dict(type='FrozenTeacher', backbone=tiny_vit_cfg(),
-                                 checkpoint=checkpoint))
+        return MODELS.build(
+            dict(
+                type='FrozenTeacher',
+                backbone=tiny_vit_cfg(),
+                checkpoint=checkpoint))
 
     good = teacher(url)
     good.init_weights()
-    torch.save(good.backbone.state_dict(), osp.join(out_dir, f'rank{rank}.pth'))
+    torch.save(good.backbone.state_dict(), osp.join(out_dir,
+                                                    f'rank{rank}.pth'))
     try:
         teacher(bad_url).init_weights()
         msg = 'no error'

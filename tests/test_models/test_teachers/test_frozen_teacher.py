@@ -11,13 +11,16 @@ from timm.models.vision_transformer import VisionTransformer as TimmViT
 
 from mmhybrid.models.backbones.hybrid_vit import HybridViT
 from mmhybrid.models.teachers import FrozenTeacher
-from mmhybrid.testing import (CLIP_MEAN, CLIP_STD, IMAGENET_MEAN,
-                              IMAGENET_STD, tiny_hybrid_cfg, tiny_vit_cfg)
+from mmhybrid.testing import (CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD,
+                              tiny_hybrid_cfg, tiny_vit_cfg)
 from mmhybrid.utils.checkpoint import CheckpointError
 
 EMBED = 48
-ARCH = dict(embed_dims=EMBED, num_layers=2, num_heads=3,
-            feedforward_channels=2 * EMBED)
+ARCH = dict(
+    embed_dims=EMBED,
+    num_layers=2,
+    num_heads=3,
+    feedforward_channels=2 * EMBED)
 ATOL = 1e-5
 
 
@@ -33,9 +36,16 @@ def _perturb(module: nn.Module, seed: int) -> nn.Module:
 @pytest.fixture(scope='module')
 def timm_model():
     torch.manual_seed(0)
-    model = TimmViT(img_size=32, patch_size=8, embed_dim=EMBED, depth=2,
-                    num_heads=3, mlp_ratio=2, class_token=True,
-                    global_pool='token', num_classes=0)
+    model = TimmViT(
+        img_size=32,
+        patch_size=8,
+        embed_dim=EMBED,
+        depth=2,
+        num_heads=3,
+        mlp_ratio=2,
+        class_token=True,
+        global_pool='token',
+        num_classes=0)
     return _perturb(model, 1)
 
 
@@ -49,8 +59,11 @@ def timm_ckpt(tmp_path_factory, timm_model):
 def _teacher_cfg(checkpoint=None, img_size=32, **kw):
     return dict(
         type='FrozenTeacher',
-        backbone=tiny_vit_cfg(ARCH, img_size=img_size, patch_size=8,
-                              norm_cfg=dict(type='LN', eps=1e-6)),
+        backbone=tiny_vit_cfg(
+            ARCH,
+            img_size=img_size,
+            patch_size=8,
+            norm_cfg=dict(type='LN', eps=1e-6)),
         checkpoint=checkpoint,
         **kw)
 
@@ -65,8 +78,8 @@ def _build(checkpoint=None, **kw):
 
 
 def _images(n=2, size=32, seed=3):
-    return torch.randn(n, 3, size, size,
-                       generator=torch.Generator().manual_seed(seed))
+    return torch.randn(
+        n, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
 def test_loads_checkpoint_and_freezes(timm_ckpt, timm_model):
@@ -80,7 +93,8 @@ def test_loads_checkpoint_and_freezes(timm_ckpt, timm_model):
 
 
 def test_build_does_not_read_the_file(tmp_path):
-    """The file is read in init_weights(), so a corrupt one only fails there."""
+    """The file is read in init_weights(), so a corrupt one only fails
+    there."""
     path = tmp_path / 'corrupt.pth'
     path.write_bytes(b'not a checkpoint at all')
     teacher = MODELS.build(_teacher_cfg(str(path)))
@@ -107,7 +121,8 @@ def test_outputs_are_inference_tensors(timm_ckpt):
     x = _images().requires_grad_(True)
     out = teacher(x, out_layers=(0, 1), parts=('q', 'k', 'v'), cls_attn=True)
     tensors = [out.tokens, out.cls_attn] + [
-        t for proj in out.relations.values() for t in proj.values()]
+        t for proj in out.relations.values() for t in proj.values()
+    ]
     assert len(tensors) == 2 + 6
     for t in tensors:
         assert t.is_inference()
@@ -116,14 +131,15 @@ def test_outputs_are_inference_tensors(timm_ckpt):
 
 
 def test_teacher_input_normalisation():
-    """CLIP's own mean/std with ImageNet-normalised inputs: the teacher maps the
-    input back to what CLIP expects."""
+    """CLIP's own mean/std with ImageNet-normalised inputs: the teacher maps
+    the input back to what CLIP expects."""
     teacher = _build(mean=CLIP_MEAN, std=CLIP_STD)
     _perturb(teacher.backbone, 5)
-    teacher.set_input_norm(torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
-                           torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
-    raw = torch.rand(2, 3, 32, 32,
-                     generator=torch.Generator().manual_seed(1)) * 255
+    teacher.set_input_norm(
+        torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
+        torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+    raw = torch.rand(
+        2, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 255
     im_mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     im_std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     clip_mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
@@ -147,7 +163,8 @@ def test_teacher_input_normalisation():
 def test_no_teacher_norm_passes_input_through():
     teacher = _build()
     _perturb(teacher.backbone, 6)
-    teacher.set_input_norm(torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD))
+    teacher.set_input_norm(
+        torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD))
     x = _images()
     with torch.no_grad():
         want = teacher.backbone.forward_distill(x).tokens
@@ -192,10 +209,10 @@ def test_downsizing_to_the_teacher_is_antialiased():
     x = _images(size=48)
     x[..., ::2, :] += 2.0  # stripes at the input's Nyquist rate
     got = teacher(x).tokens
-    aa = F.interpolate(x, size=(32, 32), mode='bicubic', align_corners=False,
-                       antialias=True)
-    plain = F.interpolate(x, size=(32, 32), mode='bicubic',
-                          align_corners=False)
+    aa = F.interpolate(
+        x, size=(32, 32), mode='bicubic', align_corners=False, antialias=True)
+    plain = F.interpolate(
+        x, size=(32, 32), mode='bicubic', align_corners=False)
     with torch.no_grad():
         want = teacher.backbone.forward_distill(aa).tokens
         aliased = teacher.backbone.forward_distill(plain).tokens
@@ -204,16 +221,21 @@ def test_downsizing_to_the_teacher_is_antialiased():
 
 
 def test_shipped_clip_teacher_config_loads_openai_clip(tmp_path):
-    """The feature teacher exactly as ``tiny_hybrid_cfg`` (and the shipped
-    CLIP config) declares it, loading an OpenAI CLIP file made by mmpretrain's
-    CLIP port, reproduces that tower's tokens after ``ln_post``."""
+    """The feature teacher exactly as ``tiny_hybrid_cfg`` (and the shipped CLIP
+    config) declares it, loading an OpenAI CLIP file made by mmpretrain's CLIP
+    port, reproduces that tower's tokens after ``ln_post``."""
     from mmpretrain.models.utils.clip_generator_helper import \
         VisionTransformer as ClipVisionTransformer
     arch = dict(ARCH, feedforward_channels=4 * EMBED)
     torch.manual_seed(12)
     tower = _perturb(
-        ClipVisionTransformer(input_resolution=32, patch_size=8, width=EMBED,
-                              layers=2, heads=3, output_dim=24), 13)
+        ClipVisionTransformer(
+            input_resolution=32,
+            patch_size=8,
+            width=EMBED,
+            layers=2,
+            heads=3,
+            output_dim=24), 13)
     path = str(tmp_path / 'clip.pth')
     sd = {f'visual.{k}': v for k, v in tower.state_dict().items()}
     sd['text_projection'] = torch.randn(32, 24)
@@ -227,43 +249,47 @@ def test_shipped_clip_teacher_config_loads_openai_clip(tmp_path):
     teacher.init_weights()
     teacher.set_input_norm(None, None)  # feed raw 0-255 pixels
 
-    raw = torch.rand(2, 3, 32, 32,
-                     generator=torch.Generator().manual_seed(2)) * 255
-    x_clip = (raw - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(
-        CLIP_STD).view(1, 3, 1, 1)
+    raw = torch.rand(
+        2, 3, 32, 32, generator=torch.Generator().manual_seed(2)) * 255
+    x_clip = (raw - torch.tensor(CLIP_MEAN).view(
+        1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
     seen = []
     hook = tower.ln_post.register_forward_hook(lambda m, i, o: seen.append(o))
     with torch.no_grad():
         tower(x_clip)
     hook.remove()
-    torch.testing.assert_close(teacher(raw).tokens, seen[0], rtol=0,
-                               atol=ATOL)
+    torch.testing.assert_close(teacher(raw).tokens, seen[0], rtol=0, atol=ATOL)
 
 
 def test_compiled_teacher_equals_eager(timm_ckpt):
-    """``compile=True`` runs the real inductor (C++ on CPU): same tokens, q/k/v and
-    [CLS] attention as the eager teacher, CLIP-style normalisation included, no
-    autograd history, and one graph for repeated steps of one shape."""
+    """``compile=True`` runs the real inductor (C++ on CPU): same tokens, q/k/v
+    and [CLS] attention as the eager teacher, CLIP-style normalisation
+    included, no autograd history, and one graph for repeated steps of one
+    shape."""
     import torch._dynamo as dynamo
     eager = _build(timm_ckpt, mean=CLIP_MEAN, std=CLIP_STD)
     compiled = _build(timm_ckpt, mean=CLIP_MEAN, std=CLIP_STD, compile=True)
     for t in (eager, compiled):
-        t.set_input_norm(torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD))
+        t.set_input_norm(
+            torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD))
     dynamo.reset()
     dynamo.utils.counters.clear()
     for seed in (3, 4, 5):
         x = _images(seed=seed)
         want = eager(x, out_layers=(0, 1), parts=('q', 'k'), cls_attn=True)
         got = compiled(x, out_layers=(0, 1), parts=('q', 'k'), cls_attn=True)
-        torch.testing.assert_close(got.tokens, want.tokens, rtol=1e-5, atol=ATOL)
-        torch.testing.assert_close(got.cls_attn, want.cls_attn, rtol=1e-5,
-                                   atol=ATOL)
+        torch.testing.assert_close(
+            got.tokens, want.tokens, rtol=1e-5, atol=ATOL)
+        torch.testing.assert_close(
+            got.cls_attn, want.cls_attn, rtol=1e-5, atol=ATOL)
         assert set(got.relations) == {0, 1}
         for i in (0, 1):
             for p in ('q', 'k'):
-                torch.testing.assert_close(got.relations[i][p],
-                                           want.relations[i][p], rtol=1e-5,
-                                           atol=ATOL)
+                torch.testing.assert_close(
+                    got.relations[i][p],
+                    want.relations[i][p],
+                    rtol=1e-5,
+                    atol=ATOL)
         assert not got.tokens.requires_grad and got.tokens.grad_fn is None
     assert compiled._compiled is not None
     assert dynamo.utils.counters['stats']['unique_graphs'] == 1
@@ -276,15 +302,16 @@ def test_compiled_teacher_equals_eager(timm_ckpt):
     eager_twin.compile_cfg, eager_twin._compiled = False, None
     x = _images(seed=6)
     got = twin_teacher(x, cls_attn=True).tokens
-    torch.testing.assert_close(got, eager_twin(x, cls_attn=True).tokens,
-                               rtol=1e-5, atol=ATOL)
+    torch.testing.assert_close(
+        got, eager_twin(x, cls_attn=True).tokens, rtol=1e-5, atol=ATOL)
     assert (got - compiled(x, cls_attn=True).tokens).abs().max() > 1e-2
 
     # a compiled function does not pickle: dropped, rebuilt on the next call
     again = pickle.loads(pickle.dumps(compiled))
     assert again._compiled is None
-    torch.testing.assert_close(again(x, cls_attn=True).tokens,
-                               compiled(x, cls_attn=True).tokens)
+    torch.testing.assert_close(
+        again(x, cls_attn=True).tokens,
+        compiled(x, cls_attn=True).tokens)
 
 
 def test_compile_argument_checked():

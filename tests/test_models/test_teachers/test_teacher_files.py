@@ -1,7 +1,7 @@
 """Teacher files given by URL: one download per node.
 
-A local HTTP server on 127.0.0.1 serves a tiny teacher checkpoint and counts the
-GET requests it answers; nothing else is contacted.
+A local HTTP server on 127.0.0.1 serves a tiny teacher checkpoint and counts
+the GET requests it answers; nothing else is contacted.
 """
 import collections
 import contextlib
@@ -27,9 +27,9 @@ WORKER = osp.join(osp.dirname(__file__), 'dist_teacher_worker.py')
 
 
 class _CountingHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves a folder and counts the GET requests per path; each answer
-    takes ``delay`` seconds, so that downloads by several ranks would overlap
-    (a rank that started late would otherwise find the file cached)."""
+    """Serves a folder and counts the GET requests per path; each answer takes
+    ``delay`` seconds, so that downloads by several ranks would overlap (a rank
+    that started late would otherwise find the file cached)."""
 
     def __init__(self, *args, counts, delay, **kwargs):
         self.counts = counts
@@ -49,8 +49,8 @@ class _CountingHandler(http.server.SimpleHTTPRequestHandler):
 def _serve(folder, delay=0.0):
     """``(base URL, GET counts by path)`` of a server on 127.0.0.1."""
     counts = collections.Counter()
-    handler = functools.partial(_CountingHandler, counts=counts, delay=delay,
-                                directory=str(folder))
+    handler = functools.partial(
+        _CountingHandler, counts=counts, delay=delay, directory=str(folder))
     server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -79,8 +79,14 @@ def _served_teacher(folder):
         for p in vit.parameters():
             p.normal_()
     sd = vit.state_dict()
-    torch.save({'state_dict': {f'backbone.{k}': v for k, v in sd.items()},
-                'meta': {}}, folder / 'tiny_teacher.pth')
+    torch.save(
+        {
+            'state_dict': {
+                f'backbone.{k}': v
+                for k, v in sd.items()
+            },
+            'meta': {}
+        }, folder / 'tiny_teacher.pth')
     return sd
 
 
@@ -99,26 +105,37 @@ def test_two_ranks_download_once_and_share_the_file(tmp_path):
     want = _served_teacher(served)
     out = tmp_path / 'out'
     out.mkdir()
-    env = dict(os.environ, OMP_NUM_THREADS='1', no_proxy='127.0.0.1',
-               NO_PROXY='127.0.0.1',
-               PYTHONPATH=os.pathsep.join(
-                   [osp.dirname(osp.dirname(osp.dirname(osp.dirname(
-                       osp.abspath(__file__))))),
-                    os.environ.get('PYTHONPATH', '')]))
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS='1',
+        no_proxy='127.0.0.1',
+        NO_PROXY='127.0.0.1',
+        PYTHONPATH=os.pathsep.join([
+            osp.dirname(
+                osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))),
+            os.environ.get('PYTHONPATH', '')
+        ]))
     with _serve(served, delay=5.0) as (base, counts):
         url = f'{base}/tiny_teacher.pth'
         bad_url = f'{base}/no_such_teacher.pth'
-        proc = subprocess.run(
-            [sys.executable, '-m', 'torch.distributed.run', '--nnodes', '1',
-             '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
-             '--master_port', str(_free_port()), WORKER, url, bad_url,
-             str(tmp_path / 'hub'), str(out)],
-            capture_output=True, text=True, timeout=300, env=env)
+        proc = subprocess.run([
+            sys.executable, '-m', 'torch.distributed.run', '--nnodes', '1',
+            '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
+            '--master_port',
+            str(_free_port()), WORKER, url, bad_url,
+            str(tmp_path / 'hub'),
+            str(out)
+        ],
+                              capture_output=True,
+                              text=True,
+                              timeout=300,
+                              env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert counts['/tiny_teacher.pth'] == 1
     assert counts['/no_such_teacher.pth'] == 1
-    ranks = [torch.load(out / f'rank{r}.pth', weights_only=True)
-             for r in (0, 1)]
+    ranks = [
+        torch.load(out / f'rank{r}.pth', weights_only=True) for r in (0, 1)
+    ]
     for got in ranks:
         assert set(got) == set(want)
         for k in want:
@@ -135,8 +152,9 @@ def test_404_is_a_clear_error_naming_the_url(tmp_path):
     served.mkdir()
     with _serve(served) as (base, counts), _hub_dir(tmp_path / 'hub'):
         url = f'{base}/clip_vit_base_16.pth.tar'
-        teacher = MODELS.build(dict(type='FrozenTeacher',
-                                    backbone=tiny_vit_cfg(), checkpoint=url))
+        teacher = MODELS.build(
+            dict(
+                type='FrozenTeacher', backbone=tiny_vit_cfg(), checkpoint=url))
         with pytest.raises(CheckpointError) as e:
             teacher.init_weights()
         assert not osp.exists(cached_file(url))
@@ -153,9 +171,11 @@ def test_cached_file_is_not_downloaded_again(tmp_path):
     with _serve(served) as (base, counts), _hub_dir(tmp_path / 'hub'):
         url = f'{base}/tiny_teacher.pth'
         for _ in range(2):
-            teacher = MODELS.build(dict(type='FrozenTeacher',
-                                        backbone=tiny_vit_cfg(),
-                                        checkpoint=url))
+            teacher = MODELS.build(
+                dict(
+                    type='FrozenTeacher',
+                    backbone=tiny_vit_cfg(),
+                    checkpoint=url))
             teacher.init_weights()
         path = fetch_teacher_file(url)
     assert counts['/tiny_teacher.pth'] == 1

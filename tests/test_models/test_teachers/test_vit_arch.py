@@ -20,7 +20,9 @@ def vit_shapes(width,
                layer_scale=False,
                device='meta'):
     """A state dict in mmpretrain's keys with a ViT's shapes (meta tensors:
-    nothing is allocated, so ViT-g costs nothing)."""
+
+    nothing is allocated, so ViT-g costs nothing).
+    """
 
     def t(*shape):
         return torch.zeros(shape, device=device)

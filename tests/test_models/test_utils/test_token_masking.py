@@ -87,5 +87,5 @@ def test_renormalised_relation_rows_and_softmax_identity():
     rows = idx[:, None, :, None].expand(2, 3, 3, 6)
     kept_logits = logits.gather(2, rows).gather(
         3, idx[:, None, None, :].expand(2, 3, 3, 3))
-    torch.testing.assert_close(sub, kept_logits.softmax(-1), rtol=1e-5,
-                               atol=1e-6)
+    torch.testing.assert_close(
+        sub, kept_logits.softmax(-1), rtol=1e-5, atol=1e-6)

@@ -2,7 +2,9 @@
 PYTHONPATH (test_distributed.py): with AUDIT_WRITES_DIR and AUDIT_WORK_DIR set,
 records every file the process (and its forked data workers) opens for writing
 or renames into place under AUDIT_WORK_DIR, one file per rank and pid."""
-import os, sys
+import os
+import sys
+
 _dir = os.environ.get('AUDIT_WRITES_DIR')
 _root = os.environ.get('AUDIT_WORK_DIR')
 if _dir and _root:
