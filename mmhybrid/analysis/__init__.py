@@ -2,8 +2,8 @@
 
 * :mod:`.attention_metrics`: pure per-head statistics of attention maps
   (attention distance, entropy, query-key NMI).
-* :mod:`.attention_report`: those statistics for a whole ViT over images, CSV and
-  paper-style plots.
+* :mod:`.attention_report`: those statistics for a whole ViT over images, CSV
+  and paper-style plots.
 * :mod:`.vit_loading`: a ViT for analysis from a config or any supported
   checkpoint layout, and an image-folder reader.
 * :mod:`.attention_tools`: what ``tools/analysis/attention_stats.py`` and

@@ -20,18 +20,18 @@ METRIC_LABELS = {
     'entropy': 'attention entropy (nats)',
     'nmi': 'query-key NMI',
 }
-CSV_FIELDS = ('model', 'layer', 'head', 'attn_distance_px', 'attn_entropy_nats',
-              'nmi', 'num_images')
-_CSV_KEYS = dict(distance='attn_distance_px', entropy='attn_entropy_nats',
-                 nmi='nmi')
+CSV_FIELDS = ('model', 'layer', 'head', 'attn_distance_px',
+              'attn_entropy_nats', 'nmi', 'num_images')
+_CSV_KEYS = dict(
+    distance='attn_distance_px', entropy='attn_entropy_nats', nmi='nmi')
 
 
 @torch.no_grad()
-def compute_attention_stats(vit,
-                            images: torch.Tensor,
-                            batch_size: int = 32,
-                            layers: Optional[Sequence[int]] = None
-                            ) -> Dict[str, np.ndarray]:
+def compute_attention_stats(
+        vit,
+        images: torch.Tensor,
+        batch_size: int = 32,
+        layers: Optional[Sequence[int]] = None) -> Dict[str, np.ndarray]:
     """Per layer and head statistics of a ViT over images.
 
     Args:
@@ -56,8 +56,8 @@ def compute_attention_stats(vit,
         maps = model.attention_maps(x, layers)
         per_layer = {m: [] for m in METRICS}
         for i in layers:
-            s = attention_stats(maps[i], vit.grid_hw, vit.patch_size,
-                                num_prefix_tokens=1)
+            s = attention_stats(
+                maps[i], vit.grid_hw, vit.patch_size, num_prefix_tokens=1)
             for m in METRICS:
                 per_layer[m].append(s[m].sum(0).double().cpu())  # (H,)
         for m in METRICS:
@@ -67,8 +67,11 @@ def compute_attention_stats(vit,
     return {m: (sums[m] / n).numpy() for m in METRICS}
 
 
-def write_csv(path: str, stats: Dict[str, np.ndarray], model: str,
-              num_images: int, layers: Optional[Sequence[int]] = None) -> None:
+def write_csv(path: str,
+              stats: Dict[str, np.ndarray],
+              model: str,
+              num_images: int,
+              layers: Optional[Sequence[int]] = None) -> None:
     """One row per layer and head (layers and heads 0-based)."""
     num_layers, num_heads = stats['distance'].shape
     layers = list(range(num_layers)) if layers is None else list(layers)
@@ -78,9 +81,9 @@ def write_csv(path: str, stats: Dict[str, np.ndarray], model: str,
         w.writerow(CSV_FIELDS)
         for li, layer in enumerate(layers):
             for h in range(num_heads):
-                w.writerow([model, layer, h] + [
-                    f'{float(stats[m][li, h]):.6f}' for m in METRICS
-                ] + [num_images])
+                w.writerow([model, layer, h] +
+                           [f'{float(stats[m][li, h]):.6f}'
+                            for m in METRICS] + [num_images])
 
 
 def read_csv(path: str) -> Dict[str, Dict[str, np.ndarray]]:
@@ -136,13 +139,17 @@ def _plt():
 
 def uniform_reference(grid_hw, patch_size) -> Dict[str, float]:
     """The statistics of uniform attention over an ``(h, w)`` patch grid:
+
     distance = mean pairwise patch distance (px), entropy = ``log N``, NMI = 0.
     Drawn as dashed lines, they show how far a model is from "attends to
-    everything alike"."""
+    everything alike".
+    """
     from .attention_metrics import patch_distance_matrix
     dist = patch_distance_matrix(grid_hw, patch_size)
-    return dict(distance=float(dist.mean()),
-                entropy=float(np.log(dist.shape[0])), nmi=0.0)
+    return dict(
+        distance=float(dist.mean()),
+        entropy=float(np.log(dist.shape[0])),
+        nmi=0.0)
 
 
 def plot_metric(ax,
@@ -161,18 +168,30 @@ def plot_metric(ax,
         offset = (mi - (len(names) - 1) / 2) * width / max(len(names), 1)
         color = (colors or {}).get(name)
         xs = np.arange(1, num_layers + 1) + offset
-        pts = ax.scatter(np.repeat(xs, num_heads), a.reshape(-1), s=14,
-                         alpha=0.8, color=color, label=name)
-        ax.plot(xs, a.mean(1), '-', lw=1, alpha=0.6,
-                color=pts.get_facecolor()[0])
+        pts = ax.scatter(
+            np.repeat(xs, num_heads),
+            a.reshape(-1),
+            s=14,
+            alpha=0.8,
+            color=color,
+            label=name)
+        ax.plot(
+            xs, a.mean(1), '-', lw=1, alpha=0.6, color=pts.get_facecolor()[0])
     ax.set_xlabel('layer')
     ax.set_ylabel(METRIC_LABELS[metric])
     num_layers = max(s[metric].shape[0] for s in stats_by_model.values())
     ax.set_xticks(range(1, num_layers + 1))
     if reference is not None and metric in reference:
         ax.axhline(reference[metric], ls='--', lw=0.8, color='grey')
-        ax.text(0.98, reference[metric], 'uniform', ha='right', va='bottom',
-                fontsize=7, color='grey', transform=ax.get_yaxis_transform())
+        ax.text(
+            0.98,
+            reference[metric],
+            'uniform',
+            ha='right',
+            va='bottom',
+            fontsize=7,
+            color='grey',
+            transform=ax.get_yaxis_transform())
     ax.grid(alpha=0.3)
 
 
@@ -205,10 +224,12 @@ def plot_stats(stats_by_model: Dict[str, Dict[str, np.ndarray]],
     palette = plt.rcParams['axes.prop_cycle'].by_key()['color']
     colors = {n: palette[i % len(palette)] for i, n in enumerate(names)}
     if separate:  # rows: metrics, columns: models
-        fig, axes = plt.subplots(len(metrics), len(names),
-                                 figsize=(2.5 * len(names) + 0.6,
-                                          2.3 * len(metrics) + 0.5),
-                                 squeeze=False, sharey='row')
+        fig, axes = plt.subplots(
+            len(metrics),
+            len(names),
+            figsize=(2.5 * len(names) + 0.6, 2.3 * len(metrics) + 0.5),
+            squeeze=False,
+            sharey='row')
         for r, metric in enumerate(metrics):
             for c, name in enumerate(names):
                 ax = axes[r, c]
@@ -219,9 +240,8 @@ def plot_stats(stats_by_model: Dict[str, Dict[str, np.ndarray]],
                 if c > 0:
                     ax.set_ylabel('')
     else:  # one panel per metric, side by side, models overlaid
-        fig, axes = plt.subplots(1, len(metrics),
-                                 figsize=(3.4 * len(metrics), 2.9),
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            1, len(metrics), figsize=(3.4 * len(metrics), 2.9), squeeze=False)
         for c, metric in enumerate(metrics):
             plot_metric(axes[0, c], stats_by_model, metric, colors, reference)
     if not separate and len(names) > 1:
@@ -238,8 +258,15 @@ def plot_layer_means(stats_by_model: Dict[str, Dict[str, np.ndarray]],
                      dpi: int = 90) -> str:
     """Head-averaged statistic per layer, one line per model (compact view),
     with the dashed ``reference`` (e.g. :func:`uniform_reference`)."""
-    return _plot_layers({k: [v] for k, v in stats_by_model.items()}, path,
-                        metrics, reference, dpi, repeats=False)
+    return _plot_layers({
+        k: [v]
+        for k, v in stats_by_model.items()
+    },
+                        path,
+                        metrics,
+                        reference,
+                        dpi,
+                        repeats=False)
 
 
 def plot_layer_bands(runs_by_model: Dict[str, Sequence[Dict[str, np.ndarray]]],
@@ -247,23 +274,28 @@ def plot_layer_bands(runs_by_model: Dict[str, Sequence[Dict[str, np.ndarray]]],
                      metrics: Sequence[str] = ('distance', 'nmi'),
                      reference: Optional[Dict[str, float]] = None,
                      dpi: int = 90) -> str:
-    """Head-averaged statistic per layer, mean over repeats (seeds) with a
-    +-1 std band, one line per model, and the dashed ``reference``."""
-    return _plot_layers(runs_by_model, path, metrics, reference, dpi,
-                        repeats=True)
+    """Head-averaged statistic per layer, mean over repeats (seeds) with a.
+
+    +-1 std band, one line per model, and the dashed ``reference``.
+    """
+    return _plot_layers(
+        runs_by_model, path, metrics, reference, dpi, repeats=True)
 
 
-def _plot_layers(runs_by_model: Dict[str, Sequence[Dict[str, np.ndarray]]],
-                 path: str, metrics: Sequence[str],
-                 reference: Optional[Dict[str, float]], dpi: int,
-                 repeats: bool) -> str:
+def _plot_layers(runs_by_model: Dict[str,
+                                     Sequence[Dict[str,
+                                                   np.ndarray]]], path: str,
+                 metrics: Sequence[str], reference: Optional[Dict[str, float]],
+                 dpi: int, repeats: bool) -> str:
     """One panel per metric: the head mean per layer of every model, mean over
     its runs; with ``repeats``, a +-1 std band and the run count in the
     legend."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(metrics),
-                             figsize=(3.6 * len(metrics) + 1.8, 2.9),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1,
+        len(metrics),
+        figsize=(3.6 * len(metrics) + 1.8, 2.9),
+        squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for name, runs in runs_by_model.items():
             per_run = np.stack([r[metric].mean(1) for r in runs])  # (S, L)
@@ -273,21 +305,31 @@ def _plot_layers(runs_by_model: Dict[str, Sequence[Dict[str, np.ndarray]]],
             line, = ax.plot(x, mean, 'o-', ms=3, label=label)
             if repeats and len(runs) > 1:
                 std = per_run.std(0, ddof=1)
-                ax.fill_between(x, mean - std, mean + std, alpha=0.2,
-                                color=line.get_color())
+                ax.fill_between(
+                    x,
+                    mean - std,
+                    mean + std,
+                    alpha=0.2,
+                    color=line.get_color())
         if reference is not None and metric in reference:
-            ax.axhline(reference[metric], ls='--', lw=0.8, color='grey',
-                       label='uniform attention')
+            ax.axhline(
+                reference[metric],
+                ls='--',
+                lw=0.8,
+                color='grey',
+                label='uniform attention')
         ax.set_xlabel('layer')
         ax.set_xticks(x)
         ax.set_ylabel(METRIC_LABELS[metric] + ', head mean')
         ax.grid(alpha=0.3)
-    axes[0, -1].legend(fontsize=7, loc='center left', bbox_to_anchor=(1.02, 0.5))
+    axes[0, -1].legend(
+        fontsize=7, loc='center left', bbox_to_anchor=(1.02, 0.5))
     return _save(fig, path, dpi)
 
 
 def plot_accuracy_bars(values: Dict[str, Dict[str, Sequence[float]]],
-                       path: str, chance: Optional[float] = None,
+                       path: str,
+                       chance: Optional[float] = None,
                        dpi: int = 90) -> str:
     """Grouped bars: ``values[model][measure]`` is a list of repeats; bar =
     mean, error bar = std, dots = the repeats."""
@@ -302,9 +344,14 @@ def plot_accuracy_bars(values: Dict[str, Dict[str, Sequence[float]]],
             if runs.size == 0:
                 continue
             x = i + (j - (len(measures) - 1) / 2) * width
-            ax.bar(x, runs.mean(), width,
-                   yerr=runs.std(ddof=1) if runs.size > 1 else 0, capsize=3,
-                   color=f'C{j}', label=measure if i == 0 else None)
+            ax.bar(
+                x,
+                runs.mean(),
+                width,
+                yerr=runs.std(ddof=1) if runs.size > 1 else 0,
+                capsize=3,
+                color=f'C{j}',
+                label=measure if i == 0 else None)
             ax.plot(np.full(runs.size, x), runs, 'k.', ms=3)
     if chance is not None:
         ax.axhline(chance, ls='--', lw=0.8, color='grey', label='chance')

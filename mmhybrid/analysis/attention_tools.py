@@ -2,8 +2,8 @@
 as functions: per layer and head attention statistics of any ViT mmhybrid can
 load, and the kept vs. masked tokens along the progressive masking schedule.
 
-A *source* is a config (``.py``; the ViT is one of its components, weights
-from ``checkpoint`` or the config's own teacher entries) or a checkpoint file
+A *source* is a config (``.py``; the ViT is one of its components, weights from
+``checkpoint`` or the config's own teacher entries) or a checkpoint file
 (``.pth``, ``.pt``, ``.bin``, ``.safetensors``, URL; the architecture is read
 off the weights unless ``arch`` is given).
 """
@@ -22,8 +22,8 @@ from .vit_loading import load_images, vit_from_checkpoint, vit_from_config
 
 
 def load_source_config(source: str, cfg_options: Optional[dict] = None):
-    """A config source with ``cfg_options`` merged and its
-    ``custom_imports`` imported."""
+    """A config source with ``cfg_options`` merged and its ``custom_imports``
+    imported."""
     from mmengine.config import Config
     cfg = Config.fromfile(source)
     if cfg_options:
@@ -41,48 +41,74 @@ def add_source_args(parser, source_help: str, out_help: str,
     seed, device and config overrides both analysis tools take."""
     from mmengine.config import DictAction
     parser.add_argument('source', metavar='CONFIG_OR_CKPT', help=source_help)
-    parser.add_argument('--data', required=True,
-                        help='image folder, read recursively')
+    parser.add_argument(
+        '--data', required=True, help='image folder, read recursively')
     parser.add_argument('--out', required=True, help=out_help)
     parser.add_argument('--checkpoint', help=checkpoint_help)
-    parser.add_argument('--format', dest='ckpt_format', default='auto',
-                        choices=['auto', 'mmpretrain', 'openai_clip', 'timm'],
-                        help='checkpoint layout. Default: auto')
-    parser.add_argument('--arch', help="checkpoint source: mmpretrain arch "
-                        "name ('b', 'l', 'deit-s', ...) or "
-                        "'EMBED,LAYERS,HEADS[,FFN]'. Default: read off the "
-                        'weights, 64 channels per head')
-    parser.add_argument('--num-heads', type=int,
-                        help='override the head count')
-    parser.add_argument('--patch-size', type=int,
-                        help="default: the checkpoint's patch embedding kernel")
-    parser.add_argument('--img-size', type=int,
-                        help="default: the checkpoint's position grid x patch "
-                        'size')
-    parser.add_argument('--clip-norm', action='store_true',
-                        help="CLIP mean/std instead of ImageNet's (automatic "
-                        'for openai_clip files)')
-    parser.add_argument('--quick-gelu', action='store_true',
-                        help='QuickGELU MLPs (timm ports of OpenAI CLIP)')
-    parser.add_argument('--seed', type=int, default=0,
-                        help='image subset and random init. Default: 0')
-    parser.add_argument('--device', default=None,
-                        help='default: cuda when available, else cpu')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='config source: key=value overrides')
+    parser.add_argument(
+        '--format',
+        dest='ckpt_format',
+        default='auto',
+        choices=['auto', 'mmpretrain', 'openai_clip', 'timm'],
+        help='checkpoint layout. Default: auto')
+    parser.add_argument(
+        '--arch',
+        help='checkpoint source: mmpretrain arch '
+        "name ('b', 'l', 'deit-s', ...) or "
+        "'EMBED,LAYERS,HEADS[,FFN]'. Default: read off the "
+        'weights, 64 channels per head')
+    parser.add_argument(
+        '--num-heads', type=int, help='override the head count')
+    parser.add_argument(
+        '--patch-size',
+        type=int,
+        help="default: the checkpoint's patch embedding kernel")
+    parser.add_argument(
+        '--img-size',
+        type=int,
+        help="default: the checkpoint's position grid x patch "
+        'size')
+    parser.add_argument(
+        '--clip-norm',
+        action='store_true',
+        help="CLIP mean/std instead of ImageNet's (automatic "
+        'for openai_clip files)')
+    parser.add_argument(
+        '--quick-gelu',
+        action='store_true',
+        help='QuickGELU MLPs (timm ports of OpenAI CLIP)')
+    parser.add_argument(
+        '--seed',
+        type=int,
+        default=0,
+        help='image subset and random init. Default: 0')
+    parser.add_argument(
+        '--device',
+        default=None,
+        help='default: cuda when available, else cpu')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='config source: key=value overrides')
 
 
-def load_source_vit(tool: str, source: str, cfg=None,
-                    component: str = 'student', random_init: bool = False,
-                    device: str = 'cpu', checkpoint: Optional[str] = None,
-                    ckpt_format: str = 'auto', arch: Optional[str] = None,
+def load_source_vit(tool: str,
+                    source: str,
+                    cfg=None,
+                    component: str = 'student',
+                    random_init: bool = False,
+                    device: str = 'cpu',
+                    checkpoint: Optional[str] = None,
+                    ckpt_format: str = 'auto',
+                    arch: Optional[str] = None,
                     num_heads: Optional[int] = None,
                     patch_size: Optional[int] = None,
-                    img_size: Optional[int] = None, clip_norm: bool = False,
+                    img_size: Optional[int] = None,
+                    clip_norm: bool = False,
                     quick_gelu: bool = False):
     """The analysis ViT of a config (``cfg``, loaded from ``source``) or of a
-    checkpoint file ``source``; an unusable source ends ``tool`` with one
-    line.
+    checkpoint file ``source``; an unusable source ends ``tool`` with one line.
 
     Args:
         tool (str): Names the tool in the error line.
@@ -111,15 +137,25 @@ def load_source_vit(tool: str, source: str, cfg=None,
         try:
             if cfg is not None:
                 return vit_from_config(
-                    cfg, component, checkpoint, ckpt_format,
-                    clip_norm=clip_norm or None, random_init=random_init,
+                    cfg,
+                    component,
+                    checkpoint,
+                    ckpt_format,
+                    clip_norm=clip_norm or None,
+                    random_init=random_init,
                     device=device)
             if checkpoint:
                 raise ValueError('--checkpoint is for a config source; the '
                                  'source is already a checkpoint')
             return vit_from_checkpoint(
-                source, ckpt_format, arch, num_heads, patch_size, img_size,
-                clip_norm=True if clip_norm else None, quick_gelu=quick_gelu,
+                source,
+                ckpt_format,
+                arch,
+                num_heads,
+                patch_size,
+                img_size,
+                clip_norm=True if clip_norm else None,
+                quick_gelu=quick_gelu,
                 device=device)
         except (CheckpointError, ValueError, FileNotFoundError) as e:
             raise SystemExit(f'{tool}: {e}') from None
@@ -129,10 +165,14 @@ def _device(device: Optional[str]) -> str:
     return device or ('cuda' if torch.cuda.is_available() else 'cpu')
 
 
-def attention_stats_report(source: str, data: str, out: str,
+def attention_stats_report(source: str,
+                           data: str,
+                           out: str,
                            component: str = 'student',
-                           random_init: bool = False, num_images: int = 64,
-                           batch_size: int = 16, seed: int = 0,
+                           random_init: bool = False,
+                           num_images: int = 64,
+                           batch_size: int = 16,
+                           seed: int = 0,
                            name: Optional[str] = None,
                            device: Optional[str] = None,
                            cfg_options: Optional[dict] = None,
@@ -168,15 +208,17 @@ def attention_stats_report(source: str, data: str, out: str,
     device = _device(device)
     t0 = time.time()
     torch.manual_seed(seed)
-    cfg = (load_source_config(source, cfg_options)
-           if source.endswith('.py') else None)
+    cfg = (
+        load_source_config(source, cfg_options)
+        if source.endswith('.py') else None)
     vit = load_source_vit('attention_stats', source, cfg, component,
                           random_init, device, **source_args)
     images, paths = load_images(data, vit.img_size, num_images, seed)
     if not name:  # a teacher of a config is named for its component
         weights = source_args.get('checkpoint') or source
-        name = (component if component != 'student' and cfg is not None else
-                osp.splitext(osp.basename(weights))[0])
+        name = (
+            component if component != 'student' and cfg is not None else
+            osp.splitext(osp.basename(weights))[0])
     stats = compute_attention_stats(vit, images, batch_size)
 
     os.makedirs(out, exist_ok=True)
@@ -185,7 +227,8 @@ def attention_stats_report(source: str, data: str, out: str,
     write_csv(csv_path, stats, name, len(paths))
     h, w = vit.grid_hw
     ref = uniform_reference(vit.grid_hw, vit.patch_size)
-    plot_stats({name: stats}, png_path,
+    plot_stats({name: stats},
+               png_path,
                title=f'{name}: {len(paths)} images, {vit.img_size[0]} px, '
                f'{h}x{w} patches',
                reference=ref)
@@ -207,15 +250,18 @@ def attention_stats_report(source: str, data: str, out: str,
 
 
 def schedule_from_config(cfg):
-    """``(hook or None, max_iters or None, token_selection, importance_source)``
-    of a HybridDistill config."""
+    """``(hook or None, max_iters or None, token_selection,
+    importance_source)`` of a HybridDistill config."""
     from mmhybrid.engine.hooks.progressive_masking_hook import \
         ProgressiveMaskingHook
     from mmhybrid.engine.preflight import type_name
     hook = None
     for h in cfg.get('custom_hooks', None) or []:
         if type_name(h) == 'ProgressiveMaskingHook':
-            kwargs = {k: v for k, v in h.items() if k not in ('type', 'priority')}
+            kwargs = {
+                k: v
+                for k, v in h.items() if k not in ('type', 'priority')
+            }
             hook = ProgressiveMaskingHook(**kwargs)
     train_cfg = cfg.get('train_cfg', None) or {}
     max_iters = train_cfg.get('max_iters')
@@ -223,19 +269,22 @@ def schedule_from_config(cfg):
             cfg.model.get('importance_source', 'feat'))
 
 
-def masking_schedule_figure(source: str, data: str, out: str,
+def masking_schedule_figure(source: str,
+                            data: str,
+                            out: str,
                             importance: Optional[str] = None,
                             final_ratio: Optional[float] = None,
                             schedule: Optional[str] = None,
                             selection: Optional[str] = None,
                             points: str = '0,0.25,0.5,0.75,1',
-                            num_images: int = 4, seed: int = 0,
+                            num_images: int = 4,
+                            seed: int = 0,
                             device: Optional[str] = None,
                             cfg_options: Optional[dict] = None,
                             **source_args) -> str:
     """Kept vs. masked tokens along the progressive masking schedule, as one
-    PNG grid (rows: images; columns: the image, the teacher's token
-    importance, the kept tokens at each schedule point).
+    PNG grid (rows: images; columns: the image, the teacher's token importance,
+    the kept tokens at each schedule point).
 
     The tokens are chosen as in training (``ratio_at`` / ``mask_ratio_at``,
     ``num_kept_tokens``, ``select_kept_tokens``), each column from the same
@@ -284,15 +333,23 @@ def masking_schedule_figure(source: str, data: str, out: str,
         if hook is None:
             fixed_ratio = float(cfg.model.get('mask_ratio', 0.0))
         source_name = f'teacher_{importance or imp}'
-    vit = load_source_vit('visualize_masking', source, cfg, source_name,
-                          device=device, **source_args)
+    vit = load_source_vit(
+        'visualize_masking',
+        source,
+        cfg,
+        source_name,
+        device=device,
+        **source_args)
     selection = selection or default_selection
-    default_final, default_schedule = (
-        (hook.final_ratio, hook.schedule) if hook else
-        (0.5, 'linear') if fixed_ratio is None else (fixed_ratio, 'constant'))
+    default_final, default_schedule = ((hook.final_ratio,
+                                        hook.schedule) if hook else
+                                       (0.5,
+                                        'linear') if fixed_ratio is None else
+                                       (fixed_ratio, 'constant'))
     final = final_ratio if final_ratio is not None else default_final
-    from_hook = (max_iters and hook is not None and final_ratio is None
-                 and schedule is None)
+    from_hook = (
+        max_iters and hook is not None and final_ratio is None
+        and schedule is None)
     schedule = schedule or default_schedule
     start = hook.start_ratio if hook else 0.0
 
@@ -321,9 +378,10 @@ def masking_schedule_figure(source: str, data: str, out: str,
     out_path = out
     if osp.isdir(out_path) or not out_path.lower().endswith('.png'):
         out_path = osp.join(out_path, 'masking_schedule.png')
-    _draw_masking(images, importance_map, columns, vit, source_name,
-                  f'progressive token masking: {schedule} to {final:.2f}, '
-                  f'selection {selection}; grey = masked', out_path)
+    _draw_masking(
+        images, importance_map, columns, vit, source_name,
+        f'progressive token masking: {schedule} to {final:.2f}, '
+        f'selection {selection}; grey = masked', out_path)
     print(f'importance from {vit.source}')
     for title, _ in columns:
         print(f'  {title.replace(chr(10), ": ")}')
@@ -334,22 +392,25 @@ def masking_schedule_figure(source: str, data: str, out: str,
 def _draw_masking(images: torch.Tensor, importance: torch.Tensor,
                   columns: Sequence[tuple], vit, source_name: str, title: str,
                   path: str) -> None:
-    """The masking grid: image, importance heat map, one column per
-    schedule point (masked patches greyed out)."""
+    """The masking grid: image, importance heat map, one column per schedule
+    point (masked patches greyed out)."""
     from .attention_report import _plt, _save
     plt = _plt()
     gh, gw = vit.grid_hw
     ph, pw = vit.patch_size
     rows, cols = images.shape[0], 2 + len(columns)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 1.9 * rows + 0.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(1.9 * cols, 1.9 * rows + 0.6), squeeze=False)
     imgs = images.permute(0, 2, 3, 1).numpy().astype(np.float32) / 255.0
     for r in range(rows):
         axes[r, 0].imshow(imgs[r], interpolation='nearest')
         heat = importance[r].view(gh, gw).numpy()
         axes[r, 1].imshow(imgs[r], interpolation='nearest')
-        axes[r, 1].imshow(np.kron(heat, np.ones((ph, pw))), cmap='inferno',
-                          alpha=0.65, interpolation='nearest')
+        axes[r, 1].imshow(
+            np.kron(heat, np.ones((ph, pw))),
+            cmap='inferno',
+            alpha=0.65,
+            interpolation='nearest')
         for c, (col_title, keep) in enumerate(columns):
             m = np.kron(keep[r].view(gh, gw).numpy().astype(np.float32),
                         np.ones((ph, pw)))[..., None]
@@ -359,8 +420,8 @@ def _draw_masking(images: torch.Tensor, importance: torch.Tensor,
                 axes[r, 2 + c].set_title(col_title, fontsize=7)
         if r == 0:
             axes[r, 0].set_title('image', fontsize=7)
-            axes[r, 1].set_title(f'importance\n({source_name} [CLS] attn)',
-                                 fontsize=7)
+            axes[r, 1].set_title(
+                f'importance\n({source_name} [CLS] attn)', fontsize=7)
         for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -368,11 +429,15 @@ def _draw_masking(images: torch.Tensor, importance: torch.Tensor,
     _save(fig, path, dpi=80)
 
 
-def device_check(out: str, num_images: int = 64, img_size: int = 224,
-                 work: str = '/tmp/mmhybrid_analysis_gpu_check',
-                 devices: Sequence[str] = ('cuda', 'cpu')) -> dict:
-    """The analysis functions on two devices: same numbers, and how long
-    they take (``tools/analysis/gpu_check.py``).
+def device_check(
+    out: str,
+    num_images: int = 64,
+    img_size: int = 224,
+    work: str = '/tmp/mmhybrid_analysis_gpu_check',
+    devices: Sequence[str] = ('cuda', 'cpu')
+) -> dict:
+    """The analysis functions on two devices: same numbers, and how long they
+    take (``tools/analysis/gpu_check.py``).
 
     Builds a ViT-B/16-shaped checkpoint in timm's layout (random, perturbed
     weights: the statistics of real weights are not the point) and
@@ -389,12 +454,21 @@ def device_check(out: str, num_images: int = 64, img_size: int = 224,
     from mmhybrid.datasets import make_imagenet_style
     from .attention_report import read_csv
     os.makedirs(out, exist_ok=True)
-    val = osp.join(make_imagenet_style(osp.join(work, 'data'), num_train=0,
-                                       num_val=num_images, size=64, seed=0),
-                   'val')
+    val = osp.join(
+        make_imagenet_style(
+            osp.join(work, 'data'),
+            num_train=0,
+            num_val=num_images,
+            size=64,
+            seed=0), 'val')
     torch.manual_seed(0)
-    vit = TimmViT(img_size=img_size, patch_size=16, embed_dim=768, depth=12,
-                  num_heads=12, num_classes=0)
+    vit = TimmViT(
+        img_size=img_size,
+        patch_size=16,
+        embed_dim=768,
+        depth=12,
+        num_heads=12,
+        num_classes=0)
     with torch.no_grad():
         for prm in vit.parameters():
             prm.add_(torch.randn_like(prm) * 0.05)
@@ -405,21 +479,34 @@ def device_check(out: str, num_images: int = 64, img_size: int = 224,
     for i, device in enumerate(devices):
         t0 = time.time()
         folder = osp.join(out, f'stats{i}_{device}')
-        attention_stats_report(ckpt, val, folder, ckpt_format='timm',
-                               num_images=num_images, batch_size=32,
-                               device=device)
+        attention_stats_report(
+            ckpt,
+            val,
+            folder,
+            ckpt_format='timm',
+            num_images=num_images,
+            batch_size=32,
+            device=device)
         seconds[f'attention_stats {device}'] = time.time() - t0
         (per_model, ) = read_csv(osp.join(folder,
                                           'attention_stats.csv')).values()
         stats.append(per_model)
-    worst = {m: float(np.abs(stats[0][m] - stats[1][m]).max())
-             for m in stats[0]}
+    worst = {
+        m: float(np.abs(stats[0][m] - stats[1][m]).max())
+        for m in stats[0]
+    }
     print(f'max |{devices[0]} - {devices[1]}| over every (layer, head):',
           worst)
     t0 = time.time()
-    masking_schedule_figure(ckpt, val, osp.join(out, 'masking.png'),
-                            ckpt_format='timm', device=devices[0])
+    masking_schedule_figure(
+        ckpt,
+        val,
+        osp.join(out, 'masking.png'),
+        ckpt_format='timm',
+        device=devices[0])
     seconds[f'visualize_masking {devices[0]}'] = time.time() - t0
-    print('seconds (incl. model build and image reading):',
-          {k: round(v, 1) for k, v in seconds.items()})
+    print('seconds (incl. model build and image reading):', {
+        k: round(v, 1)
+        for k, v in seconds.items()
+    })
     return dict(max_abs_diff=worst, seconds=seconds)

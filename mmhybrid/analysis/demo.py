@@ -27,15 +27,24 @@ from .pipeline import KNN_K, MiniaturePipeline, Model, Student, estimate_cost
 
 #: (report label, short tag) of the models the demo evaluates.
 MODELS = [('hybrid student', 'hybrid'), ('teacher Tc (supervised ViT)', 'Tc'),
-          ('teacher Tm (MAE)', 'Tm'), ('random init (no pretraining)', 'random')]
+          ('teacher Tm (MAE)', 'Tm'),
+          ('random init (no pretraining)', 'random')]
 
 
-def run_demo(work_dir: str = 'work_dirs/demo', data_root: Optional[str] = None,
+def run_demo(work_dir: str = 'work_dirs/demo',
+             data_root: Optional[str] = None,
              builtin_root: str = 'data/shapes/objects',
-             num_classes: Optional[int] = None, img_size: int = 64,
-             patch_size: int = 8, iters: int = 300, probe_iters: int = 200,
-             num_train: int = 5000, num_val: int = 500, attn_images: int = 64,
-             seed: int = 0, jobs: int = 2, resume: bool = False,
+             num_classes: Optional[int] = None,
+             img_size: int = 64,
+             patch_size: int = 8,
+             iters: int = 300,
+             probe_iters: int = 200,
+             num_train: int = 5000,
+             num_val: int = 500,
+             attn_images: int = 64,
+             seed: int = 0,
+             jobs: int = 2,
+             resume: bool = False,
              subprocess: bool = False) -> str:
     """Run the demo and write ``WORK_DIR/report.md``.
 
@@ -73,30 +82,43 @@ def run_demo(work_dir: str = 'work_dirs/demo', data_root: Optional[str] = None,
                               patch_size, builtin_root, num_train, num_val)
     print(f'[demo] data: {what}', flush=True)
     pipe = MiniaturePipeline(
-        wd, data, img_size, patch_size, jobs=jobs, resume=resume,
+        wd,
+        data,
+        img_size,
+        patch_size,
+        jobs=jobs,
+        resume=resume,
         subprocess=subprocess,
         total_cost=estimate_cost(iters, 1, iters, len(MODELS), probe_iters))
     # the random reference: initialised as the students are, one network read
     # alike by the probe, k-NN and the attention statistics
-    ckpts = dict(random=pipe.random_init(seed, osp.join(wd, 'random_init.pth')))
+    ckpts = dict(
+        random=pipe.random_init(seed, osp.join(wd, 'random_init.pth')))
     ckpts['Tc'], ckpts['Tm'] = pipe.teachers(iters, seed)
     hyb_dir = osp.join(wd, 'hybrid')
-    ckpts['hybrid'] = pipe.distill([Student('hybrid_distill', hyb_dir, seed)],
-                                   iters, (ckpts['Tc'], ckpts['Tm'])
-                                   )['hybrid_distill']
+    ckpts['hybrid'] = pipe.distill(
+        [Student('hybrid_distill', hyb_dir, seed)], iters,
+        (ckpts['Tc'], ckpts['Tm']))['hybrid_distill']
     models = [Model(label, seed, tag, ckpts[tag]) for label, tag in MODELS]
     pipe.evaluate(models, probe_iters)
     stats, rows = {}, []
     for m in models:
         r = pipe.measure(m, attn_images, student_iters=iters)
         stats[m.run] = r['stats']
-        rows.append((m.label, last_scalar(pipe.eval_work_dir('probe', m),
-                                          'accuracy/top1'), r['knn']))
+        rows.append(
+            (m.label,
+             last_scalar(pipe.eval_work_dir('probe', m),
+                         'accuracy/top1'), r['knn']))
     ref = uniform_reference((img_size // patch_size, ) * 2, patch_size)
     png = plot_layer_means(
-        {'Tc: supervised': stats['Tc'], 'Tm: MAE': stats['Tm'],
-         'hybrid student': stats['hybrid'], 'random init': stats['random']},
-        osp.join(wd, 'attention_layers.png'), reference=ref)
+        {
+            'Tc: supervised': stats['Tc'],
+            'Tm: MAE': stats['Tm'],
+            'hybrid student': stats['hybrid'],
+            'random init': stats['random']
+        },
+        osp.join(wd, 'attention_layers.png'),
+        reference=ref)
     header = (f'Hybrid Distillation demo (CPU; {what}; {img_size} px, '
               f'{patch_size} px patches; {iters} iterations of Tc and of the '
               f'distillation, {2 * iters} of Tm; {probe_iters}-iteration '
@@ -117,13 +139,14 @@ def demo_report_lines(header: str, rows: List[tuple], stats: Dict[str, dict],
                       ref: Dict[str, float], hybrid_logs: List[dict],
                       tc_top1: float, num_classes: int, png: str,
                       pipe: MiniaturePipeline) -> List[str]:
-    """The demo's table (probe and k-NN top-1 per model), attention
-    diversity, distillation losses and times, as report lines."""
+    """The demo's table (probe and k-NN top-1 per model), attention diversity,
+    distillation losses and times, as report lines."""
     recs = [r for r in hybrid_logs if 'loss' in r]
     d = {t: s['distance'] for t, s in stats.items()}
-    lines = ['', header, '',
-             '| model | linear probe top-1 (%) | k-NN top-1 (%) |',
-             '|---|---|---|']
+    lines = [
+        '', header, '', '| model | linear probe top-1 (%) | k-NN top-1 (%) |',
+        '|---|---|---|'
+    ]
     lines += [f'| {n} | {p:.1f} | {k:.1f} |' for n, p, k in rows]
     lines += [
         '',
@@ -133,7 +156,8 @@ def demo_report_lines(header: str, rows: List[tuple], stats: Dict[str, dict],
         'averaged over layers; uniform attention: '
         f"{ref['distance']:.1f} px at every head): student "
         f"{head_spread(stats['hybrid']):.2f} px, Tc "
-        f"{head_spread(stats['Tc']):.2f} px, Tm {head_spread(stats['Tm']):.2f} "
+        f"{head_spread(stats['Tc']):.2f} px, Tm "
+        f"{head_spread(stats['Tm']):.2f} "
         f"px; layer-1 mean distance: student {d['hybrid'][0].mean():.1f}, Tc "
         f"{d['Tc'][0].mean():.1f}, Tm {d['Tm'][0].mean():.1f} px; "
         f"NMI (mean of layers): student {stats['hybrid']['nmi'].mean():.3f}, "
@@ -145,7 +169,7 @@ def demo_report_lines(header: str, rows: List[tuple], stats: Dict[str, dict],
         f"-> {recs[-1]['mask_ratio']:.2f}",
         f'per-layer attention distance and NMI: {png}',
         'stage times: ' + ', '.join(f'{k} {v:.0f}s'
-                                    for k, v in pipe.stages.times.items())
-        + f", k-NN + attention {pipe.times['measure']:.0f}s",
+                                    for k, v in pipe.stages.times.items()) +
+        f", k-NN + attention {pipe.times['measure']:.0f}s",
     ]
     return lines

@@ -1,5 +1,5 @@
-"""The whole job in miniature, on the CPU: the stages `make demo` and `make study`
-share.
+"""The whole job in miniature, on the CPU: the stages `make demo` and `make
+study` share.
 
 Data (the built-in generated shapes, or any ImageNet-style folder), two tiny
 teachers trained with mmpretrain's own algorithms, hybrid-distilled students,
@@ -42,8 +42,9 @@ class DataSpec(NamedTuple):
 
 
 def _folder_classes(split_dir: str) -> List[str]:
-    return sorted(d for d in os.listdir(split_dir)
-                  if osp.isdir(osp.join(split_dir, d)) and not d.startswith('.'))
+    return sorted(
+        d for d in os.listdir(split_dir)
+        if osp.isdir(osp.join(split_dir, d)) and not d.startswith('.'))
 
 
 def _ann_num_classes(path: str) -> int:
@@ -54,8 +55,9 @@ def _ann_num_classes(path: str) -> int:
             if not parts:
                 continue
             if len(parts) < 2 or not parts[-1].lstrip('-').isdigit():
-                raise ValueError(f'{path}:{i}: expected "<image path> <integer '
-                                 f'label>", got {line.strip()!r}')
+                raise ValueError(
+                    f'{path}:{i}: expected "<image path> <integer '
+                    f'label>", got {line.strip()!r}')
             labels.add(int(parts[-1]))
     if not labels or min(labels) < 0:
         raise ValueError(f'{path}: expected labels 0..N-1, got '
@@ -66,9 +68,9 @@ def _ann_num_classes(path: str) -> int:
 def describe_folder(root: str, num_classes: Optional[int] = None) -> DataSpec:
     """Read the layout of a user's ImageNet-style folder.
 
-    Accepted: ``root/meta/{train,val}.txt`` (mmpretrain's annotation files, image
-    paths relative to ``root/train`` and ``root/val``), or one sub-folder per
-    class in ``root/train`` and ``root/val``.
+    Accepted: ``root/meta/{train,val}.txt`` (mmpretrain's annotation files,
+    image paths relative to ``root/train`` and ``root/val``), or one sub-folder
+    per class in ``root/train`` and ``root/val``.
 
     Args:
         root (str): The dataset folder.
@@ -82,7 +84,8 @@ def describe_folder(root: str, num_classes: Optional[int] = None) -> DataSpec:
     for split in ('train', 'val'):
         if not osp.isdir(osp.join(root, split)):
             raise FileNotFoundError(
-                f'{osp.join(root, split)}: no such folder; --data-root expects '
+                f'{osp.join(root, split)}: no such folder; --data-root '
+                'expects '
                 f'train/ and val/ (class sub-folders, or meta/train.txt and '
                 f'meta/val.txt with "<path> <label>" lines)')
     anns = {s: osp.join(root, 'meta', f'{s}.txt') for s in ('train', 'val')}
@@ -95,8 +98,8 @@ def describe_folder(root: str, num_classes: Optional[int] = None) -> DataSpec:
         if not train or train != val:
             raise ValueError(
                 f'{root}: train/ and val/ must hold the same class folders '
-                f'(train: {train[:5]}, val: {val[:5]}), or give meta/train.txt '
-                'and meta/val.txt')
+                f'(train: {train[:5]}, val: {val[:5]}), or give '
+                'meta/train.txt and meta/val.txt')
         found, ann = len(train), None
     if num_classes is not None and num_classes < found:
         raise ValueError(f'--num-classes {num_classes} is below the {found} '
@@ -104,12 +107,20 @@ def describe_folder(root: str, num_classes: Optional[int] = None) -> DataSpec:
     return DataSpec(root, num_classes or found, ann, builtin=False)
 
 
-def builtin_data(root: str, num_train: int, num_val: int, img_size: int,
+def builtin_data(root: str,
+                 num_train: int,
+                 num_val: int,
+                 img_size: int,
                  seed: int = 0) -> DataSpec:
     """The built-in object task (written once; cached by its stamp)."""
     from mmhybrid.datasets import SHAPE_CLASSES, make_imagenet_style
-    path = make_imagenet_style(root, num_train=num_train, num_val=num_val,
-                               size=img_size, seed=seed, task='objects')
+    path = make_imagenet_style(
+        root,
+        num_train=num_train,
+        num_val=num_val,
+        size=img_size,
+        seed=seed,
+        task='objects')
     return DataSpec(path, len(SHAPE_CLASSES), None, builtin=True)
 
 
@@ -119,8 +130,8 @@ def resolve_data(tool: str, data_root: Optional[str],
                  num_val: int) -> Tuple[DataSpec, str]:
     """The data of a demo or study run and a line describing it.
 
-    Bad input (sizes the patches do not tile, an unusable folder, a class
-    count for the built-in data) ends the tool with one line naming it, before
+    Bad input (sizes the patches do not tile, an unusable folder, a class count
+    for the built-in data) ends the tool with one line naming it, before
     anything is written or trained.
     """
     try:
@@ -140,16 +151,21 @@ def resolve_data(tool: str, data_root: Optional[str],
                   f'{num_val} val images, {data.num_classes} classes)')
 
 
-def data_options(data: DataSpec, workers: int = 0,
-                 loaders: Sequence[str] = ('train', 'val', 'test')) -> List[str]:
+def data_options(
+    data: DataSpec,
+    workers: int = 0,
+    loaders: Sequence[str] = ('train', 'val', 'test')
+) -> List[str]:
     """``--cfg-options`` pointing a demo config's loaders at ``data``."""
     opts = []
     for loader in loaders:
         split = 'train' if loader == 'train' else 'val'
         key = f'{loader}_dataloader'
-        opts += [f'{key}.dataset.data_root={data.root}',
-                 f'{key}.num_workers={workers}',
-                 f'{key}.persistent_workers={workers > 0}']
+        opts += [
+            f'{key}.dataset.data_root={data.root}',
+            f'{key}.num_workers={workers}',
+            f'{key}.persistent_workers={workers > 0}'
+        ]
         if data.ann:
             opts.append(f'{key}.dataset.ann_file={data.ann[split]}')
     return opts
@@ -157,15 +173,19 @@ def data_options(data: DataSpec, workers: int = 0,
 
 # Where each demo config keeps image size, patch size and class count.
 _MODEL_KEYS = {
-    'sup': (['model.backbone'], ['model.head.num_classes',
-                                 'model.data_preprocessor.num_classes']),
-    'probe': (['model.backbone'], ['model.head.num_classes',
-                                   'model.data_preprocessor.num_classes']),
-    'finetune': (['model.backbone'], ['model.head.num_classes',
-                                      'model.data_preprocessor.num_classes']),
+    'sup': (['model.backbone'],
+            ['model.head.num_classes', 'model.data_preprocessor.num_classes']),
+    'probe':
+    (['model.backbone'],
+     ['model.head.num_classes', 'model.data_preprocessor.num_classes']),
+    'finetune':
+    (['model.backbone'],
+     ['model.head.num_classes', 'model.data_preprocessor.num_classes']),
     'mae': (['model.backbone', 'model.neck', 'model.head'], []),
-    'hybrid': (['model.backbone', 'model.teacher_feat.backbone',
-                'model.teacher_rel.backbone'], []),
+    'hybrid': ([
+        'model.backbone', 'model.teacher_feat.backbone',
+        'model.teacher_rel.backbone'
+    ], []),
 }
 
 
@@ -192,20 +212,24 @@ def model_options(kind: str, img_size: int, patch_size: int,
     for loader in ('train', 'val', 'test'):
         if kind in ('mae', 'hybrid') and loader != 'train':
             continue
-        opts += [f'{loader}_dataloader.dataset.pipeline.1.scale={img_size}',
-                 f'{loader}_dataloader.dataset.pipeline.2.crop_size={img_size}']
+        opts += [
+            f'{loader}_dataloader.dataset.pipeline.1.scale={img_size}',
+            f'{loader}_dataloader.dataset.pipeline.2.crop_size={img_size}'
+        ]
     return opts
 
 
 def schedule_options(iters: int, warmup: bool = True) -> List[str]:
     """``--cfg-options`` fitting a demo config's schedule to ``iters``: a
-    linear warm-up over the first tenth then cosine (``warmup``), or the probe's
-    single cosine."""
+    linear warm-up over the first tenth then cosine (``warmup``), or the
+    probe's single cosine."""
     if not warmup:
         return [f'param_scheduler.0.end={iters}']
     w = max(1, iters // 10)
-    return [f'param_scheduler.0.end={w}', f'param_scheduler.1.begin={w}',
-            f'param_scheduler.1.end={iters}']
+    return [
+        f'param_scheduler.0.end={w}', f'param_scheduler.1.begin={w}',
+        f'param_scheduler.1.end={iters}'
+    ]
 
 
 def check_train_tool(train_tool) -> None:
@@ -220,11 +244,14 @@ def check_train_tool(train_tool) -> None:
     ``val_dataloader`` trained on the val split.
     """
     from mmengine.config import Config
-    cfg = Config(dict(
-        train_dataloader=dict(dataset=dict(data_prefix='train'),
-                              sampler=dict(type='InfiniteSampler')),
-        val_dataloader=dict(dataset=dict(data_prefix='val'),
-                            sampler=dict(type='DefaultSampler'))))
+    cfg = Config(
+        dict(
+            train_dataloader=dict(
+                dataset=dict(data_prefix='train'),
+                sampler=dict(type='InfiniteSampler')),
+            val_dataloader=dict(
+                dataset=dict(data_prefix='val'),
+                sampler=dict(type='DefaultSampler'))))
     cfg = train_tool.merge_args(cfg, train_tool.parse_args(['probe.py']))
     if (cfg.train_dataloader.dataset.data_prefix != 'train'
             or cfg.train_dataloader.sampler.type != 'InfiniteSampler'):
@@ -256,8 +283,8 @@ def _child(train_main: Callable, argv: List[str], log: str, threads: int):
         train_main(argv)
         code = 0
     except SystemExit as e:
-        code = 0 if e.code is None else (e.code if isinstance(e.code, int)
-                                          else 1)
+        code = 0 if e.code is None else (
+            e.code if isinstance(e.code, int) else 1)
     except BaseException:  # noqa: B902  (reported in the stage's log)
         traceback.print_exc()
     finally:
@@ -293,10 +320,15 @@ class Stages:
 
     DONE = '.stage_done'
 
-    def __init__(self, work_dir: str, root: str,
-                 train_main: Optional[Callable] = None, jobs: int = 1,
-                 resume: bool = False, total_cost: float = 0.0,
-                 tag: str = '[demo]', cpus: int = 2):
+    def __init__(self,
+                 work_dir: str,
+                 root: str,
+                 train_main: Optional[Callable] = None,
+                 jobs: int = 1,
+                 resume: bool = False,
+                 total_cost: float = 0.0,
+                 tag: str = '[demo]',
+                 cpus: int = 2):
         self.work_dir, self.root = work_dir, root
         self.train_main = train_main
         self.jobs, self.cpus = max(1, jobs), cpus
@@ -312,11 +344,14 @@ class Stages:
 
     def command(self, stage: Stage) -> str:
         """The shell command that reruns ``stage`` alone."""
-        argv = [stage.config, '--work-dir', stage.work_dir, '--cfg-options',
-                *stage.options]
+        argv = [
+            stage.config, '--work-dir', stage.work_dir, '--cfg-options',
+            *stage.options
+        ]
         return 'python tools/train.py ' + ' '.join(
-            osp.relpath(a, self.root) if osp.isabs(a) and a.startswith(
-                self.root) else a for a in argv)
+            osp.relpath(a, self.root
+                        ) if osp.isabs(a) and a.startswith(self.root) else a
+            for a in argv)
 
     def rel(self, path: str) -> str:
         """``path`` relative to the working directory when inside it."""
@@ -334,22 +369,29 @@ class Stages:
         elapsed = time.time() - self.t0
         text = f'elapsed {elapsed / 60:.1f} min'
         if self.total_cost and self.done_cost:
-            left = elapsed * (self.total_cost - self.done_cost) / self.done_cost
+            left = elapsed * (self.total_cost -
+                              self.done_cost) / self.done_cost
             text += f', ETA {max(left, 0) / 60:.1f} min'
         return text
 
     def _start(self, stage: Stage):
-        argv = [stage.config, '--work-dir', stage.work_dir, '--cfg-options',
-                *stage.options]
+        argv = [
+            stage.config, '--work-dir', stage.work_dir, '--cfg-options',
+            *stage.options
+        ]
         log = osp.join(self.work_dir, 'logs', f'{stage.name}.log')
         with open(log + '.cmd', 'w') as f:
             f.write(self.command(stage) + '\n')
         if self.train_main is None:
             env = dict(os.environ, OMP_NUM_THREADS=str(self.threads))
             f = open(log, 'w')
-            proc = subprocess.Popen(
-                [sys.executable, osp.join(self.root, 'tools', 'train.py'),
-                 *argv], stdout=f, stderr=subprocess.STDOUT, env=env)
+            proc = subprocess.Popen([
+                sys.executable,
+                osp.join(self.root, 'tools', 'train.py'), *argv
+            ],
+                                    stdout=f,
+                                    stderr=subprocess.STDOUT,
+                                    env=env)
             proc._log_file = f
             return proc, log
         sys.stdout.flush()
@@ -414,8 +456,10 @@ class Stages:
 def mean_iter_time(work_dir: str, skip: int = 1) -> Optional[float]:
     """Mean seconds per training iteration (logger windows; the first ``skip``
     dropped: start-up)."""
-    t = [r['time'] for r in read_scalars(work_dir)
-         if 'loss' in r and 'time' in r]
+    t = [
+        r['time'] for r in read_scalars(work_dir)
+        if 'loss' in r and 'time' in r
+    ]
     t = t[skip:] if len(t) > skip else t
     return sum(t) / len(t) if t else None
 
@@ -436,7 +480,8 @@ def quiet_logger(level: str = 'WARNING'):
 
 
 def load_config(config: str, options: Sequence[str]):
-    """A config with ``KEY=VALUE`` options merged as ``--cfg-options`` would."""
+    """A config with ``KEY=VALUE`` options merged as ``--cfg-options``
+    would."""
     from mmengine.config import Config, DictAction
     cfg = Config.fromfile(config)
     cfg.merge_from_dict({
@@ -447,13 +492,17 @@ def load_config(config: str, options: Sequence[str]):
 
 
 @torch.no_grad()
-def cls_features(config: str, options: Sequence[str], checkpoint: Optional[str],
-                 data: DataSpec, split: str, seed: int = 0,
+def cls_features(config: str,
+                 options: Sequence[str],
+                 checkpoint: Optional[str],
+                 data: DataSpec,
+                 split: str,
+                 seed: int = 0,
                  batch_size: int = 128) -> Tuple[torch.Tensor, torch.Tensor]:
     """Frozen [CLS] features (after the final norm) of every image of a split.
 
-    The model is the linear-probe config's backbone loaded as the probe loads it
-    (``init_cfg`` with ``prefix='backbone.'``), or its seeded random
+    The model is the linear-probe config's backbone loaded as the probe loads
+    it (``init_cfg`` with ``prefix='backbone.'``), or its seeded random
     initialisation when ``checkpoint`` is None; images go through the config's
     test pipeline and data preprocessor.
 
@@ -480,17 +529,21 @@ def cls_features(config: str, options: Sequence[str], checkpoint: Optional[str],
     model.eval()
     feats, labels = [], []
     for start in range(0, len(dataset), batch_size):
-        batch = default_collate(
-            [dataset[i] for i in range(start, min(start + batch_size,
-                                                  len(dataset)))])
+        batch = default_collate([
+            dataset[i]
+            for i in range(start, min(start + batch_size, len(dataset)))
+        ])
         batch = model.data_preprocessor(batch, False)
         feats.append(model.backbone(batch['inputs'])[-1])
         labels += [int(s.gt_label) for s in batch['data_samples']]
     return torch.cat(feats), torch.tensor(labels)
 
 
-def knn_top1(train_feats: torch.Tensor, train_labels: torch.Tensor,
-             val_feats: torch.Tensor, val_labels: torch.Tensor, k: int = 20,
+def knn_top1(train_feats: torch.Tensor,
+             train_labels: torch.Tensor,
+             val_feats: torch.Tensor,
+             val_labels: torch.Tensor,
+             k: int = 20,
              temperature: float = 0.07) -> float:
     """Top-1 (%) of a weighted k-NN classifier on cosine similarity.
 
@@ -507,8 +560,12 @@ def knn_top1(train_feats: torch.Tensor, train_labels: torch.Tensor,
     return float((votes.argmax(1) == val_labels).float().mean() * 100)
 
 
-def knn_eval(config: str, options: Sequence[str], checkpoint: Optional[str],
-             data: DataSpec, k: int = 20, seed: int = 0) -> float:
+def knn_eval(config: str,
+             options: Sequence[str],
+             checkpoint: Optional[str],
+             data: DataSpec,
+             k: int = 20,
+             seed: int = 0) -> float:
     """k-NN top-1 (%) of a checkpoint's frozen [CLS] features on ``data``."""
     tr = cls_features(config, options, checkpoint, data, 'train', seed)
     va = cls_features(config, options, checkpoint, data, 'val', seed)
@@ -523,6 +580,7 @@ def in_child(fn: Callable, *args) -> None:
     (seen: the demo's distillation stage, two threads, idle for minutes). So
     the runner stays free of torch compute until its stages are done.
     """
+
     def target():
         fn(*args)
 
@@ -552,16 +610,21 @@ def save_random_init(config: str, options: Sequence[str], seed: int,
     with DefaultScope.overwrite_default_scope('mmpretrain'), quiet_logger():
         model = MODELS.build(cfg.model)
         model.init_weights()
-    state = {k: v for k, v in model.state_dict().items()
-             if k.startswith('backbone.')}
+    state = {
+        k: v
+        for k, v in model.state_dict().items() if k.startswith('backbone.')
+    }
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     torch.save(dict(state_dict=state), path)
     return path
 
 
-def attention_stats_of(config: str, options: Sequence[str],
-                       checkpoint: Optional[str], val_folder: str,
-                       num_images: int, seed: int = 0) -> Dict[str, np.ndarray]:
+def attention_stats_of(config: str,
+                       options: Sequence[str],
+                       checkpoint: Optional[str],
+                       val_folder: str,
+                       num_images: int,
+                       seed: int = 0) -> Dict[str, np.ndarray]:
     """Per layer and head attention distance, entropy and NMI of a checkpoint
     (the seeded random initialisation when None) on ``num_images`` val images.
 
@@ -575,8 +638,8 @@ def attention_stats_of(config: str, options: Sequence[str],
     cfg = load_config(config, options)
     torch.manual_seed(seed)
     with DefaultScope.overwrite_default_scope('mmpretrain'), quiet_logger():
-        vit = vit_from_config(cfg, 'student', checkpoint,
-                              random_init=checkpoint is None)
+        vit = vit_from_config(
+            cfg, 'student', checkpoint, random_init=checkpoint is None)
     images, _ = load_images(val_folder, vit.img_size, num_images, seed=0)
     return compute_attention_stats(vit, images)
 
@@ -602,11 +665,15 @@ def distill_distances(config: str, options: Sequence[str], checkpoint: str,
                       num_images: int) -> Tuple[float, float]:
     """Feature distance to Tc and relation KL to Tm of a student checkpoint on
     a fixed subset of val images: the hybrid config's two losses at weight 1,
-    with no masking (all tokens). How close a student got to each teacher."""
+    with no masking (all tokens).
+
+    How close a student got to each teacher.
+    """
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
 
-    from mmhybrid.utils.checkpoint import extract_state_dict, load_checkpoint_file
+    from mmhybrid.utils.checkpoint import (extract_state_dict,
+                                           load_checkpoint_file)
     from .vit_loading import load_images
     cfg = load_config(config, options)
     cfg.model.teacher_feat.checkpoint = teachers[0]
@@ -619,8 +686,11 @@ def distill_distances(config: str, options: Sequence[str], checkpoint: str,
     model.load_state_dict(sd, strict=False)
     model.eval()
     model.mask_ratio = 0.0
-    images, _ = load_images(osp.join(data.root, 'val'),
-                            cfg.model.backbone.img_size, num_images, seed=0)
+    images, _ = load_images(
+        osp.join(data.root, 'val'),
+        cfg.model.backbone.img_size,
+        num_images,
+        seed=0)
     mean = torch.tensor(cfg.model.data_preprocessor.mean).view(1, 3, 1, 1)
     std = torch.tensor(cfg.model.data_preprocessor.std).view(1, 3, 1, 1)
     feat = rel = 0.0

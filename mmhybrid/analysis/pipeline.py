@@ -70,43 +70,58 @@ def add_pipeline_args(parser, work_dir: str) -> None:
     """The options the demo and the study share: work folder, data, sizes and
     how the stages run."""
     parser.add_argument('--work-dir', default=work_dir)
-    parser.add_argument('--data-root', default=None,
-                        help='your own ImageNet-style folder (train/ and val/ '
-                        'with class folders, or meta/train.txt + '
-                        'meta/val.txt). Default: the built-in generated '
-                        'objects')
-    parser.add_argument('--num-classes', type=int, default=None,
-                        help='default: inferred from the data')
+    parser.add_argument(
+        '--data-root',
+        default=None,
+        help='your own ImageNet-style folder (train/ and val/ '
+        'with class folders, or meta/train.txt + '
+        'meta/val.txt). Default: the built-in generated '
+        'objects')
+    parser.add_argument(
+        '--num-classes',
+        type=int,
+        default=None,
+        help='default: inferred from the data')
     parser.add_argument('--img-size', type=int, default=64)
     parser.add_argument('--patch-size', type=int, default=8)
-    parser.add_argument('--jobs', type=int, default=2,
-                        help='independent stages at once, each with '
-                        'max(1, 2 // jobs) threads. Default: 2')
-    parser.add_argument('--subprocess', action='store_true',
-                        help='run tools/train.py processes instead of forked '
-                        'children of this process')
-    parser.add_argument('--resume', action='store_true',
-                        help='keep the stages an earlier run in WORK_DIR '
-                        'finished with the same command')
+    parser.add_argument(
+        '--jobs',
+        type=int,
+        default=2,
+        help='independent stages at once, each with '
+        'max(1, 2 // jobs) threads. Default: 2')
+    parser.add_argument(
+        '--subprocess',
+        action='store_true',
+        help='run tools/train.py processes instead of forked '
+        'children of this process')
+    parser.add_argument(
+        '--resume',
+        action='store_true',
+        help='keep the stages an earlier run in WORK_DIR '
+        'finished with the same command')
 
 
 def train_function():
-    """What ``tools/train.py`` runs (:func:`mmhybrid.apis.train.main`),
-    checked by :func:`check_train_tool`."""
+    """What ``tools/train.py`` runs (:func:`mmhybrid.apis.train.main`), checked
+    by :func:`check_train_tool`."""
     from mmhybrid.apis import train
     check_train_tool(train)
     return train.main
 
 
-def estimate_cost(teacher_iters: int, num_students: int, student_iters: int,
-                  num_models: int, probe_iters: int, num_finetunes: int = 0,
+def estimate_cost(teacher_iters: int,
+                  num_students: int,
+                  student_iters: int,
+                  num_models: int,
+                  probe_iters: int,
+                  num_finetunes: int = 0,
                   finetune_iters: int = 0) -> float:
     """The ETA's total: every stage's iterations weighed by :data:`COSTS`."""
-    return (2 * COSTS['teacher'] * teacher_iters
-            + num_students * COSTS['student'] * student_iters
-            + num_models * (COSTS['probe'] * probe_iters
-                            + COSTS['measure'] * student_iters)
-            + num_finetunes * COSTS['finetune'] * finetune_iters)
+    return (2 * COSTS['teacher'] * teacher_iters +
+            num_students * COSTS['student'] * student_iters + num_models *
+            (COSTS['probe'] * probe_iters + COSTS['measure'] * student_iters) +
+            num_finetunes * COSTS['finetune'] * finetune_iters)
 
 
 class MiniaturePipeline:
@@ -132,11 +147,19 @@ class MiniaturePipeline:
             calls of :func:`mmhybrid.apis.train.main`. Defaults to False.
     """
 
-    def __init__(self, work_dir: str, data: DataSpec, img_size: int,
-                 patch_size: int, eval_dir: Optional[str] = None,
-                 log_interval: int = 50, jobs: int = 2, resume: bool = False,
-                 keep_going: bool = False, total_cost: float = 0.0,
-                 tag: str = '[demo]', subprocess: bool = False):
+    def __init__(self,
+                 work_dir: str,
+                 data: DataSpec,
+                 img_size: int,
+                 patch_size: int,
+                 eval_dir: Optional[str] = None,
+                 log_interval: int = 50,
+                 jobs: int = 2,
+                 resume: bool = False,
+                 keep_going: bool = False,
+                 total_cost: float = 0.0,
+                 tag: str = '[demo]',
+                 subprocess: bool = False):
         self.work_dir, self.data = work_dir, data
         self.img_size, self.patch_size = img_size, patch_size
         self.size = (img_size, patch_size, data.num_classes)
@@ -144,28 +167,41 @@ class MiniaturePipeline:
         self.log_interval = log_interval
         self.keep_going = keep_going
         self.tag = tag
-        self.stages = Stages(work_dir, ROOT,
-                             None if subprocess else train_function(),
-                             jobs=jobs, resume=resume, total_cost=total_cost,
-                             tag=tag)
+        self.stages = Stages(
+            work_dir,
+            ROOT,
+            None if subprocess else train_function(),
+            jobs=jobs,
+            resume=resume,
+            total_cost=total_cost,
+            tag=tag)
         #: seconds per step of the pipeline (teachers, distill, ...)
         self.times: Dict[str, float] = {}
         #: val-time options of the probe config (k-NN, attention, random init)
-        self.eval_options = (data_options(data, 0, ('val', ))
-                             + model_options('probe', *self.size))
+        self.eval_options = (
+            data_options(data, 0,
+                         ('val', )) + model_options('probe', *self.size))
 
     # ----------------------------------------------------------- options
-    def options(self, kind: str, iters: int, seed: int,
-                loaders: Sequence[str] = ('train', ), warmup: bool = True,
+    def options(self,
+                kind: str,
+                iters: int,
+                seed: int,
+                loaders: Sequence[str] = ('train', ),
+                warmup: bool = True,
                 batch: Optional[int] = None) -> List[str]:
         """``--cfg-options`` of a training stage of ``kind``'s config: seed,
         logging, iterations, data, model size and schedule."""
-        opts = [f'randomness.seed={seed}',
-                f'default_hooks.logger.interval={self.log_interval}']
+        opts = [
+            f'randomness.seed={seed}',
+            f'default_hooks.logger.interval={self.log_interval}'
+        ]
         if batch:
             opts.append(f'train_dataloader.batch_size={batch}')
-        opts += [f'train_cfg.max_iters={iters}',
-                 f'default_hooks.checkpoint.interval={iters}']
+        opts += [
+            f'train_cfg.max_iters={iters}',
+            f'default_hooks.checkpoint.interval={iters}'
+        ]
         opts += data_options(self.data, 0, loaders)
         opts += model_options(kind, *self.size)
         opts += schedule_options(iters, warmup)
@@ -181,7 +217,9 @@ class MiniaturePipeline:
         if self.stages.failed and (fatal or not self.keep_going):
             sys.exit(f'{self.tag} {step} failed: {self.stages.failed}')
 
-    def teachers(self, iters: int, seed: int = 0,
+    def teachers(self,
+                 iters: int,
+                 seed: int = 0,
                  batch: Optional[int] = None) -> Tuple[str, str]:
         """Train Tc (``iters`` iterations, validated) and Tm side by side.
 
@@ -196,19 +234,28 @@ class MiniaturePipeline:
         """
         sup_dir = osp.join(self.work_dir, 'teacher_sup')
         mae_dir = osp.join(self.work_dir, 'teacher_mae')
-        self._run('teachers', [
-            Stage('teacher_sup', CONFIGS['sup'], sup_dir,
-                  self.options('sup', iters, seed, ('train', 'val', 'test'),
-                               batch=batch), COSTS['teacher'] * iters),
-            Stage('teacher_mae', CONFIGS['mae'], mae_dir,
-                  self.options('mae', 2 * iters, seed, batch=batch),
-                  COSTS['teacher'] * iters),
-        ], fatal=True)
+        self._run(
+            'teachers', [
+                Stage(
+                    'teacher_sup', CONFIGS['sup'], sup_dir,
+                    self.options(
+                        'sup',
+                        iters,
+                        seed, ('train', 'val', 'test'),
+                        batch=batch), COSTS['teacher'] * iters),
+                Stage('teacher_mae', CONFIGS['mae'], mae_dir,
+                      self.options('mae', 2 * iters, seed, batch=batch),
+                      COSTS['teacher'] * iters),
+            ],
+            fatal=True)
         return (osp.join(sup_dir, f'iter_{iters}.pth'),
                 osp.join(mae_dir, f'iter_{2 * iters}.pth'))
 
-    def distill(self, students: Sequence[Student], iters: int,
-                teachers: Tuple[str, str], options: Sequence[str] = (),
+    def distill(self,
+                students: Sequence[Student],
+                iters: int,
+                teachers: Tuple[str, str],
+                options: Sequence[str] = (),
                 batch: Optional[int] = None) -> Dict[str, str]:
         """Distil every student from ``teachers`` (Tc, Tm); ``options`` go to
         every student before its own.
@@ -217,21 +264,26 @@ class MiniaturePipeline:
             dict: Each student's last checkpoint, by stage name (failed ones
             left out).
         """
-        self._run('distill', [
-            Stage(st.name, CONFIGS['hybrid'], st.work_dir,
-                  self.options('hybrid', iters, st.seed, batch=batch) + [
-                      f'model.teacher_feat.checkpoint={teachers[0]}',
-                      f'model.teacher_rel.checkpoint={teachers[1]}'
-                  ] + list(options) + list(st.options),
-                  COSTS['student'] * iters) for st in students
-        ], fatal=False)
-        return {st.name: osp.join(st.work_dir, f'iter_{iters}.pth')
-                for st in students if st.name not in self.stages.failed}
+        self._run(
+            'distill', [
+                Stage(
+                    st.name, CONFIGS['hybrid'], st.work_dir,
+                    self.options('hybrid', iters, st.seed, batch=batch) + [
+                        f'model.teacher_feat.checkpoint={teachers[0]}',
+                        f'model.teacher_rel.checkpoint={teachers[1]}'
+                    ] + list(options) + list(st.options),
+                    COSTS['student'] * iters) for st in students
+            ],
+            fatal=False)
+        return {
+            st.name: osp.join(st.work_dir, f'iter_{iters}.pth')
+            for st in students if st.name not in self.stages.failed
+        }
 
     def random_init(self, seed: int, path: str) -> str:
-        """Save the seeded random initialisation of the probe config's
-        backbone (initialised as the students are) as a checkpoint, in a
-        forked child (:func:`in_child`)."""
+        """Save the seeded random initialisation of the probe config's backbone
+        (initialised as the students are) as a checkpoint, in a forked child
+        (:func:`in_child`)."""
         in_child(save_random_init, CONFIGS['probe'], self.eval_options, seed,
                  path)
         return path
@@ -240,8 +292,11 @@ class MiniaturePipeline:
         """The work folder of ``model``'s probe or fine-tune stage."""
         return osp.join(self.eval_dir, f'{kind}_{model.run}')
 
-    def evaluate(self, models: Sequence[Model], probe_iters: int,
-                 finetune_iters: int = 0, probe_batch: Optional[int] = None,
+    def evaluate(self,
+                 models: Sequence[Model],
+                 probe_iters: int,
+                 finetune_iters: int = 0,
+                 probe_batch: Optional[int] = None,
                  batch: Optional[int] = None) -> List[Model]:
         """A linear probe of every model and, with ``finetune_iters``, a short
         fine-tune of every model but the teachers (Tc's own training is its
@@ -253,25 +308,37 @@ class MiniaturePipeline:
         runs = []
         for m in models:
             init = [f'model.backbone.init_cfg.checkpoint={m.checkpoint}']
-            runs.append(Stage(
-                f'probe_{m.run}', CONFIGS['probe'],
-                self.eval_work_dir('probe', m),
-                self.options('probe', probe_iters, m.seed,
-                             ('train', 'val', 'test'), warmup=False,
-                             batch=probe_batch) + init,
-                COSTS['probe'] * probe_iters))
+            runs.append(
+                Stage(
+                    f'probe_{m.run}', CONFIGS['probe'],
+                    self.eval_work_dir('probe', m),
+                    self.options(
+                        'probe',
+                        probe_iters,
+                        m.seed, ('train', 'val', 'test'),
+                        warmup=False,
+                        batch=probe_batch) + init,
+                    COSTS['probe'] * probe_iters))
             if finetune_iters and not m.run.startswith('teacher'):
-                runs.append(Stage(
-                    f'finetune_{m.run}', CONFIGS['finetune'],
-                    self.eval_work_dir('finetune', m),
-                    self.options('finetune', finetune_iters, m.seed,
-                                 ('train', 'val', 'test'), batch=batch)
-                    + init, COSTS['finetune'] * finetune_iters))
+                runs.append(
+                    Stage(
+                        f'finetune_{m.run}', CONFIGS['finetune'],
+                        self.eval_work_dir('finetune', m),
+                        self.options(
+                            'finetune',
+                            finetune_iters,
+                            m.seed, ('train', 'val', 'test'),
+                            batch=batch) + init,
+                        COSTS['finetune'] * finetune_iters))
         self._run('evaluate', runs, fatal=False)
-        return [m for m in models if f'probe_{m.run}' not in self.stages.failed]
+        return [
+            m for m in models if f'probe_{m.run}' not in self.stages.failed
+        ]
 
     # ------------------------------------------------------ measurements
-    def measure(self, model: Model, attn_images: int,
+    def measure(self,
+                model: Model,
+                attn_images: int,
                 teachers: Optional[Tuple[str, str]] = None,
                 student_iters: int = 0) -> dict:
         """k-NN top-1 and attention statistics of ``model``, in this process
@@ -284,12 +351,12 @@ class MiniaturePipeline:
         """
         t0 = time.time()
         cfg = CONFIGS['probe']
-        out = dict(knn=knn_eval(cfg, self.eval_options, model.checkpoint,
-                                self.data, KNN_K, model.seed),
-                   stats=attention_stats_of(cfg, self.eval_options,
-                                            model.checkpoint,
-                                            osp.join(self.data.root, 'val'),
-                                            attn_images))
+        out = dict(
+            knn=knn_eval(cfg, self.eval_options, model.checkpoint, self.data,
+                         KNN_K, model.seed),
+            stats=attention_stats_of(cfg, self.eval_options, model.checkpoint,
+                                     osp.join(self.data.root, 'val'),
+                                     attn_images))
         if teachers:
             out['feat_dist'], out['rel_kl'] = distill_distances(
                 CONFIGS['hybrid'], model_options('hybrid', *self.size),

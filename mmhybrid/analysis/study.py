@@ -60,17 +60,32 @@ STUDENTS = [
 REFS = [('teacher_sup', 'Tc: supervised', 'reference: supervised ViT (Tc)'),
         ('teacher_mae', 'Tm: MAE', 'reference: MAE (Tm)'),
         ('random_init', 'random init', 'reference: no pretraining')]
-FULL = dict(num_train=5000, num_val=500, teacher_iters=300, student_iters=300,
-            probe_iters=100, finetune_iters=150, attn_images=64, batch=32,
-            probe_batch=64)
-QUICK = dict(num_train=100, num_val=40, teacher_iters=12, student_iters=12,
-             probe_iters=8, finetune_iters=8, attn_images=16, batch=16,
-             probe_batch=16)
+FULL = dict(
+    num_train=5000,
+    num_val=500,
+    teacher_iters=300,
+    student_iters=300,
+    probe_iters=100,
+    finetune_iters=150,
+    attn_images=64,
+    batch=32,
+    probe_batch=64)
+QUICK = dict(
+    num_train=100,
+    num_val=40,
+    teacher_iters=12,
+    student_iters=12,
+    probe_iters=8,
+    finetune_iters=8,
+    attn_images=16,
+    batch=16,
+    probe_batch=16)
 MEASURES = ('iter_time', 'probe', 'knn', 'finetune', 'own_top1', 'spread',
             'last_distance', 'nmi', 'feat_dist', 'rel_kl')
 
 
-def study_settings(quick: bool = False, iters: Optional[int] = None,
+def study_settings(quick: bool = False,
+                   iters: Optional[int] = None,
                    **overrides: Optional[int]) -> Dict[str, int]:
     """:data:`FULL` (or :data:`QUICK`) with the given values instead;
     ``iters`` sets both the teachers' and the students' iterations."""
@@ -85,10 +100,13 @@ def study_settings(quick: bool = False, iters: Optional[int] = None,
 def paired(per_seed, a, b, measure):
     """Per-seed differences ``a - b`` of a measure (students of one seed share
     their initialisation and data order): ``(mean, std, n)``."""
-    d = [per_seed[(a, s)][measure] - per_seed[(b, s)][measure]
-         for s in sorted({s for (lab, s) in per_seed if lab == a})
-         if (b, s) in per_seed and per_seed[(a, s)].get(measure) is not None
-         and per_seed[(b, s)].get(measure) is not None]
+    d = [
+        per_seed[(a, s)][measure] - per_seed[(b, s)][measure]
+        for s in sorted({s
+                         for (lab, s) in per_seed if lab == a})
+        if (b, s) in per_seed and per_seed[(a, s)].get(measure) is not None
+        and per_seed[(b, s)].get(measure) is not None
+    ]
     if len(d) < 2:
         return float('nan'), float('nan'), len(d)
     return float(np.mean(d)), float(np.std(d, ddof=1)), len(d)
@@ -103,13 +121,17 @@ def verdicts(per_seed):
     "clearly above / lower" is ``m > 2 se`` (``m < -2 se``). A claim with a
     missing or single-seed comparison is not judged (None).
     """
+
     def check(a, b, m, rule):
         mean, std, n = paired(per_seed, a, b, m)
         if n < 2:
             return None, f'{m}: {a} - {b}: fewer than 2 seeds'
-        se = std / n ** 0.5
-        ok = {'within': mean >= -std, 'above': mean > 2 * se,
-              'below': mean < -2 * se}[rule]
+        se = std / n**0.5
+        ok = {
+            'within': mean >= -std,
+            'above': mean > 2 * se,
+            'below': mean < -2 * se
+        }[rule]
         return ok, f'{m}: {a} - {b} = {mean:+.3g} (std {std:.2g}, se {se:.2g})'
 
     def claim(text, checks):
@@ -120,20 +142,24 @@ def verdicts(per_seed):
 
     h, f, r, n = 'hybrid', 'feature-only', 'relation-only', 'hybrid, no mask'
     return [
-        claim('(a) the hybrid student discriminates at least as well as the '
-              'feature-only one (within one std) and clearly better than the '
-              'relation-only one',
-              [(h, f, 'probe', 'within'), (h, f, 'knn', 'within'),
-               (h, r, 'probe', 'above'), (h, r, 'knn', 'above')]),
-        claim('(b) its attention is at least as diverse as the relation-only '
-              "student's (within one std) and clearly more diverse than the "
-              "feature-only one's (per-head distance spread, NMI)",
-              [(h, r, 'spread', 'within'), (h, r, 'nmi', 'within'),
-               (h, f, 'spread', 'above'), (h, f, 'nmi', 'above')]),
-        claim('(c) progressive masking clearly lowers the time per iteration '
-              'and keeps the accuracy within one std',
-              [(h, n, 'iter_time', 'below'), (h, n, 'probe', 'within'),
-               (h, n, 'knn', 'within')]),
+        claim(
+            '(a) the hybrid student discriminates at least as well as the '
+            'feature-only one (within one std) and clearly better than the '
+            'relation-only one', [(h, f, 'probe', 'within'),
+                                  (h, f, 'knn', 'within'),
+                                  (h, r, 'probe', 'above'),
+                                  (h, r, 'knn', 'above')]),
+        claim(
+            '(b) its attention is at least as diverse as the relation-only '
+            "student's (within one std) and clearly more diverse than the "
+            "feature-only one's (per-head distance spread, NMI)",
+            [(h, r, 'spread', 'within'), (h, r, 'nmi', 'within'),
+             (h, f, 'spread', 'above'), (h, f, 'nmi', 'above')]),
+        claim(
+            '(c) progressive masking clearly lowers the time per iteration '
+            'and keeps the accuracy within one std',
+            [(h, n, 'iter_time', 'below'), (h, n, 'probe', 'within'),
+             (h, n, 'knn', 'within')]),
     ]
 
 
@@ -156,10 +182,10 @@ def write_report(path: str, out: dict, s: dict, seeds: Sequence[int],
         f'Command: `{cmd}`', '',
         f'Data: {data_what}. Tiny ViTs (width 96, 4 blocks, 3 heads). '
         f"Teachers: Tc {s['teacher_iters']}, Tm {2 * s['teacher_iters']} "
-        "iterations, seed 0. Students: "
+        'iterations, seed 0. Students: '
         f"{s['student_iters']} iterations, batch {s['batch']}, seeds "
         f"{', '.join(map(str, seeds))} (mean ± std over seeds; teachers and "
-        f"the random init: one row per seed where they vary). Linear probe "
+        f'the random init: one row per seed where they vary). Linear probe '
         f"{s['probe_iters']} iterations, fine-tune {s['finetune_iters']} "
         'iterations, k-NN k = 20 (cosine, weighted votes) on frozen [CLS] '
         f"features; attention statistics on {s['attn_images']} val images.",
@@ -172,8 +198,9 @@ def write_report(path: str, out: dict, s: dict, seeds: Sequence[int],
     ]
     for label in out['order']:
         a = agg[label]
-        ft = (_pm(a['finetune']) if a['own_top1'][2] == 0 else
-              f"({_pm(a['own_top1'])}: own training)")
+        ft = (
+            _pm(a['finetune']) if a['own_top1'][2] == 0 else
+            f"({_pm(a['own_top1'])}: own training)")
         lines.append(
             f"| {label} | {desc[label]} | {_pm(a['iter_time'], '.3f')} | "
             f"{_pm(a['probe'])} | {_pm(a['knn'])} | {ft} | "
@@ -181,18 +208,17 @@ def write_report(path: str, out: dict, s: dict, seeds: Sequence[int],
             f"{_pm(a['nmi'], '.3f')} | {_pm(a['feat_dist'], '.4f')} | "
             f"{_pm(a['rel_kl'], '.4f')} |")
     lines += [
-        '',
-        'Tc\'s fine-tune cell is its own supervised training from scratch '
+        '', 'Tc\'s fine-tune cell is its own supervised training from scratch '
         '(the others fine-tune a pretrained backbone). '
-        'Top-1 on the val split. Head spread: std over the heads of a layer of '
-        'their mean attention distance, averaged over layers (0 when every '
-        'head looks equally far). NMI: query-key normalised mutual information '
-        '(0: every query attends alike). feat. dist. / rel. KL: the hybrid '
-        'config\'s two losses at weight 1 on all tokens of val images (lower '
-        '= closer to that teacher; the relation-only student never trained its '
-        'projection head, so its feature distance means nothing). s/iter: mean '
-        'seconds per pretraining iteration as logged (stages ran two at a '
-        'time, so these include contention).', '',
+        'Top-1 on the val split. Head spread: std over the heads of a layer '
+        'of their mean attention distance, averaged over layers (0 when every '
+        'head looks equally far). NMI: query-key normalised mutual '
+        'information (0: every query attends alike). feat. dist. / rel. KL: '
+        'the hybrid config\'s two losses at weight 1 on all tokens of val '
+        'images (lower = closer to that teacher; the relation-only student '
+        'never trained its projection head, so its feature distance means '
+        'nothing). s/iter: mean seconds per pretraining iteration as logged '
+        '(stages ran two at a time, so these include contention).', '',
         '## The paper\'s claims at this scale', ''
     ]
     if not out['claims']:
@@ -206,8 +232,10 @@ def write_report(path: str, out: dict, s: dict, seeds: Sequence[int],
         lines += [f'**{title}**', '', f'![{title}]({p})', '']
     lines += ['## Time', '', '| stage | seconds |', '|---|---|']
     lines += [f'| {k} | {v:.0f} |' for k, v in out['times'].items()]
-    lines += ['', f'Total: {total:.0f} s ({total / 60:.1f} min); '
-              f'{os.cpu_count()} CPUs.', '']
+    lines += [
+        '', f'Total: {total:.0f} s ({total / 60:.1f} min); '
+        f'{os.cpu_count()} CPUs.', ''
+    ]
     with open(path, 'w') as f:
         f.write('\n'.join(lines))
 
@@ -219,9 +247,13 @@ def run_study(work_dir: str = 'work_dirs/study',
               students: Optional[Sequence[str]] = None,
               student_options: Sequence[str] = (),
               data_root: Optional[str] = None,
-              num_classes: Optional[int] = None, img_size: int = 64,
-              patch_size: int = 8, jobs: int = 2, keep_going: bool = False,
-              resume: bool = False, subprocess: bool = False,
+              num_classes: Optional[int] = None,
+              img_size: int = 64,
+              patch_size: int = 8,
+              jobs: int = 2,
+              keep_going: bool = False,
+              resume: bool = False,
+              subprocess: bool = False,
               command: str = '') -> dict:
     """Run the study and write ``WORK_DIR/report.md`` and ``results.json``.
 
@@ -258,18 +290,29 @@ def run_study(work_dir: str = 'work_dirs/study',
     chosen = [st for st in STUDENTS if students is None or st[0] in students]
     wd = osp.abspath(work_dir)
     os.makedirs(wd, exist_ok=True)
-    data, data_what = resolve_data(
-        'run_study', data_root, num_classes, img_size, patch_size,
-        osp.join(wd, 'data', 'objects'), s['num_train'], s['num_val'])
+    data, data_what = resolve_data('run_study', data_root, num_classes,
+                                   img_size, patch_size,
+                                   osp.join(wd, 'data', 'objects'),
+                                   s['num_train'], s['num_val'])
     data_what += f' at {img_size} px, {patch_size} px patches'
     print(f'[study] data: {data_what}', flush=True)
     n_models = len(seeds) * (len(chosen) + 1)
     pipe = MiniaturePipeline(
-        wd, data, img_size, patch_size, eval_dir=osp.join(wd, 'eval'),
-        log_interval=10, jobs=jobs, resume=resume, keep_going=keep_going,
-        tag='[study]', subprocess=subprocess, total_cost=estimate_cost(
-            s['teacher_iters'], len(seeds) * len(chosen), s['student_iters'],
-            n_models + 2, s['probe_iters'], n_models, s['finetune_iters']))
+        wd,
+        data,
+        img_size,
+        patch_size,
+        eval_dir=osp.join(wd, 'eval'),
+        log_interval=10,
+        jobs=jobs,
+        resume=resume,
+        keep_going=keep_going,
+        tag='[study]',
+        subprocess=subprocess,
+        total_cost=estimate_cost(s['teacher_iters'],
+                                 len(seeds) * len(chosen), s['student_iters'],
+                                 n_models + 2, s['probe_iters'], n_models,
+                                 s['finetune_iters']))
     teachers = pipe.teachers(s['teacher_iters'], 0, s['batch'])
     models = _train_students(pipe, s, seeds, chosen, student_options, teachers)
     models = pipe.evaluate(models, s['probe_iters'], s['finetune_iters'],
@@ -278,12 +321,16 @@ def run_study(work_dir: str = 'work_dirs/study',
     full = len(chosen) == len(STUDENTS) and not student_options
     out = _summarise(pipe, results, s, seeds, chosen, full)
     out['total_s'] = time.time() - t_start
-    write_report(osp.join(wd, 'report.md'), out, s, seeds, data_what,
-                 command)
+    write_report(osp.join(wd, 'report.md'), out, s, seeds, data_what, command)
     with open(osp.join(wd, 'results.json'), 'w') as f:
-        json.dump({k: v for k, v in out.items()
-                   if k not in ('order', 'desc', 'plots')}, f, indent=1,
-                  default=float)
+        json.dump(
+            {
+                k: v
+                for k, v in out.items() if k not in ('order', 'desc', 'plots')
+            },
+            f,
+            indent=1,
+            default=float)
     print(open(osp.join(wd, 'report.md')).read())
     if pipe.stages.failed:
         raise SystemExit(f'[study] failed stages: {pipe.stages.failed}')
@@ -299,6 +346,7 @@ def _train_students(pipe: MiniaturePipeline, s: dict, seeds: Sequence[int],
         list: The models to evaluate: trained students and the random init
         per seed, then the two teachers (once).
     """
+
     def sdir(name, seed):
         return osp.join(pipe.work_dir, f'seed{seed}', f'student_{name}')
 
@@ -311,18 +359,19 @@ def _train_students(pipe: MiniaturePipeline, s: dict, seeds: Sequence[int],
         for name, label, _, _ in chosen:
             run = f'seed{seed}_student_{name}'
             if run in ckpts:  # --keep-going: the ones that trained
-                models.append(Model(label, seed, run, ckpts[run],
-                                    sdir(name, seed)))
+                models.append(
+                    Model(label, seed, run, ckpts[run], sdir(name, seed)))
         # initialised as that seed's students are; one network read alike by
         # the probe, the fine-tune, k-NN and the attention statistics
         rand = pipe.random_init(
             seed, osp.join(pipe.work_dir, f'seed{seed}', 'random_init.pth'))
-        models.append(Model('random init', seed, f'seed{seed}_random_init',
-                            rand))
+        models.append(
+            Model('random init', seed, f'seed{seed}_random_init', rand))
     sup, mae = teachers
     return models + [
         Model('Tc: supervised', 0, 'teacher_sup', sup, osp.dirname(sup)),
-        Model('Tm: MAE', 0, 'teacher_mae', mae, osp.dirname(mae))]
+        Model('Tm: MAE', 0, 'teacher_mae', mae, osp.dirname(mae))
+    ]
 
 
 def _measure(pipe: MiniaturePipeline, m: Model, s: dict, teachers) -> dict:
@@ -332,14 +381,21 @@ def _measure(pipe: MiniaturePipeline, m: Model, s: dict, teachers) -> dict:
                        s['student_iters'])
     st = got.pop('stats')
     ft = pipe.eval_work_dir('finetune', m)
-    r = dict(label=m.label, seed=m.seed, run=m.run,
-             probe=last_scalar(pipe.eval_work_dir('probe', m),
-                               'accuracy/top1'),
-             finetune=None if f'finetune_{m.run}' in pipe.stages.failed else
-             last_scalar(ft, 'accuracy/top1'),
-             spread=head_spread(st), nmi=float(st['nmi'].mean()),
-             last_distance=float(st['distance'][-1].mean()),
-             stats={k: v.tolist() for k, v in st.items()}, **got)
+    r = dict(
+        label=m.label,
+        seed=m.seed,
+        run=m.run,
+        probe=last_scalar(pipe.eval_work_dir('probe', m), 'accuracy/top1'),
+        finetune=None if f'finetune_{m.run}' in pipe.stages.failed else
+        last_scalar(ft, 'accuracy/top1'),
+        spread=head_spread(st),
+        nmi=float(st['nmi'].mean()),
+        last_distance=float(st['distance'][-1].mean()),
+        stats={
+            k: v.tolist()
+            for k, v in st.items()
+        },
+        **got)
     if m.pretrain_dir:
         r['iter_time'] = mean_iter_time(m.pretrain_dir)
     if m.run == 'teacher_sup':  # its own training, shown in that column
@@ -354,26 +410,45 @@ def _summarise(pipe: MiniaturePipeline, results: List[dict], s: dict,
     order = [lab for _, lab, _, _ in chosen] + [lab for _, lab, _ in REFS]
     desc = {lab: d for _, lab, d, _ in STUDENTS}
     desc.update({lab: d for _, lab, d in REFS})
-    agg = {lab: {m: mean_std([r.get(m) for r in results if r['label'] == lab])
-                 for m in MEASURES} for lab in order}
+    agg = {
+        lab: {
+            m: mean_std([r.get(m) for r in results if r['label'] == lab])
+            for m in MEASURES
+        }
+        for lab in order
+    }
     runs_by_label = {
-        lab: [{k: np.asarray(v) for k, v in r['stats'].items()}
-              for r in results if r['label'] == lab] for lab in order}
+        lab: [{
+            k: np.asarray(v)
+            for k, v in r['stats'].items()
+        } for r in results if r['label'] == lab]
+        for lab in order
+    }
     plot_dir = osp.join(pipe.work_dir, 'plots')
     ref = uniform_reference((pipe.img_size // pipe.patch_size, ) * 2,
                             pipe.patch_size)
     plots = [
         ('Head-averaged attention distance and NMI per layer, mean ± std over '
          'seeds (dashed: uniform attention)',
-         plot_layer_bands({k: v for k, v in runs_by_label.items() if v},
+         plot_layer_bands({
+             k: v
+             for k, v in runs_by_label.items() if v
+         },
                           osp.join(plot_dir, 'attention_layers.png'),
                           reference=ref)),
-        ('Linear probe, k-NN and fine-tune top-1: mean ± std over seeds (dots: '
-         'seeds)',
+        ('Linear probe, k-NN and fine-tune top-1: mean ± std over seeds '
+         '(dots: seeds)',
          plot_accuracy_bars(
-             {lab: {m: [r[m] for r in results if r['label'] == lab
-                        and r.get(m) is not None]
-                    for m in ('probe', 'knn', 'finetune')} for lab in order},
+             {
+                 lab: {
+                     m: [
+                         r[m] for r in results
+                         if r['label'] == lab and r.get(m) is not None
+                     ]
+                     for m in ('probe', 'knn', 'finetune')
+                 }
+                 for lab in order
+             },
              osp.join(plot_dir, 'accuracy.png'),
              chance=100 / pipe.data.num_classes)),
     ]
@@ -381,6 +456,13 @@ def _summarise(pipe: MiniaturePipeline, results: List[dict], s: dict,
     # ablations (a subset, or options on every student) are not the claims
     claims = verdicts(per_seed) if full else []
     times = dict(pipe.times, **pipe.stages.times)
-    return dict(settings=s, seeds=list(seeds), results=results, aggregate=agg,
-                claims=claims, times=times, order=order, desc=desc,
-                plots=[(t, osp.relpath(p, pipe.work_dir)) for t, p in plots])
+    return dict(
+        settings=s,
+        seeds=list(seeds),
+        results=results,
+        aggregate=agg,
+        claims=claims,
+        times=times,
+        order=order,
+        desc=desc,
+        plots=[(t, osp.relpath(p, pipe.work_dir)) for t, p in plots])

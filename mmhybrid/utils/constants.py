@@ -2,7 +2,8 @@
 preprocessors take), defined once for the package.
 
 Configs keep their own literal ``mean=`` / ``std=`` values: an OpenMMLab config
-is plain data that users copy and edit, and a reader must see the numbers there.
+is plain data that users copy and edit, and a reader must see the numbers
+there.
 """
 
 #: ImageNet mean / std (RGB), as in every mmpretrain ImageNet config.

@@ -9,11 +9,12 @@ from typing import Dict, List, Optional
 def scalars_files(work_dir: str) -> List[str]:
     """Every ``scalars.json`` of a run, oldest first (a resumed run writes a
     new timestamped folder)."""
-    return sorted(glob.glob(osp.join(str(work_dir), '*', 'vis_data',
-                                     'scalars.json')))
+    return sorted(
+        glob.glob(osp.join(str(work_dir), '*', 'vis_data', 'scalars.json')))
 
 
-def read_scalars(work_dir: str, all_runs: bool = False,
+def read_scalars(work_dir: str,
+                 all_runs: bool = False,
                  required: bool = False) -> List[dict]:
     """The records of a run's newest ``scalars.json`` (of all of them, oldest
     first, with ``all_runs``).
@@ -44,17 +45,17 @@ def read_scalars(work_dir: str, all_runs: bool = False,
     return records
 
 
-def scalars_by_iter(work_dir: str, key: str = 'loss',
+def scalars_by_iter(work_dir: str,
+                    key: str = 'loss',
                     all_runs: bool = True) -> Dict[int, dict]:
     """Training records that log ``key``, by iteration; with ``all_runs`` a
     resumed run's later record of an iteration replaces the earlier one."""
-    return {r['iter']: r for r in read_scalars(work_dir, all_runs)
-            if key in r}
+    return {r['iter']: r for r in read_scalars(work_dir, all_runs) if key in r}
 
 
 def last_scalar(work_dir: str, key: str) -> Optional[float]:
-    """The last logged value of ``key`` in the newest ``scalars.json`` (None
-    if never logged)."""
+    """The last logged value of ``key`` in the newest ``scalars.json`` (None if
+    never logged)."""
     value = None
     for rec in read_scalars(work_dir):
         if key in rec:

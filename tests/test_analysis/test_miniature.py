@@ -26,8 +26,8 @@ def write_annotated_folder(root, num_classes=3, per_split=(24, 9), size=40):
         lines = []
         for i in range(n):
             label = i % num_classes
-            sample = render_object(np.random.default_rng([7, n, i]), size,
-                                   label=label)
+            sample = render_object(
+                np.random.default_rng([7, n, i]), size, label=label)
             name = f'img_{i:03d}.png'
             Image.fromarray(sample['image']).save(osp.join(root, split, name))
             lines.append(f'{name} {label}\n')
@@ -54,7 +54,7 @@ def test_knn_weights_closer_neighbours_more():
 
 
 def test_mean_std_over_repeats():
-    assert mean_std([1.0, 3.0, None]) == (2.0, pytest.approx(2 ** 0.5), 2)
+    assert mean_std([1.0, 3.0, None]) == (2.0, pytest.approx(2**0.5), 2)
     assert mean_std([5.0]) == (5.0, 0.0, 1)
     assert mean_std([None])[2] == 0
 
@@ -65,8 +65,8 @@ def test_annotation_files_give_labels_and_class_count(tmp_path):
     assert data.num_classes == 3 and not data.builtin
     assert data.ann == {'train': 'meta/train.txt', 'val': 'meta/val.txt'}
     opts = data_options(data, loaders=('train', 'val'))
-    assert f'train_dataloader.dataset.ann_file=meta/train.txt' in opts
-    assert f'val_dataloader.dataset.ann_file=meta/val.txt' in opts
+    assert 'train_dataloader.dataset.ann_file=meta/train.txt' in opts
+    assert 'val_dataloader.dataset.ann_file=meta/val.txt' in opts
     assert describe_folder(root, num_classes=5).num_classes == 5
     with pytest.raises(ValueError, match='below the 3 classes'):
         describe_folder(root, num_classes=2)
@@ -100,11 +100,14 @@ def test_model_options_resize_every_demo_config(kind):
     keeps them: the built model takes 40 px images with 5 px patches."""
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
+
     import mmhybrid  # noqa: F401
     opts = model_options(kind, 40, 5, 3)
     if kind == 'hybrid':  # teachers without files: random weights
-        opts += ['model.teacher_feat.checkpoint=None',
-                 'model.teacher_rel.checkpoint=None']
+        opts += [
+            'model.teacher_feat.checkpoint=None',
+            'model.teacher_rel.checkpoint=None'
+        ]
     cfg = load_config(CONFIGS[kind], opts)
     if kind in ('sup', 'probe', 'finetune'):
         cfg.model.backbone.init_cfg = None
@@ -137,14 +140,21 @@ def test_model_options_refuse_a_size_the_patches_do_not_tile():
 def test_demo_runs_on_a_user_folder_with_annotation_files(repo_root, tmp_path):
     """`run_demo.py --data-root` end to end on a folder of another layout,
     class count and image size than the built-in data (numbers meaningless:
-    a few iterations)."""
+
+    a few iterations).
+    """
     root = write_annotated_folder(tmp_path / 'mydata', num_classes=3)
     work = tmp_path / 'demo'
-    proc = subprocess.run(
-        [sys.executable, 'tools/demo/run_demo.py', '--data-root', root,
-         '--img-size', '32', '--patch-size', '4', '--iters', '4',
-         '--probe-iters', '2', '--attn-images', '6', '--work-dir', str(work)],
-        cwd=repo_root, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([
+        sys.executable, 'tools/demo/run_demo.py', '--data-root', root,
+        '--img-size', '32', '--patch-size', '4', '--iters', '4',
+        '--probe-iters', '2', '--attn-images', '6', '--work-dir',
+        str(work)
+    ],
+                          cwd=repo_root,
+                          capture_output=True,
+                          text=True,
+                          timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert '(3 classes, annotation files)' in proc.stdout
     assert 'ETA' in proc.stdout
@@ -152,7 +162,8 @@ def test_demo_runs_on_a_user_folder_with_annotation_files(repo_root, tmp_path):
     rows = [ln for ln in report.splitlines() if ln.startswith('| ')][1:]
     assert [r.split(' | ')[0] for r in rows] == [
         '| hybrid student', '| teacher Tc (supervised ViT)',
-        '| teacher Tm (MAE)', '| random init (no pretraining)']
+        '| teacher Tm (MAE)', '| random init (no pretraining)'
+    ]
     for r in rows:
         probe, knn = (float(v) for v in r.strip(' |').split(' | ')[1:])
         assert 0 <= probe <= 100 and 0 <= knn <= 100

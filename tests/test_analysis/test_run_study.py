@@ -11,16 +11,22 @@ from mmhybrid.utils.scalars import last_scalar
 pytestmark = pytest.mark.slow
 
 STUDENTS = ('feature_only', 'relation_only', 'hybrid', 'hybrid_no_mask')
-LABELS = ['feature-only', 'relation-only', 'hybrid', 'hybrid, no mask',
-          'Tc: supervised', 'Tm: MAE', 'random init']
+LABELS = [
+    'feature-only', 'relation-only', 'hybrid', 'hybrid, no mask',
+    'Tc: supervised', 'Tm: MAE', 'random init'
+]
 
 
 def test_study_quick(repo_root, tmp_path):
     work = tmp_path / 'study'
-    proc = subprocess.run(
-        [sys.executable, 'tools/analysis/run_study.py', '--quick',
-         '--work-dir', str(work)], cwd=repo_root, capture_output=True,
-        text=True, timeout=1500)
+    proc = subprocess.run([
+        sys.executable, 'tools/analysis/run_study.py', '--quick', '--work-dir',
+        str(work)
+    ],
+                          cwd=repo_root,
+                          capture_output=True,
+                          text=True,
+                          timeout=1500)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert 'ETA' in proc.stdout
     report = open(work / 'report.md').read()

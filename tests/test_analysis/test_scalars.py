@@ -19,13 +19,17 @@ def _write_run(work_dir, stamp, records, torn=False):
 
 def test_newest_run_by_default_every_run_on_request(tmp_path):
     _write_run(tmp_path, '20260101_000000',
-               [dict(iter=1, loss=3.0), dict(iter=2, loss=2.0)])
-    _write_run(tmp_path, '20260102_000000',
-               [dict(iter=2, loss=1.5), dict(iter=3, loss=1.0,
-                                              lr=0.1)], torn=True)
+               [dict(iter=1, loss=3.0),
+                dict(iter=2, loss=2.0)])
+    _write_run(
+        tmp_path,
+        '20260102_000000',
+        [dict(iter=2, loss=1.5),
+         dict(iter=3, loss=1.0, lr=0.1)],
+        torn=True)
     assert [r['iter'] for r in read_scalars(tmp_path)] == [2, 3]
-    assert [r['iter'] for r in read_scalars(tmp_path, all_runs=True)] == [
-        1, 2, 2, 3]
+    assert [r['iter']
+            for r in read_scalars(tmp_path, all_runs=True)] == [1, 2, 2, 3]
     # the resumed run's record of iteration 2 replaces the killed run's
     by_iter = scalars_by_iter(tmp_path)
     assert sorted(by_iter) == [1, 2, 3] and by_iter[2]['loss'] == 1.5

@@ -21,11 +21,18 @@ PROBE_CFG = 'configs/demo/linear-probe_vit-tiny-p8_1xb64-200i_shapes.py'
 @pytest.fixture(scope='module')
 def student_ckpt(tmp_path_factory):
     """A tiny student saved as HybridDistill saves one (mmpretrain layout:
-    ``backbone.*`` and ``neck.*``), with non-trivial attention."""
+
+    ``backbone.*`` and ``neck.*``), with non-trivial attention.
+    """
     from mmpretrain.registry import MODELS
     torch.manual_seed(0)
-    vit = MODELS.build(dict(type='HybridViT', arch=ARCH, img_size=64,
-                            patch_size=8, out_type='raw'))
+    vit = MODELS.build(
+        dict(
+            type='HybridViT',
+            arch=ARCH,
+            img_size=64,
+            patch_size=8,
+            out_type='raw'))
     vit.init_weights()
     with torch.no_grad():
         for layer in vit.layers:  # sharper, position-dependent attention
@@ -47,8 +54,10 @@ def _read_csv(path):
 def _check_outputs(out, layers=4, heads=3, grid=8, patch=8):
     rows = _read_csv(osp.join(out, 'attention_stats.csv'))
     assert len(rows) == layers * heads
-    assert {(int(r['layer']), int(r['head'])) for r in rows} == {
-        (i, h) for i in range(layers) for h in range(heads)}
+    assert {(int(r['layer']), int(r['head']))
+            for r in rows} == {(i, h)
+                               for i in range(layers)
+                               for h in range(heads)}
     max_dist = patch * math.hypot(grid - 1, grid - 1)
     for r in rows:
         assert 0.0 <= float(r['attn_distance_px']) <= max_dist
@@ -66,22 +75,31 @@ def _check_outputs(out, layers=4, heads=3, grid=8, patch=8):
 def test_attention_stats_checkpoint_source(tmp_path, student_ckpt,
                                            shapes_imagenet):
     out = tmp_path / 'ckpt'
-    attention_stats_report(student_ckpt, osp.join(shapes_imagenet, 'val'),
-                           str(out), arch='96,4,3', num_images=6,
-                           batch_size=4, device='cpu')
+    attention_stats_report(
+        student_ckpt,
+        osp.join(shapes_imagenet, 'val'),
+        str(out),
+        arch='96,4,3',
+        num_images=6,
+        batch_size=4,
+        device='cpu')
     rows = _check_outputs(str(out))
     assert rows[0]['model'] == 'iter_10' and rows[0]['num_images'] == '6'
     # the scaled-up q/k make the attention far from uniform
-    assert min(float(r['attn_entropy_nats']) for r in rows) < math.log(64) - 0.5
+    assert min(float(r['attn_entropy_nats'])
+               for r in rows) < math.log(64) - 0.5
 
 
 def test_attention_stats_config_source_matches(tmp_path, student_ckpt,
                                                shapes_imagenet):
     a, b = tmp_path / 'a', tmp_path / 'b'
-    common = dict(data=osp.join(shapes_imagenet, 'val'), num_images=5,
-                  device='cpu', name='student')
-    attention_stats_report(HYBRID_CFG, out=str(a), checkpoint=student_ckpt,
-                           **common)
+    common = dict(
+        data=osp.join(shapes_imagenet, 'val'),
+        num_images=5,
+        device='cpu',
+        name='student')
+    attention_stats_report(
+        HYBRID_CFG, out=str(a), checkpoint=student_ckpt, **common)
     attention_stats_report(student_ckpt, out=str(b), arch='96,4,3', **common)
     ra, rb = _check_outputs(str(a)), _check_outputs(str(b))
     for x, y in zip(ra, rb):
@@ -93,10 +111,14 @@ def test_attention_stats_teacher_of_config_and_errors(tmp_path, demo_teachers,
                                                       shapes_imagenet):
     tc, tm = demo_teachers
     out = tmp_path / 'tm'
-    attention_stats_report(HYBRID_CFG, osp.join(shapes_imagenet, 'val'),
-                           str(out), component='teacher_rel', num_images=3,
-                           device='cpu', cfg_options={
-                               'model.teacher_rel.checkpoint': tm})
+    attention_stats_report(
+        HYBRID_CFG,
+        osp.join(shapes_imagenet, 'val'),
+        str(out),
+        component='teacher_rel',
+        num_images=3,
+        device='cpu',
+        cfg_options={'model.teacher_rel.checkpoint': tm})
     rows = _check_outputs(str(out))
     assert rows[0]['model'] == 'teacher_rel'
     # a config source without weights, and a bad file, fail with a message
@@ -113,10 +135,16 @@ def test_visualize_masking_config_and_checkpoint(tmp_path, demo_teachers,
     tc, tm = demo_teachers
     out = tmp_path / 'masking.png'
     masking_schedule_figure(
-        HYBRID_CFG, osp.join(shapes_imagenet, 'val'), str(out), num_images=3,
-        device='cpu', cfg_options={'model.teacher_feat.checkpoint': tc,
-                                   'model.teacher_rel.checkpoint': tm,
-                                   'train_cfg.max_iters': 100})
+        HYBRID_CFG,
+        osp.join(shapes_imagenet, 'val'),
+        str(out),
+        num_images=3,
+        device='cpu',
+        cfg_options={
+            'model.teacher_feat.checkpoint': tc,
+            'model.teacher_rel.checkpoint': tm,
+            'train_cfg.max_iters': 100
+        })
     text = capsys.readouterr().out
     # the demo config's hook: linear 0 -> 0.5 over max_iters
     assert 'iter 0/100: ratio 0.00, 64/64 kept' in text
@@ -129,18 +157,30 @@ def test_visualize_masking_config_and_checkpoint(tmp_path, demo_teachers,
     # checkpoint source, explicit schedule, deterministic top-k
     out2 = tmp_path / 'dir'
     out2.mkdir()
-    masking_schedule_figure(tc, shapes_imagenet, str(out2), arch='96,4,3',
-                            num_images=2, final_ratio=0.75, schedule='cosine',
-                            selection='topk', points='0,0.5,1')
+    masking_schedule_figure(
+        tc,
+        shapes_imagenet,
+        str(out2),
+        arch='96,4,3',
+        num_images=2,
+        final_ratio=0.75,
+        schedule='cosine',
+        selection='topk',
+        points='0,0.5,1')
     text = capsys.readouterr().out
     assert '50% of training: ratio 0.37, 40/64 kept' in text
     assert 'ratio 0.75, 16/64 kept' in text
     assert osp.isfile(out2 / 'masking_schedule.png')
     # a config without the hook (the unmasked study student) keeps every token
-    masking_schedule_figure(HYBRID_CFG, shapes_imagenet,
-                            str(tmp_path / 'nomask.png'), num_images=1,
-                            cfg_options={'model.teacher_feat.checkpoint': tc,
-                                         'custom_hooks': []})
+    masking_schedule_figure(
+        HYBRID_CFG,
+        shapes_imagenet,
+        str(tmp_path / 'nomask.png'),
+        num_images=1,
+        cfg_options={
+            'model.teacher_feat.checkpoint': tc,
+            'custom_hooks': []
+        })
     text = capsys.readouterr().out
     assert 'ratio 0.00, 64/64 kept' in text and 'ratio 0.50' not in text
 
@@ -154,8 +194,8 @@ def test_one_seed_gives_nested_kept_sets(repo_root):
     sets = []
     for k in (64, 48, 32, 16):
         g = torch.Generator().manual_seed(0)
-        sets.append([set(r.tolist()) for r in select_kept_tokens(imp, k,
-                                                                 'sample', g)])
+        sets.append(
+            [set(r.tolist()) for r in select_kept_tokens(imp, k, 'sample', g)])
     for bigger, smaller in zip(sets, sets[1:]):
         for a, b in zip(bigger, smaller):
             assert b <= a
@@ -164,23 +204,25 @@ def test_one_seed_gives_nested_kept_sets(repo_root):
 def test_miniature_classifiers_train_on_the_train_split():
     """The merge_args of tools/train.py (mmhybrid.apis.train) keeps
     train_dataloader on the train split for every classifier config of the
-    miniature (mmengine's recursive ConfigDict.update once leaked val's
-    dataset into it)."""
+    miniature (mmengine's recursive ConfigDict.update once leaked val's dataset
+    into it)."""
     from mmengine.config import Config
 
     from mmhybrid.analysis.pipeline import CONFIGS
     from mmhybrid.apis import train as train_tool
     for cfg_path in (CONFIGS['sup'], CONFIGS['probe'], CONFIGS['finetune']):
-        args = train_tool.parse_args([cfg_path, '--cfg-options',
-                                      'train_dataloader.dataset.data_root=/t',
-                                      'val_dataloader.dataset.data_root=/v'])
+        args = train_tool.parse_args([
+            cfg_path, '--cfg-options', 'train_dataloader.dataset.data_root=/t',
+            'val_dataloader.dataset.data_root=/v'
+        ])
         cfg = train_tool.merge_args(Config.fromfile(cfg_path), args)
         train, val = cfg.train_dataloader, cfg.val_dataloader
         assert train.dataset.data_prefix == 'train'
         assert train.dataset.data_root == '/t'
         assert train.sampler.type == 'InfiniteSampler'
         assert len(train.dataset.pipeline) == 5  # resize, crop, flip
-        assert val.dataset.data_prefix == 'val' and val.dataset.data_root == '/v'
+        assert val.dataset.data_prefix == 'val'
+        assert val.dataset.data_root == '/v'
         assert val.sampler.type == 'DefaultSampler'
 
 
@@ -188,11 +230,15 @@ def test_miniature_classifiers_train_on_the_train_split():
 def test_attention_stats_cli(repo_root, tmp_path, student_ckpt,
                              shapes_imagenet):
     out = tmp_path / 'cli'
-    proc = subprocess.run(
-        [sys.executable, 'tools/analysis/attention_stats.py', student_ckpt,
-         '--arch', '96,4,3', '--data', shapes_imagenet, '--out', str(out),
-         '--num-images', '4'], cwd=repo_root, capture_output=True, text=True,
-        timeout=300)
+    proc = subprocess.run([
+        sys.executable, 'tools/analysis/attention_stats.py', student_ckpt,
+        '--arch', '96,4,3', '--data', shapes_imagenet, '--out',
+        str(out), '--num-images', '4'
+    ],
+                          cwd=repo_root,
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert 'layer  3:' in proc.stdout
     _check_outputs(str(out))
@@ -216,8 +262,8 @@ def test_pipeline_refuses_a_train_tool_that_leaks_val_into_train():
             cfg[field].update(default)
         return cfg
 
-    leaky = SimpleNamespace(merge_args=leaky_merge_args,
-                            parse_args=lambda argv: None)
+    leaky = SimpleNamespace(
+        merge_args=leaky_merge_args, parse_args=lambda argv: None)
     with pytest.raises(RuntimeError, match='overwrite train_dataloader'):
         check_train_tool(leaky)
     assert train_function() is train.main  # checked, then returned
@@ -229,8 +275,12 @@ def test_device_check_compares_every_metric(tmp_path):
     is the device check's): a ViT-B checkpoint, stats on both devices, every
     metric compared, the masking figure written."""
     from mmhybrid.analysis.attention_tools import device_check
-    got = device_check(str(tmp_path / 'out'), num_images=2, img_size=32,
-                       work=str(tmp_path / 'work'), devices=('cpu', 'cpu'))
+    got = device_check(
+        str(tmp_path / 'out'),
+        num_images=2,
+        img_size=32,
+        work=str(tmp_path / 'work'),
+        devices=('cpu', 'cpu'))
     assert set(got['max_abs_diff']) == {'distance', 'entropy', 'nmi'}
     assert all(v == 0.0 for v in got['max_abs_diff'].values())
     assert osp.getsize(tmp_path / 'out' / 'masking.png') > 1000

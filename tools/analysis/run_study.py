@@ -19,53 +19,74 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:  # this checkout's mmhybrid, not another install's
     sys.path.insert(0, ROOT)
 
-from mmhybrid.analysis.pipeline import add_pipeline_args  # noqa: E402
-from mmhybrid.analysis.study import (FULL, QUICK, STUDENTS,  # noqa: E402
-                                     run_study, study_settings)
-
 
 def parse_args(argv=None):
+    from mmhybrid.analysis.pipeline import add_pipeline_args
+    from mmhybrid.analysis.study import FULL, QUICK, STUDENTS
     p = argparse.ArgumentParser(
         description='The Hybrid Distillation study in miniature (CPU).')
     add_pipeline_args(p, work_dir='work_dirs/study')
-    p.add_argument('--quick', action='store_true',
-                   help='a few iterations of everything, two seeds (CI); '
-                   'numbers are meaningless')
-    p.add_argument('--seeds', type=int, nargs='+', default=None,
-                   help='one repeat per seed. Default: 0 1 2 (quick: 0 1)')
-    p.add_argument('--students', nargs='+', default=None,
-                   choices=[n for n, _, _, _ in STUDENTS],
-                   help='a subset of the students (ablations); the verdicts '
-                   'need all four. Default: all')
-    p.add_argument('--student-options', nargs='+', default=[],
-                   metavar='KEY=VALUE',
-                   help='--cfg-options given to every student before its '
-                   'own (an ablation: e.g. --students hybrid '
-                   '--student-options model.loss_rel.loss_weight=0.5); no '
-                   'verdicts then')
-    p.add_argument('--iters', type=int, default=None,
-                   help='iterations of the supervised teacher and of each '
-                   'student (the MAE runs twice as many); sets '
-                   '--teacher-iters and --student-iters')
-    p.add_argument('--keep-going', action='store_true',
-                   help='report the stages that ran even if one fails')
+    p.add_argument(
+        '--quick',
+        action='store_true',
+        help='a few iterations of everything, two seeds (CI); '
+        'numbers are meaningless')
+    p.add_argument(
+        '--seeds',
+        type=int,
+        nargs='+',
+        default=None,
+        help='one repeat per seed. Default: 0 1 2 (quick: 0 1)')
+    p.add_argument(
+        '--students',
+        nargs='+',
+        default=None,
+        choices=[n for n, _, _, _ in STUDENTS],
+        help='a subset of the students (ablations); the verdicts '
+        'need all four. Default: all')
+    p.add_argument(
+        '--student-options',
+        nargs='+',
+        default=[],
+        metavar='KEY=VALUE',
+        help='--cfg-options given to every student before its '
+        'own (an ablation: e.g. --students hybrid '
+        '--student-options model.loss_rel.loss_weight=0.5); no '
+        'verdicts then')
+    p.add_argument(
+        '--iters',
+        type=int,
+        default=None,
+        help='iterations of the supervised teacher and of each '
+        'student (the MAE runs twice as many); sets '
+        '--teacher-iters and --student-iters')
+    p.add_argument(
+        '--keep-going',
+        action='store_true',
+        help='report the stages that ran even if one fails')
     for k, v in FULL.items():
-        p.add_argument('--' + k.replace('_', '-'), type=int, default=None,
-                       help=f'default {v} (quick: {QUICK[k]})')
+        p.add_argument(
+            '--' + k.replace('_', '-'),
+            type=int,
+            default=None,
+            help=f'default {v} (quick: {QUICK[k]})')
     return p.parse_args(argv)
 
 
 def main(argv=None):
+    from mmhybrid.analysis.study import FULL, run_study, study_settings
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     run_study(
         args.work_dir,
         study_settings(args.quick, args.iters,
-                       **{k: getattr(args, k) for k in FULL}),
-        args.seeds or ([0, 1] if args.quick else [0, 1, 2]), args.students,
+                       **{k: getattr(args, k)
+                          for k in FULL}), args.seeds
+        or ([0, 1] if args.quick else [0, 1, 2]), args.students,
         args.student_options, args.data_root, args.num_classes, args.img_size,
         args.patch_size, args.jobs, args.keep_going, args.resume,
-        args.subprocess, 'python tools/analysis/run_study.py ' + ' '.join(argv))
+        args.subprocess,
+        'python tools/analysis/run_study.py ' + ' '.join(argv))
 
 
 if __name__ == '__main__':

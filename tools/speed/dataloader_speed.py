@@ -12,7 +12,8 @@ of worker processes.
 Without ``--data`` it writes, once, a folder in ImageNet's layout of JPEGs with
 ImageNet's typical size and file weight (500x375, quality 90, textured content:
 about 100 KB each), so decoding costs what it costs on the real data. With
-``--data DIR`` it reads your own ImageNet-style folder (``DIR/train/<class>/...``).
+``--data DIR`` it reads your own ImageNet-style folder
+(``DIR/train/<class>/...``).
 
 Each worker count is measured in the same process, one after the other, over
 ``--batches`` batches once the workers' prefetch queue is drained. Files are
@@ -33,40 +34,55 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+sys.path.insert(0,
+                osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 
 def parse_args():
     from mmengine.config import DictAction
     p = argparse.ArgumentParser(description='data pipeline throughput')
     p.add_argument('config')
-    p.add_argument('--data', help='ImageNet-style folder (DIR/train/<class>/*); '
-                   'default: generated JPEGs under --cache-dir')
+    p.add_argument(
+        '--data',
+        help='ImageNet-style folder (DIR/train/<class>/*); '
+        'default: generated JPEGs under --cache-dir')
     p.add_argument('--cache-dir', default='work_dirs/loader_bench_data')
-    p.add_argument('--num-images', type=int, default=256,
-                   help='images to generate when --data is not given')
-    p.add_argument('--image-size', default='500x375', help='WxH of generated JPEGs')
+    p.add_argument(
+        '--num-images',
+        type=int,
+        default=256,
+        help='images to generate when --data is not given')
+    p.add_argument(
+        '--image-size', default='500x375', help='WxH of generated JPEGs')
     p.add_argument('--batch-size', type=int, default=32)
-    p.add_argument('--batches', type=int, default=20,
-                   help='timed batches per worker count (after warm-up)')
-    p.add_argument('--workers', default='0,1,2',
-                   help='comma-separated worker counts')
-    p.add_argument('--step-images-per-s', type=float,
-                   help='throughput of the training step to feed, e.g. from '
-                   'pretrain_speed.py; prints the workers it needs')
+    p.add_argument(
+        '--batches',
+        type=int,
+        default=20,
+        help='timed batches per worker count (after warm-up)')
+    p.add_argument(
+        '--workers', default='0,1,2', help='comma-separated worker counts')
+    p.add_argument(
+        '--step-images-per-s',
+        type=float,
+        help='throughput of the training step to feed, e.g. from '
+        'pretrain_speed.py; prints the workers it needs')
     p.add_argument('--cfg-options', nargs='+', action=DictAction)
     return p.parse_args()
 
 
-def make_jpeg_folder(root: str, num: int, size: tuple, classes: int = 8,
+def make_jpeg_folder(root: str,
+                     num: int,
+                     size: tuple,
+                     classes: int = 8,
                      seed: int = 0) -> str:
     """Write ``root/train/cNN/img_XXXXX.JPEG`` files, once.
 
     The content is smooth colour fields plus mid-frequency texture and noise,
     which compresses like a photograph (about 100 KB at 500x375, quality 90);
     flat or pure-noise images would make decoding look cheaper or dearer than
-    it is. A ``.done`` marker is written last, so a run that was interrupted
-    is redone rather than measured on a partial folder.
+    it is. A ``.done`` marker is written last, so a run that was interrupted is
+    redone rather than measured on a partial folder.
     """
     from PIL import Image
     done = osp.join(root, '.done')
@@ -107,9 +123,11 @@ def build_loader(cfg, data_root: str, batch_size: int, workers: int,
     # An endless sampler: a small folder is read round and round (from the
     # page cache, so storage speed is not part of the figure) without
     # restarting the workers.
-    loader_cfg.update(batch_size=batch_size, num_workers=workers,
-                      persistent_workers=False,
-                      sampler=dict(type='InfiniteSampler', shuffle=True))
+    loader_cfg.update(
+        batch_size=batch_size,
+        num_workers=workers,
+        persistent_workers=False,
+        sampler=dict(type='InfiniteSampler', shuffle=True))
     dataset = loader_cfg.dataset.copy()
     dataset['data_root'] = data_root
     if generated:
@@ -156,27 +174,33 @@ def main():
     if args.data:
         data = args.data
         if not osp.isdir(osp.join(data, 'train')):
-            sys.exit(f'--data {data!r}: expected an ImageNet-style folder with '
-                     f'a train/ sub-folder of class folders')
+            sys.exit(
+                f'--data {data!r}: expected an ImageNet-style folder with '
+                f'a train/ sub-folder of class folders')
     else:
         w, h = (int(v) for v in args.image_size.lower().split('x'))
         t0 = time.time()
         data = make_jpeg_folder(args.cache_dir, args.num_images, (w, h))
-        print(f'[loader] data: {data} (ready in {time.time() - t0:.1f}s)',
-              flush=True)
-    files = [osp.join(r, f) for r, _, fs in os.walk(osp.join(data, 'train'))
-             for f in fs]
+        print(
+            f'[loader] data: {data} (ready in {time.time() - t0:.1f}s)',
+            flush=True)
+    files = [
+        osp.join(r, f) for r, _, fs in os.walk(osp.join(data, 'train'))
+        for f in fs
+    ]
     mean_kb = statistics.mean(os.path.getsize(f) for f in files[:200]) / 1024
     pipeline = [t['type'] for t in cfg.train_dataloader.dataset.pipeline]
-    print(f'[loader] {args.config}: {cfg.train_dataloader.dataset.type}, '
-          f'pipeline {" -> ".join(pipeline)}; {len(files)} files, mean '
-          f'{mean_kb:.0f} KB; batch {args.batch_size}; '
-          f'{os.cpu_count()} CPUs', flush=True)
+    print(
+        f'[loader] {args.config}: {cfg.train_dataloader.dataset.type}, '
+        f'pipeline {" -> ".join(pipeline)}; {len(files)} files, mean '
+        f'{mean_kb:.0f} KB; batch {args.batch_size}; '
+        f'{os.cpu_count()} CPUs',
+        flush=True)
 
     rows = []
     for workers in [int(v) for v in args.workers.split(',')]:
-        loader = build_loader(cfg, data, args.batch_size, workers,
-                              generated=not args.data)
+        loader = build_loader(
+            cfg, data, args.batch_size, workers, generated=not args.data)
         ips = measure(loader, args.batches, workers)
         rows.append((workers, ips))
         print(f'[loader] workers={workers}: {ips:.1f} images/s', flush=True)
@@ -191,8 +215,9 @@ def main():
     per_worker = by_workers.get(1, by_workers.get(0))
     if per_worker is None:
         per_worker = max(ips / w for w, ips in rows)
-    need = (math.ceil(args.step_images_per_s / per_worker)
-            if args.step_images_per_s else float('nan'))
+    need = (
+        math.ceil(args.step_images_per_s /
+                  per_worker) if args.step_images_per_s else float('nan'))
     if args.step_images_per_s:
         print(f'\nfeeding {args.step_images_per_s:.0f} images/s at '
               f'{per_worker:.1f} images/s per worker needs about {need} '

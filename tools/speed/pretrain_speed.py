@@ -1,20 +1,24 @@
 """Speed and memory of a Hybrid Distillation training step, against its parts,
 a plainly written reference step and mmpretrain's MILAN step.
 
-Everything is measured in ONE process, interleaved (A B C A B C ...), so drift of
-the machine cancels; medians over the timed iterations after warm-up.
+Everything is measured in ONE process, interleaved (A B C A B C ...), so drift
+of the machine cancels; medians over the timed iterations after warm-up.
 
-    python tools/speed/pretrain_speed.py configs/hybrid_vitb.py --preset cpu-small
-    python tools/speed/pretrain_speed.py configs/hybrid_vitb.py --preset gpu-vitb
+    python tools/speed/pretrain_speed.py configs/hybrid_vitb.py \\
+        --preset cpu-small
+    python tools/speed/pretrain_speed.py configs/hybrid_vitb.py \\
+        --preset gpu-vitb
 
-Teacher files are never read: teachers get random weights (speed does not depend
-on their values). Compilation follows the config: a teacher's own ``compile``,
-and mmengine's top-level ``compile`` (which compiles ``train_step``; here the
-model's ``loss`` and, for the student part, ``forward_distill``), e.g.
-``--cfg-options compile=True model.teacher_feat.compile=True``; compile time
-falls in the warm-up. The last printed line is machine-readable:
+Teacher files are never read: teachers get random weights (speed does not
+depend on their values). Compilation follows the config: a teacher's own
+``compile``, and mmengine's top-level ``compile`` (which compiles
+``train_step``; here the model's ``loss`` and, for the student part,
+``forward_distill``), e.g. ``--cfg-options compile=True
+model.teacher_feat.compile=True``; compile time falls in the warm-up. The last
+printed line is machine-readable:
 
-    RATIOS step_over_parts=X keep05_over_keep10=Y naive_over_step=Z milan_over_step=W
+    RATIOS step_over_parts=X keep05_over_keep10=Y naive_over_step=Z \\
+        milan_over_step=W   (one line)
 """
 import argparse
 import copy
@@ -28,16 +32,25 @@ import time
 
 import torch
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+sys.path.insert(0,
+                osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 PRESETS = {
     # ViT-S/16 student and ViT-S/16 teachers at 224, batch 8, fp32, CPU
-    'cpu-small': dict(
-        device='cpu', batch_size=8, iters=10, warmup=2, arch='deit-small',
+    'cpu-small':
+    dict(
+        device='cpu',
+        batch_size=8,
+        iters=10,
+        warmup=2,
+        arch='deit-small',
         amp=False),
-    # the flagship: ViT-B/16 with CLIP-B/16 + MAE-B/16, batch 256, bf16, one GPU
-    'gpu-vitb': dict(
-        device='cuda', batch_size=256, iters=10, warmup=3, arch=None, amp=True),
+    # the flagship: ViT-B/16 with CLIP-B/16 + MAE-B/16, batch 256, bf16,
+    # one GPU
+    'gpu-vitb':
+    dict(
+        device='cuda', batch_size=256, iters=10, warmup=3, arch=None,
+        amp=True),
 }
 
 
@@ -53,14 +66,22 @@ def parse_args():
     p.add_argument('--device', choices=['cpu', 'cuda'])
     p.add_argument('--no-milan', action='store_true')
     p.add_argument('--no-naive', action='store_true')
-    p.add_argument('--profile', action='store_true',
-                   help='print the top operators of one step (keep = last '
-                   'ratio) and exit')
+    p.add_argument(
+        '--profile',
+        action='store_true',
+        help='print the top operators of one step (keep = last '
+        'ratio) and exit')
     p.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = p.parse_args()
-    preset = PRESETS.get(args.preset, dict(
-        device='cuda' if torch.cuda.is_available() else 'cpu', batch_size=8,
-        iters=10, warmup=2, arch=None, amp=False))
+    preset = PRESETS.get(
+        args.preset,
+        dict(
+            device='cuda' if torch.cuda.is_available() else 'cpu',
+            batch_size=8,
+            iters=10,
+            warmup=2,
+            arch=None,
+            amp=False))
     for k in ('device', 'batch_size', 'iters', 'warmup'):
         if getattr(args, k) is None:
             setattr(args, k, preset[k])
@@ -70,18 +91,20 @@ def parse_args():
     return args
 
 
-# ----------------------------------------------------------------------------- build
+# ------------------------------------------------------------------ build
 def build_model_cfg(args):
     from mmengine.config import Config
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     m = cfg.model
-    assert m.type == 'HybridDistill', f'{args.config} is not a HybridDistill config'
+    assert m.type == 'HybridDistill', \
+        f'{args.config} is not a HybridDistill config'
     m.teacher_feat.checkpoint = None
     m.teacher_rel.checkpoint = None
     if args.arch:
-        for part in (m.backbone, m.teacher_feat.backbone, m.teacher_rel.backbone):
+        for part in (m.backbone, m.teacher_feat.backbone,
+                     m.teacher_rel.backbone):
             part.arch = args.arch
         from mmpretrain.models import VisionTransformer
         width = VisionTransformer.arch_zoo[args.arch]['embed_dims']
@@ -98,10 +121,13 @@ def build(cfg, device):
 
 
 def build_optim(model, cfg, amp):
-    """The config's own optimizer wrapper on GPU; without AMP (the CPU) the same
-    optimizer in a plain OptimWrapper. Fused AdamW runs on the CPU too since
-    torch 2.4 (about 5x faster than the per-tensor loop for a ViT-S), so the
-    config's ``fused=True`` is kept wherever torch supports it."""
+    """The config's own optimizer wrapper on GPU; without AMP (the CPU) the
+    same optimizer in a plain OptimWrapper.
+
+    Fused AdamW runs on the CPU too since torch 2.4 (about 5x faster than the
+    per-tensor loop for a ViT-S), so the config's ``fused=True`` is kept
+    wherever torch supports it.
+    """
     from mmengine.optim import build_optim_wrapper
     from mmengine.utils import digit_version
     wrapper = copy.deepcopy(cfg.optim_wrapper)
@@ -113,7 +139,8 @@ def build_optim(model, cfg, amp):
 
 
 def build_milan(model, batch_images, device, amp, tmp):
-    """mmpretrain's MILAN with a CLIP teacher of the same width/depth as ours."""
+    """mmpretrain's MILAN with a CLIP teacher of the same width/depth as
+    ours."""
     from mmpretrain.models.utils.clip_generator_helper import CLIP
     from mmpretrain.registry import MODELS
 
@@ -121,36 +148,56 @@ def build_milan(model, batch_images, device, amp, tmp):
     tc = model.teacher_feat.backbone
     s = model.backbone
     clip = CLIP(
-        embed_dim=512, image_resolution=tc.img_size[0],
-        vision_layers=tc.num_layers, vision_width=tc.embed_dims,
+        embed_dim=512,
+        image_resolution=tc.img_size[0],
+        vision_layers=tc.num_layers,
+        vision_width=tc.embed_dims,
         vision_patch_size=tc.patch_embed.projection.kernel_size[0],
-        context_length=77, vocab_size=49408, transformer_width=512,
-        transformer_heads=8, transformer_layers=1)
+        context_length=77,
+        vocab_size=49408,
+        transformer_width=512,
+        transformer_heads=8,
+        transformer_layers=1)
     path = osp.join(tmp, 'clip.pth')
     torch.save(clip.state_dict(), path)
-    arch = dict(embed_dims=s.embed_dims, num_layers=s.num_layers,
-                num_heads=s.num_heads,
-                feedforward_channels=s.layers[0].ffn.feedforward_channels)
+    arch = dict(
+        embed_dims=s.embed_dims,
+        num_layers=s.num_layers,
+        num_heads=s.num_heads,
+        feedforward_channels=s.layers[0].ffn.feedforward_channels)
     patch = s.patch_embed.projection.kernel_size[0]
     cfg = dict(
         type='MILAN',
-        backbone=dict(type='MILANViT', arch=arch, img_size=s.img_size[0],
-                      patch_size=patch, mask_ratio=0.75),
-        neck=dict(type='MILANPretrainDecoder', num_patches=s.num_patches,
-                  patch_size=patch, embed_dim=s.embed_dims,
-                  predict_feature_dim=512),
-        head=dict(type='MIMHead', loss=dict(
-            type='CosineSimilarityLoss', shift_factor=2.0, scale_factor=2.0)),
+        backbone=dict(
+            type='MILANViT',
+            arch=arch,
+            img_size=s.img_size[0],
+            patch_size=patch,
+            mask_ratio=0.75),
+        neck=dict(
+            type='MILANPretrainDecoder',
+            num_patches=s.num_patches,
+            patch_size=patch,
+            embed_dim=s.embed_dims,
+            predict_feature_dim=512),
+        head=dict(
+            type='MIMHead',
+            loss=dict(
+                type='CosineSimilarityLoss',
+                shift_factor=2.0,
+                scale_factor=2.0)),
         target_generator=dict(type='CLIPGenerator', tokenizer_path=path),
-        data_preprocessor=dict(type='SelfSupDataPreprocessor',
-                               mean=list(IMAGENET_MEAN),
-                               std=list(IMAGENET_STD), to_rgb=True))
+        data_preprocessor=dict(
+            type='SelfSupDataPreprocessor',
+            mean=list(IMAGENET_MEAN),
+            std=list(IMAGENET_STD),
+            to_rgb=True))
     milan = MODELS.build(cfg)
     milan.init_weights()
     return milan.to(device).train()
 
 
-# ---------------------------------------------------------------------- measuring
+# -------------------------------------------------------------- measuring
 class PeakRSS:
     """Peak resident memory of this process while a block runs (CPU)."""
 
@@ -212,8 +259,8 @@ class Bench:
         self.student_fn = self.model.backbone.forward_distill
         self.compile_cfg = self.cfg.get('compile')
         if self.compile_cfg:
-            kwargs = ({} if self.compile_cfg is True else
-                      dict(self.compile_cfg))
+            kwargs = ({}
+                      if self.compile_cfg is True else dict(self.compile_cfg))
             self.loss_fn = torch.compile(self.loss_fn, **kwargs)
             self.student_fn = torch.compile(self.student_fn, **kwargs)
 
@@ -232,16 +279,18 @@ class Bench:
                 losses = self.loss_fn(self.x)
             total, _ = model.parse_losses(losses)
             optim.update_params(total)
+
         return run
 
     def teacher(self, name):
-        """A teacher's forward, asked exactly what a training step asks it
-        (the relation teacher stops at its deepest paired block)."""
+        """A teacher's forward, asked exactly what a training step asks it (the
+        relation teacher stops at its deepest paired block)."""
         kwargs = self.model.teacher_requests()[name]
         module = getattr(self.model, name)
 
         def run():
             module(self.x, **kwargs)
+
         return run
 
     def student(self, keep):
@@ -263,6 +312,7 @@ class Bench:
                     for p in r.values())
             loss.backward()
             self.optim.zero_grad()
+
         return run
 
     def naive(self):
@@ -270,17 +320,19 @@ class Bench:
         fp32 teachers, no masking, full maps."""
         from mmhybrid.testing.reference import plain_losses
         model, optim = self.model, self.optim
-        # fp32 copies: the real teachers keep bf16 weights on CUDA once they ran
+        # fp32 copies: the real teachers keep bf16 weights on CUDA once they
+        # ran
         teachers = (copy.deepcopy(model.teacher_feat).float(),
                     copy.deepcopy(model.teacher_rel).float())
 
         def run():
             with self.amp_ctx():
-                loss_feat, loss_rel = plain_losses(model, self.x,
-                                                   teachers=teachers)
+                loss_feat, loss_rel = plain_losses(
+                    model, self.x, teachers=teachers)
             (loss_feat + loss_rel).backward()
             optim.step()
             optim.zero_grad()
+
         return run
 
     def milan(self):
@@ -294,6 +346,7 @@ class Bench:
                 losses = milan.loss(self.x, None)
             total, _ = milan.parse_losses(losses)
             optim.update_params(total)
+
         return run
 
 
@@ -315,9 +368,11 @@ def bench_functions(bench, args):
 def settle_compiled_graphs(bench, keep_ratios):
     """Training sees a new kept-token count every few iterations: after the
     unmasked graph and a first masked one, dynamo recompiles with a dynamic
-    count, and that graph serves the rest of training. One step at an extra
-    ratio before the warm-up makes the timed steps use it too, not graphs
-    specialised to the measured counts."""
+    count, and that graph serves the rest of training.
+
+    One step at an extra ratio before the warm-up makes the timed steps use it
+    too, not graphs specialised to the measured counts.
+    """
     extra = next(k for k in (0.9, 0.8, 0.7, 0.6) if k not in keep_ratios)
     for keep in (1.0, extra):
         bench.step(keep)()
@@ -358,8 +413,8 @@ def measure(fns, device, warmup, iters):
 def report(med, mems, args):
     """The table, the ratios and the machine-readable RATIOS line."""
     B = args.batch_size
-    mem_label = ('peak GPU mem (GiB)' if args.device == 'cuda' else
-                 'peak RSS (GiB)')
+    mem_label = ('peak GPU mem (GiB)'
+                 if args.device == 'cuda' else 'peak RSS (GiB)')
     print(f'\n| measured | ms/step | images/s | {mem_label} |')
     print('|---|---|---|---|')
     for k in med:
@@ -389,14 +444,16 @@ def report(med, mems, args):
           f'{ratios["keep05_over_keep10"]:.3f}')
     print(f'naive / step(keep={keep_lo:g}): {ratios["naive_over_step"]:.3f}')
     print(f'MILAN / step(keep={keep_lo:g}): {ratios["milan_over_step"]:.3f}')
-    print('RATIOS ' + ' '.join(f'{k}={v:.3f}' for k, v in ratios.items()),
-          flush=True)
+    print(
+        'RATIOS ' + ' '.join(f'{k}={v:.3f}' for k, v in ratios.items()),
+        flush=True)
 
 
 def main():
     args = parse_args()
     if args.iters < 10:
-        sys.exit('--iters must be >= 10 (medians over at least 10 timed steps)')
+        sys.exit(
+            '--iters must be >= 10 (medians over at least 10 timed steps)')
     if args.device == 'cuda' and not torch.cuda.is_available():
         sys.exit('--device cuda asked for, but torch sees no GPU')
     from mmengine.logging import MMLogger
@@ -411,15 +468,16 @@ def main():
         return
     model = bench.model
     rel_compile = bool(model.loss_rel.compile_cfg) and bench.dev == 'cuda'
-    print(f'[bench] {args.config} preset={args.preset} device={bench.dev} '
-          f'batch={bench.B} img={bench.size} amp_bf16={args.amp} '
-          f'warmup={args.warmup} iters={args.iters} '
-          f'threads={torch.get_num_threads()} '
-          f'compile={bench.compile_cfg or False} '
-          f'teacher_compile={model.teacher_feat.compile_cfg},'
-          f'{model.teacher_rel.compile_cfg} '
-          f'rel_compile={rel_compile}',
-          flush=True)
+    print(
+        f'[bench] {args.config} preset={args.preset} device={bench.dev} '
+        f'batch={bench.B} img={bench.size} amp_bf16={args.amp} '
+        f'warmup={args.warmup} iters={args.iters} '
+        f'threads={torch.get_num_threads()} '
+        f'compile={bench.compile_cfg or False} '
+        f'teacher_compile={model.teacher_feat.compile_cfg},'
+        f'{model.teacher_rel.compile_cfg} '
+        f'rel_compile={rel_compile}',
+        flush=True)
     report(*measure(fns, bench.dev, args.warmup, args.iters), args)
 
 
