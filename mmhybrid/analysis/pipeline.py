@@ -292,6 +292,22 @@ class MiniaturePipeline:
         """The work folder of ``model``'s probe or fine-tune stage."""
         return osp.join(self.eval_dir, f'{kind}_{model.run}')
 
+    def _eval_stage(self, kind: str, model: Model, iters: int,
+                    batch: Optional[int], warmup: bool) -> Stage:
+        """``model``'s probe or fine-tune stage (``kind``), from its
+        checkpoint."""
+        return Stage(
+            f'{kind}_{model.run}', CONFIGS[kind],
+            self.eval_work_dir(kind, model),
+            self.options(
+                kind,
+                iters,
+                model.seed, ('train', 'val', 'test'),
+                warmup=warmup,
+                batch=batch) +
+            [f'model.backbone.init_cfg.checkpoint={model.checkpoint}'],
+            COSTS[kind] * iters)
+
     def evaluate(self,
                  models: Sequence[Model],
                  probe_iters: int,
@@ -307,29 +323,12 @@ class MiniaturePipeline:
         """
         runs = []
         for m in models:
-            init = [f'model.backbone.init_cfg.checkpoint={m.checkpoint}']
             runs.append(
-                Stage(
-                    f'probe_{m.run}', CONFIGS['probe'],
-                    self.eval_work_dir('probe', m),
-                    self.options(
-                        'probe',
-                        probe_iters,
-                        m.seed, ('train', 'val', 'test'),
-                        warmup=False,
-                        batch=probe_batch) + init,
-                    COSTS['probe'] * probe_iters))
+                self._eval_stage('probe', m, probe_iters, probe_batch, False))
             if finetune_iters and not m.run.startswith('teacher'):
                 runs.append(
-                    Stage(
-                        f'finetune_{m.run}', CONFIGS['finetune'],
-                        self.eval_work_dir('finetune', m),
-                        self.options(
-                            'finetune',
-                            finetune_iters,
-                            m.seed, ('train', 'val', 'test'),
-                            batch=batch) + init,
-                        COSTS['finetune'] * finetune_iters))
+                    self._eval_stage('finetune', m, finetune_iters, batch,
+                                     True))
         self._run('evaluate', runs, fatal=False)
         return [
             m for m in models if f'probe_{m.run}' not in self.stages.failed

@@ -60,26 +60,19 @@ STUDENTS = [
 REFS = [('teacher_sup', 'Tc: supervised', 'reference: supervised ViT (Tc)'),
         ('teacher_mae', 'Tm: MAE', 'reference: MAE (Tm)'),
         ('random_init', 'random init', 'reference: no pretraining')]
-FULL = dict(
-    num_train=5000,
-    num_val=500,
-    teacher_iters=300,
-    student_iters=300,
-    probe_iters=100,
-    finetune_iters=150,
-    attn_images=64,
-    batch=32,
-    probe_batch=64)
-QUICK = dict(
-    num_train=100,
-    num_val=40,
-    teacher_iters=12,
-    student_iters=12,
-    probe_iters=8,
-    finetune_iters=8,
-    attn_images=16,
-    batch=16,
-    probe_batch=16)
+# sizes and iterations: (the study, its --quick run for CI)
+_SETTINGS = dict(
+    num_train=(5000, 100),
+    num_val=(500, 40),
+    teacher_iters=(300, 12),
+    student_iters=(300, 12),
+    probe_iters=(100, 8),
+    finetune_iters=(150, 8),
+    attn_images=(64, 16),
+    batch=(32, 16),
+    probe_batch=(64, 16))
+FULL = {k: full for k, (full, _) in _SETTINGS.items()}
+QUICK = {k: quick for k, (_, quick) in _SETTINGS.items()}
 MEASURES = ('iter_time', 'probe', 'knn', 'finetune', 'own_top1', 'spread',
             'last_distance', 'nmi', 'feat_dist', 'rel_kl')
 
