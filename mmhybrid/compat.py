@@ -43,8 +43,7 @@ def _qualified(obj: object) -> str:
 
 
 def _numpy_globals() -> Dict[str, object]:
-    """Numpy callables/types that appear when numpy arrays and scalars are
-    pickled.
+    """Numpy callables/types that pickled numpy arrays and scalars refer to.
 
     Their module path differs between numpy 1 (``numpy.core``) and numpy 2
     (``numpy._core``); a pickle names whatever its writer used, so both
@@ -78,8 +77,7 @@ _HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
 
 
 def _history_buffer_getattr(obj: object, name: str) -> object:
-    """``getattr`` for unpickling, limited to ``HistoryBuffer``'s
-    statistics."""
+    """``getattr`` for unpickling, only for ``HistoryBuffer``'s statistics."""
     from mmengine.logging import HistoryBuffer
     if obj is HistoryBuffer and name in _HISTORY_BUFFER_METHODS:
         return getattr(obj, name)
@@ -111,8 +109,7 @@ def safe_globals() -> Dict[str, object]:
 
 
 def torch_has_safe_globals() -> bool:
-    """Whether torch's own weights-only unpickler can take
-    :func:`safe_globals`.
+    """Whether torch's weights-only unpickler can take :func:`safe_globals`.
 
     ``add_safe_globals`` exists from torch 2.4, but its ``(object,
     'module.name')`` entries, needed for ``builtins.getattr`` and the numpy
@@ -123,8 +120,9 @@ def torch_has_safe_globals() -> bool:
 
 
 def register_safe_globals() -> None:
-    """Add :func:`safe_globals` to torch's weights-only unpickler (torch >=
-    2.6; idempotent).
+    """Add :func:`safe_globals` to torch's weights-only unpickler.
+
+    For torch >= 2.6; idempotent.
 
     This is the only thing importing mmhybrid changes outside
     mmhybrid: it admits more safe types, it never loosens a check.
@@ -161,8 +159,7 @@ def no_cuda_set_device():
 
 
 def resolve_scoped_collate(loader_cfg):
-    """``loader_cfg`` with a scoped ``collate_fn`` dict resolved to its
-    function.
+    """``loader_cfg`` with a scoped ``collate_fn`` dict resolved.
 
     A config whose ``_base_`` comes from another package (``mmpretrain::_base_/
     datasets/imagenet_bs512_mae.py``, as the flagship's does) gets ``_scope_``

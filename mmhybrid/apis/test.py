@@ -108,8 +108,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
-    """Merge the command-line arguments into ``cfg`` (as mmpretrain's tool
-    does)."""
+    """Merge the command-line options into ``cfg``, as in mmpretrain."""
     cfg.launcher = args.launcher
     set_work_dir(cfg, args.work_dir, args.config)
     cfg.load_from = args.checkpoint

@@ -98,8 +98,7 @@ def set_work_dir(cfg: Config, work_dir: Optional[str], config: str) -> None:
 
 
 def enable_train_amp(cfg: Config, config: str) -> None:
-    """``--amp`` of ``tools/train.py``: ``OptimWrapper`` ->
-    ``AmpOptimWrapper``.
+    """``tools/train.py --amp``: ``OptimWrapper`` -> ``AmpOptimWrapper``.
 
     Args:
         cfg (Config): The config to update.

@@ -8,10 +8,11 @@ downstream config here uses mmpretrain's ``VisionTransformer`` as its backbone
 mmseg and mmdet; it also loads the raw pretraining checkpoint, so converting
 first is optional there), so one key layout serves all three; a conversion
 
-1. reads the file with :func:`mmhybrid.utils.load_checkpoint_file` (safe loading;
-   ``.safetensors`` too) and takes the ViT (``backbone.*``, prefix stripped; the
-   neck, heads and MIM tokens are dropped; official timm/CLIP layouts are read as
-   well, through :mod:`mmhybrid.models.teachers.vit_formats`),
+1. reads the file with :func:`mmhybrid.utils.load_checkpoint_file` (safe
+   loading; ``.safetensors`` too) and takes the ViT (``backbone.*``, prefix
+   stripped; the neck, heads and MIM tokens are dropped; official timm/CLIP
+   layouts are read as well, through
+   :mod:`mmhybrid.models.teachers.vit_formats`),
 2. builds the target backbone in its config's scope, from the downstream
    config's ``model.backbone`` when one is given, else an mmpretrain
    ``VisionTransformer`` of the architecture read off the weights,

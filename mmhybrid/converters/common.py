@@ -20,14 +20,12 @@ DEFAULT_IMG_SIZE = {
 
 
 class ConversionError(RuntimeError):
-    """The checkpoint does not fit the target model (message names the
-    keys)."""
+    """The checkpoint does not fit the target model (message names keys)."""
 
 
 # --------------------------------------------------------------------- reading
 def load_vit(src: str, src_format: str = 'auto') -> Dict[str, torch.Tensor]:
-    """The ViT of a checkpoint file, in mmpretrain's ``VisionTransformer``
-    keys.
+    """A checkpoint file's ViT, in mmpretrain's ``VisionTransformer`` keys.
 
     Args:
         src (str): A pretraining checkpoint (``backbone.*`` + ``neck.*``),

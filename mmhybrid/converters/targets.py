@@ -76,8 +76,9 @@ def backbone_cfg_from_config(config, img_size=None) -> dict:
 
 
 def build_backbone(backbone_cfg: dict) -> torch.nn.Module:
-    """Build a backbone config on the CPU, in its ``_scope_`` (default
-    ``mmpretrain``).
+    """Build a backbone config on the CPU, in its ``_scope_``.
+
+    The scope defaults to ``mmpretrain``.
 
     Raises:
         ConversionError: One line naming the type and scope when it cannot be
@@ -120,6 +121,6 @@ def target_layout(model: torch.nn.Module) -> str:
         return 'mmseg_beit'
     cls = type(model)
     raise ConversionError(
-        f'the target backbone {cls.__name__} ({cls.__module__}) is not one the '
-        "converters handle: mmpretrain's VisionTransformer (and subclasses: "
-        "StrictPretrainedViT, HybridViT), mmseg's MAE and BEiT")
+        f'the target backbone {cls.__name__} ({cls.__module__}) is not one '
+        "the converters handle: mmpretrain's VisionTransformer (and "
+        "subclasses: StrictPretrainedViT, HybridViT), mmseg's MAE and BEiT")

@@ -32,8 +32,7 @@ def convert_to_mmpretrain(src: str,
                           num_heads: Optional[int] = None,
                           allow: Optional[str] = None,
                           src_format: str = 'auto') -> dict:
-    """Pretraining checkpoint -> backbone weights for mmpretrain / mmseg /
-    mmdet.
+    """Pretraining checkpoint -> backbone weights for mmpretrain/mmseg/mmdet.
 
     Args:
         src (str): Source checkpoint.

@@ -1,5 +1,4 @@
-"""Student checkpoint -> timm ``VisionTransformer`` weights
-(``.safetensors``)."""
+"""Student checkpoint -> timm ``VisionTransformer`` ``.safetensors``."""
 from typing import Optional
 
 from ..models.teachers.vit_arch import LAYER_SCALE_INIT, ViTArch

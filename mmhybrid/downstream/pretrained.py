@@ -1,5 +1,4 @@
-"""Pretrained ViT weights into a downstream backbone: every tensor, or an
-error.
+"""Pretrained ViT weights into a downstream backbone: every tensor or an error.
 
 mmengine's ``Pretrained`` initialiser loads with ``strict=False`` and only logs
 the keys it could not place. A pretraining checkpoint as the runner saves it

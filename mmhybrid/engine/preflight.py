@@ -112,9 +112,9 @@ class _Checker:
             img_size=img_size)
 
     def check_pretrained_file(self) -> None:
-        """A downstream backbone's ``init_cfg`` ``Pretrained`` checkpoint:
+        """Check a downstream backbone's ``Pretrained`` checkpoint file.
 
-        missing or corrupt fails here, before datasets and model are built. A
+        Missing or corrupt fails here, before datasets and model are built. A
         ``scheme://`` location is left to mmengine's ``CheckpointLoader``,
         which reads it (``s3://`` through its file backends).
         """
@@ -124,7 +124,8 @@ class _Checker:
         for i, c in enumerate(init if many else [init]):
             if not hasattr(c, 'get') or c.get('type') != 'Pretrained':
                 continue
-            key = f'model.backbone.init_cfg{f"[{i}]" if many else ""}.checkpoint'
+            index = f'[{i}]' if many else ''
+            key = f'model.backbone.init_cfg{index}.checkpoint'
             path = c.get('checkpoint')
             if not isinstance(path, str) or not path:
                 self.err(key, path, 'expected a file path or URL')

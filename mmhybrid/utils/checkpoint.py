@@ -22,13 +22,11 @@ from .safe_unpickler import load_restricted
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, corrupt, unsafe or has the wrong
-    content."""
+    """A checkpoint is missing, corrupt, unsafe or has the wrong content."""
 
 
 def _reason(err: BaseException, limit: int = 240) -> str:
-    """The informative part of torch's error, without its advice to turn safe
-    loading off."""
+    """torch's error without its advice to turn safe loading off."""
     skip = ('weights_only', 'documentation', 'file an issue',
             'can still be loaded', 'trust the source', 'arbitrary code')
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
@@ -80,7 +78,8 @@ def unsupported_location(path: str) -> Optional[str]:
 # and torch's own weights-only unpickler (2.4+, which drops a 'builtins.'
 # prefix; 2.1-2.3 with TORCH_FORCE_WEIGHTS_ONLY_LOAD=1) say it
 _UNLISTED_GLOBAL = re.compile(
-    r"refuses global '([^']+)'|GLOBAL (\S+) (?:was not an allowed|whose module)"
+    r"refuses global '([^']+)'"
+    r'|GLOBAL (\S+) (?:was not an allowed|whose module)'
     r'|Unsupported class (\S+)')
 # any other refusal of either unpickler (a call, a construction, a state)
 _REFUSED = re.compile(
@@ -89,8 +88,7 @@ _REFUSED = re.compile(
 
 
 def _refusal(err: BaseException) -> Optional[str]:
-    """Why a safe unpickler refused a file, or None if the file is
-    unreadable."""
+    """Why a safe unpickler refused a file; None if the file is unreadable."""
     msg = str(err)
     found = _UNLISTED_GLOBAL.search(msg)
     if found:
@@ -101,16 +99,17 @@ def _refusal(err: BaseException) -> Optional[str]:
                 f'(mmhybrid.compat.safe_globals)')
     found = _REFUSED.search(msg)
     if found:
-        return f'it holds objects outside the safe allow-list ({found.group(0)})'
+        return ('it holds objects outside the safe allow-list '
+                f'({found.group(0)})')
     return None
 
 
 def _read_pickled(filename: str, map_location: Union[str,
                                                      torch.device]) -> Any:
-    """torch's weights-only unpickler where it takes mmhybrid's allow-list
-    (torch.
+    """Unpickle ``filename`` safely, on any supported torch.
 
-    >= 2.6), an equally strict one of mmhybrid's on older torch.
+    torch's weights-only unpickler where it takes mmhybrid's allow-list (torch
+    2.6 and later), an equally strict one of mmhybrid's on older torch.
     """
     if compat.torch_has_safe_globals():
         return torch.load(
@@ -192,8 +191,7 @@ def load_checkpoint_file(
 
 def save_checkpoint_atomic(obj: Any, filename: Union[str,
                                                      os.PathLike]) -> None:
-    """Save ``obj`` with :func:`torch.save` so that ``filename`` is never
-    partial.
+    """Save ``obj`` with :func:`torch.save`; ``filename`` is never partial.
 
     Args:
         obj (Any): What to save.
@@ -249,9 +247,8 @@ def extract_state_dict(ckpt: Any, filename: str = '<checkpoint>') -> dict:
     dicts.
     """
     if not isinstance(ckpt, dict):
-        raise CheckpointError(
-            f'{filename}: expected a dict of tensors, got {type(ckpt).__name__}'
-        )
+        raise CheckpointError(f'{filename}: expected a dict of tensors, '
+                              f'got {type(ckpt).__name__}')
     for key in ('state_dict', 'model', 'module', 'teacher'):
         inner = ckpt.get(key)
         if isinstance(inner, dict) and inner and all(
@@ -260,6 +257,7 @@ def extract_state_dict(ckpt: Any, filename: str = '<checkpoint>') -> dict:
     if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
         return dict(ckpt)
     raise CheckpointError(
-        f'{filename}: found no state dict (looked for a tensor dict at the top level '
-        f'or under "state_dict", "model", "module", "teacher"; top-level keys: '
+        f'{filename}: found no state dict (looked for a tensor dict at the '
+        'top level or under "state_dict", "model", "module", "teacher"; '
+        'top-level keys: '
         f'{sorted(ckpt)[:10]})')

@@ -70,8 +70,9 @@ _Base = pickle._Unpickler  # the pure-Python one: its opcode table is a dict
 
 
 class Unpickler(_Base):
-    """``pickle.Unpickler`` restricted to :func:`allowed_globals` (see the
-    module docstring).
+    """``pickle.Unpickler`` restricted to :func:`allowed_globals`.
+
+    See the module docstring.
 
     Same arguments as :class:`pickle.Unpickler`.
     """

@@ -3,9 +3,9 @@ from typing import Any, Callable, Tuple
 
 
 def as_pair(value: Any, cast: Callable = int) -> Tuple[Any, Any]:
-    """``v`` -> ``(v, v)``; ``(h, w)`` or ``[h, w]`` -> ``(h, w)``; a one-
-    element sequence (``--img-size 224``) -> ``(v, v)``; each value cast. A
-    longer sequence is a ValueError.
+    """``v`` -> ``(v, v)``; ``(h, w)`` or ``[h, w]`` -> ``(h, w)``; a sequence
+    of one value (``--img-size 224``) -> ``(v, v)``; each value cast. A longer
+    sequence is a ValueError.
 
     Args:
         value (int | float | Sequence): A size, a patch size or a grid.

@@ -1,6 +1,6 @@
-"""The built-in object task is what makes the demo's numbers mean something:
+"""The built-in object task is what makes the demo's numbers mean something.
 
-guard it against regressions by training the demo's own teachers for their full
+Guard it against regressions by training the demo's own teachers for their full
 budget (seeded; about two minutes on two cores).
 """
 import os.path as osp

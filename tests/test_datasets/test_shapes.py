@@ -1,5 +1,4 @@
-"""Tests of the built-in generated "shapes" dataset and its three on-disk
-layouts."""
+"""The generated "shapes" dataset and its three on-disk layouts."""
 import json
 import os
 import os.path as osp
@@ -151,8 +150,7 @@ def test_max_extra_zero_and_bad_args():
 
 
 def test_polygon_to_mask_matches_pycocotools():
-    """The numpy port of the COCO rasteriser gives pycocotools' masks
-    exactly."""
+    """The numpy port of the COCO rasteriser gives pycocotools' exact masks."""
     from pycocotools import mask as mask_utils
     rng = np.random.default_rng(0)
     for _ in range(200):

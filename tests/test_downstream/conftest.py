@@ -14,13 +14,13 @@ TINY_ARCH = dict(
     embed_dims=96, num_layers=4, num_heads=3, feedforward_channels=384)
 DEMO = {
     'ft':
-    'configs/benchmarks/demo/vit-tiny-p8_hybrid-distill-300i-pre_1xb8-4i_shapes.py',
+    'configs/benchmarks/demo/vit-tiny-p8_hybrid-distill-300i-pre_1xb8-4i_shapes.py',  # noqa: E501
     'linear':
-    'configs/benchmarks/demo/vit-tiny-p8_hybrid-distill-300i-pre_1xb16-linear-4i_shapes.py',
+    'configs/benchmarks/demo/vit-tiny-p8_hybrid-distill-300i-pre_1xb16-linear-4i_shapes.py',  # noqa: E501
     'ade20k':
-    'configs/benchmarks/demo/upernet_vit-tiny-p8_hybrid-distill-300i-pre_1xb4-4i_shapes-64x64.py',
+    'configs/benchmarks/demo/upernet_vit-tiny-p8_hybrid-distill-300i-pre_1xb4-4i_shapes-64x64.py',  # noqa: E501
     'coco':
-    'configs/benchmarks/demo/mask-rcnn_vit-tiny-p8_hybrid-distill-300i-pre_sfp_1xb2-4i_shapes.py',
+    'configs/benchmarks/demo/mask-rcnn_vit-tiny-p8_hybrid-distill-300i-pre_sfp_1xb2-4i_shapes.py',  # noqa: E501
 }
 DEMO_TARGET = {
     'ft': 'mmpretrain',

@@ -9,12 +9,12 @@ from mmengine.config import Config
 from .conftest import ROOT, load_tool
 
 B = 'configs/benchmarks'
-FT_B = f'{B}/mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb128-coslr-100e_in1k.py'
-FT_L = f'{B}/mmpretrain/vit-large-p16_hybrid-distill-300e-pre_8xb128-coslr-50e_in1k.py'
-LINEAR = f'{B}/mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb2048-linear-coslr-90e_in1k.py'
-ADE = f'{B}/mmseg/upernet_vit-base-p16_hybrid-distill-300e-pre_8xb2-160k_ade20k-512x512.py'
-COCO = f'{B}/mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-100e_coco.py'
-COCO_25E = f'{B}/mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-25e_coco.py'
+FT_B = f'{B}/mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb128-coslr-100e_in1k.py'  # noqa: E501
+FT_L = f'{B}/mmpretrain/vit-large-p16_hybrid-distill-300e-pre_8xb128-coslr-50e_in1k.py'  # noqa: E501
+LINEAR = f'{B}/mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb2048-linear-coslr-90e_in1k.py'  # noqa: E501
+ADE = f'{B}/mmseg/upernet_vit-base-p16_hybrid-distill-300e-pre_8xb2-160k_ade20k-512x512.py'  # noqa: E501
+COCO = f'{B}/mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-100e_coco.py'  # noqa: E501
+COCO_25E = f'{B}/mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-25e_coco.py'  # noqa: E501
 
 
 def _cfg(path):
@@ -84,7 +84,8 @@ def test_ade20k_upernet_recipe():
     assert list(m.backbone.out_indices) == [3, 5, 7, 11]
     assert tuple(m.backbone.img_size) == (512, 512)
     assert m.backbone.drop_path_rate == 0.1
-    assert m.decode_head.type == 'UPerHead' and m.decode_head.num_classes == 150
+    assert m.decode_head.type == 'UPerHead'
+    assert m.decode_head.num_classes == 150
     assert m.test_cfg.mode == 'slide'
     assert tuple(m.test_cfg.crop_size) == (512, 512)
     assert cfg.train_cfg.max_iters == 160000
@@ -132,9 +133,7 @@ def test_coco_mask_rcnn_vitdet_recipe(path, times):
 def test_flagship_segmentor_and_detector_optimizers_build():
     """ViT-B inside mmseg's UperNet and mmdet's Mask R-CNN: the layer-decay
     constructor gives 14 depths, the heads the base lr, the stem 0.65^13 (ADE)
-
-    / 0.7^13 (COCO) of it.
-    """
+    or 0.7^13 (COCO) of it."""
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import MODELS, DefaultScope
     for path, rate in ((ADE, 0.65), (COCO, 0.7)):

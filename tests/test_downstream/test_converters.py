@@ -89,8 +89,8 @@ def test_converted_weights_load_into_each_demo_model(synthetic_student,
 def test_pos_embed_resized_like_mmpretrain(synthetic_student, tmp_path):
     """224 -> 512-style resize (here 64 -> 128 px, 8x8 -> 16x16 grid): [CLS]
     untouched, the grid equal to mmpretrain's bicubic resize, and what a ViT
-    built at the new size computes from the original checkpoint (its own load-
-    time hook) is what it computes from the converted one."""
+    built at the new size computes from the original checkpoint (its own hook
+    at load time) is what it computes from the converted one."""
     from mmpretrain.models import VisionTransformer
     from mmpretrain.models.utils import resize_pos_embed
     dst = tmp_path / 'r.pth'
@@ -235,12 +235,14 @@ def vitb_student():
     return student.state_dict()
 
 
-@pytest.mark.parametrize('config', [
-    'mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb128-coslr-100e_in1k.py',
-    'mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb2048-linear-coslr-90e_in1k.py',
-    'mmseg/upernet_vit-base-p16_hybrid-distill-300e-pre_8xb2-160k_ade20k-512x512.py',
-    'mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-100e_coco.py',
-])
+@pytest.mark.parametrize(
+    'config',
+    [
+        'mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb128-coslr-100e_in1k.py',  # noqa: E501
+        'mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb2048-linear-coslr-90e_in1k.py',  # noqa: E501
+        'mmseg/upernet_vit-base-p16_hybrid-distill-300e-pre_8xb2-160k_ade20k-512x512.py',  # noqa: E501
+        'mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-100e_coco.py',  # noqa: E501
+    ])
 def test_vitb_student_fits_the_flagship_configs(vitb_student, config):
     """The ViT-B/16 student of configs/hybrid_vitb.py (224 px) against each
     flagship config's backbone: zero missing/unexpected keys once the position

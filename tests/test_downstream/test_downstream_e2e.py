@@ -100,9 +100,8 @@ def _final_metrics(work_dir):
 
 def test_imagenet_finetune_one_command(pretrained_student, downstream_data,
                                        tmp_path):
-    """tools/benchmarks/dist_downstream.sh: convert + torchrun (1 process,
-    gloo)
-    + top-1 through mmpretrain's Accuracy."""
+    """tools/benchmarks/dist_downstream.sh: convert, then torchrun (1 process,
+    gloo), then top-1 through mmpretrain's Accuracy."""
     work = tmp_path / 'ft'
     env = dict(
         os.environ,

@@ -80,8 +80,7 @@ def _constructor(rate=0.5, lr=2.0, wd=0.1, **paramwise):
 
 
 def _by_name(optim_wrapper):
-    """param name -> (lr, weight_decay, layer_depth) from the built
-    optimizer."""
+    """param name -> (lr, weight_decay, layer_depth) in the built optimizer."""
     out = {}
     for group in optim_wrapper.optimizer.param_groups:
         for name in group['param_names']:

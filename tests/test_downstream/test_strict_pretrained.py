@@ -1,7 +1,7 @@
-"""Every shipped downstream config loads a pretraining checkpoint completely:
+"""Every shipped downstream config loads a pretraining checkpoint completely.
 
-the raw file the runner saves (``backbone.*`` + ``neck.*``, with or without
-``prefix='backbone.'``) and the converters' output alike, ``pos_embed``
+It loads the raw file the runner saves (``backbone.*`` + ``neck.*``, with or
+without ``prefix='backbone.'``) and the converters' output alike, ``pos_embed``
 resized; a checkpoint that leaves any backbone tensor unloaded stops with an
 ``ERROR:`` before training (mmengine's own ``Pretrained`` init only warns, and
 a raw checkpoint without the prefix loads nothing).
@@ -22,17 +22,17 @@ from .conftest import DEMO, ROOT, TINY_ARCH, make_student_checkpoint
 B = 'configs/benchmarks'
 SHIPPED = {
     'ft-b':
-    f'{B}/mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb128-coslr-100e_in1k.py',
+    f'{B}/mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb128-coslr-100e_in1k.py',  # noqa: E501
     'ft-l':
-    f'{B}/mmpretrain/vit-large-p16_hybrid-distill-300e-pre_8xb128-coslr-50e_in1k.py',
+    f'{B}/mmpretrain/vit-large-p16_hybrid-distill-300e-pre_8xb128-coslr-50e_in1k.py',  # noqa: E501
     'linear':
-    f'{B}/mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb2048-linear-coslr-90e_in1k.py',
+    f'{B}/mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb2048-linear-coslr-90e_in1k.py',  # noqa: E501
     'ade20k':
-    f'{B}/mmseg/upernet_vit-base-p16_hybrid-distill-300e-pre_8xb2-160k_ade20k-512x512.py',
+    f'{B}/mmseg/upernet_vit-base-p16_hybrid-distill-300e-pre_8xb2-160k_ade20k-512x512.py',  # noqa: E501
     'coco':
-    f'{B}/mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-100e_coco.py',
+    f'{B}/mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-100e_coco.py',  # noqa: E501
     'coco-25e':
-    f'{B}/mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-25e_coco.py',
+    f'{B}/mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-25e_coco.py',  # noqa: E501
 }
 #: the target size of the tiny backbones: a 12 x 12 grid against the student's
 #: 8 x 8, so every load resizes pos_embed (as 224 -> 512 / 1024 does)

@@ -84,10 +84,11 @@ def test_fp16_is_refused(monkeypatch):
 
 @pytest.mark.parametrize('clip', [None, 0.05])
 def test_update_params_equals_plain_optimizer(monkeypatch, clip):
-    """backward + step (+ gradient clipping) + zero_grad, three iterations:
+    """backward + step (+ clipping) + zero_grad equal the plain optimizer.
 
-    the same weights, bit for bit, as loss.backward(), clip_grad_norm_ and
-    AdamW.step() on a copy; the logged grad norm is the clipped norm.
+    Three iterations give the same weights, bit for bit, as loss.backward(),
+    clip_grad_norm_ and AdamW.step() on a copy; the logged grad norm is the
+    clipped norm.
     """
     kw = dict(clip_grad=dict(max_norm=clip)) if clip else {}
     net = _net()

@@ -1,8 +1,8 @@
 """mmengine's own ``compile=True`` (it compiles the model's ``train_step``)
 trains a HybridDistill config: the teachers (inference mode), the token
-selection (the mask ratio) and the optimizer update (backward, step, the non-
-finite guard) stay outside the compiled graph, the student and the losses
-inside it."""
+selection (the mask ratio) and the optimizer update (backward, step, the guard
+against non-finite losses) stay outside the compiled graph, the student and the
+losses inside it."""
 import subprocess
 
 import pytest

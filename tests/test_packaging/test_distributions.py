@@ -156,10 +156,10 @@ def test_mim_finds_the_editable_checkout_on_pythonpath(tmp_path):
     """`make install` installs this checkout editable: its mmhybrid/.mim
     entries are links to the checkout's own configs, tools and index.
 
-    mim
-    0.3.9 looks for a package next to its metadata, which a PEP 660 editable
-    install keeps in site-packages; with the checkout first on PYTHONPATH, its
-    mmhybrid.egg-info (written by the editable install) is found instead.
+    mim 0.3.9 looks for a package next to its metadata, which a PEP 660
+    editable install keeps in site-packages; with the checkout first on
+    PYTHONPATH, its mmhybrid.egg-info (written by the editable install) is
+    found instead.
     """
     for name in ('configs', 'tools', 'model-index.yml'):
         link = osp.join(ROOT, 'mmhybrid', '.mim', name)

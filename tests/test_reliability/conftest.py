@@ -184,8 +184,10 @@ def write_malicious(path, marker, kind='zip'):
 
 @pytest.fixture(scope='session')
 def evil_ckpt(tmp_path_factory):
-    """(checkpoint path, marker path): the marker appears iff the payload
-    ran."""
+    """(checkpoint path, marker path): the marker appears iff the payload ran.
+
+    An absent marker proves that loading ran none of the pickle's code.
+    """
     d = tmp_path_factory.mktemp('evil')
     marker = d / 'PAYLOAD_RAN'
     path = write_malicious(d / 'evil_teacher.pth', marker)

@@ -1,5 +1,4 @@
-"""Checkpoint saves are atomic; ``--resume auto`` skips a corrupt newest
-checkpoint.
+"""Checkpoint saves are atomic; ``--resume auto`` skips a corrupt newest one.
 
 Unit tests drive mmengine's own save path (``Runner.save_checkpoint`` ->
 ``mmengine.runner.checkpoint.save_checkpoint``, ``CheckpointHook``'s

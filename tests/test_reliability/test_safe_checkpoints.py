@@ -58,8 +58,7 @@ def test_loader_refuses_code(tmp_path, rel, kind, unpickler, monkeypatch):
 
 def test_env_cannot_turn_safe_loading_off(tmp_path, rel, monkeypatch,
                                           stack_fixes):
-    """torch's escape hatch only changes the *default*; the loader is
-    explicit."""
+    """torch's escape hatch only sets the *default*; the loader is explicit."""
     monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
     marker = tmp_path / 'PAYLOAD_RAN'
     path = rel.write_malicious(tmp_path / 'e.pth', marker)

@@ -18,15 +18,15 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DROP_PATH = {
     'hybrid_vitb.py':
     0.2,
-    'hybrid-distill_vit-base-p16_clip-b16-mae-b16_8xb256-fp16-coslr-300e_in1k.py':
+    'hybrid-distill_vit-base-p16_clip-b16-mae-b16_8xb256-fp16-coslr-300e_in1k.py':  # noqa: E501
     0.2,
-    'hybrid-distill_vit-base-p16_clip-b16-mae-b16_8xb256-amp-coslr-100e_in1k.py':
+    'hybrid-distill_vit-base-p16_clip-b16-mae-b16_8xb256-amp-coslr-100e_in1k.py':  # noqa: E501
     0.1,
     'hybrid-distill_vit-base-p16_deit-b-mae-b16_8xb256-amp-coslr-300e_in1k.py':
     0.3,
     'hybrid_vitl.py':
     0.3,
-    'hybrid-distill_vit-large-p16_clip-l14-mae-l16_8xb128-fp16-coslr-300e_in1k.py':
+    'hybrid-distill_vit-large-p16_clip-l14-mae-l16_8xb128-fp16-coslr-300e_in1k.py':  # noqa: E501
     0.3,
 }
 

@@ -1,5 +1,4 @@
-"""fp16 pretraining for GPUs without bf16 (V100): configs, loss scaling,
-numerics.
+"""fp16 pretraining for GPUs without bf16 (V100): configs, scaling, numerics.
 
 mmengine's ``AmpOptimWrapper`` refuses to start without a GPU and creates a
 CUDA ``GradScaler``. Here it runs on the CPU with exactly two changes: the GPU
@@ -23,9 +22,9 @@ from mmhybrid.models.losses.relation_functional import (kl_relation,
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 # fp16 config -> the bf16 config it must equal apart from precision
 FP16 = {
-    'hybrid-distill_vit-base-p16_clip-b16-mae-b16_8xb256-fp16-coslr-300e_in1k.py':
+    'hybrid-distill_vit-base-p16_clip-b16-mae-b16_8xb256-fp16-coslr-300e_in1k.py':  # noqa: E501
     'hybrid_vitb.py',
-    'hybrid-distill_vit-large-p16_clip-l14-mae-l16_8xb128-fp16-coslr-300e_in1k.py':
+    'hybrid-distill_vit-large-p16_clip-l14-mae-l16_8xb128-fp16-coslr-300e_in1k.py':  # noqa: E501
     'hybrid_vitl.py',
 }
 PRECISION_KEYS = ('type', 'dtype', 'loss_scale')
@@ -138,8 +137,8 @@ def test_relation_kl_in_fp16_matches_fp32(student_noise):
     """ViT-B shapes (197 tokens, 768 channels, 12 heads); q/k of std 2 give
     logits of std 4, about as peaked as trained attention.
 
-    ``close-maps``: the
-    student's q/k are the teacher's plus noise, as late in training.
+    ``close-maps``: the student's q/k are the teacher's plus noise, as late in
+    training.
     """
     g = torch.Generator().manual_seed(0)
     q_t, k_t, q_s, k_s = (2 * torch.randn(2, 197, 768, generator=g)

@@ -75,8 +75,8 @@ def test_dataloader_speed_on_the_flagship_pipeline(repo_root, tmp_path):
     ])
     # the flagship's own pipeline ran (mmpretrain::-based config: the scoped
     # collate_fn is resolved), over the generated JPEGs
-    assert 'LoadImageFromFile -> RandomResizedCrop -> RandomFlip -> PackInputs' \
-        in out
+    assert ('LoadImageFromFile -> RandomResizedCrop -> RandomFlip -> '
+            'PackInputs' in out)
     assert '12 files' in out
     fields = _last_line_fields(out, 'LOADER')
     per_worker = float(fields['images_per_s_per_worker'])

@@ -35,8 +35,7 @@ def _help(script, monkeypatch, capsys):
 
 
 def _signature(help_text):
-    """The positional names (in order) and the option strings of a help
-    text."""
+    """The positional names (in order) and option strings of a help text."""
     positionals, options, section = [], set(), None
     for line in help_text.splitlines():
         if line and not line.startswith(' '):

@@ -1,22 +1,24 @@
 """Run one downstream benchmark from a pretraining checkpoint, in one command.
 
-    python tools/benchmarks/downstream.py TASK PRETRAIN [--launcher ...] [--gpus N]
-        [--partition P] [--work-dir DIR] [--dry-run] [-- train.py args ...]
+    python tools/benchmarks/downstream.py TASK PRETRAIN
+        [--launcher ...] [--gpus N] [--partition P] [--work-dir DIR]
+        [--dry-run] [-- train.py args ...]
 
 1. converts ``PRETRAIN`` (a Hybrid Distill checkpoint: ``backbone.*`` +
-   ``neck.*``) with the task's converter, checking the keys strictly against the
-   task config's backbone and resizing the position embedding to its input size
-   (``WORK_DIR/pretrain_<library>.pth``);
-2. trains the task config with ``model.backbone.init_cfg.checkpoint`` set to the
-   converted file: ``tools/train.py`` (``--launcher none``),
-   ``tools/dist_train.sh`` (``pytorch``: one node, ``--gpus`` processes; NNODES,
-   NODE_RANK, MASTER_ADDR, PORT as for torchrun) or ``tools/slurm_train.sh``
-   (``slurm``: ``--gpus`` tasks on ``--partition``; GPUS_PER_NODE, CPUS_PER_TASK,
-   SRUN_ARGS as there). The evaluation at the end of training (top-1, mIoU, COCO
-   box/mask AP) is the benchmark's number; it is in ``WORK_DIR/<timestamp>/``.
+   ``neck.*``) with the task's converter, checking the keys strictly against
+   the task config's backbone and resizing the position embedding to its input
+   size (``WORK_DIR/pretrain_<library>.pth``);
+2. trains the task config with ``model.backbone.init_cfg.checkpoint`` set to
+   the converted file: ``tools/train.py`` (``--launcher none``),
+   ``tools/dist_train.sh`` (``pytorch``: one node, ``--gpus`` processes;
+   NNODES, NODE_RANK, MASTER_ADDR, PORT as for torchrun) or
+   ``tools/slurm_train.sh`` (``slurm``: ``--gpus`` tasks on ``--partition``;
+   GPUS_PER_NODE, CPUS_PER_TASK, SRUN_ARGS as there). The evaluation at the end
+   of training (top-1, mIoU, COCO box/mask AP) is the benchmark's number; it is
+   in ``WORK_DIR/<timestamp>/``.
 
 The shell wrappers ``dist_downstream.sh`` and ``slurm_downstream.sh`` call
-this.
+this script.
 """
 import argparse
 import os
@@ -32,36 +34,36 @@ BENCH = 'configs/benchmarks'
 
 #: task -> (config relative to the repository root, converter target)
 TASKS = {
-    'in1k-ft':
-    ('mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb128-coslr-100e_in1k.py',
-     'mmpretrain'),
-    'in1k-ft-l':
-    ('mmpretrain/vit-large-p16_hybrid-distill-300e-pre_8xb128-coslr-50e_in1k.py',
-     'mmpretrain'),
-    'in1k-linear':
-    ('mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb2048-linear-coslr-90e_in1k.py',
-     'mmpretrain'),
-    'ade20k':
-    ('mmseg/upernet_vit-base-p16_hybrid-distill-300e-pre_8xb2-160k_ade20k-512x512.py',
-     'mmseg'),
-    'coco':
-    ('mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-100e_coco.py',
-     'mmdet'),
-    'coco-25e':
-    ('mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-25e_coco.py',
-     'mmdet'),
+    'in1k-ft': (
+        'mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb128-coslr-100e_in1k.py',  # noqa: E501
+        'mmpretrain'),
+    'in1k-ft-l': (
+        'mmpretrain/vit-large-p16_hybrid-distill-300e-pre_8xb128-coslr-50e_in1k.py',  # noqa: E501
+        'mmpretrain'),
+    'in1k-linear': (
+        'mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb2048-linear-coslr-90e_in1k.py',  # noqa: E501
+        'mmpretrain'),
+    'ade20k': (
+        'mmseg/upernet_vit-base-p16_hybrid-distill-300e-pre_8xb2-160k_ade20k-512x512.py',  # noqa: E501
+        'mmseg'),
+    'coco': (
+        'mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-100e_coco.py',  # noqa: E501
+        'mmdet'),
+    'coco-25e': (
+        'mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-25e_coco.py',  # noqa: E501
+        'mmdet'),
     # CPU miniatures on the generated shapes data (used by the tests)
     'demo-ft': ('demo/vit-tiny-p8_hybrid-distill-300i-pre_1xb8-4i_shapes.py',
                 'mmpretrain'),
     'demo-linear':
     ('demo/vit-tiny-p8_hybrid-distill-300i-pre_1xb16-linear-4i_shapes.py',
      'mmpretrain'),
-    'demo-ade20k':
-    ('demo/upernet_vit-tiny-p8_hybrid-distill-300i-pre_1xb4-4i_shapes-64x64.py',
-     'mmseg'),
-    'demo-coco':
-    ('demo/mask-rcnn_vit-tiny-p8_hybrid-distill-300i-pre_sfp_1xb2-4i_shapes.py',
-     'mmdet'),
+    'demo-ade20k': (
+        'demo/upernet_vit-tiny-p8_hybrid-distill-300i-pre_1xb4-4i_shapes-64x64.py',  # noqa: E501
+        'mmseg'),
+    'demo-coco': (
+        'demo/mask-rcnn_vit-tiny-p8_hybrid-distill-300i-pre_sfp_1xb2-4i_shapes.py',  # noqa: E501
+        'mmdet'),
 }
 TASKS = {k: (f'{BENCH}/{cfg}', target) for k, (cfg, target) in TASKS.items()}
 

@@ -2,8 +2,8 @@
 (ImageNet fine-tuning and linear probing; 224 px by default).
 
     python tools/model_converters/hybrid2mmpretrain.py \\
-        work_dirs/hybrid_vitb/epoch_300.pth pretrain/hybrid_vitb_mmpretrain.pth \\
-        --config $CONFIG
+        work_dirs/hybrid_vitb/epoch_300.pth \\
+        pretrain/hybrid_vitb_mmpretrain.pth --config $CONFIG
 
 with CONFIG=
 configs/benchmarks/mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb128-coslr-100e_in1k.py

@@ -13,7 +13,8 @@ MAE protocol, the one MAE's 48.1 mIoU comes from (mmseg's ``MAE`` backbone,
 also ``BEiT``):
 
     python tools/model_converters/hybrid2mmseg.py \\
-        work_dirs/hybrid_vitb/epoch_300.pth pretrain/hybrid_vitb_mae-mmseg.pth \\
+        work_dirs/hybrid_vitb/epoch_300.pth \\
+        pretrain/hybrid_vitb_mae-mmseg.pth \\
         --config mmseg::mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py
     # then train mmseg's config (or a copy) with
     #     --cfg-options model.pretrained=pretrain/hybrid_vitb_mae-mmseg.pth

@@ -1,14 +1,16 @@
-"""mmhybrid pretraining checkpoint -> timm ``VisionTransformer`` weights as
-``.safetensors``, to use the student outside OpenMMLab. Keys are checked
-strictly against a timm model of the same architecture (no classifier).
+"""mmhybrid pretraining checkpoint -> timm ``VisionTransformer`` weights.
 
-python tools/model_converters/hybrid2timm.py \\
-    work_dirs/hybrid_vitb/epoch_300.pth hybrid_vitb.safetensors
+The weights are written as ``.safetensors``, to use the student outside
+OpenMMLab. Keys are checked strictly against a timm model of the same
+architecture (no classifier).
 
-import timm
-model = timm.create_model(
-    'vit_base_patch16_224', pretrained=True, num_classes=0,
-    pretrained_cfg_overlay=dict(file='hybrid_vitb.safetensors'))
+    python tools/model_converters/hybrid2timm.py \\
+        work_dirs/hybrid_vitb/epoch_300.pth hybrid_vitb.safetensors
+
+    import timm
+    model = timm.create_model(
+        'vit_base_patch16_224', pretrained=True, num_classes=0,
+        pretrained_cfg_overlay=dict(file='hybrid_vitb.safetensors'))
 """
 import os.path as osp
 import sys

@@ -68,8 +68,10 @@ def get_vit_layer_depth(name: str,
 
 
 def is_no_decay(name: str, param: nn.Parameter) -> bool:
-    """Whether ``name`` is exempt from weight decay: norms, biases, tokens and
-    position embeddings."""
+    """Whether ``name`` is exempt from weight decay.
+
+    Norms, biases, tokens and position embeddings are.
+    """
     last = name.rsplit('.', 1)[-1]
     return (param.ndim <= 1 or name.endswith('.bias')
             or last in _NO_DECAY_NAMES or any(
@@ -86,7 +88,8 @@ class ViTLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     * ``layer_decay_rate`` (float): decay per block. Defaults to 1.0 (none).
     * ``num_layers`` (int, optional): blocks of the ViT; by default read from
       ``<backbone>.num_layers`` or counted from the parameter names.
-    * ``backbone_prefix`` (str): where the ViT sits. Defaults to ``'backbone.'``.
+    * ``backbone_prefix`` (str): where the ViT sits. Defaults to
+      ``'backbone.'``.
     * ``custom_keys`` (dict, optional): mmengine-style ``lr_mult`` /
       ``decay_mult`` multipliers by name substring, applied on top.
 

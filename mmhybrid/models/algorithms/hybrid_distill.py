@@ -3,7 +3,7 @@
     images --> Tc (frozen) --> last tokens F_c, [CLS]->patch attention a
            \\-> Tm (frozen) --> q/k(/v) at the distilled teacher blocks j
     a --> kept patch tokens K (ratio set by ProgressiveMaskingHook)
-    images, K --> student (kept tokens only) --> last tokens F_s, q/k(/v) at blocks i
+    images, K --> student (on K only) --> last tokens F_s, q/k(/v) at blocks i
     loss_feat = D_feat(neck(F_s), whiten(F_c[K]))
     loss_rel  = mean over pairs (i, j) of D_rel(rel(S_i), rel(T_j[K, K]))
 
@@ -42,8 +42,7 @@ def _trainable(t: torch.Tensor) -> torch.Tensor:
 
 
 def _geometry(vit: HybridViT, cfg: dict) -> ViTGeometry:
-    """A built ViT's geometry, with its configured ``arch`` and ``img_size``
-    for the messages."""
+    """A built ViT's geometry and its ``arch``/``img_size``, for messages."""
     cfg = cfg if hasattr(cfg, 'get') else {}
     return ViTGeometry(
         dims=vit.embed_dims,
@@ -56,8 +55,7 @@ def _geometry(vit: HybridViT, cfg: dict) -> ViTGeometry:
 
 @MODELS.register_module()
 class HybridDistill(BaseSelfSupervisor):
-    """Hybrid Distillation: a student ViT from a feature and a relation
-    teacher.
+    """Hybrid Distillation: a student ViT from feature and relation teachers.
 
     Args:
         backbone (dict): Student config, a :class:`HybridViT`.
@@ -242,8 +240,7 @@ class HybridDistill(BaseSelfSupervisor):
         self, x: torch.Tensor
     ) -> Tuple[torch.Tensor, List[Dict[str, torch.Tensor]],
                Optional[torch.Tensor], torch.Tensor]:
-        """What the student's losses need from the teachers, at the kept
-        tokens.
+        """What the student's losses need from the teachers, at kept tokens.
 
         Both teachers run once on the full image; the feature teacher's [CLS]
         attention of that same pass picks the kept tokens; the targets are

@@ -192,10 +192,9 @@ class HybridViT(VisionTransformer):
         Numerically the same as ``layer(x)``; attention runs fused.
 
         Returns:
-            tuple: ``(x, projections, cls_attn)``; ``projections`` maps
-                each part
-            in ``parts`` to ``(B, L, C)``; ``cls_attn`` is ``(B, L - 1)``
-                or None.
+            tuple: ``(x, projections, cls_attn)``; ``projections`` maps each
+            part in ``parts`` to ``(B, L, C)``; ``cls_attn`` is
+            ``(B, L - 1)`` or None.
         """
         attn = layer.attn
         h = layer.ln1(x)

@@ -1,5 +1,4 @@
-"""mmpretrain's ViT for downstream fine-tuning: its pretrained load is complete
-or it fails.
+"""mmpretrain's ViT for fine-tuning: its pretrained load is complete or fails.
 
 Every downstream config of ``configs/benchmarks`` uses it as its backbone (the
 mmpretrain classifiers directly, mmseg and mmdet as
@@ -56,8 +55,7 @@ def pretrained_entry(init_cfg, owner: str) -> Optional[dict]:
 
 @MODELS.register_module()
 class StrictPretrainedViT(VisionTransformer):
-    """:class:`mmpretrain.models.VisionTransformer` with a strict pretrained
-    load.
+    """:class:`mmpretrain.models.VisionTransformer` with a strict load.
 
     Same arguments, modules, state-dict keys and ``forward`` as mmpretrain's
     ViT; only :meth:`init_weights` differs when ``init_cfg`` holds
@@ -105,8 +103,7 @@ class StrictPretrainedViT(VisionTransformer):
                         checkpoint: str,
                         prefix: Optional[str] = None,
                         allow: Optional[str] = None) -> None:
-        """Load ``checkpoint`` strictly (see the class docstring) and log what
-        was loaded.
+        """Load ``checkpoint`` strictly (see the class); log what was loaded.
 
         Args:
             checkpoint (str): Path or URL.

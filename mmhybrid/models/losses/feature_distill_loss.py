@@ -7,8 +7,7 @@ from ...utils.problems import choice_problems, raise_problems
 
 
 def whiten(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """LayerNorm without affine parameters over channels: ``(..., C) -> (...,
-    C)``.
+    """Channel LayerNorm without affine parameters: ``(..., C) -> (..., C)``.
 
     Feature Distillation (Wei et al., 2022) whitens the teacher's features this
     way so that teachers of any scale give targets of unit variance per token.

@@ -18,10 +18,10 @@ class RelationDistillLoss(LazyCompileMixin, nn.Module):
     the per-head attention distribution ``softmax(q k^T / sqrt(d))``; the
     student's q/k are split into the *teacher's* head count, so students of
     another width or head count need no extra parameters. Optionally V-V
-    relations
-    ``softmax(v v^T / sqrt(d))`` are distilled as well.
+    relations ``softmax(v v^T / sqrt(d))`` are distilled as well.
 
-    ``loss = loss_weight * mean over pairs of [D(S_qk, T_qk) (+ D(S_vv, T_vv))]``
+    ``loss = loss_weight * mean over pairs of [D(S_qk, T_qk) (+ D(S_vv,
+    T_vv))]``, the V-V term only with ``use_vv``.
 
     Args:
         loss_type (str): ``'kl'`` (KL(T || S) summed over keys, mean over
@@ -77,9 +77,10 @@ class RelationDistillLoss(LazyCompileMixin, nn.Module):
     def forward(self, student: Sequence[dict], teacher: Sequence[dict],
                 num_heads: int) -> torch.Tensor:
         """Args:
-            student (list[dict]): Per pair, ``{'q': (B, L, Cs), 'k': ..., ['v']}``.
-            teacher (list[dict]): Per pair, ``{'q': (B, L, Ct), 'k': ..., ['v']}``
-                at the same L tokens.
+            student (list[dict]): Per pair,
+                ``{'q': (B, L, Cs), 'k': ..., ['v']}``.
+            teacher (list[dict]): Per pair,
+                ``{'q': (B, L, Ct), 'k': ..., ['v']}`` at the same L tokens.
             num_heads (int): The teacher's head count.
         """
         if len(student) != len(teacher) or not student:

@@ -171,8 +171,7 @@ def is_downsize(src: Sequence[int], dst: Sequence[int]) -> bool:
 
 @MODELS.register_module()
 class FrozenTeacher(LazyCompileMixin, nn.Module):
-    """A frozen ViT teacher: never trained, never saved, loaded from its own
-    file.
+    """A frozen ViT teacher: never trained or saved, loaded from its own file.
 
     Frozen means: every parameter has ``requires_grad=False``; the module stays
     in eval mode whatever ``train()`` is asked; it runs under

@@ -166,8 +166,7 @@ def _from_timm(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
 
 
 def to_timm(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """mmpretrain ``VisionTransformer`` keys -> timm keys (inverse of the timm
-    reader above).
+    """mmpretrain ViT keys -> timm keys (inverse of the timm reader above).
 
     Unknown keys keep their names, for the strict check to report.
     """

@@ -142,8 +142,7 @@ def select_kept_tokens(
 
 
 def with_cls_index(keep_idx: torch.Tensor) -> torch.Tensor:
-    """Indices into a ``[CLS] + patches`` sequence: ``(B, K) -> (B, 1 +
-    K)``."""
+    """Indices into ``[CLS] + patches``: ``(B, K) -> (B, 1 + K)``."""
     cls = keep_idx.new_zeros(keep_idx.shape[0], 1)
     return torch.cat([cls, keep_idx + 1], dim=1)
 

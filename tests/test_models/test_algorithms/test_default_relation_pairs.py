@@ -1,6 +1,7 @@
-"""Without ``relation_pairs`` the relation loss pairs every student block but
-the last with the relation-teacher block at the same relative depth,
+"""Default relation pairs match student and teacher blocks by relative depth.
 
+Without ``relation_pairs`` the relation loss pairs every student block but the
+last with the relation-teacher block at the same relative depth,
 ``j = round(i * (Lt - 1) / (Ls - 1))`` (docs/method.md#relation-pairs). The
 pairs below are written out by hand from that rule; the step's ``loss_rel``
 must equal the plain reference on them and differ from the identity pairing.

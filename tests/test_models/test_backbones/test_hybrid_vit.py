@@ -71,8 +71,7 @@ def test_patch_matmul_equals_patch_conv(size, norm):
 
 
 def _naive_kept_forward(model, x, keep_idx):
-    """Plain reference: mmpretrain's own blocks on explicitly gathered
-    tokens."""
+    """Plain reference: mmpretrain's blocks on explicitly gathered tokens."""
     tokens, _ = model.patch_embed(x)
     B = x.shape[0]
     tokens = torch.cat([model.cls_token.expand(B, -1, -1), tokens], 1)

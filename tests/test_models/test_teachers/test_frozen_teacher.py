@@ -93,8 +93,7 @@ def test_loads_checkpoint_and_freezes(timm_ckpt, timm_model):
 
 
 def test_build_does_not_read_the_file(tmp_path):
-    """The file is read in init_weights(), so a corrupt one only fails
-    there."""
+    """The file is read in init_weights(): a corrupt one only fails there."""
     path = tmp_path / 'corrupt.pth'
     path.write_bytes(b'not a checkpoint at all')
     teacher = MODELS.build(_teacher_cfg(str(path)))

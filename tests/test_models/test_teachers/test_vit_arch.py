@@ -19,9 +19,9 @@ def vit_shapes(width,
                grid=16,
                layer_scale=False,
                device='meta'):
-    """A state dict in mmpretrain's keys with a ViT's shapes (meta tensors:
+    """A state dict in mmpretrain's keys with a ViT's shapes.
 
-    nothing is allocated, so ViT-g costs nothing).
+    Meta tensors by default: nothing is allocated, so ViT-g costs nothing.
     """
 
     def t(*shape):

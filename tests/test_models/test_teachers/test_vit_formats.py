@@ -376,9 +376,9 @@ def _mae_decoder_tensors(seed=5,
                          dec_depth=1,
                          num_patches=16,
                          patch=8):
-    """The decoder half of facebookresearch/mae ``MaskedAutoencoderViT``:
+    """The decoder half of facebookresearch/mae ``MaskedAutoencoderViT``.
 
-    its blocks are timm ``Block``s, as in ``models_mae.py``.
+    Its blocks are timm ``Block``s, as in ``models_mae.py``.
     """
     torch.manual_seed(seed)
     dec = nn.Module()

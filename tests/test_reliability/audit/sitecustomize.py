@@ -19,8 +19,10 @@ if _dir and _root:
                 if not isinstance(path, (str, bytes, os.PathLike)):
                     return
                 path = os.fsdecode(path)
-                writes = (mode is not None and any(c in mode for c in 'wax+')) \
-                    or (mode is None and isinstance(flags, int) and flags & _W)
+                if mode is not None:
+                    writes = any(c in mode for c in 'wax+')
+                else:
+                    writes = isinstance(flags, int) and bool(flags & _W)
                 if writes and os.path.abspath(path).startswith(_root):
                     _out.write(f'{os.getpid()} open {path}\n')
             elif event in ('os.rename', 'os.replace'):
