@@ -1,36 +1,37 @@
 """Per-head attention statistics of a ViT: pure functions.
 
-These are the measurements the Hybrid Distillation paper (and the works it builds
-on) uses to show attention *collapse* in contrastive/supervised ViTs and attention
-*diversity* in MIM ViTs:
+These are the measurements the Hybrid Distillation paper (and the works it
+builds on) uses to show attention *collapse* in contrastive/supervised ViTs and
+attention *diversity* in MIM ViTs:
 
-* :func:`attention_distance`: the mean attention distance, in pixels (Dosovitskiy
-  et al. 2021; Xie et al., "Revealing the dark secrets of MIM", 2023). Local heads
-  have short distances; collapsed deep layers have every head at the same, long
-  distance.
-* :func:`attention_entropy`: the entropy of each query's attention distribution,
-  in nats. Low = sharp (few keys), ``log N`` = uniform.
+* :func:`attention_distance`: the mean attention distance, in pixels
+  (Dosovitskiy et al. 2021; Xie et al., "Revealing the dark secrets of MIM",
+  2023). Local heads have short distances; collapsed deep layers have every
+  head at the same, long distance.
+* :func:`attention_entropy`: the entropy of each query's attention
+  distribution, in nats. Low = sharp (few keys), ``log N`` = uniform.
 * :func:`query_key_nmi`: the normalised mutual information between the query
   position and the key position (Park et al., "What do self-supervised ViTs
-  learn?", ICLR 2023). Low NMI = every query attends alike (collapse): the key a
-  head looks at carries no information about which query is looking.
+  learn?", ICLR 2023). Low NMI = every query attends alike (collapse): the key
+  a head looks at carries no information about which query is looking.
 
-Shapes: ``B`` images, ``H`` heads, ``L`` tokens of the map (``L = P + N``: ``P``
-prefix tokens such as [CLS], then ``N = h * w`` patch tokens in raster order).
-Every map is row-stochastic: ``attn[b, h, q, :]`` is query ``q``'s distribution
-over keys. Every function returns one value per image and head, ``(B, H)``; average
-over ``B`` for the per-head numbers the paper plots.
+Shapes: ``B`` images, ``H`` heads, ``L`` tokens of the map (``L = P + N``:
+``P`` prefix tokens such as [CLS], then ``N = h * w`` patch tokens in raster
+order). Every map is row-stochastic: ``attn[b, h, q, :]`` is query ``q``'s
+distribution over keys. Every function returns one value per image and head,
+``(B, H)``; average over ``B`` for the per-head numbers the paper plots.
 
-Choice (documented, used by every function and by ``tools/analysis``): statistics
-are computed on the **patch x patch block** of the map, with each row renormalised
-over the patch keys (:func:`patch_attention`). [CLS] has no position in the image,
-so it has no distance; keeping it as a key would also let a head that parks its
-attention on [CLS] (common in deep supervised layers) look "sharp" and "distant"
-for reasons unrelated to the image. ``num_prefix_tokens=0`` in the entropy and NMI
-functions uses the map exactly as given.
+Choice (documented, used by every function and by ``tools/analysis``):
+statistics are computed on the **patch x patch block** of the map, with each
+row renormalised over the patch keys (:func:`patch_attention`). [CLS] has no
+position in the image, so it has no distance; keeping it as a key would also
+let a head that parks its attention on [CLS] (common in deep supervised layers)
+look "sharp" and "distant" for reasons unrelated to the image.
+``num_prefix_tokens=0`` in the entropy and NMI functions uses the map exactly
+as given.
 """
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Union
 
 import torch
 
@@ -63,8 +64,9 @@ def patch_attention(attn: torch.Tensor,
     """
     _check_map(attn)
     if not 0 <= num_prefix_tokens < attn.shape[-1]:
-        raise ValueError(f'num_prefix_tokens={num_prefix_tokens} leaves no patch '
-                         f'token in a map of {attn.shape[-1]} tokens')
+        raise ValueError(
+            f'num_prefix_tokens={num_prefix_tokens} leaves no patch '
+            f'token in a map of {attn.shape[-1]} tokens')
     sub = attn[..., num_prefix_tokens:, num_prefix_tokens:].float()
     mass = sub.sum(-1, keepdim=True)
     n = sub.shape[-1]
@@ -72,9 +74,10 @@ def patch_attention(attn: torch.Tensor,
                        torch.full_like(sub, 1.0 / n))
 
 
-def patch_distance_matrix(grid_hw: IntPair,
-                          patch_size: SizePair = 1,
-                          device: Optional[torch.device] = None) -> torch.Tensor:
+def patch_distance_matrix(
+        grid_hw: IntPair,
+        patch_size: SizePair = 1,
+        device: Optional[torch.device] = None) -> torch.Tensor:
     """Euclidean distances between patch centres, in pixels.
 
     Args:
@@ -97,24 +100,25 @@ def patch_distance_matrix(grid_hw: IntPair,
     return torch.cdist(pos, pos)
 
 
-def attention_distance(attn: torch.Tensor,
-                       grid_hw: IntPair,
-                       patch_size: SizePair,
-                       num_prefix_tokens: Optional[int] = None) -> torch.Tensor:
+def attention_distance(
+        attn: torch.Tensor,
+        grid_hw: IntPair,
+        patch_size: SizePair,
+        num_prefix_tokens: Optional[int] = None) -> torch.Tensor:
     """Mean attention distance per image and head, in pixels.
 
     For each query patch ``q``: ``sum_k a[q, k] * ||pos(q) - pos(k)||`` with
-    ``pos`` the patch centre in pixels and ``a`` the map restricted to patch keys
-    and renormalised over them (see the module docstring); then the mean over
-    query patches.
+    ``pos`` the patch centre in pixels and ``a`` the map restricted to patch
+    keys and renormalised over them (see the module docstring); then the mean
+    over query patches.
 
     Args:
         attn (Tensor): ``(B, H, L, L)`` row-stochastic maps; ``L`` is ``N`` or
             ``P + N`` with ``N = h * w``.
         grid_hw (int | tuple[int, int]): Patch grid ``(h, w)``.
         patch_size (float | tuple[float, float]): Patch size in pixels.
-        num_prefix_tokens (int, optional): ``P``; inferred as ``L - h * w`` when
-            None.
+        num_prefix_tokens (int, optional): ``P``; inferred as ``L - h * w``
+            when None.
 
     Returns:
         Tensor: ``(B, H)`` fp32 distances in pixels.
@@ -122,10 +126,12 @@ def attention_distance(attn: torch.Tensor,
     _check_map(attn)
     h, w = _pair(grid_hw)
     n = h * w
-    prefix = attn.shape[-1] - n if num_prefix_tokens is None else num_prefix_tokens
+    prefix = attn.shape[
+        -1] - n if num_prefix_tokens is None else num_prefix_tokens
     if prefix < 0 or attn.shape[-1] != prefix + n:
-        raise ValueError(f'a {h}x{w} patch grid ({n} tokens) does not fit maps '
-                         f'of {attn.shape[-1]} tokens')
+        raise ValueError(
+            f'a {h}x{w} patch grid ({n} tokens) does not fit maps '
+            f'of {attn.shape[-1]} tokens')
     a = patch_attention(attn, prefix) if prefix else attn.float()
     dist = patch_distance_matrix((h, w), patch_size, a.device)
     return (a * dist).sum(-1).mean(-1)
@@ -153,7 +159,8 @@ def attention_entropy(attn: torch.Tensor,
     return ent.mean(-1)
 
 
-def query_key_nmi(attn: torch.Tensor, num_prefix_tokens: int = 0) -> torch.Tensor:
+def query_key_nmi(attn: torch.Tensor,
+                  num_prefix_tokens: int = 0) -> torch.Tensor:
     """Normalised mutual information between query and key positions.
 
     Definition (Park et al., ICLR 2023): read one map as the joint distribution
@@ -202,8 +209,8 @@ def attention_stats(attn: torch.Tensor,
         attn (Tensor): ``(B, H, L, L)`` row-stochastic maps.
         grid_hw (int | tuple[int, int]): Patch grid ``(h, w)``.
         patch_size (float | tuple[float, float]): Patch size in pixels.
-        num_prefix_tokens (int, optional): ``P``; inferred as ``L - h * w`` when
-            None.
+        num_prefix_tokens (int, optional): ``P``; inferred as ``L - h * w``
+            when None.
 
     Returns:
         dict[str, Tensor]: ``'distance'`` (pixels), ``'entropy'`` (nats) and
@@ -211,8 +218,9 @@ def attention_stats(attn: torch.Tensor,
     """
     _check_map(attn)
     h, w = _pair(grid_hw)
-    prefix = (attn.shape[-1] - h * w if num_prefix_tokens is None else
-              num_prefix_tokens)
+    prefix = (
+        attn.shape[-1] -
+        h * w if num_prefix_tokens is None else num_prefix_tokens)
     a = patch_attention(attn, prefix) if prefix else attn.float()
     return dict(
         distance=attention_distance(a, (h, w), patch_size, 0),

@@ -1,20 +1,21 @@
-"""Build a :class:`HybridViT` for analysis from a config or from a bare checkpoint,
-and read a folder of images for it.
+"""Build a :class:`HybridViT` for analysis from a config or from a bare
+checkpoint, and read a folder of images for it.
 
 Two entry points, used by ``tools/analysis/attention_stats.py`` and
 ``tools/analysis/visualize_masking.py``:
 
 * :func:`vit_from_config`: the student (``model.backbone``) or a teacher
-  (``model.teacher_feat`` / ``model.teacher_rel``) of a HybridDistill config, or
-  the backbone of any mmpretrain ViT config (``ImageClassifier``, ``MAE``, ...).
+  (``model.teacher_feat`` / ``model.teacher_rel``) of a HybridDistill config,
+  or the backbone of any mmpretrain ViT config (``ImageClassifier``, ``MAE``,
+  ...).
 * :func:`vit_from_checkpoint`: any ViT file :func:`load_vit_weights` reads
-  (mmpretrain incl. HybridDistill student checkpoints, OpenAI CLIP, timm / MAE /
-  DeiT / DINO, ``.safetensors``); the architecture is read off the weights
+  (mmpretrain incl. HybridDistill student checkpoints, OpenAI CLIP, timm / MAE
+  / DeiT / DINO, ``.safetensors``); the architecture is read off the weights
   (width, depth, MLP width, patch size, image size, pre-norm, final norm, layer
   scale, qkv bias; :class:`~mmhybrid.models.teachers.vit_arch.ViTArch`, the
   converters' rule too) except the head count, which comes from ``arch`` or
-  ``num_heads``, else from the published head count of the width (ViT-H/14:
-  16 heads of 80 channels); an unknown width needs ``num_heads``.
+  ``num_heads``, else from the published head count of the width (ViT-H/14: 16
+  heads of 80 channels); an unknown width needs ``num_heads``.
 
 Weights are always loaded strictly through :func:`load_vit_weights`, hence
 through :func:`mmhybrid.utils.checkpoint.load_checkpoint_file`.
@@ -34,8 +35,8 @@ from mmpretrain.registry import MODELS
 
 from ..models.backbones.hybrid_vit import HybridViT
 from ..models.teachers.frozen_teacher import (load_vit_state_dict,
-                                               load_vit_weights,
-                                               read_vit_state_dict)
+                                              load_vit_weights,
+                                              read_vit_state_dict)
 from ..models.teachers.vit_arch import ViTArch
 from ..models.teachers.vit_formats import FORMATS
 from ..utils.constants import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
@@ -79,7 +80,8 @@ class AnalysisVit:
         return tuple(self.model.patch_embed.projection.kernel_size)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` uint8 RGB -> normalised float, on the model's device."""
+        """``(B, 3, H, W)`` uint8 RGB -> normalised float, on the model's
+        device."""
         device = next(self.model.parameters()).device
         x = images.to(device=device, dtype=torch.float32)
         mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
@@ -87,14 +89,15 @@ class AnalysisVit:
         return (x - mean) / std
 
 
-# ------------------------------------------------------------------ arch parsing
+# ---------------------------------------------------------------- arch parsing
 def parse_arch(arch: Union[str, dict, None]) -> Union[str, dict, None]:
     """Read an ``--arch`` value.
 
-    Accepts an mmpretrain arch name (``'b'``, ``'base'``, ``'l'``, ``'deit-s'``,
-    ...), a shorthand ``'EMBED,LAYERS,HEADS[,FFN]'`` (FFN defaults to 4 x EMBED),
-    a JSON object or a Python dict literal with ``embed_dims``, ``num_layers``,
-    ``num_heads``, ``feedforward_channels``, or a dict.
+    Accepts an mmpretrain arch name (``'b'``, ``'base'``, ``'l'``,
+    ``'deit-s'``, ...), a shorthand ``'EMBED,LAYERS,HEADS[,FFN]'`` (FFN
+    defaults to 4 x EMBED), a JSON object or a Python dict literal with
+    ``embed_dims``, ``num_layers``, ``num_heads``, ``feedforward_channels``, or
+    a dict.
     """
     if arch is None or isinstance(arch, dict):
         return copy.deepcopy(arch)
@@ -114,12 +117,14 @@ def parse_arch(arch: Union[str, dict, None]) -> Union[str, dict, None]:
     if len(parts) in (3, 4) and all(p.strip().isdigit() for p in parts):
         e, n_layers, heads = (int(p) for p in parts[:3])
         ffn = int(parts[3]) if len(parts) == 4 else 4 * e
-        return dict(embed_dims=e, num_layers=n_layers, num_heads=heads,
-                    feedforward_channels=ffn)
-    raise ValueError(
-        f'cannot read --arch {arch!r}: give an mmpretrain name '
-        f'({", ".join(sorted(VisionTransformer.arch_zoo))}), '
-        "'EMBED,LAYERS,HEADS[,FFN]' or a dict")
+        return dict(
+            embed_dims=e,
+            num_layers=n_layers,
+            num_heads=heads,
+            feedforward_channels=ffn)
+    raise ValueError(f'cannot read --arch {arch!r}: give an mmpretrain name '
+                     f'({", ".join(sorted(VisionTransformer.arch_zoo))}), '
+                     "'EMBED,LAYERS,HEADS[,FFN]' or a dict")
 
 
 def _arch_dict(arch: Union[str, dict]) -> dict:
@@ -141,8 +146,8 @@ def infer_vit_kwargs(state_dict: Dict[str, torch.Tensor],
             (:func:`convert_vit_state_dict`).
         fmt (str): The layout they were read from; ``'openai_clip'`` also sets
             CLIP's QuickGELU and LayerNorm eps 1e-5.
-        arch (str | dict, optional): See :func:`parse_arch`; checked against the
-            weights. None: read off the weights.
+        arch (str | dict, optional): See :func:`parse_arch`; checked
+            against the weights. None: read off the weights.
         num_heads (int, optional): Overrides the head count (default: from
             ``arch``, else :func:`~mmhybrid.models.teachers.vit_arch.
             resolve_num_heads`: the arch zoo or the published widths; another
@@ -155,11 +160,15 @@ def infer_vit_kwargs(state_dict: Dict[str, torch.Tensor],
         dict: Keyword arguments for ``HybridViT`` (with ``type``).
     """
     vit = ViTArch.from_state_dict(
-        state_dict, num_heads,
+        state_dict,
+        num_heads,
         arch=None if arch is None else _arch_dict(parse_arch(arch)),
         arch_name=f'--arch {arch!r}')
-    kwargs = dict(type='HybridViT', **vit.vit_kwargs(img_size),
-                  with_cls_token=True, out_type='raw')
+    kwargs = dict(
+        type='HybridViT',
+        **vit.vit_kwargs(img_size),
+        with_cls_token=True,
+        out_type='raw')
     if patch_size is not None:
         kwargs['patch_size'] = int(patch_size)
     if fmt == 'openai_clip':
@@ -168,25 +177,27 @@ def infer_vit_kwargs(state_dict: Dict[str, torch.Tensor],
     return kwargs
 
 
-def vit_from_checkpoint(checkpoint: str,
-                        fmt: str = 'auto',
-                        arch: Union[str, dict, None] = None,
-                        num_heads: Optional[int] = None,
-                        patch_size: Optional[int] = None,
-                        img_size: Optional[int] = None,
-                        clip_norm: Optional[bool] = None,
-                        quick_gelu: bool = False,
-                        device: Union[str, torch.device] = 'cpu') -> AnalysisVit:
+def vit_from_checkpoint(
+        checkpoint: str,
+        fmt: str = 'auto',
+        arch: Union[str, dict, None] = None,
+        num_heads: Optional[int] = None,
+        patch_size: Optional[int] = None,
+        img_size: Optional[int] = None,
+        clip_norm: Optional[bool] = None,
+        quick_gelu: bool = False,
+        device: Union[str, torch.device] = 'cpu') -> AnalysisVit:
     """A ViT built to match a checkpoint file, weights loaded strictly.
 
     Args:
         checkpoint (str): Path, URL or ``.safetensors`` file.
-        fmt (str): ``'auto'``, ``'mmpretrain'``, ``'openai_clip'`` or ``'timm'``.
+        fmt (str): ``'auto'``, ``'mmpretrain'``, ``'openai_clip'`` or
+            ``'timm'``.
         arch, num_heads, patch_size, img_size: See :func:`infer_vit_kwargs`.
-        clip_norm (bool, optional): Normalise inputs with CLIP's mean/std. None:
-            CLIP's for OpenAI CLIP files, ImageNet's otherwise.
-        quick_gelu (bool): Use QuickGELU (timm ports of OpenAI CLIP need it; set
-            automatically for ``openai_clip`` files).
+        clip_norm (bool, optional): Normalise inputs with CLIP's mean/std.
+            None: CLIP's for OpenAI CLIP files, ImageNet's otherwise.
+        quick_gelu (bool): Use QuickGELU (timm ports of OpenAI CLIP need
+            it; set automatically for ``openai_clip`` files).
         device (str | torch.device): Where the model goes.
 
     Returns:
@@ -206,12 +217,14 @@ def vit_from_checkpoint(checkpoint: str,
         clip_norm = used == 'openai_clip'
     mean, std = (CLIP_MEAN, CLIP_STD) if clip_norm else (IMAGENET_MEAN,
                                                          IMAGENET_STD)
-    return AnalysisVit(model.to(device), mean, std, f'{checkpoint} ({used} layout)')
+    return AnalysisVit(
+        model.to(device), mean, std, f'{checkpoint} ({used} layout)')
 
 
-# ------------------------------------------------------------------ from config
+# ----------------------------------------------------------------- from config
 def _hybrid_vit_cfg(backbone: dict) -> dict:
-    """A backbone config of the VisionTransformer family as a HybridViT config."""
+    """A backbone config of the VisionTransformer family as a HybridViT
+    config."""
     bb = copy.deepcopy(dict(backbone))
     btype = str(bb.get('type', 'VisionTransformer')).split('.')[-1]
     if btype not in _VIT_TYPES:
@@ -219,8 +232,12 @@ def _hybrid_vit_cfg(backbone: dict) -> dict:
                          f"mmpretrain's VisionTransformer keys {_VIT_TYPES}")
     accepted = set(inspect.signature(VisionTransformer.__init__).parameters)
     bb = {k: v for k, v in bb.items() if k in accepted and k != 'init_cfg'}
-    bb.update(type='HybridViT', drop_path_rate=0.0, drop_rate=0.0,
-              with_cls_token=True, frozen_stages=-1)
+    bb.update(
+        type='HybridViT',
+        drop_path_rate=0.0,
+        drop_rate=0.0,
+        with_cls_token=True,
+        frozen_stages=-1)
     if bb.get('out_type') == 'cls_token' or 'out_type' not in bb:
         bb['out_type'] = 'raw'
     return bb
@@ -248,8 +265,9 @@ def vit_from_config(cfg,
             ``random_init``; teachers default to the config's own checkpoint.
         fmt (str): Layout; ``'auto'`` uses the teacher's ``checkpoint_format``
             when there is one, else detects.
-        clip_norm (bool, optional): Force CLIP's input normalisation. None: the
-            teacher's own ``mean``/``std`` if set, else the data preprocessor's.
+        clip_norm (bool, optional): Force CLIP's input normalisation. None:
+            the teacher's own ``mean``/``std`` if set, else the data
+            preprocessor's.
         random_init (bool): Keep the (seeded) random initialisation.
         device (str | torch.device): Where the model goes.
 
@@ -343,7 +361,7 @@ def load_images(folder: str,
             left = (im.width - tw) // 2
             top = (im.height - th) // 2
             im = im.crop((left, top, left + tw, top + th))
-            out[i] = torch.frombuffer(bytearray(im.tobytes()),
-                                      dtype=torch.uint8).view(th, tw,
-                                                              3).permute(2, 0, 1)
+            out[i] = torch.frombuffer(
+                bytearray(im.tobytes()),
+                dtype=torch.uint8).view(th, tw, 3).permute(2, 0, 1)
     return out, paths

@@ -1,29 +1,31 @@
-"""Built-in generated dataset: coloured geometric shapes on textured backgrounds.
+"""Built-in generated dataset: coloured geometric shapes on textured
+backgrounds.
 
-A tiny, deterministic stand-in for ImageNet / ADE20K / COCO, so that pretraining,
-classification, segmentation and detection pipelines can be smoke-tested without
-downloading anything. Pure numpy + Pillow + json.
+A tiny, deterministic stand-in for ImageNet / ADE20K / COCO, so that
+pretraining, classification, segmentation and detection pipelines can be
+smoke-tested without downloading anything. Pure numpy + Pillow + json.
 
 Every image has one *dominant* shape whose class is the image label, plus
 0-``max_extra`` smaller shapes elsewhere. Circumradii are drawn from disjoint
 ranges (dominant 25-38 % of the image side, extras 10-15 %) chosen so that the
 dominant shape has more pixels than any extra one, whatever the classes. Shapes
-never overlap (their circumscribed circles are kept apart), so each instance mask
-is the whole shape and the semantic map is well defined.
+never overlap (their circumscribed circles are kept apart), so each instance
+mask is the whole shape and the semantic map is well defined.
 
 Geometry: every shape is one polygon in continuous image coordinates (pixel
 ``(x, y)`` covers ``[x, x + 1) x [y, y + 1)``; a ring is a single "keyhole"
-outline). Its mask is that polygon rasterised by :func:`polygon_to_mask`, a numpy
-port of the COCO API's rasteriser, and the polygon is what the COCO json stores.
-So the pixels painted into an image, the ADE20K label map and the mask that
-pycocotools / mmdet decode from the annotation are all the same pixels.
+outline). Its mask is that polygon rasterised by :func:`polygon_to_mask`, a
+numpy port of the COCO API's rasteriser, and the polygon is what the COCO json
+stores. So the pixels painted into an image, the ADE20K label map and the mask
+that pycocotools / mmdet decode from the annotation are all the same pixels.
 
 On-disk writers (:func:`make_imagenet_style`, :func:`make_ade20k_style`,
-:func:`make_coco_style`, :func:`make_all`) are idempotent: a finished dataset carries
-a ``.shapes_meta.json`` stamp (written last) with its parameters and file count; a
-matching stamp over the same number of files means nothing is regenerated. A
-dataset is always built in a temporary sibling folder and renamed into place, so
-an interrupted run never leaves half a dataset at ``root``.
+:func:`make_coco_style`, :func:`make_all`) are idempotent: a finished dataset
+carries a ``.shapes_meta.json`` stamp (written last) with its parameters and
+file count; a matching stamp over the same number of files means nothing is
+regenerated. A dataset is always built in a temporary sibling folder and
+renamed into place, so an interrupted run never leaves half a dataset at
+``root``.
 """
 import json
 import os
@@ -35,15 +37,17 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-# Alphabetical on purpose: mmpretrain's CustomDataset, when it scans class folders,
-# numbers classes in sorted folder-name order. Sorted names make those labels equal
-# to the labels written in the annotation lists.
-SHAPE_CLASSES: Tuple[str, ...] = ('circle', 'ring', 'square', 'star', 'triangle')
+# Alphabetical on purpose: mmpretrain's CustomDataset, when it scans class
+# folders, numbers classes in sorted folder-name order. Sorted names make those
+# labels equal to the labels written in the annotation lists.
+SHAPE_CLASSES: Tuple[str,
+                     ...] = ('circle', 'ring', 'square', 'star', 'triangle')
 assert tuple(sorted(SHAPE_CLASSES)) == SHAPE_CLASSES
 
 #: One colour per class for segmentation visualisation (RGB).
-SHAPE_PALETTE: Tuple[Tuple[int, int, int], ...] = (
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48))
+SHAPE_PALETTE: Tuple[Tuple[int, int, int],
+                     ...] = ((230, 25, 75), (60, 180, 75), (255, 225, 25),
+                             (0, 130, 200), (245, 130, 48))
 
 META_FILE = '.shapes_meta.json'
 # Bump when the rendering changes, so stale datasets on disk are regenerated.
@@ -53,21 +57,24 @@ _FORMAT_CODES = {'imagenet': 1, 'ade20k': 2, 'coco': 3}
 _SPLIT_CODES = {'train': 1, 'val': 2}
 
 
-# --------------------------------------------------------------------------- geometry
+# -------------------------------------------------------------------- geometry
 def _regular_polygon(cx: float, cy: float, r: float, n: int,
                      theta: float) -> np.ndarray:
-    """``(n, 2)`` vertices on the circle ``(cx, cy, r)``, the first at ``theta``."""
+    """``(n, 2)`` vertices on the circle ``(cx, cy, r)``, the first at
+    ``theta``."""
     angles = theta + 2.0 * np.pi * np.arange(n) / n
     return np.stack([cx + r * np.cos(angles), cy + r * np.sin(angles)], axis=1)
 
 
 def _shape_vertices(name: str, cx: float, cy: float, r: float,
                     theta: float) -> np.ndarray:
-    """``(K, 2)`` outline of a shape whose circumscribed circle is ``(cx, cy, r)``.
+    """``(K, 2)`` outline of a shape whose circumscribed circle is ``(cx, cy,
+    r)``.
 
     The ring, the only shape with a hole, is one "keyhole" outline: the outer
-    circle, a zero-width bridge to the inner circle, the inner circle in reverse
-    and back along the bridge. The two bridge edges cancel when rasterised.
+    circle, a zero-width bridge to the inner circle, the inner circle in
+    reverse and back along the bridge. The two bridge edges cancel when
+    rasterised.
     """
     if name == 'circle':
         return _regular_polygon(cx, cy, r, 48, theta)
@@ -95,10 +102,10 @@ _COCO_SCALE = 5.0  # pycocotools' boundary upsampling factor
 def _coco_polygon(vertices: np.ndarray) -> List[float]:
     """Flat ``[x1, y1, x2, y2, ...]`` COCO polygon of an outline.
 
-    Coordinates are rounded to 0.01 px (they are written to json and read back as
-    the very same doubles), and consecutive vertices that fall on the same point of
-    pycocotools' 1/5-pixel grid are dropped: a zero-length edge is undefined
-    behaviour in its rasteriser.
+    Coordinates are rounded to 0.01 px (they are written to json and read back
+    as the very same doubles), and consecutive vertices that fall on the same
+    point of pycocotools' 1/5-pixel grid are dropped: a zero-length edge is
+    undefined behaviour in its rasteriser.
     """
     pts = [(round(float(x), 2), round(float(y), 2)) for x, y in vertices]
 
@@ -120,16 +127,16 @@ def polygon_to_mask(polygon: Sequence[float], height: int,
                     width: int) -> np.ndarray:
     """Rasterise a COCO polygon exactly as ``pycocotools`` does.
 
-    A numpy port of ``rleFrPoly`` from the COCO API (``maskApi.c``), so the masks
-    painted into the images, the ADE20K label maps and the masks that
+    A numpy port of ``rleFrPoly`` from the COCO API (``maskApi.c``), so the
+    masks painted into the images, the ADE20K label maps and the masks that
     ``pycocotools`` / mmdet decode from the written polygons are identical,
     without depending on pycocotools. Pixel ``(x, y)`` covers
-    ``[x, x + 1) x [y, y + 1)``; pixels whose centre is inside the polygon are set,
-    up to the COCO rasteriser's ~0.2 px boundary approximation.
+    ``[x, x + 1) x [y, y + 1)``; pixels whose centre is inside the polygon are
+    set, up to the COCO rasteriser's ~0.2 px boundary approximation.
 
     Args:
-        polygon (Sequence[float]): ``[x1, y1, x2, y2, ...]``, at least 3 vertices,
-            no two consecutive ones equal on the 1/5-pixel grid.
+        polygon (Sequence[float]): ``[x1, y1, x2, y2, ...]``, at least 3
+            vertices, no two consecutive ones equal on the 1/5-pixel grid.
         height (int): Mask height.
         width (int): Mask width.
 
@@ -137,8 +144,8 @@ def polygon_to_mask(polygon: Sequence[float], height: int,
         np.ndarray: ``(height, width)`` bool mask.
     """
     xy = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
-    # C's (int) cast truncates toward zero; identical float64 operations and order
-    # keep every rounding decision the same as in the C code.
+    # C's (int) cast truncates toward zero; identical float64 operations and
+    # order keep every rounding decision the same as in the C code.
     x = np.trunc(_COCO_SCALE * xy[:, 0] + .5).astype(np.int64)
     y = np.trunc(_COCO_SCALE * xy[:, 1] + .5).astype(np.int64)
     xs, ys = x, y
@@ -152,13 +159,15 @@ def polygon_to_mask(polygon: Sequence[float], height: int,
     ys, ye = np.where(flip, ye, ys), np.where(flip, ys, ye)
     length = np.maximum(dx, dy)
     slope = np.where(steep, xe - xs, ye - ys) / length
-    # densely sample every edge: point d = 0..length, walked from vertex j to j+1
+    # densely sample every edge: point d = 0..length, walked from vertex j to
+    # j+1
     n = length + 1
     edge = np.repeat(np.arange(len(n)), n)
     d = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
     t = np.where(flip[edge], length[edge] - d, d)
-    along = np.trunc(np.where(steep[edge], xs[edge], ys[edge]) +
-                     slope[edge] * t + .5).astype(np.int64)
+    along = np.trunc(
+        np.where(steep[edge], xs[edge], ys[edge]) + slope[edge] * t +
+        .5).astype(np.int64)
     u = np.where(steep[edge], along, t + xs[edge])
     v = np.where(steep[edge], t + ys[edge], along)
     # points where the boundary crosses a column of pixel centres, downsampled
@@ -168,8 +177,8 @@ def polygon_to_mask(polygon: Sequence[float], height: int,
     yd = (np.minimum(v[j], v[j - 1])[ok] + .5) / _COCO_SCALE - .5
     yd = np.ceil(np.clip(yd, 0, height)).astype(np.int64)
     # each boundary point toggles the column-major run; parity gives the mask
-    toggles = np.bincount(xd[ok].astype(np.int64) * height + yd,
-                          minlength=height * width + 1)
+    toggles = np.bincount(
+        xd[ok].astype(np.int64) * height + yd, minlength=height * width + 1)
     inside = (np.cumsum(toggles[:height * width]) % 2).astype(bool)
     return inside.reshape(width, height).T
 
@@ -178,18 +187,23 @@ def _mask_bbox(mask: np.ndarray) -> List[float]:
     """Tight ``[x, y, w, h]`` box of a non-empty mask, in pixel units."""
     ys = np.flatnonzero(mask.any(axis=1))
     xs = np.flatnonzero(mask.any(axis=0))
-    return [float(xs[0]), float(ys[0]),
-            float(xs[-1] - xs[0] + 1), float(ys[-1] - ys[0] + 1)]
+    return [
+        float(xs[0]),
+        float(ys[0]),
+        float(xs[-1] - xs[0] + 1),
+        float(ys[-1] - ys[0] + 1)
+    ]
 
 
-# ------------------------------------------------------------------------ rendering
+# ------------------------------------------------------------------- rendering
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     """Random textured background: smooth noise, stripes or a gradient."""
     kind = int(rng.integers(3))
     c1 = rng.uniform(0, 255, size=3)
     c2 = rng.uniform(0, 255, size=3)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / size
-    if kind == 0:  # smooth colour noise: a coarse random grid, bilinearly upsampled
+    # kind 0, smooth colour noise: a coarse random grid, bilinearly upsampled
+    if kind == 0:
         cells = int(rng.integers(3, 8))
         grid = rng.uniform(0, 255, size=(cells, cells, 3)).astype(np.uint8)
         img = np.asarray(
@@ -199,7 +213,8 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
         angle = rng.uniform(0, np.pi)
         period = rng.uniform(0.1, 0.35)
         phase = rng.uniform(0, 2 * np.pi)
-        t = (xx * np.cos(angle) + yy * np.sin(angle)) / period * 2 * np.pi + phase
+        t = (xx * np.cos(angle) +
+             yy * np.sin(angle)) / period * 2 * np.pi + phase
         w = (0.5 + 0.5 * np.sin(t))[..., None]
         img = c1 * w + c2 * (1 - w)
     else:  # linear gradient
@@ -261,7 +276,9 @@ def _render(rng: np.random.Generator,
         theta = rng.uniform(0, 2 * np.pi)
         for _try in range(20):  # place it away from every shape drawn so far
             cx, cy = rng.uniform(r + 1, size - r - 1, size=2)
-            if all(np.hypot(cx - s[1], cy - s[2]) > r + s[3] + 1 for s in specs):
+            if all(
+                    np.hypot(cx - s[1], cy - s[2]) > r + s[3] + 1
+                    for s in specs):
                 specs.append((lab, cx, cy, r, theta))
                 break
 
@@ -274,13 +291,17 @@ def _render(rng: np.random.Generator,
         shade = rng.normal(0, 5, size=(int(mask.sum()), 3))
         img[mask] = colour + shade
         instances.append(
-            dict(label=int(lab), mask=mask, bbox=_mask_bbox(mask),
-                 polygon=polygon))
+            dict(
+                label=int(lab),
+                mask=mask,
+                bbox=_mask_bbox(mask),
+                polygon=polygon))
     image = np.clip(np.rint(img), 0, 255).astype(np.uint8)
     return dict(image=image, label=instances[0]['label'], instances=instances)
 
 
-def render_sample(rng: np.random.Generator, size: int = 64,
+def render_sample(rng: np.random.Generator,
+                  size: int = 64,
                   max_extra: int = 2) -> dict:
     """Render one image of coloured shapes on a textured background.
 
@@ -292,9 +313,12 @@ def render_sample(rng: np.random.Generator, size: int = 64,
             (fewer are drawn when they do not fit). Defaults to 2.
 
     Returns:
-        dict: ``image`` (``(size, size, 3)`` uint8 RGB), ``label`` (int, class index
-        in :data:`SHAPE_CLASSES` of the dominant shape) and ``instances``, a list
-        with the dominant shape first, each a dict with ``label`` (int), ``mask``
+        dict: ``image`` (``(size, size, 3)`` uint8 RGB), ``label`` (int,
+            class index
+        in :data:`SHAPE_CLASSES` of the dominant shape) and ``instances``,
+            a list
+        with the dominant shape first, each a dict with ``label`` (int),
+            ``mask``
         (``(size, size)`` bool; instances never overlap) and ``bbox``
         (``[x, y, w, h]`` floats, the tight box of the mask).
     """
@@ -304,12 +328,14 @@ def render_sample(rng: np.random.Generator, size: int = 64,
     return sample
 
 
-# Canonical orientation of each class for the object task: squares axis-aligned,
-# triangles and stars pointing up (circles and rings look alike at any angle).
+# Canonical orientation of each class for the object task: squares
+# axis-aligned, triangles and stars pointing up (circles and rings look alike
+# at any angle).
 _UPRIGHT = {'square': np.pi / 4, 'triangle': -np.pi / 2, 'star': -np.pi / 2}
 
 
-def render_object(rng: np.random.Generator, size: int = 64,
+def render_object(rng: np.random.Generator,
+                  size: int = 64,
                   label: Optional[int] = None) -> dict:
     """Render one bright shape on a dark, smoothly shaded background.
 
@@ -358,27 +384,36 @@ def render_object(rng: np.random.Generator, size: int = 64,
     img[mask] = rng.uniform(170, 255)
     img += rng.normal(0, 8, size=img.shape)
     image = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-    return dict(image=image, label=lab,
-                instances=[dict(label=lab, mask=mask, bbox=_mask_bbox(mask),
-                                polygon=polygon)])
+    return dict(
+        image=image,
+        label=lab,
+        instances=[
+            dict(label=lab, mask=mask, bbox=_mask_bbox(mask), polygon=polygon)
+        ])
 
 
 #: The classification tasks :func:`make_imagenet_style` can write.
 IMAGENET_TASKS: Dict[str, Callable[..., dict]] = {
-    'scene': _render, 'objects': render_object}
+    'scene': _render,
+    'objects': render_object
+}
 
 
-# ---------------------------------------------------------------------- disk output
-def _sample_rng(seed: int, fmt: str, split: str, index: int) -> np.random.Generator:
-    """Independent stream per sample: a sample does not depend on the split sizes."""
+# ----------------------------------------------------------------- disk output
+def _sample_rng(seed: int, fmt: str, split: str,
+                index: int) -> np.random.Generator:
+    """Independent stream per sample: a sample does not depend on the split
+    sizes."""
     return np.random.default_rng(
-        [int(seed), _FORMAT_CODES[fmt], _SPLIT_CODES[split], int(index)])
+        [int(seed), _FORMAT_CODES[fmt], _SPLIT_CODES[split],
+         int(index)])
 
 
 def _count_files(root: str) -> int:
     """Files under ``root``, the stamp excluded."""
-    return sum(len([f for f in files if f != META_FILE])
-               for _, _, files in os.walk(root))
+    return sum(
+        len([f for f in files if f != META_FILE])
+        for _, _, files in os.walk(root))
 
 
 def _is_complete(root: str, meta: dict) -> bool:
@@ -399,21 +434,23 @@ def _read_meta(root: str) -> Optional[dict]:
     return stamp if isinstance(stamp, dict) else None
 
 
-def _build_atomically(root: str, meta: dict,
-                      write: Callable[[str], None]) -> str:
-    """Run ``write(tmp_dir)`` in a sibling temp dir, stamp it, rename to ``root``.
+def _build_atomically(root: str, meta: dict, write: Callable[[str],
+                                                             None]) -> str:
+    """Run ``write(tmp_dir)`` in a sibling temp dir, stamp it, rename to
+    ``root``.
 
-    Skips everything when ``root`` already holds a complete dataset generated with
-    ``meta``. An existing ``root`` is replaced only when it is empty or is a
-    (differently parametrised or damaged) shapes dataset; anything else raises
-    ``FileExistsError``. If ``write`` fails, the temp dir is removed and ``root`` is
-    left as it was.
+    Skips everything when ``root`` already holds a complete dataset generated
+    with ``meta``. An existing ``root`` is replaced only when it is empty or is
+    a (differently parametrised or damaged) shapes dataset; anything else
+    raises ``FileExistsError``. If ``write`` fails, the temp dir is removed and
+    ``root`` is left as it was.
     """
     root = osp.abspath(root)
     if _is_complete(root, meta):
         return root
-    if osp.exists(root) and not (osp.isdir(root) and (
-            not os.listdir(root) or _read_meta(root) is not None)):
+    if osp.exists(root) and not (osp.isdir(root) and
+                                 (not os.listdir(root)
+                                  or _read_meta(root) is not None)):
         raise FileExistsError(
             f'{root} exists and is not a generated shapes dataset; '
             'refusing to overwrite it')
@@ -430,7 +467,8 @@ def _build_atomically(root: str, meta: dict,
             return root
         old = None
         if osp.exists(root):
-            old = tempfile.mkdtemp(prefix=f'.{osp.basename(root)}.old-', dir=parent)
+            old = tempfile.mkdtemp(
+                prefix=f'.{osp.basename(root)}.old-', dir=parent)
             os.rename(root, osp.join(old, 'data'))
         os.rename(tmp, root)
         if old is not None:
@@ -441,20 +479,33 @@ def _build_atomically(root: str, meta: dict,
     return root
 
 
-def _meta(fmt: str, num_train: int, num_val: int, size: int, seed: int,
+def _meta(fmt: str,
+          num_train: int,
+          num_val: int,
+          size: int,
+          seed: int,
           task: str = 'scene') -> dict:
     if num_train < 0 or num_val < 0:
         raise ValueError('num_train and num_val must be >= 0')
     if task not in IMAGENET_TASKS:
         raise ValueError(f'task must be one of {sorted(IMAGENET_TASKS)}, '
                          f'got {task!r}')
-    return dict(format=fmt, version=GENERATOR_VERSION, classes=list(SHAPE_CLASSES),
-                num_train=int(num_train), num_val=int(num_val), size=int(size),
-                seed=int(seed), task=task)
+    return dict(
+        format=fmt,
+        version=GENERATOR_VERSION,
+        classes=list(SHAPE_CLASSES),
+        num_train=int(num_train),
+        num_val=int(num_val),
+        size=int(size),
+        seed=int(seed),
+        task=task)
 
 
-def make_imagenet_style(root: str, num_train: int = 200, num_val: int = 50,
-                        size: int = 64, seed: int = 0,
+def make_imagenet_style(root: str,
+                        num_train: int = 200,
+                        num_val: int = 50,
+                        size: int = 64,
+                        seed: int = 0,
                         task: str = 'scene') -> str:
     """Write a classification dataset in mmpretrain's folder / ImageNet layout.
 
@@ -497,10 +548,11 @@ def make_imagenet_style(root: str, num_train: int = 200, num_val: int = 50,
             lines = []
             for i in range(num):
                 label = i % len(SHAPE_CLASSES)
-                sample = render(_sample_rng(seed, 'imagenet', split, i), size,
-                                label=label)
+                sample = render(
+                    _sample_rng(seed, 'imagenet', split, i), size, label=label)
                 rel = f'{SHAPE_CLASSES[label]}/{split}_{i:06d}.png'
-                Image.fromarray(sample['image']).save(osp.join(out, split, rel))
+                Image.fromarray(sample['image']).save(
+                    osp.join(out, split, rel))
                 lines.append(f'{rel} {label}\n')
             with open(osp.join(out, 'meta', f'{split}.txt'), 'w') as f:
                 f.writelines(lines)
@@ -508,8 +560,11 @@ def make_imagenet_style(root: str, num_train: int = 200, num_val: int = 50,
     return _build_atomically(root, meta, write)
 
 
-def make_ade20k_style(root: str, num_train: int = 40, num_val: int = 10,
-                      size: int = 64, seed: int = 0) -> str:
+def make_ade20k_style(root: str,
+                      num_train: int = 40,
+                      num_val: int = 10,
+                      size: int = 64,
+                      seed: int = 0) -> str:
     """Write a semantic segmentation dataset in mmseg's ADE20K layout.
 
     Layout::
@@ -520,8 +575,8 @@ def make_ade20k_style(root: str, num_train: int = 40, num_val: int = 10,
         root/annotations/validation/val_000000.png
 
     Label PNGs are mode ``'L'`` with the ADE20K convention for
-    ``reduce_zero_label=True``: 0 is background (ignored after reduction) and class
-    ``c`` of :data:`SHAPE_CLASSES` is stored as ``c + 1``.
+    ``reduce_zero_label=True``: 0 is background (ignored after reduction) and
+    class ``c`` of :data:`SHAPE_CLASSES` is stored as ``c + 1``.
 
     Args:
         root (str): Output folder.
@@ -549,20 +604,28 @@ def make_ade20k_style(root: str, num_train: int = 40, num_val: int = 10,
                     seg[inst['mask']] = inst['label'] + 1
                 stem = f'{split}_{i:06d}'
                 Image.fromarray(sample['image']).save(
-                    osp.join(img_dir, stem + '.jpg'), quality=95, subsampling=0)
-                Image.fromarray(seg, mode='L').save(osp.join(ann_dir, stem + '.png'))
+                    osp.join(img_dir, stem + '.jpg'),
+                    quality=95,
+                    subsampling=0)
+                Image.fromarray(
+                    seg, mode='L').save(osp.join(ann_dir, stem + '.png'))
 
     return _build_atomically(root, meta, write)
 
 
-def make_coco_style(root: str, num_train: int = 40, num_val: int = 10,
-                    size: int = 64, seed: int = 0) -> str:
+def make_coco_style(root: str,
+                    num_train: int = 40,
+                    num_val: int = 10,
+                    size: int = 64,
+                    seed: int = 0) -> str:
     """Write an instance detection / segmentation dataset in COCO 2017 layout.
 
     Layout::
 
-        root/train2017/000000000001.jpg  root/annotations/instances_train2017.json
-        root/val2017/000000000001.jpg    root/annotations/instances_val2017.json
+        root/train2017/000000000001.jpg
+        root/val2017/000000000001.jpg
+        root/annotations/instances_train2017.json
+        root/annotations/instances_val2017.json
 
     Category ids are ``1..len(SHAPE_CLASSES)`` in :data:`SHAPE_CLASSES` order;
     annotations carry ``bbox`` (xywh, the tight box of the rendered mask),
@@ -579,8 +642,10 @@ def make_coco_style(root: str, num_train: int = 40, num_val: int = 10,
         str: ``root`` (absolute).
     """
     meta = _meta('coco', num_train, num_val, size, seed)
-    categories = [dict(id=i + 1, name=n, supercategory='shape')
-                  for i, n in enumerate(SHAPE_CLASSES)]
+    categories = [
+        dict(id=i + 1, name=n, supercategory='shape')
+        for i, n in enumerate(SHAPE_CLASSES)
+    ]
 
     def write(out: str) -> None:
         os.makedirs(osp.join(out, 'annotations'))
@@ -594,21 +659,34 @@ def make_coco_style(root: str, num_train: int = 40, num_val: int = 10,
                 file_name = f'{image_id:012d}.jpg'
                 Image.fromarray(sample['image']).save(
                     osp.join(img_dir, file_name), quality=95, subsampling=0)
-                images.append(dict(id=image_id, file_name=file_name,
-                                   width=size, height=size))
+                images.append(
+                    dict(
+                        id=image_id,
+                        file_name=file_name,
+                        width=size,
+                        height=size))
                 for inst in sample['instances']:
-                    annotations.append(dict(
-                        id=len(annotations) + 1, image_id=image_id,
-                        category_id=inst['label'] + 1, bbox=inst['bbox'],
-                        area=float(inst['mask'].sum()), iscrowd=0,
-                        segmentation=[inst['polygon']]))
+                    annotations.append(
+                        dict(
+                            id=len(annotations) + 1,
+                            image_id=image_id,
+                            category_id=inst['label'] + 1,
+                            bbox=inst['bbox'],
+                            area=float(inst['mask'].sum()),
+                            iscrowd=0,
+                            segmentation=[inst['polygon']]))
             coco = dict(
-                info=dict(description='mmhybrid generated shapes', version='1.0',
-                          year=2017),
-                licenses=[], images=images, annotations=annotations,
+                info=dict(
+                    description='mmhybrid generated shapes',
+                    version='1.0',
+                    year=2017),
+                licenses=[],
+                images=images,
+                annotations=annotations,
                 categories=categories)
-            with open(osp.join(out, 'annotations',
-                               f'instances_{split}2017.json'), 'w') as f:
+            with open(
+                    osp.join(out, 'annotations',
+                             f'instances_{split}2017.json'), 'w') as f:
                 json.dump(coco, f)
 
     return _build_atomically(root, meta, write)
@@ -621,24 +699,32 @@ _MAKERS = {
 }
 
 
-def make_all(root: str, size: int = 64, seed: int = 0, **counts) -> Dict[str, str]:
-    """Write all three layouts under ``root/imagenet``, ``root/ade20k``, ``root/coco``.
+def make_all(root: str,
+             size: int = 64,
+             seed: int = 0,
+             **counts) -> Dict[str, str]:
+    """Write all three layouts under ``root/imagenet``, ``root/ade20k``,
+    ``root/coco``.
 
     Args:
         root (str): Parent output folder.
         size (int): Image side. Defaults to 64.
         seed (int): Random seed. Defaults to 0.
-        **counts: ``num_train`` / ``num_val`` for every format, or per format as
-            ``<format>_num_train`` / ``<format>_num_val`` (e.g.
+        **counts: ``num_train`` / ``num_val`` for every format, or per
+            format as ``<format>_num_train`` / ``<format>_num_val`` (e.g.
             ``coco_num_val=5``), which take precedence. Unset counts keep each
             writer's default.
 
     Returns:
-        dict: Format name (``'imagenet'``, ``'ade20k'``, ``'coco'``) to the path
+        dict: Format name (``'imagenet'``, ``'ade20k'``, ``'coco'``) to the
+            path
         written.
     """
     allowed = {'num_train', 'num_val'} | {
-        f'{fmt}_{k}' for fmt in _MAKERS for k in ('num_train', 'num_val')}
+        f'{fmt}_{k}'
+        for fmt in _MAKERS
+        for k in ('num_train', 'num_val')
+    }
     unknown = set(counts) - allowed
     if unknown:
         raise TypeError(f'make_all() got unexpected counts {sorted(unknown)}; '

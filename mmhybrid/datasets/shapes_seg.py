@@ -1,14 +1,14 @@
 """The generated ADE20K-style shapes data as an mmseg dataset.
 
 mmseg's ``ADE20KDataset`` insists on ADE20K's 150 class names, so the built-in
-generated segmentation data (:func:`mmhybrid.datasets.make_ade20k_style`) gets its
-own small dataset class with the shapes' classes and palette. It is registered in
-mmseg's ``DATASETS`` registry (``type='ShapesSegDataset'`` in an mmseg config) when
-mmsegmentation is installed, and simply absent otherwise.
+generated segmentation data (:func:`mmhybrid.datasets.make_ade20k_style`) gets
+its own small dataset class with the shapes' classes and palette. It is
+registered in mmseg's ``DATASETS`` registry (``type='ShapesSegDataset'`` in an
+mmseg config) when mmsegmentation is installed, and simply absent otherwise.
 
-The label PNGs follow ADE20K's convention (0 = background, class ``c`` stored as
-``c + 1``), so the dataset reads them with ``reduce_zero_label=True`` and its five
-classes are the five shapes, as ADE20K's 150 classes exclude "other".
+The label PNGs follow ADE20K's convention (0 = background, class ``c`` stored
+as ``c + 1``), so the dataset reads them with ``reduce_zero_label=True`` and
+its five classes are the five shapes, as ADE20K's 150 classes exclude "other".
 """
 from .shapes import SHAPE_CLASSES, SHAPE_PALETTE
 

@@ -12,8 +12,10 @@ IMAGENET_MEAN, IMAGENET_STD, CLIP_MEAN, CLIP_STD = (
                       constants.CLIP_MEAN, constants.CLIP_STD))
 
 
-def tiny_vit_cfg(arch: Optional[dict] = None, img_size: int = 32,
-                 patch_size: int = 8, **kwargs) -> dict:
+def tiny_vit_cfg(arch: Optional[dict] = None,
+                 img_size: int = 32,
+                 patch_size: int = 8,
+                 **kwargs) -> dict:
     """A ``HybridViT`` config small enough for unit tests."""
     cfg = dict(
         type='HybridViT',
@@ -36,8 +38,8 @@ def tiny_hybrid_cfg(teacher_feat_ckpt: Optional[str] = None,
                     **kwargs) -> dict:
     """A complete tiny ``HybridDistill`` config.
 
-    The feature teacher is CLIP-like (pre-norm, QuickGELU, CLIP mean/std) unless
-    ``clip_like_feat`` is False; the relation teacher is MAE-like.
+    The feature teacher is CLIP-like (pre-norm, QuickGELU, CLIP mean/std)
+    unless ``clip_like_feat`` is False; the relation teacher is MAE-like.
     """
     student_arch = student_arch or TINY_ARCH
     feat_arch = feat_arch or TINY_ARCH

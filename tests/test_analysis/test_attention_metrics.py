@@ -20,8 +20,8 @@ def _diag(n, b=1, h=1):
 def test_distance_matrix_2x2():
     d = patch_distance_matrix((2, 2), 16)
     s2 = 16 * math.sqrt(2)
-    expected = torch.tensor([[0, 16, 16, s2], [16, 0, s2, 16],
-                             [16, s2, 0, 16], [s2, 16, 16, 0]])
+    expected = torch.tensor([[0, 16, 16, s2], [16, 0, s2, 16], [16, s2, 0, 16],
+                             [s2, 16, 16, 0]])
     assert torch.allclose(d, expected, atol=1e-5)
     # non-square patches: (height, width)
     d = patch_distance_matrix((1, 2), (4, 10))
@@ -29,12 +29,15 @@ def test_distance_matrix_2x2():
 
 
 def test_uniform_map():
-    # 2x2 grid, patch 16 px: from any patch the distances are 0, 16, 16, 16*sqrt2
+    # 2x2 grid, patch 16 px: from any patch the distances are 0, 16, 16,
+    # 16*sqrt2
     a = _uniform(4, b=2, h=3)
     dist = attention_distance(a, (2, 2), 16)
     assert dist.shape == (2, 3)
-    assert torch.allclose(dist, torch.full((2, 3), (32 + 16 * math.sqrt(2)) / 4))
-    assert torch.allclose(attention_entropy(a), torch.full((2, 3), math.log(4)))
+    assert torch.allclose(dist, torch.full((2, 3),
+                                           (32 + 16 * math.sqrt(2)) / 4))
+    assert torch.allclose(
+        attention_entropy(a), torch.full((2, 3), math.log(4)))
     assert torch.allclose(query_key_nmi(a), torch.zeros(2, 3), atol=1e-6)
 
 
@@ -52,8 +55,8 @@ def test_every_query_attends_one_far_token():
     a[..., 8] = 1.0
     expected = sum(p * math.hypot(2 - r, 2 - c) for r in range(3)
                    for c in range(3)) / n
-    assert attention_distance(a, (3, 3), p).item() == pytest.approx(expected,
-                                                                    rel=1e-5)
+    assert attention_distance(a, (3, 3), p).item() == pytest.approx(
+        expected, rel=1e-5)
     assert attention_entropy(a).item() == pytest.approx(0.0, abs=1e-6)
     # full collapse: the key says nothing about the query, H(K) = 0 -> NMI 0
     assert query_key_nmi(a).item() == pytest.approx(0.0, abs=1e-6)
@@ -106,7 +109,8 @@ def test_per_head_outputs_and_ranges():
     for k in ('distance', 'entropy', 'nmi'):
         assert s[k].shape == (3, 4)
     assert (s['nmi'] >= 0).all() and (s['nmi'] <= 1).all()
-    assert (s['entropy'] >= 0).all() and (s['entropy'] <= math.log(16) + 1e-5).all()
+    assert (s['entropy'] >= 0).all() and (s['entropy']
+                                          <= math.log(16) + 1e-5).all()
     max_dist = 8 * math.hypot(3, 3)
     assert (s['distance'] >= 0).all() and (s['distance'] <= max_dist).all()
     # heads are independent: permuting heads permutes the outputs

@@ -1,4 +1,5 @@
-"""A ViT for analysis from any supported checkpoint layout, and the image reader."""
+"""A ViT for analysis from any supported checkpoint layout, and the image
+reader."""
 import os
 
 import numpy as np
@@ -27,15 +28,15 @@ def _perturb(module: nn.Module, seed: int, scale: float = 0.05) -> nn.Module:
 
 
 def _x(n=2, size=32, seed=3):
-    return torch.randn(n, 3, size, size,
-                       generator=torch.Generator().manual_seed(seed))
+    return torch.randn(
+        n, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
 def test_parse_arch():
     assert parse_arch('b') == 'b'
     assert parse_arch('Base') == 'base'
-    assert parse_arch('96,4,3') == dict(embed_dims=96, num_layers=4,
-                                        num_heads=3, feedforward_channels=384)
+    assert parse_arch('96,4,3') == dict(
+        embed_dims=96, num_layers=4, num_heads=3, feedforward_channels=384)
     assert parse_arch('96,4,3,200')['feedforward_channels'] == 200
     d = dict(embed_dims=8, num_layers=1, num_heads=2, feedforward_channels=16)
     assert parse_arch('{"embed_dims": 8, "num_layers": 1, "num_heads": 2, '
@@ -48,9 +49,15 @@ def test_parse_arch():
 
 def test_timm_checkpoint_arch_read_off_the_weights(tmp_path):
     torch.manual_seed(0)
-    src = _perturb(TimmViT(img_size=32, patch_size=8, embed_dim=EMBED,
-                           depth=DEPTH, num_heads=HEADS, mlp_ratio=2,
-                           num_classes=0), 1)
+    src = _perturb(
+        TimmViT(
+            img_size=32,
+            patch_size=8,
+            embed_dim=EMBED,
+            depth=DEPTH,
+            num_heads=HEADS,
+            mlp_ratio=2,
+            num_classes=0), 1)
     path = tmp_path / 'timm_vit.pth'
     torch.save({'model': src.state_dict()}, path)
     vit = vit_from_checkpoint(str(path), 'auto', num_heads=HEADS)
@@ -74,8 +81,14 @@ def test_checkpoint_file_is_read_once(tmp_path, monkeypatch):
     """The architecture and the weights come from one read of the file (a
     CLIP-L or ViT-L checkpoint is over a gigabyte)."""
     torch.manual_seed(0)
-    src = TimmViT(img_size=32, patch_size=8, embed_dim=EMBED, depth=DEPTH,
-                  num_heads=HEADS, mlp_ratio=2, num_classes=0)
+    src = TimmViT(
+        img_size=32,
+        patch_size=8,
+        embed_dim=EMBED,
+        depth=DEPTH,
+        num_heads=HEADS,
+        mlp_ratio=2,
+        num_classes=0)
     path = tmp_path / 'timm_vit.pth'
     torch.save({'model': src.state_dict()}, path)
     reads = []
@@ -94,9 +107,14 @@ def test_openai_clip_checkpoint_gets_clip_norm_and_quick_gelu(tmp_path):
     from mmpretrain.models.utils.clip_generator_helper import \
         VisionTransformer as ClipVisionTransformer
     torch.manual_seed(9)
-    tower = _perturb(ClipVisionTransformer(
-        input_resolution=32, patch_size=8, width=EMBED, layers=DEPTH,
-        heads=HEADS, output_dim=24), 10)
+    tower = _perturb(
+        ClipVisionTransformer(
+            input_resolution=32,
+            patch_size=8,
+            width=EMBED,
+            layers=DEPTH,
+            heads=HEADS,
+            output_dim=24), 10)
     sd = {f'visual.{k}': v for k, v in tower.state_dict().items()}
     sd['logit_scale'] = torch.tensor(4.6)  # text-side tensor, ignored
     path = tmp_path / 'clip.pt'
@@ -120,8 +138,8 @@ def test_student_checkpoint_and_config(tmp_path):
     from mmengine.config import Config
     from mmpretrain.models import VisionTransformer
     torch.manual_seed(1)
-    arch = dict(embed_dims=96, num_layers=4, num_heads=3,
-                feedforward_channels=384)
+    arch = dict(
+        embed_dims=96, num_layers=4, num_heads=3, feedforward_channels=384)
     vit = _perturb(VisionTransformer(arch=arch, img_size=64, patch_size=8), 2)
     sd = {f'backbone.{k}': v for k, v in vit.state_dict().items()}
     sd['neck.proj.weight'] = torch.randn(96, 96)
@@ -184,8 +202,8 @@ def test_infer_kwargs_flags():
         'layers.0.attn.gamma1.weight': torch.ones(16),
     }
     kw = infer_vit_kwargs(sd, 'timm', num_heads=2)
-    assert kw['arch'] == dict(embed_dims=16, num_layers=1, num_heads=2,
-                              feedforward_channels=32)
+    assert kw['arch'] == dict(
+        embed_dims=16, num_layers=1, num_heads=2, feedforward_channels=32)
     assert kw['img_size'] == (12, 12) and kw['patch_size'] == 4
     assert kw['pre_norm'] and not kw['final_norm'] and not kw['qkv_bias']
     assert kw['layer_scale_init_value'] > 0

@@ -1,4 +1,5 @@
-"""Every shipped config parses and builds (ViT-B/L are built, never trained)."""
+"""Every shipped config parses and builds (ViT-B/L are built, never
+trained)."""
 import glob
 import os.path as osp
 
@@ -8,7 +9,8 @@ from mmengine.registry import init_default_scope
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(
-    p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
+    p for p in glob.glob(
+        osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
     if '_base_' not in osp.relpath(p, ROOT))
 
 
@@ -17,8 +19,10 @@ def _is_large(path):
 
 
 @pytest.mark.parametrize(
-    'path', [pytest.param(p, marks=pytest.mark.slow) if _is_large(p) else p
-             for p in CONFIGS],
+    'path', [
+        pytest.param(p, marks=pytest.mark.slow) if _is_large(p) else p
+        for p in CONFIGS
+    ],
     ids=[osp.relpath(p, ROOT) for p in CONFIGS])
 def test_config_builds(path):
     cfg = Config.fromfile(path)
@@ -50,9 +54,12 @@ def test_flagship_recipe():
     assert m.loss_feat.loss_type == 'smooth_l1' and m.loss_feat.beta == 2.0
     assert m.loss_feat.loss_weight == 1.0 and m.loss_rel.loss_weight == 1.0
     assert m.loss_rel.loss_type == 'kl'
-    assert m.teacher_feat.checkpoint.startswith('https://download.openmmlab.com')
-    assert m.teacher_rel.checkpoint.startswith('https://download.openmmlab.com')
-    hook = [h for h in cfg.custom_hooks if h.type == 'ProgressiveMaskingHook'][0]
+    assert m.teacher_feat.checkpoint.startswith(
+        'https://download.openmmlab.com')
+    assert m.teacher_rel.checkpoint.startswith(
+        'https://download.openmmlab.com')
+    hook = [h for h in cfg.custom_hooks
+            if h.type == 'ProgressiveMaskingHook'][0]
     assert hook.final_ratio == 0.5
     assert cfg.get('find_unused_parameters', False) is False
     assert 'find_unused_parameters' not in cfg.get('model_wrapper_cfg', {})
@@ -67,15 +74,16 @@ def _classification_loaders():
         cfg = Config.fromfile(path)
         for name in ('train_dataloader', 'val_dataloader'):
             if cfg.get(name) is not None:
-                out.append(pytest.param(
-                    path, name, id=f'{osp.relpath(path, ROOT)}:{name}'))
+                out.append(
+                    pytest.param(
+                        path, name, id=f'{osp.relpath(path, ROOT)}:{name}'))
     return out
 
 
 @pytest.mark.parametrize('path,loader', _classification_loaders())
 def test_config_dataloader_yields_a_batch(path, loader, shapes_imagenet):
-    """The loaders as tools/train.py's runner builds them, on a tiny
-    ImageNet-style folder.
+    """The loaders as tools/train.py's runner builds them, on a tiny ImageNet-
+    style folder.
 
     Configs with an ``mmpretrain::`` dataset base get ``_scope_`` inside
     ``collate_fn``; mmengine's own ``Runner`` passes it on and the first batch

@@ -13,28 +13,33 @@ import sys
 
 import torch
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+sys.path.insert(0,
+                osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument(
+        '--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--arch', default='deit-small')
     p.add_argument('--batch-size', type=int, default=4)
     p.add_argument('--tol', type=float, default=1e-5)
-    p.add_argument('--compile', action='store_true',
-                   help='check the compiled path: both teachers (compile=True), '
-                   'the loss as mmengine compile=True runs it, and the '
-                   'relation distance (compiled on CUDA only)')
+    p.add_argument(
+        '--compile',
+        action='store_true',
+        help='check the compiled path: both teachers (compile=True), '
+        'the loss as mmengine compile=True runs it, and the '
+        'relation distance (compiled on CUDA only)')
     args = p.parse_args()
     from mmengine.logging import MMLogger
     MMLogger.get_instance('mmengine', log_level='WARNING')
-    import mmhybrid  # noqa: F401
+    from mmpretrain.models import VisionTransformer
     from mmpretrain.registry import MODELS
+
+    import mmhybrid  # noqa: F401
     from mmhybrid.models.utils import num_kept_tokens, select_kept_tokens
     from mmhybrid.testing import tiny_hybrid_cfg
     from mmhybrid.testing.reference import plain_losses
-    from mmpretrain.models import VisionTransformer
 
     if args.device == 'cuda':
         # fp32 matmuls for the comparison, not TF32
@@ -42,8 +47,13 @@ def main():
         torch.backends.cudnn.allow_tf32 = False
     arch = dict(VisionTransformer.arch_zoo[args.arch])
     torch.manual_seed(0)
-    cfg = tiny_hybrid_cfg(student_arch=arch, feat_arch=arch, rel_arch=arch,
-                          img_size=224, patch_size=16, token_selection='topk')
+    cfg = tiny_hybrid_cfg(
+        student_arch=arch,
+        feat_arch=arch,
+        rel_arch=arch,
+        img_size=224,
+        patch_size=16,
+        token_selection='topk')
     cfg['loss_rel'] = dict(type='RelationDistillLoss', compile=args.compile)
     for t in ('teacher_feat', 'teacher_rel'):
         cfg[t]['compile'] = args.compile
@@ -65,7 +75,8 @@ def main():
             # that both sides rank tokens by the same numbers
             imp = model.teacher_feat(x, cls_attn=True).cls_attn
             keep = select_kept_tokens(
-                imp, num_kept_tokens(model.backbone.num_patches, ratio), 'topk')
+                imp, num_kept_tokens(model.backbone.num_patches, ratio),
+                'topk')
         with torch.no_grad():
             ref_feat, ref_rel = plain_losses(model, x, keep)
         for name, a, b in (('loss_feat', losses['loss_feat'], ref_feat),

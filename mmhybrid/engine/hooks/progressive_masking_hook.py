@@ -16,9 +16,9 @@ class ProgressiveMaskingHook(Hook):
     """Raises the student's token mask ratio during training.
 
     The ratio is a pure function of the iteration counter, so a resumed run
-    continues the schedule exactly where the checkpoint left it. The current value
-    is written to the message hub as ``train/mask_ratio`` (the algorithm also
-    returns it with its losses, so it shows in every log line).
+    continues the schedule exactly where the checkpoint left it. The current
+    value is written to the message hub as ``train/mask_ratio`` (the algorithm
+    also returns it with its losses, so it shows in every log line).
 
     Args:
         final_ratio (float): Ratio at the end of the ramp, in ``[0, 1)``.
@@ -26,8 +26,8 @@ class ProgressiveMaskingHook(Hook):
         schedule (str): ``'linear'``, ``'cosine'`` or ``'constant'``.
             Defaults to ``'linear'``.
         start_ratio (float): Ratio at iteration 0. Defaults to 0.
-        end_iter (int, optional): Iteration at which ``final_ratio`` is reached.
-            Defaults to the run's ``max_iters``.
+        end_iter (int, optional): Iteration at which ``final_ratio`` is
+            reached. Defaults to the run's ``max_iters``.
         start_iter (int): Iteration at which the ramp starts. Defaults to 0.
     """
     priority = 'NORMAL'
@@ -44,8 +44,9 @@ class ProgressiveMaskingHook(Hook):
             mask_ratio_problems(start_ratio, 'start_ratio') +
             choice_problems('schedule', schedule, SCHEDULES))
         if end_iter is not None and end_iter <= start_iter:
-            raise ValueError(f'ProgressiveMaskingHook: end_iter ({end_iter}) must '
-                             f'be after start_iter ({start_iter})')
+            raise ValueError(
+                f'ProgressiveMaskingHook: end_iter ({end_iter}) must '
+                f'be after start_iter ({start_iter})')
         self.final_ratio = final_ratio
         self.schedule = schedule
         self.start_ratio = start_ratio
@@ -60,10 +61,12 @@ class ProgressiveMaskingHook(Hook):
                              self.start_ratio)
 
     def before_train(self, runner) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
         if not hasattr(model, 'mask_ratio'):
-            raise TypeError(f'ProgressiveMaskingHook needs a model with a '
-                            f'mask_ratio attribute, got {type(model).__name__}')
+            raise TypeError(
+                f'ProgressiveMaskingHook needs a model with a '
+                f'mask_ratio attribute, got {type(model).__name__}')
         # The student's patch grid must keep >= 1 token at the final ratio.
         model.mask_ratio = self.final_ratio
         model.mask_ratio = self.ratio_at(runner.iter, runner.max_iters)
@@ -72,7 +75,8 @@ class ProgressiveMaskingHook(Hook):
                           runner,
                           batch_idx: int,
                           data_batch: DATA_BATCH = None) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
         ratio = self.ratio_at(runner.iter, runner.max_iters)
         model.mask_ratio = ratio
         runner.message_hub.update_scalar('train/mask_ratio', ratio)
