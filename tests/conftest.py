@@ -6,8 +6,6 @@ import pytest
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 # registers the components and the safe-load allow-list
 import mmhybrid  # noqa: E402,F401

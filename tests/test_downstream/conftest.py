@@ -1,10 +1,8 @@
 """Fixtures of the downstream tests: generated data for the three libraries, a
 synthetic student checkpoint (fast tests) and a real one from a tiny
 ``HybridDistill`` run through ``tools/train.py`` (slow tests)."""
-import importlib.util
 import os.path as osp
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -28,16 +26,6 @@ DEMO_TARGET = {
     'ade20k': 'mmseg',
     'coco': 'mmdet'
 }
-
-
-def load_tool(relpath: str, name: str):
-    """Import a script under tools/ as a module."""
-    path = osp.join(ROOT, relpath)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def make_student_checkpoint(path,

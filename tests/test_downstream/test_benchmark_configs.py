@@ -6,7 +6,7 @@ import os.path as osp
 import pytest
 from mmengine.config import Config
 
-from .conftest import ROOT, load_tool
+from .conftest import ROOT
 
 B = 'configs/benchmarks'
 FT_B = f'{B}/mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb128-coslr-100e_in1k.py'  # noqa: E501
@@ -153,7 +153,7 @@ def test_flagship_segmentor_and_detector_optimizers_build():
 
 
 def test_launcher_tasks_resolve(tmp_path, capsys):
-    ds = load_tool('tools/benchmarks/downstream.py', 'downstream_launcher')
+    from mmhybrid.downstream import launcher as ds
     for task, (config, target) in ds.TASKS.items():
         assert osp.isfile(osp.join(ROOT, config)), task
         assert ds.main([task, 'ckpt.pth', '--dry-run', '--gpus', '8']) == 0
@@ -178,7 +178,8 @@ def test_train_py_keeps_each_dataloader_its_own_dataset(monkeypatch, tmp_path):
     own dataset and sampler (every downstream config has distinct train/val
     loaders)."""
     import sys
-    train = load_tool('tools/train.py', 'mmhybrid_train_tool')
+
+    from mmhybrid.apis import train
     cfg = Config(
         dict(
             train_dataloader=dict(
