@@ -2,14 +2,14 @@
 
 :func:`scan_images` checks each image with
 :func:`~mmhybrid.datasets.sample_guard.image_problem` (the rule the training
-guard applies too) in a pool of processes, shows a progress bar, and records
+guard applies too) in a pool of threads, shows a progress bar, and records
 each checked file in a state file, so an interrupted scan of a large folder
 (ImageNet: 1.28 M files) continues where it stopped.
 ``tools/data/scan_images.py`` is its command line.
 """
 import os
 import os.path as osp
-from multiprocessing import get_context
+from multiprocessing.pool import ThreadPool
 from typing import Dict, List, Optional, Tuple
 
 from .sample_guard import image_problem
@@ -63,7 +63,7 @@ def scan_images(root: str,
 
     Args:
         root (str): The dataset folder (searched recursively).
-        workers (int, optional): Processes that decode images. Defaults to the
+        workers (int, optional): Threads that decode images. Defaults to the
             machine's CPU count.
         state_file (str, optional): Where each checked file is recorded; a
             scan with the same file skips those already checked. Defaults to
@@ -95,8 +95,9 @@ def scan_images(root: str,
         record.truncate(complete)
     try:
         if workers > 1 and len(todo) > chunksize:
-            # fork: the workers need nothing but the function
-            pool = get_context('fork').Pool(workers)
+            # threads: Pillow decodes with the GIL released, and a forked
+            # pool of a process with threads (torch's) can deadlock
+            pool = ThreadPool(workers)
             results = pool.imap_unordered(_check, todo, chunksize=chunksize)
         else:
             pool, results = None, map(_check, todo)

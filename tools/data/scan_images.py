@@ -30,7 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         '--workers',
         type=int,
         default=None,
-        help='decoding processes (default: all CPUs)')
+        help='decoding threads (default: all CPUs)')
     parser.add_argument(
         '--state',
         default=None,
