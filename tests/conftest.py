@@ -9,6 +9,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 # registers the components and the safe-load allow-list
 import mmhybrid  # noqa: E402,F401
+from mmhybrid.testing import DEMO_CONFIG, DemoRun  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -105,30 +106,26 @@ def demo_teachers(tmp_path_factory):
     return tc, tm
 
 
-DEMO_CONFIG = 'configs/demo/hybrid-distill_vit-tiny-p8_1xb32-300i_shapes.py'
-
-
 @pytest.fixture(scope='session')
 def demo_train_cmd(shapes_imagenet, demo_teachers):
     """``cmd(work_dir, iters, extra=())``: the command line of a short
     ``tools/train.py`` run of the demo HybridDistill config on the generated
     data and the tiny teachers (batch 8, no loader workers, one warm-up
     iteration, a checkpoint at the end); ``extra`` adds ``--cfg-options``."""
-    tc, tm = demo_teachers
 
     def cmd(work_dir, iters, extra=()):
         return [
             sys.executable, 'tools/train.py', DEMO_CONFIG, '--work-dir',
-            str(work_dir), '--cfg-options',
-            f'train_dataloader.dataset.data_root={shapes_imagenet}',
-            f'model.teacher_feat.checkpoint={tc}',
-            f'model.teacher_rel.checkpoint={tm}',
-            f'train_cfg.max_iters={iters}', 'param_scheduler.0.end=1',
-            'param_scheduler.1.begin=1', f'param_scheduler.1.end={iters}',
-            'train_dataloader.batch_size=8', 'train_dataloader.num_workers=0',
-            'train_dataloader.persistent_workers=False',
-            f'default_hooks.checkpoint.interval={iters}', *extra
-        ]
+            str(work_dir)
+        ] + DemoRun(
+            shapes_imagenet,
+            demo_teachers,
+            iters,
+            warmup=1,
+            num_workers=0,
+            checkpoint_interval=iters,
+            log_every_iter=False,
+            extra=extra).options()
 
     return cmd
 

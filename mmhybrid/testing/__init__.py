@@ -1,6 +1,7 @@
 """Tiny model configs shared by the tests, the demo and the benchmarks."""
 import copy
-from typing import Optional
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
 
 from mmhybrid.utils import constants
 
@@ -76,3 +77,62 @@ def tiny_hybrid_cfg(teacher_feat_ckpt: Optional[str] = None,
     )
     cfg.update(kwargs)
     return cfg
+
+
+#: the demo HybridDistill config the short test runs train
+DEMO_CONFIG = 'configs/demo/hybrid-distill_vit-tiny-p8_1xb32-300i_shapes.py'
+
+
+@dataclass
+class DemoRun:
+    """A short CPU run of :data:`DEMO_CONFIG` on generated data.
+
+    The generated data and the tiny teachers replace the demo's, and the
+    schedule is shortened to ``iters`` (linear warm-up, then cosine).
+
+    Args:
+        data_root (str): an ImageNet-style folder.
+        teachers (Sequence[str]): feature and relation teacher checkpoints.
+        iters (int): training iterations.
+        warmup (int, optional): warm-up iterations. Defaults to ``iters // 4``
+            (at least 1).
+        batch_size (int): Defaults to 8.
+        num_workers (int): dataloader workers. Defaults to 1; with 0 the
+            workers are not persistent.
+        checkpoint_interval (int, optional): Defaults to the config's.
+        log_every_iter (bool): log every iteration. Defaults to True.
+        extra (Sequence[str]): more ``key=value`` options, last.
+    """
+    data_root: str
+    teachers: Sequence[str]
+    iters: int
+    warmup: Optional[int] = None
+    batch_size: int = 8
+    num_workers: int = 1
+    checkpoint_interval: Optional[int] = None
+    log_every_iter: bool = True
+    extra: Sequence[str] = ()
+
+    def options(self) -> List[str]:
+        """``['--cfg-options', 'key=value', ...]`` of this run."""
+        tc, tm = self.teachers
+        iters = self.iters
+        warm = max(iters // 4, 1) if self.warmup is None else self.warmup
+        opts = [
+            f'train_dataloader.dataset.data_root={self.data_root}',
+            f'model.teacher_feat.checkpoint={tc}',
+            f'model.teacher_rel.checkpoint={tm}',
+            f'train_cfg.max_iters={iters}', f'param_scheduler.0.end={warm}',
+            f'param_scheduler.1.begin={warm}',
+            f'param_scheduler.1.end={iters}',
+            f'train_dataloader.batch_size={self.batch_size}',
+            f'train_dataloader.num_workers={self.num_workers}'
+        ]
+        if self.num_workers == 0:
+            opts.append('train_dataloader.persistent_workers=False')
+        if self.log_every_iter:
+            opts.append('default_hooks.logger.interval=1')
+        if self.checkpoint_interval is not None:
+            opts.append('default_hooks.checkpoint.interval='
+                        f'{self.checkpoint_interval}')
+        return ['--cfg-options', *opts, *self.extra]

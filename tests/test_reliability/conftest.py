@@ -16,7 +16,8 @@ import sys
 import pytest
 import torch
 
-CONFIG = 'configs/demo/hybrid-distill_vit-tiny-p8_1xb32-300i_shapes.py'
+from mmhybrid.testing import DEMO_CONFIG as CONFIG
+from mmhybrid.testing import DemoRun
 
 
 class Tiny:
@@ -28,21 +29,14 @@ class Tiny:
         self.teachers = teachers
 
     def options(self, iters, batch=8, workers=1, ckpt_interval=None, extra=()):
-        tc, tm = self.teachers
-        warm = max(iters // 4, 1)
-        return [
-            '--cfg-options', f'train_dataloader.dataset.data_root={self.data}',
-            f'model.teacher_feat.checkpoint={tc}',
-            f'model.teacher_rel.checkpoint={tm}',
-            f'train_cfg.max_iters={iters}', f'param_scheduler.0.end={warm}',
-            f'param_scheduler.1.begin={warm}',
-            f'param_scheduler.1.end={iters}',
-            f'train_dataloader.batch_size={batch}',
-            f'train_dataloader.num_workers={workers}',
-            'default_hooks.logger.interval=1',
-            f'default_hooks.checkpoint.interval={ckpt_interval or iters}',
-            *extra
-        ]
+        return DemoRun(
+            self.data,
+            self.teachers,
+            iters,
+            batch_size=batch,
+            num_workers=workers,
+            checkpoint_interval=ckpt_interval or iters,
+            extra=extra).options()
 
     def argv(self, work_dir, iters, args=(), **kw):
         return [CONFIG, '--work-dir',

@@ -8,25 +8,15 @@ import sys
 import pytest
 import torch
 
+from mmhybrid.testing import DEMO_CONFIG as CONFIG
+from mmhybrid.testing import DemoRun
 from mmhybrid.utils.scalars import read_scalars
 
 pytestmark = pytest.mark.slow
 
-CONFIG = 'configs/demo/hybrid-distill_vit-tiny-p8_1xb32-300i_shapes.py'
-
 
 def _options(data, teachers, iters, extra=()):
-    tc, tm = teachers
-    return [
-        '--cfg-options', f'train_dataloader.dataset.data_root={data}',
-        f'model.teacher_feat.checkpoint={tc}',
-        f'model.teacher_rel.checkpoint={tm}', f'train_cfg.max_iters={iters}',
-        f'param_scheduler.0.end={iters // 4}',
-        f'param_scheduler.1.begin={iters // 4}',
-        f'param_scheduler.1.end={iters}', 'train_dataloader.batch_size=8',
-        'train_dataloader.num_workers=1', 'default_hooks.logger.interval=1',
-        *extra
-    ]
+    return DemoRun(data, teachers, iters, extra=extra).options()
 
 
 def _train(repo_root, work_dir, data, teachers, iters, extra=(), args=()):
