@@ -9,6 +9,11 @@ _base_ = [
 ]
 custom_imports = dict(imports=['mmhybrid'], allow_failed_imports=False)
 
+# mmhybrid's runner (safe checkpoint reads, atomic saves, resume from the
+# newest readable checkpoint, the _scope_-d collate_fn of mmpretrain:: bases),
+# also when mmpretrain's own tools/train.py runs this config
+runner_type = 'mmpretrain.HybridRunner'
+
 train_dataloader = dict(batch_size=256, num_workers=10)
 
 # lr = 1.5e-4 * total_batch / 256 (docs/method.md); 8 x 256 = 2048

@@ -60,6 +60,11 @@ train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters)
 default_scope = 'mmpretrain'
 custom_imports = dict(imports=['mmhybrid'], allow_failed_imports=False)
 
+# mmhybrid's runner (safe checkpoint reads, atomic saves, resume from the
+# newest readable checkpoint, the _scope_-d collate_fn of mmpretrain:: bases),
+# also when mmpretrain's own tools/train.py runs this config
+runner_type = 'mmpretrain.HybridRunner'
+
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=10),
