@@ -23,9 +23,10 @@ import os
 from copy import deepcopy
 from typing import List, Optional
 
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, ConfigDict
 
-from .tool_rules import (build_runner, dump_metrics, enable_entry_point_fixes,
+from .tool_rules import (add_cfg_options_arg, add_launcher_args, build_runner,
+                         dump_metrics, enable_entry_point_fixes,
                          enable_test_amp, enable_tta, enable_visualization,
                          output_item, run_tool, set_work_dir)
 
@@ -50,16 +51,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         choices=['metrics', 'pred'],
         help='To output whether metrics or predictions. '
         'Defaults to output predictions.')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file. If the value to '
-        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
-        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
-        'Note that the quotation marks are necessary and that no white space '
-        'is allowed.')
+    add_cfg_options_arg(parser)
     parser.add_argument(
         '--amp',
         action='store_true',
@@ -92,15 +84,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         'has `tta_pipeline` and `tta_model` fields, use them to determine the '
         'TTA transforms and how to merge the TTA results. Otherwise, use flip '
         'TTA by averaging classification score.')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    # When using PyTorch version >= 2.0.0, the `torch.distributed.launch`
-    # will pass the `--local-rank` parameter to `tools/test.py` instead
-    # of `--local_rank`.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_launcher_args(parser)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)

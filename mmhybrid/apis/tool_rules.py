@@ -8,10 +8,11 @@ and what would work, and :func:`run_tool` prints it as ``ERROR: ...``.
 import os
 import os.path as osp
 import sys
+from argparse import ArgumentParser
 from copy import deepcopy
 from typing import Any, Callable, Optional
 
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config, ConfigDict, DictAction
 
 from ..engine.preflight import type_name
 
@@ -25,6 +26,34 @@ __all__ = [
 _PICKLE_SUFFIXES = ('.pkl', '.pickle')
 # what mmengine.dump writes (it picks the format from the suffix)
 _METRICS_SUFFIXES = ('.json', '.yaml', '.yml') + _PICKLE_SUFFIXES
+
+
+def add_cfg_options_arg(parser: ArgumentParser) -> None:
+    """``--cfg-options``, worded as in mmpretrain's tools."""
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override some settings in the used config, the key-value pair '
+        'in xxx=yyy format will be merged into config file. If the value to '
+        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
+        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
+        'Note that the quotation marks are necessary and that no white space '
+        'is allowed.')
+
+
+def add_launcher_args(parser: ArgumentParser) -> None:
+    """``--launcher`` and ``--local_rank`` / ``--local-rank``, as in
+    mmpretrain's tools."""
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    # When using PyTorch version >= 2.0.0, the `torch.distributed.launch`
+    # will pass the `--local-rank` parameter to the tool instead of
+    # `--local_rank`.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
 class UsageError(ValueError):

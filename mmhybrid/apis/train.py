@@ -28,11 +28,12 @@ import copy
 import os
 from typing import List, Optional
 
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, ConfigDict
 
 from ..engine.preflight import check_train_config, type_name
-from .tool_rules import (build_runner, enable_entry_point_fixes,
-                         enable_train_amp, run_tool, set_work_dir)
+from .tool_rules import (add_cfg_options_arg, add_launcher_args, build_runner,
+                         enable_entry_point_fixes, enable_train_amp, run_tool,
+                         set_work_dir)
 
 __all__ = [
     'parse_args', 'merge_args', 'main', 'cli', 'DEFAULT_HOOKS',
@@ -78,25 +79,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         action='store_true',
         help='whether to disable the persistent_workers option in dataloaders.'
     )
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file. If the value to '
-        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
-        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
-        'Note that the quotation marks are necessary and that no white space '
-        'is allowed.')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    # When using PyTorch version >= 2.0.0, the `torch.distributed.launch`
-    # will pass the `--local-rank` parameter to `tools/train.py` instead
-    # of `--local_rank`.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_cfg_options_arg(parser)
+    add_launcher_args(parser)
     parser.add_argument(
         '--max-nonfinite-skips',
         type=int,
