@@ -297,18 +297,19 @@ def run_tool(main: Callable[[], Any]) -> Any:
 
     A bad flag (:class:`UsageError`), config
     (:class:`~mmhybrid.engine.preflight.ConfigError`) or checkpoint
-    (:class:`~mmhybrid.utils.checkpoint.CheckpointError`), or a non-finite
-    loss,
-    is printed as ``ERROR: <message>`` (prefixed with the rank in a distributed
-    run) and the process exits with status 1; anything else is a bug and keeps
-    its traceback.
+    (:class:`~mmhybrid.utils.checkpoint.CheckpointError`), a non-finite loss
+    or an unreadable image is printed as ``ERROR: <message>`` (prefixed with
+    the rank in a distributed run) and the process exits with status 1;
+    anything else is a bug and keeps its traceback.
     """
+    from ..datasets import UnreadableImageError
     from ..engine.hooks import NonFiniteLossError
     from ..engine.preflight import ConfigError
     from ..utils.checkpoint import CheckpointError
     try:
         return main()
-    except (UsageError, ConfigError, CheckpointError, NonFiniteLossError) as e:
+    except (UsageError, ConfigError, CheckpointError, NonFiniteLossError,
+            UnreadableImageError) as e:
         where = ''
         if int(os.environ.get('WORLD_SIZE', '1')) > 1:
             where = f'[rank {os.environ.get("RANK", "?")}] '

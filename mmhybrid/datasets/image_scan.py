@@ -7,8 +7,10 @@ each checked file in a state file, so an interrupted scan of a large folder
 (ImageNet: 1.28 M files) continues where it stopped.
 ``tools/data/scan_images.py`` is its command line.
 """
+import argparse
 import os
 import os.path as osp
+import sys
 from multiprocessing.pool import ThreadPool
 from typing import Dict, List, Optional, Tuple
 
@@ -120,3 +122,49 @@ def scan_images(root: str,
     wanted = set(paths)
     return sorted(
         (p, r) for p, r in done.items() if r is not None and p in wanted)
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(
+        description='List the unreadable or empty images of a folder.')
+    parser.add_argument('root', help='dataset folder (searched recursively)')
+    parser.add_argument(
+        '--workers',
+        type=int,
+        default=None,
+        help='decoding threads (default: all CPUs)')
+    parser.add_argument(
+        '--state',
+        default=None,
+        help='record of checked files; a rerun with the same '
+        'file skips them (default: no record)')
+    parser.add_argument(
+        '--out',
+        default=None,
+        help='also write the bad files (path<TAB>reason) here')
+    parser.add_argument(
+        '--no-progress', action='store_true', help='no progress bar')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``tools/data/scan_images.py``: ``1`` if any image is bad, else ``0``."""
+    args = parse_args(argv)
+    try:
+        bad = scan_images(
+            args.root,
+            workers=args.workers,
+            state_file=args.state,
+            progress=not args.no_progress)
+    except FileNotFoundError as e:
+        print(f'ERROR: {e}', file=sys.stderr)
+        return 2
+    lines = [f'{path}\t{reason}' for path, reason in bad]
+    for line in lines:
+        print(line)
+    if args.out:
+        with open(args.out, 'w', encoding='utf-8') as f:
+            f.write(''.join(line + '\n' for line in lines))
+    print(f'{len(bad)} unreadable image(s) under {args.root}', file=sys.stderr)
+    return 1 if bad else 0

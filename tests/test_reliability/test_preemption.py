@@ -23,16 +23,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope='module')
-def pr(repo_root):
-    import importlib.util
-    import os.path as osp
-    path = osp.join(repo_root, 'tests', 'test_reliability',
-                    'preemption_runs.py')
-    spec = importlib.util.spec_from_file_location('mmhybrid_preemption_runs',
-                                                  path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def pr():
+    from mmhybrid.testing import preemption_runs
+    return preemption_runs
 
 
 def _resumed_from(out):

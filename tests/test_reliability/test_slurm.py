@@ -141,12 +141,7 @@ def test_scancel_term_checkpoints_requeues_and_ends_as_uninterrupted(
     script requeues it, the requeued job resumes (--resume added) and its final
     checkpoint equals an uninterrupted 2-rank run's.
     """
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        'mmhybrid_preemption_runs',
-        os.path.join(repo_root, 'tests/test_reliability/preemption_runs.py'))
-    pr = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pr)
+    from mmhybrid.testing import preemption_runs as pr
     ref_work, ref = pr.two_rank_reference(tmp_path_factory.getbasetemp(),
                                           repo_root, shapes_imagenet,
                                           demo_teachers, rel.env, rel.scalars,

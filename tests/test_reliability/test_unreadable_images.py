@@ -79,11 +79,7 @@ def test_scan_names_truncated_and_empty_and_resumes(bad_data, repo_root,
     assert [ln for ln in open(state) if empty in ln] == [empty_line]
 
     # the tool: one line per bad file, status 1
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        'scan_images_tool', osp.join(repo_root, 'tools/data/scan_images.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from mmhybrid.datasets import image_scan as tool
     capsys.readouterr()
     assert tool.main([root, '--workers', '2', '--no-progress']) == 1
     out, err = capsys.readouterr()
@@ -175,3 +171,32 @@ def test_skip_mode_counts_and_finishes_then_limit_is_an_error(
             UnreadableImageError,
             match=r'more than max_skips=1 unreadable images'):
         Runner.from_cfg(cfg).train()
+
+
+def test_train_tool_ends_on_one_error_line_naming_the_image(
+        bad_data, demo_teachers, repo_root, tmp_path):
+    """``tools/train.py`` (its default UnreadableImageHook, error mode): the
+    run stops with one ``ERROR:`` line naming the file, no worker traceback."""
+    import subprocess
+    import sys
+
+    from mmhybrid.testing import DemoRun
+    root, truncated, empty = bad_data
+    opts = DemoRun(
+        root, demo_teachers, 20, num_workers=1).options() + [
+            'train_dataloader.dataset.pipeline.0.imdecode_backend=pillow'
+        ]
+    proc = subprocess.run(
+        [
+            sys.executable, 'tools/train.py', ITER_CONFIG, '--work-dir',
+            str(tmp_path / 'work')
+        ] + opts,
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=600)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith('ERROR: unreadable image '), proc.stderr[-3000:]
+    assert truncated in last or empty in last, last
+    assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]

@@ -1,9 +1,7 @@
-"""Runs shared by the pre-emption tests (test_preemption.py, test_multinode.py,
-test_slurm.py): the epoch-based demo config on the tests' tiny data, and one
-uninterrupted 2-rank reference run made once per test session.
-
-Not a test module; the tests load it by path (importlib).
-"""
+"""Runs shared by the pre-emption tests (tests/test_reliability/
+test_preemption.py, test_multinode.py, test_slurm.py): the epoch-based demo
+config on the tests' tiny data, and one uninterrupted 2-rank reference run made
+once per test session."""
 import os
 import os.path as osp
 import signal
