@@ -9,7 +9,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 # registers the components and the safe-load allow-list
 import mmhybrid  # noqa: E402,F401
-from mmhybrid.testing import DEMO_CONFIG, DemoRun  # noqa: E402
+from mmhybrid.testing import DEMO_CONFIG  # noqa: E402
+from mmhybrid.testing import DemoRun, save_demo_teacher  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -77,25 +78,8 @@ def shapes_imagenet(tmp_path_factory):
 
 
 def _tiny_demo_teacher(path, seed, pre_norm=False):
-    """A tiny ViT saved the way mmpretrain saves a classifier.
-
-    ``{'state_dict': {'backbone.*', 'head.*'}, 'meta': ...}``.
-    """
-    from mmpretrain.models import VisionTransformer
-    torch.manual_seed(seed)
-    vit = VisionTransformer(
-        arch=dict(
-            embed_dims=96, num_layers=4, num_heads=3,
-            feedforward_channels=384),
-        img_size=64,
-        patch_size=8,
-        pre_norm=pre_norm)
-    vit.init_weights()
-    sd = {f'backbone.{k}': v for k, v in vit.state_dict().items()}
-    sd['head.layers.head.weight'] = torch.randn(5, 96)
-    sd['head.layers.head.bias'] = torch.zeros(5)
-    torch.save(dict(state_dict=sd, meta=dict(iter=1)), path)
-    return str(path)
+    """A tiny ViT saved the way mmpretrain saves a classifier."""
+    return save_demo_teacher(str(path), seed, pre_norm=pre_norm)
 
 
 @pytest.fixture(scope='session')

@@ -15,6 +15,8 @@ import tempfile
 import time
 from typing import Optional
 
+from ..testing import DEMO_ARCH
+
 CONFIG = 'configs/demo/hybrid-distill_vit-tiny-p8_1xb32-4e_shapes.py'
 
 
@@ -75,13 +77,7 @@ def measure_preemption_overhead(repo_root: str,
     for seed in (1, 2):
         torch.manual_seed(seed)
         vit = VisionTransformer(
-            arch=dict(
-                embed_dims=96,
-                num_layers=4,
-                num_heads=3,
-                feedforward_channels=384),
-            img_size=64,
-            patch_size=8)
+            arch=dict(DEMO_ARCH), img_size=64, patch_size=8)
         path = osp.join(work_dir, f'teacher{seed}.pth')
         torch.save(
             dict(state_dict={

@@ -79,6 +79,41 @@ def tiny_hybrid_cfg(teacher_feat_ckpt: Optional[str] = None,
     return cfg
 
 
+#: the demo's tiny ViT (teachers and student of the short test runs)
+DEMO_ARCH = dict(
+    embed_dims=96, num_layers=4, num_heads=3, feedforward_channels=384)
+
+
+def save_demo_teacher(path: str, seed: int, pre_norm: bool = False) -> str:
+    """Save a tiny mmpretrain ViT classifier as mmpretrain saves one.
+
+    ``{'state_dict': {'backbone.*', 'head.*'}, 'meta': ...}``, the
+    architecture :data:`DEMO_ARCH` at 64 px with 8-px patches.
+
+    Args:
+        path (str): Where to write it.
+        seed (int): Seed of its random weights.
+        pre_norm (bool): CLIP-style norm before the blocks. Defaults to False.
+
+    Returns:
+        str: ``path``.
+    """
+    import torch
+    from mmpretrain.models import VisionTransformer
+    torch.manual_seed(seed)
+    vit = VisionTransformer(
+        arch=copy.deepcopy(DEMO_ARCH),
+        img_size=64,
+        patch_size=8,
+        pre_norm=pre_norm)
+    vit.init_weights()
+    sd = {f'backbone.{k}': v for k, v in vit.state_dict().items()}
+    sd['head.layers.head.weight'] = torch.randn(5, 96)
+    sd['head.layers.head.bias'] = torch.zeros(5)
+    torch.save(dict(state_dict=sd, meta=dict(iter=1)), path)
+    return str(path)
+
+
 #: the demo HybridDistill config the short test runs train
 DEMO_CONFIG = 'configs/demo/hybrid-distill_vit-tiny-p8_1xb32-300i_shapes.py'
 

@@ -12,8 +12,9 @@ import torch
 
 from mmhybrid.analysis.attention_tools import (attention_stats_report,
                                                masking_schedule_figure)
+from mmhybrid.testing import DEMO_ARCH
 
-ARCH = dict(embed_dims=96, num_layers=4, num_heads=3, feedforward_channels=384)
+ARCH = dict(DEMO_ARCH)
 HYBRID_CFG = 'configs/demo/hybrid-distill_vit-tiny-p8_1xb32-300i_shapes.py'
 PROBE_CFG = 'configs/demo/linear-probe_vit-tiny-p8_1xb64-200i_shapes.py'
 

@@ -13,6 +13,7 @@ from mmhybrid.analysis.vit_loading import (CLIP_MEAN, IMAGENET_MEAN,
                                            infer_vit_kwargs, load_images,
                                            parse_arch, vit_from_checkpoint,
                                            vit_from_config)
+from mmhybrid.testing import DEMO_ARCH
 from mmhybrid.utils.checkpoint import CheckpointError
 
 EMBED, DEPTH, HEADS = 48, 2, 3
@@ -138,8 +139,7 @@ def test_student_checkpoint_and_config(tmp_path):
     from mmengine.config import Config
     from mmpretrain.models import VisionTransformer
     torch.manual_seed(1)
-    arch = dict(
-        embed_dims=96, num_layers=4, num_heads=3, feedforward_channels=384)
+    arch = dict(DEMO_ARCH)
     vit = _perturb(VisionTransformer(arch=arch, img_size=64, patch_size=8), 2)
     sd = {f'backbone.{k}': v for k, v in vit.state_dict().items()}
     sd['neck.proj.weight'] = torch.randn(96, 96)

@@ -7,9 +7,10 @@ import subprocess
 import pytest
 import torch
 
+from mmhybrid.testing import DEMO_ARCH
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TINY_ARCH = dict(
-    embed_dims=96, num_layers=4, num_heads=3, feedforward_channels=384)
+TINY_ARCH = dict(DEMO_ARCH)
 DEMO = {
     'ft':
     'configs/benchmarks/demo/vit-tiny-p8_hybrid-distill-300i-pre_1xb8-4i_shapes.py',  # noqa: E501

@@ -16,6 +16,7 @@ import sys
 import pytest
 import torch
 
+from mmhybrid.testing import DEMO_ARCH
 from mmhybrid.testing import DEMO_CONFIG as CONFIG
 from mmhybrid.testing import DemoRun
 
@@ -153,12 +154,7 @@ def write_malicious(path, marker, kind='zip'):
     sd = {
         f'backbone.{k}': v
         for k, v in VisionTransformer(
-            arch=dict(
-                embed_dims=96,
-                num_layers=4,
-                num_heads=3,
-                feedforward_channels=384),
-            img_size=64,
+            arch=dict(DEMO_ARCH), img_size=64,
             patch_size=8).state_dict().items()
     }
     payload = GetattrEscape(marker) if kind == 'getattr' else CodeOnLoad(

@@ -29,6 +29,7 @@ from typing import NamedTuple, Tuple
 import pytest
 import torch
 
+from mmhybrid.testing import DEMO_ARCH
 from mmhybrid.utils.checkpoint import CheckpointError, load_checkpoint_file
 
 REFUSED = re.compile(r'refused to load|outside the safe allow-list|'
@@ -74,12 +75,7 @@ def test_env_cannot_turn_safe_loading_off(tmp_path, rel, monkeypatch,
 def _tiny_vit(**kw):
     from mmpretrain.models import VisionTransformer
     return VisionTransformer(
-        arch=dict(
-            embed_dims=96, num_layers=4, num_heads=3,
-            feedforward_channels=384),
-        img_size=64,
-        patch_size=8,
-        **kw)
+        arch=dict(DEMO_ARCH), img_size=64, patch_size=8, **kw)
 
 
 def _mmengine_readers():
@@ -161,11 +157,7 @@ def test_url_teacher_weights_refused(tmp_path, rel, stack_fixes):
             from mmhybrid.models.teachers.frozen_teacher import \
                 load_vit_weights
             vit = HybridViT(
-                arch=dict(
-                    embed_dims=96,
-                    num_layers=4,
-                    num_heads=3,
-                    feedforward_channels=384),
+                arch=dict(DEMO_ARCH),
                 img_size=64,
                 patch_size=8,
                 out_type='raw')

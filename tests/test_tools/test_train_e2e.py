@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from mmhybrid.testing import DEMO_ARCH
 from mmhybrid.testing import DEMO_CONFIG as CONFIG
 from mmhybrid.testing import DemoRun
 from mmhybrid.utils.scalars import read_scalars
@@ -55,12 +56,7 @@ def test_train_loss_falls_and_checkpoint_is_student_only(
             for k in keys} <= {'backbone', 'neck', 'data_preprocessor'}
     # the student loads into mmpretrain's own ViT with zero missing keys
     from mmpretrain.models import VisionTransformer
-    vit = VisionTransformer(
-        arch=dict(
-            embed_dims=96, num_layers=4, num_heads=3,
-            feedforward_channels=384),
-        img_size=64,
-        patch_size=8)
+    vit = VisionTransformer(arch=dict(DEMO_ARCH), img_size=64, patch_size=8)
     backbone = {
         k[len('backbone.'):]: v
         for k, v in ckpt['state_dict'].items() if k.startswith('backbone.')
