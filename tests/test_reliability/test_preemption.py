@@ -35,8 +35,12 @@ def _resumed_from(out):
     return int(m.group(1))
 
 
-def test_sigkill_mid_epoch_resume_with_persistent_workers_equals_uninterrupted(
-        repo_root, shapes_imagenet, demo_teachers, tmp_path, rel, pr):
+@pytest.mark.parametrize(
+    'persistent', [False, True], ids=['workers', 'persistent-workers'])
+def test_sigkill_mid_epoch_resume_equals_uninterrupted(persistent, repo_root,
+                                                       shapes_imagenet,
+                                                       demo_teachers, tmp_path,
+                                                       rel, pr):
     opts = dict(data=shapes_imagenet, teachers=demo_teachers, workers=2)
     ref_work = tmp_path / 'reference'
     proc = subprocess.run(
@@ -51,7 +55,7 @@ def test_sigkill_mid_epoch_resume_with_persistent_workers_equals_uninterrupted(
     assert sorted(ref) == list(range(1, pr.ITERS + 1))
 
     work = tmp_path / 'work'
-    cmd = pr.train_cmd(work, pr.options(persistent=True, **opts))
+    cmd = pr.train_cmd(work, pr.options(persistent=persistent, **opts))
     with open(tmp_path / 'killed.log', 'w') as log:
         proc = subprocess.Popen(
             cmd,
@@ -70,12 +74,14 @@ def test_sigkill_mid_epoch_resume_with_persistent_workers_equals_uninterrupted(
             pr.kill_group(proc)
     killed_at = max(rel.scalars(work))
     assert 13 <= killed_at < pr.ITERS
-    # persistent workers drew the same samples and augmentations
+    # (persistent) workers drew the same samples and augmentations as the
+    # reference's
     pr.assert_same_losses(rel.scalars(work), ref, range(1, killed_at + 1))
 
     proc = subprocess.run(
         pr.train_cmd(
-            work, pr.options(persistent=True, **opts), args=['--resume']),
+            work, pr.options(persistent=persistent, **opts),
+            args=['--resume']),
         cwd=repo_root,
         capture_output=True,
         text=True,
