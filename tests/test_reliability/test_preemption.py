@@ -161,6 +161,42 @@ def test_sigterm_to_both_ranks_checkpoints_exits_75_and_resumes_exactly(
         range(stopped + 1, pr.ITERS + 1))
 
 
+def test_sigusr1_before_the_time_limit_checkpoints_and_exits_75(
+        repo_root, shapes_imagenet, demo_teachers, tmp_path, rel, pr):
+    """What ``sbatch --signal=USR1@120`` sends two minutes before the time
+    limit: a one-process run stops after its iteration with that iteration's
+    checkpoint and the status ``slurm_train.sh`` requeues on."""
+    work = tmp_path / 'work'
+    opts = pr.options(shapes_imagenet, demo_teachers, workers=2)
+    with open(tmp_path / 'stopped.log', 'w') as log:
+        proc = subprocess.Popen(
+            pr.train_cmd(work, opts),
+            cwd=repo_root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=rel.env(),
+            start_new_session=True)
+        try:
+            pr.wait_until(lambda: max(rel.scalars(work), default=0) >= 3, proc,
+                          400, 'iteration 3')
+            os.kill(proc.pid, signal.SIGUSR1)  # the main process only
+            returncode = proc.wait(timeout=120)
+        finally:
+            pr.kill_group(proc)
+    out = open(tmp_path / 'stopped.log').read()
+    assert returncode == 75, out[-4000:]
+    m = re.search(
+        r'PreemptionHook: SIGUSR1 received; stopped after iteration '
+        r'(\d+) with its checkpoint (\S+); exiting with status 75', out)
+    assert m, out[-4000:]
+    stopped = int(m.group(1))
+    assert 3 <= stopped < pr.ITERS
+    assert max(rel.scalars(work)) == stopped
+    assert m.group(2) == str(work / f'iter_{stopped}.pth')
+    assert (work /
+            'last_checkpoint').read_text().endswith(f'iter_{stopped}.pth')
+
+
 def test_preemption_hook_rejects_bad_options():
     from mmhybrid.engine.hooks import PreemptionHook
     with pytest.raises(ValueError, match="'SIGFOO' is not a signal name"):
