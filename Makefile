@@ -31,7 +31,7 @@ test: install
 	$(MAKE) --no-print-directory test-min
 
 # the tests marked min_stack (the list: MIN_STACK in tests/conftest.py) on the
-# minimum-version stack, torch 2.1.2 (about 4 min, plus a first install)
+# minimum-version stack, torch 2.1.2 (about 1 min, plus a first install)
 test-min: install-min
 	$(PY_MIN) -m pytest -m min_stack $(PYTEST_ARGS)
 

@@ -112,7 +112,7 @@ log "installing build tools and torch==$TORCH_V"
 PY_TAG="$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
 WHEEL_DIR="$CACHE/wheels/mmcv-$MMCV_V-torch$TORCH_V-$PY_TAG-cpu"
 if ! ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
-    log "building mmcv==$MMCV_V with CPU ops (once; about 13 min on 2 cores) into $WHEEL_DIR"
+    log "building mmcv==$MMCV_V with CPU ops (once; 5 to 15 min on 2 cores) into $WHEEL_DIR"
     BUILD="$(mktemp -d)"
     trap 'rm -rf "$BUILD"' EXIT
     "${PIP[@]}" download -q --no-deps --no-binary :all: "mmcv==$MMCV_V" -d "$BUILD"
