@@ -76,6 +76,34 @@ def kill_group(proc):
     proc.wait()
 
 
+def interrupt(cmd, log_path, cwd, env, until, what, send=None, timeout=400):
+    """Run ``cmd`` in its own process group, its output in ``log_path``, until
+    ``until()`` holds; then ``send(proc)`` (deliver the signals under test) and
+    wait for the run to end, or, with no ``send``, SIGKILL the whole group.
+    Nothing of the run is left running afterwards.
+
+    Returns:
+        tuple: The return code (``-9`` when killed) and the output.
+    """
+    with open(log_path, 'w') as log:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True)
+        try:
+            wait_until(until, proc, timeout, what)
+            if send is not None:
+                send(proc)
+                proc.wait(timeout=120)
+        finally:
+            kill_group(proc)
+    with open(log_path) as f:
+        return proc.returncode, f.read()
+
+
 def two_rank_reference(base_dir, repo_root, data, teachers, env, scalars,
                        free_port):
     """An uninterrupted one-node 2-process run (dist_train.sh, gloo, batch 4

@@ -55,23 +55,15 @@ def test_sigkill_mid_epoch_resume_equals_uninterrupted(persistent, repo_root,
     assert sorted(ref) == list(range(1, pr.ITERS + 1))
 
     work = tmp_path / 'work'
-    cmd = pr.train_cmd(work, pr.options(persistent=persistent, **opts))
-    with open(tmp_path / 'killed.log', 'w') as log:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=repo_root,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=rel.env(),
-            start_new_session=True)
-        try:
-            # inside epoch 2, after its mid-epoch checkpoint at iteration 12
-            pr.wait_until(
-                lambda: (work / 'iter_12.pth').exists() and max(
-                    rel.scalars(work), default=0) >= 13, proc, 400,
-                'mid-epoch checkpoint of epoch 2')
-        finally:
-            pr.kill_group(proc)
+    pr.interrupt(
+        pr.train_cmd(work, pr.options(persistent=persistent, **opts)),
+        tmp_path / 'killed.log',
+        repo_root,
+        rel.env(),
+        # inside epoch 2, after its mid-epoch checkpoint at iteration 12
+        until=lambda: (work / 'iter_12.pth').exists() and max(
+            rel.scalars(work), default=0) >= 13,
+        what='mid-epoch checkpoint of epoch 2')
     killed_at = max(rel.scalars(work))
     assert 13 <= killed_at < pr.ITERS
     # (persistent) workers drew the same samples and augmentations as the
@@ -107,26 +99,21 @@ def test_sigterm_to_both_ranks_checkpoints_exits_75_and_resumes_exactly(
                                    rel.scalars, rel.free_port)
     work = tmp_path / 'work'
     opts = pr.options(shapes_imagenet, demo_teachers, batch=4)
-    env = rel.env(PYTHON=sys.executable, PORT=rel.free_port())
-    with open(tmp_path / 'stopped.log', 'w') as log:
-        proc = subprocess.Popen(
-            pr.dist_cmd(work, opts),
-            cwd=repo_root,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True)
-        try:
-            pr.wait_until(lambda: max(rel.scalars(work), default=0) >= 10,
-                          proc, 400, 'iteration 10')
-            ranks = pr.children(proc.pid)
-            assert len(ranks) == 2, ranks
-            for pid in ranks:  # as Slurm does: every rank gets the signal
-                os.kill(pid, signal.SIGTERM)
-            proc.wait(timeout=120)
-        finally:
-            pr.kill_group(proc)
-    out = open(tmp_path / 'stopped.log').read()
+
+    def sigterm_to_each_rank(proc):  # as Slurm does
+        ranks = pr.children(proc.pid)
+        assert len(ranks) == 2, ranks
+        for pid in ranks:
+            os.kill(pid, signal.SIGTERM)
+
+    _, out = pr.interrupt(
+        pr.dist_cmd(work, opts),
+        tmp_path / 'stopped.log',
+        repo_root,
+        rel.env(PYTHON=sys.executable, PORT=rel.free_port()),
+        until=lambda: max(rel.scalars(work), default=0) >= 10,
+        what='iteration 10',
+        send=sigterm_to_each_rank)
     m = re.search(
         r'PreemptionHook: SIGTERM received; stopped after iteration '
         r'(\d+) with its checkpoint (\S+); exiting with status 75', out)
@@ -168,22 +155,14 @@ def test_sigusr1_before_the_time_limit_checkpoints_and_exits_75(
     checkpoint and the status ``slurm_train.sh`` requeues on."""
     work = tmp_path / 'work'
     opts = pr.options(shapes_imagenet, demo_teachers, workers=2)
-    with open(tmp_path / 'stopped.log', 'w') as log:
-        proc = subprocess.Popen(
-            pr.train_cmd(work, opts),
-            cwd=repo_root,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=rel.env(),
-            start_new_session=True)
-        try:
-            pr.wait_until(lambda: max(rel.scalars(work), default=0) >= 3, proc,
-                          400, 'iteration 3')
-            os.kill(proc.pid, signal.SIGUSR1)  # the main process only
-            returncode = proc.wait(timeout=120)
-        finally:
-            pr.kill_group(proc)
-    out = open(tmp_path / 'stopped.log').read()
+    returncode, out = pr.interrupt(
+        pr.train_cmd(work, opts),
+        tmp_path / 'stopped.log',
+        repo_root,
+        rel.env(),
+        until=lambda: max(rel.scalars(work), default=0) >= 3,
+        what='iteration 3',
+        send=lambda proc: os.kill(proc.pid, signal.SIGUSR1))  # main process
     assert returncode == 75, out[-4000:]
     m = re.search(
         r'PreemptionHook: SIGUSR1 received; stopped after iteration '
