@@ -95,42 +95,14 @@ def test_last_checkpoint_pointer_is_atomic(tmp_path):
     assert [f for f in os.listdir(tmp_path) if f.startswith('.')] == []
 
 
-class Toy:
-    """A one-layer model for toy runners (built lazily: mmengine imports)."""
-
-    def __new__(cls):
-        from mmengine.model import BaseModel
-
-        class _Toy(BaseModel):
-
-            def __init__(self):
-                super().__init__()
-                self.w = torch.nn.Linear(2, 1)
-
-            def forward(self, inputs, data_samples=None, mode='loss'):
-                return dict(loss=self.w(inputs).pow(2).mean())
-
-        return _Toy()
-
-
 def _toy_runner(runner_cls, work_dir, iters=4, **kw):
+    from mmhybrid.testing.toy_runner import toy_runner_cfg
     kw.setdefault(
         'default_hooks',
         dict(
             checkpoint=dict(type='CheckpointHook', interval=2,
                             by_epoch=False)))
-    return runner_cls(
-        model=Toy(),
-        work_dir=str(work_dir),
-        train_dataloader=dict(
-            dataset=[dict(inputs=torch.ones(2))] * 8,
-            batch_size=2,
-            sampler=dict(type='InfiniteSampler'),
-            collate_fn=dict(type='default_collate')),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
-        train_cfg=dict(by_epoch=False, max_iters=iters),
-        default_scope='mmengine',
-        **kw)
+    return runner_cls(**toy_runner_cfg(work_dir, iters, **kw))
 
 
 def test_checkpoint_hook_writes_pointer_after_checkpoint(tmp_path):

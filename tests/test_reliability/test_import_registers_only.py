@@ -203,33 +203,15 @@ def test_upstream_pointer_written_in_place(tmp_path, monkeypatch,
                                            no_stack_fixes):
     """atomic_last_checkpoint: CheckpointHook opens last_checkpoint itself for
     writing, even under HybridRunner (hence the fix from the entry points)."""
-    from mmengine.model import BaseModel
-
     from mmhybrid.engine import HybridRunner
-
-    class Toy(BaseModel):
-
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Linear(2, 1)
-
-        def forward(self, inputs, data_samples=None, mode='loss'):
-            return dict(loss=self.w(inputs).pow(2).mean())
-
-    runner = HybridRunner(
-        model=Toy(),
-        work_dir=str(tmp_path),
-        train_dataloader=dict(
-            dataset=[dict(inputs=torch.ones(2))] * 4,
-            batch_size=2,
-            sampler=dict(type='InfiniteSampler'),
-            collate_fn=dict(type='default_collate')),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
-        train_cfg=dict(by_epoch=False, max_iters=1),
+    from mmhybrid.testing.toy_runner import toy_runner_cfg
+    runner = HybridRunner(**toy_runner_cfg(
+        tmp_path,
+        iters=1,
+        samples=4,
         default_hooks=dict(
             checkpoint=dict(type='CheckpointHook', interval=1,
-                            by_epoch=False)),
-        default_scope='mmengine')
+                            by_epoch=False))))
     opened = _writes(monkeypatch)
     runner.train()
     monkeypatch.undo()
@@ -276,34 +258,16 @@ def test_upstream_dist_init_needs_cuda(monkeypatch, rel, no_stack_fixes):
 
 CPU_DDP_SCRIPT = r'''
 import json, sys
-import torch
-from mmengine.model import BaseModel
 from mmengine.runner import Runner
 import mmhybrid  # noqa  (registers only)
 from mmhybrid.engine import HybridRunner
-
-
-class Toy(BaseModel):
-
-    def __init__(self):
-        super().__init__()
-        self.w = torch.nn.Linear(2, 1)
-
-    def forward(self, inputs, data_samples=None, mode='loss'):
-        return dict(loss=self.w(inputs).pow(2).mean())
+from mmhybrid.testing.toy_runner import toy_runner_cfg
 
 
 def runner(cls, work_dir):
-    return cls(
-        model=Toy(), work_dir=work_dir, launcher='pytorch',
-        train_dataloader=dict(
-            dataset=[dict(inputs=torch.ones(2))] * 4, batch_size=2,
-            sampler=dict(type='InfiniteSampler'),
-            collate_fn=dict(type='default_collate')),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
-        train_cfg=dict(by_epoch=False, max_iters=2),
-        env_cfg=dict(dist_cfg=dict(backend='gloo')),
-        default_scope='mmengine')
+    return cls(**toy_runner_cfg(
+        work_dir, iters=2, samples=4, launcher='pytorch',
+        env_cfg=dict(dist_cfg=dict(backend='gloo'))))
 
 
 # HybridRunner starts the gloo group and wraps the CPU model itself

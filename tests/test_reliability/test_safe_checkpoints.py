@@ -174,22 +174,12 @@ def test_hybrid_runner_reads_through_the_loader(evil_ckpt, tmp_path, how,
                                                 no_stack_fixes):
     """HybridRunner alone, no process-wide patch: ``load_from`` and ``--resume
     PATH`` refuse the file."""
-    from mmengine.model import BaseModel
-
     from mmhybrid.engine import HybridRunner
-
-    class Toy(BaseModel):
-
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Linear(2, 1)
-
-        def forward(self, inputs, data_samples=None, mode='loss'):
-            return dict(loss=self.w(inputs).sum())
+    from mmhybrid.testing.toy_runner import ToyModel
 
     path, _ = evil_ckpt
     runner = HybridRunner(
-        model=Toy(), work_dir=str(tmp_path), default_scope='mmengine')
+        model=ToyModel(), work_dir=str(tmp_path), default_scope='mmengine')
     with pytest.raises(CheckpointError) as info:
         getattr(runner, how)(path)
     _assert_refused(str(info.value), path)
