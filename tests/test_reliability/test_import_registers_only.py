@@ -28,7 +28,7 @@ import torch
 from mmhybrid import compat
 
 SNAPSHOT_SCRIPT = r'''
-import importlib, json, sys
+import importlib, json, sys, types
 targets = json.loads(sys.argv[1])
 for t in targets:  # load every module a fix touches, before mmhybrid
     importlib.import_module(t.split(':')[0])
@@ -50,7 +50,16 @@ def snap():
 
 
 def diff(a, b):
-    return sorted(k for k in a if k in b and b[k] is not a[k])
+    # replaced, removed, or added to a module that existed before (a module
+    # global such as `open` shadows the builtin); new submodules are imports
+    missing = object()
+    modules = {k.split(':')[0] for k in a}
+    added = {
+        k for k in b if k not in a and k.split(':')[0] in modules
+        and not isinstance(b[k], types.ModuleType)
+    }
+    return sorted(k for k in set(a) | added
+                  if a.get(k, missing) is not b.get(k, missing))
 
 
 def schemes():
@@ -99,20 +108,23 @@ def test_import_leaves_every_mmengine_attribute_identical(fresh_process):
 
 def test_enable_changes_only_the_listed_attributes(fresh_process):
     changed = set(fresh_process['changed'])
-    # the entries of PATCHED_ATTRIBUTES, spelled as the snapshot spells them
-    # (a class attribute under the module that defines the class)
-    listed = set()
-    for target in compat.PATCHED_ATTRIBUTES:
+
+    def spellings(target):
+        """A target as the snapshot spells it (a class attribute also under the
+        module that defines the class)."""
         owner, attr = compat._resolve(target)
         if isinstance(owner, type):
-            listed.add(f'{owner.__module__}:{owner.__qualname__}.{attr}')
-        listed.add(target)
+            return {target, f'{owner.__module__}:{owner.__qualname__}.{attr}'}
+        return {target}
+
+    listed = set().union(*map(spellings, compat.PATCHED_ATTRIBUTES))
     assert changed, 'enable_stack_fixes() changed nothing'
     assert changed <= listed, changed - listed
-    # every fix that applies here changed something
-    assert fresh_process['enabled'] == [
-        f.name for f in compat.STACK_FIXES if f.applies()
-    ]
+    # every fix that applies here is enabled and changed one of its targets
+    enabled = [f for f in compat.STACK_FIXES if f.applies()]
+    assert fresh_process['enabled'] == [f.name for f in enabled]
+    for fix in enabled:
+        assert changed & set().union(*map(spellings, fix.targets)), fix.name
 
 
 def test_disable_puts_every_attribute_back(fresh_process):

@@ -65,9 +65,7 @@ def test_two_single_process_nodes_equal_one_node_with_two_processes(
     outs = [open(tmp_path / f'node{i}.log').read() for i in (0, 1)]
     assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + \
         outs[1][-3000:]
-    assert 'GPU number: 2' in outs[0] or 'world_size: 2' in outs[0] or \
-        "'world_size': 2" in outs[0] or 'Distributed launcher: pytorch' in \
-        outs[0]
+    assert 'GPU number: 2' in outs[0], outs[0][-3000:]  # one world of two
     pr.assert_same_losses(rel.scalars(work), ref, range(1, pr.ITERS + 1))
 
 
@@ -100,4 +98,4 @@ def test_a_dying_rank_takes_both_launches_down_with_a_clear_message(
     assert 'SIGKILL' in outs[1], outs[1][-3000:]
     # node 0: its rank failed in the next collective, and torchrun says so
     assert 'ChildFailedError' in outs[0] or 'RendezvousClosedError' in \
-        outs[0] or 'failed' in outs[0].lower(), outs[0][-3000:]
+        outs[0], outs[0][-3000:]

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.slow
 
 MMPRETRAIN_TRAIN = osp.join(
     osp.dirname(mmpretrain.__file__), '.mim', 'tools', 'train.py')
-PRETRAIN_CONFIGS = sorted(glob.glob('configs/hybrid*.py'))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+PRETRAIN_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'hybrid*.py')))
+assert PRETRAIN_CONFIGS, f'no configs/hybrid*.py under {ROOT}'
 
 
 @pytest.mark.parametrize('path', PRETRAIN_CONFIGS)
@@ -33,7 +35,9 @@ def test_mmpretrain_train_tool_runs_the_demo_config(repo_root, tmp_path,
                                                     demo_train_cmd):
     """mmpretrain's tools/train.py trains our demo HybridDistill config on
     HybridRunner (a plain Runner dies at the first batch on the ``_scope_`` of
-    the collate function the ``mmpretrain::`` dataset base leaves)."""
+    the collate function the ``mmpretrain::`` dataset base leaves, shown by
+    ``test_import_registers_only.py::test_upstream_scoped_collate_bug``), so a
+    run that ends with its last checkpoint ran on HybridRunner."""
     ours = demo_train_cmd(tmp_path / 'run', 3)
     assert ours[1] == 'tools/train.py'
     cmd = [sys.executable, MMPRETRAIN_TRAIN] + ours[2:]
@@ -41,5 +45,3 @@ def test_mmpretrain_train_tool_runs_the_demo_config(repo_root, tmp_path,
         cmd, cwd=repo_root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert osp.isfile(tmp_path / 'run' / 'iter_3.pth')
-    log = proc.stdout + proc.stderr
-    assert 'HybridRunner' in log or 'Iter(train) [3/3]' in log
