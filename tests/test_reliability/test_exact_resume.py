@@ -10,11 +10,8 @@ from the config seed), and the training process's torch / numpy / python RNG
 (token sampling, dropout): ``ExactResumeHook`` saves them in every checkpoint
 and restores them right after that fast-forward.
 """
-import os
 import re
-import signal
 import subprocess
-import time
 
 import pytest
 
@@ -27,29 +24,17 @@ def test_sigkill_then_resume_equals_uninterrupted(repo_root, tiny, tmp_path,
                                                   rel, reference_run):
     _, ref = reference_run
     work = tmp_path / 'work'
-    log = open(tmp_path / 'killed.log', 'w')
-    proc = subprocess.Popen(
+    from mmhybrid.testing.preemption_runs import interrupt
+    interrupt(
         tiny.ref_cmd(work),
-        cwd=repo_root,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=rel.env(),
-        start_new_session=True)
-    deadline = time.time() + 400
-    try:
-        while True:
-            assert proc.poll() is None, 'the run ended before it was killed'
-            assert time.time() < deadline, 'no checkpoint in time'
-            done = rel.scalars(work)
-            # killed mid-training: after the first checkpoint (iter_4) and
-            # at least one more iteration, well before the end (12)
-            if (work / 'iter_4.pth').exists() and max(done, default=0) >= 5:
-                break
-            time.sleep(0.02)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the job and its data workers
-        proc.wait()
-        log.close()
+        tmp_path / 'killed.log',
+        repo_root,
+        rel.env(),
+        # killed mid-training: after the first checkpoint (iter_4) and at
+        # least one more iteration, well before the end (12)
+        until=lambda: (work / 'iter_4.pth').exists() and max(
+            rel.scalars(work), default=0) >= 5,
+        what='checkpoint iter_4 and iteration 5')
     killed_at = max(rel.scalars(work))
     assert 5 <= killed_at < 12
     for it, r in rel.scalars(work).items():  # same run so far
