@@ -24,7 +24,6 @@ import ast
 import copy
 import inspect
 import json
-import os
 import os.path as osp
 import random
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -33,6 +32,7 @@ import torch
 from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.registry import MODELS
 
+from ..datasets.image_scan import IMAGE_EXTENSIONS, list_images
 from ..models.backbones.hybrid_vit import HybridViT
 from ..models.teachers.frozen_teacher import (load_vit_state_dict,
                                               load_vit_weights,
@@ -41,8 +41,6 @@ from ..models.teachers.vit_arch import ViTArch
 from ..models.teachers.vit_formats import FORMATS
 from ..utils.constants import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.ppm', '.tif',
-                    '.tiff')
 COMPONENTS = ('student', 'teacher_feat', 'teacher_rel')
 # backbone types whose weights are mmpretrain VisionTransformer weights
 _VIT_TYPES = ('VisionTransformer', 'HybridViT', 'MAEViT', 'BEiTViT',
@@ -309,19 +307,6 @@ def vit_from_config(cfg,
 
 
 # ------------------------------------------------------------------ images
-def list_images(folder: str) -> List[str]:
-    """Every image file under ``folder`` (recursively), sorted."""
-    if not osp.isdir(folder):
-        raise FileNotFoundError(f'image folder not found: {folder}')
-    paths = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs.sort()
-        for f in files:
-            if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith('.'):
-                paths.append(osp.join(root, f))
-    return sorted(paths)
-
-
 def load_images(folder: str,
                 img_size: Union[int, Sequence[int]],
                 num_images: Optional[int] = None,
@@ -342,7 +327,11 @@ def load_images(folder: str,
         tuple: ``(B, 3, H, W)`` uint8 tensor and the chosen paths.
     """
     from PIL import Image
-    paths = list_images(folder)
+
+    # hidden files (macOS '._x.jpg' resource forks) are not images to look at
+    paths = [
+        p for p in list_images(folder) if not osp.basename(p).startswith('.')
+    ]
     if not paths:
         raise FileNotFoundError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) '
                                 f'under {folder}')

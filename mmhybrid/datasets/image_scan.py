@@ -16,14 +16,17 @@ from typing import Dict, List, Optional, Tuple
 
 from .sample_guard import image_problem
 
+#: what counts as an image file (any case): mmpretrain's image extensions
+#: and a few more
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif',
                     '.tiff', '.webp', '.gif')
 
 
 def list_images(root: str) -> List[str]:
-    """Every image file under ``root`` (by extension, any case), sorted."""
+    """Every image file under ``root`` (by extension, any case), sorted; the
+    one rule for the scan tool and the analysis tools."""
     if not osp.isdir(root):
-        raise FileNotFoundError(f'scan_images: {root!r} is not a folder')
+        raise FileNotFoundError(f'image folder not found: {root!r}')
     found = []
     for folder, dirs, files in os.walk(root, followlinks=True):
         dirs.sort()

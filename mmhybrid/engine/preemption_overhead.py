@@ -15,7 +15,7 @@ import tempfile
 import time
 from typing import Optional
 
-from ..testing import DEMO_ARCH
+from ..testing import save_demo_teacher
 
 CONFIG = 'configs/demo/hybrid-distill_vit-tiny-p8_1xb32-4e_shapes.py'
 
@@ -61,7 +61,6 @@ def measure_preemption_overhead(repo_root: str,
     """
     import torch
     from mmengine.config import Config
-    from mmpretrain.models import VisionTransformer
 
     from mmhybrid.datasets import make_imagenet_style
     from mmhybrid.engine import HybridRunner
@@ -73,18 +72,10 @@ def measure_preemption_overhead(repo_root: str,
         num_val=5,
         size=64,
         seed=0)
-    teachers = []
-    for seed in (1, 2):
-        torch.manual_seed(seed)
-        vit = VisionTransformer(
-            arch=dict(DEMO_ARCH), img_size=64, patch_size=8)
-        path = osp.join(work_dir, f'teacher{seed}.pth')
-        torch.save(
-            dict(state_dict={
-                f'backbone.{k}': v
-                for k, v in vit.state_dict().items()
-            }), path)
-        teachers.append(path)
+    teachers = [
+        save_demo_teacher(osp.join(work_dir, f'teacher{seed}.pth'), seed)
+        for seed in (1, 2)
+    ]
     cfg = Config.fromfile(osp.join(repo_root, CONFIG))
     cfg.work_dir = osp.join(work_dir, 'work')
     cfg.merge_from_dict({

@@ -21,6 +21,7 @@ from mmengine.dist import barrier, get_dist_info, is_distributed
 from mmengine.hooks import CheckpointHook, Hook
 from mmpretrain.registry import HOOKS
 
+from ...utils.checkpoint import write_atomic
 from .exact_resume_hook import ExactResumeHook, checkpoint_due
 
 DATA_BATCH = Optional[dict]
@@ -158,11 +159,10 @@ class PreemptionHook(Hook):
     def _point_last_checkpoint(runner, path: str) -> None:
         # what `--resume auto` reads; replaced atomically, so a kill right
         # now leaves the old pointer or the new one
-        pointer = os.path.join(runner.work_dir, 'last_checkpoint')
-        tmp = f'{pointer}.tmp{os.getpid()}'
-        with open(tmp, 'w') as f:
-            f.write(path)
-        os.replace(tmp, pointer)
+        write_atomic(
+            os.path.join(runner.work_dir, 'last_checkpoint'),
+            lambda f: f.write(path),
+            mode='w')
 
     def _remove_old(self, runner, path: str) -> None:
         key = 'preemption_hook_ckpts'  # kept in the checkpoint's message hub
