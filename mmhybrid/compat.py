@@ -421,18 +421,6 @@ _SCHEME_ITEMS: list = []
 _ENABLED: List[str] = []
 
 
-def snapshot_patched_attributes() -> Dict[str, object]:
-    """``{target: current value}`` of :data:`PATCHED_ATTRIBUTES` (the scheme
-    table as a tuple of its ``(prefix, loader)`` items)."""
-    snap = {}
-    for target in PATCHED_ATTRIBUTES:
-        value = _get(target)
-        if target == _SCHEMES:
-            value = tuple(value.items())
-        snap[target] = value
-    return snap
-
-
 def enable_stack_fixes(names: Optional[Iterable[str]] = None) -> List[str]:
     """Apply the process-wide fixes of :data:`STACK_FIXES` (idempotent).
 

@@ -165,10 +165,10 @@ def _pm(stat, spec='.1f'):
 
 
 def write_report(path: str, out: dict, s: dict, seeds: Sequence[int],
-                 data_what: str, cmd: str) -> None:
-    """The study's ``report.md`` from :func:`run_study`'s summary ``out``
+                 data_what: str, cmd: str) -> str:
+    """Write the study's ``report.md`` from :func:`run_study`'s summary ``out``
     (``aggregate``, ``order``, ``desc``, ``claims``, ``plots``, ``times``,
-    ``total_s``)."""
+    ``total_s``) and return its text."""
     agg, desc, total = out['aggregate'], out['desc'], out['total_s']
     lines = [
         '# Hybrid Distillation: the study in miniature', '',
@@ -229,8 +229,10 @@ def write_report(path: str, out: dict, s: dict, seeds: Sequence[int],
         '', f'Total: {total:.0f} s ({total / 60:.1f} min); '
         f'{os.cpu_count()} CPUs.', ''
     ]
+    text = '\n'.join(lines)
     with open(path, 'w') as f:
-        f.write('\n'.join(lines))
+        f.write(text)
+    return text
 
 
 # -------------------------------------------------------------------- run
@@ -314,7 +316,8 @@ def run_study(work_dir: str = 'work_dirs/study',
     full = len(chosen) == len(STUDENTS) and not student_options
     out = _summarise(pipe, results, s, seeds, chosen, full)
     out['total_s'] = time.time() - t_start
-    write_report(osp.join(wd, 'report.md'), out, s, seeds, data_what, command)
+    report = write_report(
+        osp.join(wd, 'report.md'), out, s, seeds, data_what, command)
     with open(osp.join(wd, 'results.json'), 'w') as f:
         json.dump(
             {
@@ -324,7 +327,7 @@ def run_study(work_dir: str = 'work_dirs/study',
             f,
             indent=1,
             default=float)
-    print(open(osp.join(wd, 'report.md')).read())
+    print(report)
     if pipe.stages.failed:
         raise SystemExit(f'[study] failed stages: {pipe.stages.failed}')
     return out

@@ -19,16 +19,15 @@ honoured. On top of mmpretrain's tool:
 * a bad flag or checkpoint ends with a one-line ``ERROR:`` and exit status 1.
 """
 import argparse
-import os
-from copy import deepcopy
 from typing import List, Optional
 
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config
 
 from .tool_rules import (add_cfg_options_arg, add_launcher_args, build_runner,
                          dump_metrics, enable_entry_point_fixes,
                          enable_test_amp, enable_tta, enable_visualization,
-                         output_item, run_tool, set_work_dir)
+                         output_item, parse_tool_args, run_tool,
+                         set_dataloader_defaults, set_work_dir)
 
 __all__ = ['parse_args', 'merge_args', 'main', 'cli']
 
@@ -85,10 +84,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         'TTA transforms and how to merge the TTA results. Otherwise, use flip '
         'TTA by averaging classification score.')
     add_launcher_args(parser)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_tool_args(parser, argv)
 
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
@@ -105,17 +101,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     if args.tta:
         enable_tta(cfg, args.config)
 
-    # mmpretrain's dataloader defaults; the config's own values win
-    default_dataloader_cfg = ConfigDict(
-        pin_memory=True,
-        collate_fn=dict(type='default_collate'),
-    )
-    if cfg.get('test_dataloader', None) is not None:
-        dataloader_cfg = deepcopy(default_dataloader_cfg)
-        dataloader_cfg.update(cfg.test_dataloader)
-        if args.no_pin_memory:
-            dataloader_cfg['pin_memory'] = False
-        cfg.test_dataloader = dataloader_cfg
+    set_dataloader_defaults(cfg, 'test_dataloader', args.no_pin_memory)
 
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)

@@ -60,6 +60,47 @@ class UsageError(ValueError):
     """A command-line flag that cannot work with this config or value."""
 
 
+def parse_tool_args(parser: ArgumentParser, argv=None):
+    """Parse ``argv`` as mmpretrain's tools do: ``--local-rank`` becomes
+    ``LOCAL_RANK`` unless a launcher set it."""
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def set_dataloader_defaults(cfg: Config,
+                            field: str,
+                            no_pin_memory: bool,
+                            persistent_workers: Optional[bool] = None) -> None:
+    """mmpretrain's dataloader defaults under ``cfg[field]``; the config's own
+    values win, the ``--no-*`` flags win over both.
+
+    Args:
+        cfg (Config): The config, changed in place.
+        field (str): ``'train_dataloader'``, ``'val_dataloader'``, ...; a
+            field that is absent or None is left alone.
+        no_pin_memory (bool): ``--no-pin-memory``.
+        persistent_workers (bool, optional): The default for
+            ``persistent_workers`` (training: True; False with
+            ``--no-persistent-workers``); None sets none (testing).
+    """
+    if cfg.get(field, None) is None:
+        return
+    # a fresh dict per loader: one shared dict leaked the val dataset into
+    # train_dataloader
+    loader = ConfigDict(
+        pin_memory=True, collate_fn=dict(type='default_collate'))
+    if persistent_workers is not None:
+        loader['persistent_workers'] = True
+    loader.update(cfg[field])
+    if no_pin_memory:
+        loader['pin_memory'] = False
+    if persistent_workers is False:
+        loader['persistent_workers'] = False
+    cfg[field] = loader
+
+
 def build_runner(cfg: Config):
     """Build the runner of a tool run.
 

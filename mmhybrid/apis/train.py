@@ -24,15 +24,14 @@ trains in bf16, unusable checkpoint, non-finite loss) end with a one-line
 ``ERROR:`` message and exit status 1 (:func:`mmhybrid.apis.run_tool`).
 """
 import argparse
-import copy
-import os
 from typing import List, Optional
 
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config
 
 from ..engine.preflight import check_train_config, type_name
 from .tool_rules import (add_cfg_options_arg, add_launcher_args, build_runner,
-                         enable_entry_point_fixes, enable_train_amp, run_tool,
+                         enable_entry_point_fixes, enable_train_amp,
+                         parse_tool_args, run_tool, set_dataloader_defaults,
                          set_work_dir)
 
 __all__ = [
@@ -88,10 +87,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='skip up to N training steps whose loss or gradients are NaN/inf '
         '(the weights are not updated) before stopping; default: the '
         "config's NonFiniteLossHook, else 0 (stop at the first)")
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_tool_args(parser, argv)
 
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
@@ -121,28 +117,9 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.auto_scale_lr.enable = True
 
     # set dataloader args
-    default_dataloader_cfg = ConfigDict(
-        pin_memory=True,
-        persistent_workers=True,
-        collate_fn=dict(type='default_collate'),
-    )
-
-    def set_default_dataloader_cfg(cfg, field):
-        if cfg.get(field, None) is None:
-            return
-        # a fresh copy per loader: sharing one dict leaked the val dataset into
-        # train_dataloader
-        dataloader_cfg = copy.deepcopy(default_dataloader_cfg)
-        dataloader_cfg.update(cfg[field])
-        if args.no_pin_memory:
-            dataloader_cfg['pin_memory'] = False
-        if args.no_persistent_workers:
-            dataloader_cfg['persistent_workers'] = False
-        cfg[field] = ConfigDict(dataloader_cfg)
-
-    set_default_dataloader_cfg(cfg, 'train_dataloader')
-    set_default_dataloader_cfg(cfg, 'val_dataloader')
-    set_default_dataloader_cfg(cfg, 'test_dataloader')
+    for field in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        set_dataloader_defaults(cfg, field, args.no_pin_memory,
+                                not args.no_persistent_workers)
 
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -164,9 +141,6 @@ DEFAULT_HOOKS = [
     'ExactResumeHook', 'NonFiniteLossHook', 'PreemptionHook',
     'UnreadableImageHook'
 ]
-
-# the former name
-RELIABILITY_HOOKS = DEFAULT_HOOKS
 
 
 def add_default_hooks(cfg: Config,

@@ -46,8 +46,3 @@ def raise_problems(owner: str,
     """
     if problems:
         raise error(f'{owner}: ' + '; '.join(str(p) for p in problems))
-
-
-def problem_lines(problems: Sequence[Problem]) -> List[str]:
-    """Each problem as ``key=value: message``."""
-    return [str(p) for p in problems]

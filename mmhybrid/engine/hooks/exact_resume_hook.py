@@ -189,10 +189,6 @@ class ExactResumeHook(Hook):
         self._next_batch = 0
 
     # ------------------------------------------------------------------ save
-    @staticmethod
-    def _saves_now(runner, by_epoch: bool) -> bool:
-        return checkpoint_due(runner, by_epoch)
-
     def collect_states(self, runner) -> None:
         """Gather every rank's RNG states for a checkpoint rank 0 writes at
         this iteration (a collective: every rank calls it)."""
@@ -202,7 +198,9 @@ class ExactResumeHook(Hook):
             self._gathered_at = runner.iter
 
     def _gather(self, runner, by_epoch: bool) -> None:
-        if checkpoint_due(runner, by_epoch):
+        # one process saves its own RNG state: nothing to gather, and no walk
+        # over the hooks on every iteration
+        if get_dist_info()[1] > 1 and checkpoint_due(runner, by_epoch):
             # every rank takes part; rank 0 writes them in
             # before_save_checkpoint
             self.collect_states(runner)

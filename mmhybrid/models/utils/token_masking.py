@@ -8,7 +8,7 @@ from typing import Any, List, Optional
 
 import torch
 
-from ...utils.problems import Problem
+from ...utils.problems import Problem, raise_problems
 
 SCHEDULES = ('linear', 'cosine', 'constant')
 SELECTIONS = ('sample', 'topk')
@@ -63,9 +63,8 @@ def num_kept_tokens(num_patches: int, mask_ratio: float) -> int:
     Raises:
         ValueError: :func:`mask_ratio_problems`, in one line.
     """
-    problems = mask_ratio_problems(mask_ratio, 'mask_ratio', num_patches)
-    if problems:
-        raise ValueError('; '.join(str(p) for p in problems))
+    raise_problems('num_kept_tokens',
+                   mask_ratio_problems(mask_ratio, 'mask_ratio', num_patches))
     return _keep_count(num_patches, mask_ratio)
 
 
