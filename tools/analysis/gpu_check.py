@@ -15,7 +15,7 @@ import os.path as osp
 import sys
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if ROOT not in sys.path:
+if sys.path[:1] != [ROOT]:  # this checkout's mmhybrid first
     sys.path.insert(0, ROOT)
 
 

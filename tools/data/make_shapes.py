@@ -13,7 +13,7 @@ import sys
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if ROOT not in sys.path:  # this checkout's mmhybrid, not another install's
+if sys.path[:1] != [ROOT]:  # this checkout's mmhybrid, not another install's
     sys.path.insert(0, ROOT)
 
 from mmhybrid.datasets.shapes import make_ade20k_style  # noqa: E402

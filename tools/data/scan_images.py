@@ -16,7 +16,7 @@ import os.path as osp
 import sys
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if ROOT not in sys.path:  # this checkout's mmhybrid, not another install's
+if sys.path[:1] != [ROOT]:  # this checkout's mmhybrid, not another install's
     sys.path.insert(0, ROOT)
 
 if __name__ == '__main__':

@@ -17,7 +17,7 @@ import sys
 
 # this checkout's mmhybrid when run as a script from anywhere
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if ROOT not in sys.path:
+if sys.path[:1] != [ROOT]:  # this checkout's mmhybrid first
     sys.path.insert(0, ROOT)
 
 from mmhybrid.converters.cli import main  # noqa: E402
