@@ -28,8 +28,7 @@ from ..models.utils.config_checks import (ViTGeometry,
                                           distill_geometry_problems,
                                           patch_grid, patch_grid_problems,
                                           relation_pair_problems, vit_default)
-from ..models.utils.token_masking import (SCHEDULES, SELECTIONS,
-                                          mask_ratio_problems)
+from ..models.utils.token_masking import SELECTIONS, mask_ratio_problems
 from ..utils.checkpoint import url_scheme
 from ..utils.problems import Problem, choice_problems
 from ..utils.teacher_files import teacher_file_problems
@@ -53,12 +52,22 @@ def _is(cfg: Any, name: str) -> bool:
     return type_name(cfg) == name
 
 
-def _default_final_ratio() -> float:
+def _masking_hook_problems(hook_cfg, num_patches: Optional[int],
+                           prefix: str) -> List[Problem]:
+    """The hook's own check of a ProgressiveMaskingHook config, the hook's
+    defaults filled in (unknown keys are left to the hook's TypeError)."""
     import inspect
 
-    from .hooks.progressive_masking_hook import ProgressiveMaskingHook
-    return inspect.signature(
-        ProgressiveMaskingHook).parameters['final_ratio'].default
+    # imported here: the hooks import this module's neighbours at load time
+    from .hooks.progressive_masking_hook import (ProgressiveMaskingHook,
+                                                 masking_schedule_problems)
+    params = inspect.signature(ProgressiveMaskingHook).parameters
+    options = {
+        name: hook_cfg.get(name, p.default)
+        for name, p in params.items()
+    }
+    return masking_schedule_problems(
+        **options, num_patches=num_patches, prefix=prefix)
 
 
 class _Checker:
@@ -183,11 +192,16 @@ class _Checker:
         self.check_losses(model)
         return s
 
+    @staticmethod
+    def num_patches(student: Optional[ViTGeometry]) -> Optional[int]:
+        """The student's patch tokens, if its grid is known."""
+        if student and student.grid:
+            return student.grid[0] * student.grid[1]
+        return None
+
     def check_ratio(self, key: str, ratio: Any,
                     student: Optional[ViTGeometry]) -> None:
-        n = student.grid[0] * student.grid[1] if student and student.grid \
-            else None
-        self.report(mask_ratio_problems(ratio, key, n))
+        self.report(mask_ratio_problems(ratio, key, self.num_patches(student)))
 
     def check_losses(self, model) -> None:
         from mmpretrain.registry import MODELS
@@ -211,17 +225,9 @@ class _Checker:
         for i, h in enumerate(self.cfg.get('custom_hooks') or []):
             if not _is(h, 'ProgressiveMaskingHook'):
                 continue
-            if 'schedule' in h:
-                self.report(
-                    choice_problems(f'custom_hooks[{i}].schedule',
-                                    h['schedule'], SCHEDULES))
-            for name in ('final_ratio', 'start_ratio'):
-                if name in h:
-                    self.check_ratio(f'custom_hooks[{i}].{name}', h[name],
-                                     student)
-            if 'final_ratio' not in h:  # the hook's own default
-                self.check_ratio(f'custom_hooks[{i}].final_ratio',
-                                 _default_final_ratio(), student)
+            self.report(
+                _masking_hook_problems(h, self.num_patches(student),
+                                       f'custom_hooks[{i}].'))
 
     # ----------------------------------------------------------------- data
     def check_dataset(self, key: str, ds) -> None:

@@ -167,9 +167,12 @@ def test_one_of_choices(key, value, owner, prefix):
 
 @pytest.mark.parametrize('name,value', [('final_ratio', 1.0),
                                         ('start_ratio', -0.5),
-                                        ('schedule', 'exp')])
-def test_hook_mask_ratio(name, value):
-    hooks = [dict(type='ProgressiveMaskingHook', **{name: value})]
+                                        ('schedule', 'exp'), ('end_iter', 5)])
+def test_hook_options(name, value):
+    # end_iter 5 with start_iter 10: the ramp would end before it starts
+    hooks = [
+        dict(type='ProgressiveMaskingHook', start_iter=10, **{name: value})
+    ]
     lines = preflight_lines(tiny_hybrid_cfg(), hooks)
     msg = build_error(HOOKS.build, copy.deepcopy(hooks[0]))
     assert msg == 'ProgressiveMaskingHook: ' + '; '.join(

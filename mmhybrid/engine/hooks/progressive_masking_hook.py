@@ -1,4 +1,4 @@
-from typing import Optional
+from typing import Any, List, Optional
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
@@ -6,9 +6,37 @@ from mmpretrain.registry import HOOKS
 
 from ...models.utils.token_masking import (SCHEDULES, mask_ratio_at,
                                            mask_ratio_problems)
-from ...utils.problems import choice_problems, raise_problems
+from ...utils.problems import Problem, choice_problems, raise_problems
 
 DATA_BATCH = Optional[dict]
+
+
+def masking_schedule_problems(final_ratio: Any,
+                              schedule: Any,
+                              start_ratio: Any,
+                              end_iter: Any,
+                              start_iter: Any,
+                              num_patches: Optional[int] = None,
+                              prefix: str = '') -> List[Problem]:
+    """The one check of :class:`ProgressiveMaskingHook`'s options: its
+    constructor raises on it, the preflight reports it with config keys.
+
+    Args:
+        final_ratio, schedule, start_ratio, end_iter, start_iter: As the
+            hook takes them.
+        num_patches (int, optional): The student's patch tokens; when given,
+            each ratio must keep at least one.
+        prefix (str): Put before each key (``'custom_hooks[0].'``).
+    """
+    problems = (
+        mask_ratio_problems(final_ratio, f'{prefix}final_ratio', num_patches) +
+        mask_ratio_problems(start_ratio, f'{prefix}start_ratio', num_patches) +
+        choice_problems(f'{prefix}schedule', schedule, SCHEDULES))
+    if end_iter is not None and end_iter <= start_iter:
+        problems.append(
+            Problem(f'{prefix}end_iter', end_iter,
+                    f'must be after start_iter ({start_iter})'))
+    return problems
 
 
 @HOOKS.register_module()
@@ -40,13 +68,8 @@ class ProgressiveMaskingHook(Hook):
                  start_iter: int = 0) -> None:
         raise_problems(
             'ProgressiveMaskingHook',
-            mask_ratio_problems(final_ratio, 'final_ratio') +
-            mask_ratio_problems(start_ratio, 'start_ratio') +
-            choice_problems('schedule', schedule, SCHEDULES))
-        if end_iter is not None and end_iter <= start_iter:
-            raise ValueError(
-                f'ProgressiveMaskingHook: end_iter ({end_iter}) must '
-                f'be after start_iter ({start_iter})')
+            masking_schedule_problems(final_ratio, schedule, start_ratio,
+                                      end_iter, start_iter))
         self.final_ratio = final_ratio
         self.schedule = schedule
         self.start_ratio = start_ratio
