@@ -181,17 +181,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     print('train:   ' + ' '.join(shlex.quote(c) for c in cmd))
     if args.dry_run:
         return 0
-    from mmhybrid.converters import (ConversionError, convert_to_mmpretrain,
-                                     format_report)
-    from mmhybrid.utils import CheckpointError
-    try:
-        report = convert_to_mmpretrain(
-            conversion['src'],
-            conversion['dst'],
-            config=conversion['config'],
-            target=conversion['target'])
-    except (ConversionError, CheckpointError) as e:
-        print(f'ERROR: {e}', file=sys.stderr)
-        return 1
-    print(format_report(report))
+    # the converter's own command line: its report and one-line errors
+    from mmhybrid.converters import cli
+    status = cli.main(conversion['target'], [
+        conversion['src'], conversion['dst'], '--config', conversion['config']
+    ])
+    if status:
+        return status
     return subprocess.call(cmd, env=env, cwd=os.getcwd())
