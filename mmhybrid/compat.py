@@ -137,10 +137,6 @@ def register_safe_globals() -> None:
     _SAFE_GLOBALS_REGISTERED = True
 
 
-# kept for callers of the former name; registers the allow-list only
-apply = register_safe_globals
-
-
 # ------------------------------------------------------------- shared pieces
 @contextlib.contextmanager
 def no_cuda_set_device():
@@ -228,14 +224,13 @@ class StackFix(NamedTuple):
             it replaces.
         applies (Callable[[], bool]): Whether this process needs it (the
             mmengine range with the bug, plus e.g. "no CUDA").
-        patch (Callable[[], dict]): Applies it; returns
-            ``{target: new value}``.
+        patch (Callable[[], None]): Applies it (replaces the targets).
     """
     name: str
     why: str
     targets: Tuple[str, ...]
     applies: Callable[[], bool]
-    patch: Callable[[], Dict[str, object]]
+    patch: Callable[[], None]
 
 
 def _buggy_mmengine() -> bool:
@@ -276,39 +271,35 @@ def _set(target: str, value) -> None:
         setattr(owner, attr, value)
 
 
-def _patch_safe_loaders() -> Dict[str, object]:
+def _patch_safe_loaders() -> None:
     from mmengine.runner.checkpoint import CheckpointLoader
 
     from .engine.safe_io import SAFE_SCHEMES
     for prefixes, fn in SAFE_SCHEMES:
         CheckpointLoader.register_scheme(prefixes, fn, force=True)
-    return {}
 
 
 _SAVE_MODULES = ('mmengine.runner.checkpoint', 'mmengine.runner.runner',
                  'mmengine.runner')
 
 
-def _patch_atomic_saves() -> Dict[str, object]:
+def _patch_atomic_saves() -> None:
     from .engine import safe_io
     safe_io.ORIGINAL_SAVE[0] = _get(
         'mmengine.runner.checkpoint:save_checkpoint')
     for mod in _SAVE_MODULES:
         _set(f'{mod}:save_checkpoint', safe_io.safe_save_checkpoint)
-    return {}
 
 
-def _patch_find_latest() -> Dict[str, object]:
+def _patch_find_latest() -> None:
     from .engine import safe_io
     for mod in _SAVE_MODULES + ('mmengine.runner._flexible_runner', ):
         _set(f'{mod}:find_latest_checkpoint', safe_io.find_latest_checkpoint)
-    return {}
 
 
-def _patch_atomic_pointer() -> Dict[str, object]:
+def _patch_atomic_pointer() -> None:
     from .engine import safe_io
     _set('mmengine.hooks.checkpoint_hook:open', safe_io._checkpoint_hook_open)
-    return {}
 
 
 def _cpu_safe_init(fn):
@@ -321,14 +312,13 @@ def _cpu_safe_init(fn):
     return wrapper
 
 
-def _patch_cpu_dist_init() -> Dict[str, object]:
+def _patch_cpu_dist_init() -> None:
     for name in ('_init_dist_pytorch', '_init_dist_slurm'):
         target = f'mmengine.dist.utils:{name}'
         _set(target, _cpu_safe_init(_get(target)))
-    return {}
 
 
-def _patch_cpu_ddp() -> Dict[str, object]:
+def _patch_cpu_ddp() -> None:
     target = ('mmengine.model.wrappers.distributed:'
               'MMDistributedDataParallel.__init__')
     init = _get(target)
@@ -338,10 +328,9 @@ def _patch_cpu_ddp() -> Dict[str, object]:
         init(self, module, *args, **drop_cpu_device_ids(module, kwargs))
 
     _set(target, __init__)
-    return {}
 
 
-def _patch_scoped_collate() -> Dict[str, object]:
+def _patch_scoped_collate() -> None:
     target = 'mmengine.runner.runner:Runner.build_dataloader'
     build = _get(target).__func__
 
@@ -350,7 +339,6 @@ def _patch_scoped_collate() -> Dict[str, object]:
         return build(resolve_scoped_collate(dataloader), *args, **kwargs)
 
     _set(target, staticmethod(build_dataloader))
-    return {}
 
 
 _SCHEMES = 'mmengine.runner.checkpoint:CheckpointLoader._schemes'

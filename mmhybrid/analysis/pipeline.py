@@ -88,8 +88,8 @@ def add_pipeline_args(parser, work_dir: str) -> None:
         '--jobs',
         type=int,
         default=2,
-        help='independent stages at once, each with '
-        'max(1, 2 // jobs) threads. Default: 2')
+        help='independent stages at once, each with max(1, cores // '
+        'stages running) threads (a lone stage gets every core). Default: 2')
     parser.add_argument(
         '--subprocess',
         action='store_true',

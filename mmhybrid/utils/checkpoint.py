@@ -176,7 +176,7 @@ def load_checkpoint_file(
             checkpoint, or contains a pickled object outside the safe
             allow-list (the message names the refused global).
     """
-    compat.apply()
+    compat.register_safe_globals()
     filename = os.fspath(filename)
     refused = unsupported_location(filename)
     if refused:
