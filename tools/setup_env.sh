@@ -45,6 +45,33 @@ merged_constraints() {
     grep -E '^[A-Za-z0-9._-]+==' "$OVERRIDES"
 }
 
+MERGED="$(merged_constraints)"
+pin() { sed -n "s/^$1==\(.*\)$/\1/p" <<< "$MERGED"; }
+TORCH_V="$(pin torch)"
+MMCV_V="$(pin mmcv)"
+
+# Installing a torch stack takes gigabytes at its peak (downloads unpacked beside the
+# install); running out halfway leaves a broken venv and pip's bare "[Errno 28] No
+# space left on device". So a first install of the pinned torch checks the free space
+# of $VENV's file system against the pins' own figure first ('# disk-gb: N' in the
+# constraints file; the override file's replaces the reference one).
+DISK_GB="$( (grep -h '^# disk-gb: ' "$BASE_CONSTRAINTS" ${OVERRIDES:+"$OVERRIDES"} || true) \
+    | tail -n 1 | sed 's/^# disk-gb: //')"
+torch_installed() {
+    [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c \
+        'import importlib.metadata as md, sys; sys.exit(md.version("torch").split("+")[0] != sys.argv[1])' \
+        "$TORCH_V" 2>/dev/null
+}
+if [ -n "$DISK_GB" ] && ! torch_installed; then
+    PARENT="$VENV"
+    while [ ! -d "$PARENT" ]; do PARENT="$(dirname "$PARENT")"; done
+    FREE_MB="$(df -Pm "$PARENT" | awk 'NR == 2 { print $4 }')"
+    if [ "$FREE_MB" -lt $((DISK_GB * 1024)) ]; then
+        echo "[setup_env] $VENV: $((FREE_MB / 1024)) GB free on its file system ($PARENT), ${DISK_GB} GB needed to install torch==$TORCH_V and the stack ('# disk-gb: $DISK_GB' in ${OVERRIDES:-$BASE_CONSTRAINTS}); free some space or put VENV= on a larger disk" >&2
+        exit 1
+    fi
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
     log "creating $VENV"
     "$PYTHON" -m venv "$VENV"
@@ -52,10 +79,7 @@ fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check)
 CONSTRAINTS_FILE="$VENV/constraints.txt"
-merged_constraints > "$CONSTRAINTS_FILE"
-pin() { sed -n "s/^$1==\(.*\)$/\1/p" "$CONSTRAINTS_FILE"; }
-TORCH_V="$(pin torch)"
-MMCV_V="$(pin mmcv)"
+echo "$MERGED" > "$CONSTRAINTS_FILE"
 # Everything is resolved against our pins; the machine-wide cap (if any) stays active too.
 export PIP_CONSTRAINT="$CONSTRAINTS_FILE${PIP_CONSTRAINT:+ $PIP_CONSTRAINT}"
 
