@@ -9,12 +9,15 @@ iterations; 8 iterations per epoch, 2 epochs).
 * SIGTERM to both ranks of a 2-process gloo run (as Slurm sends it): each rank
   finishes its iteration, rank 0 writes the checkpoint of that iteration, both
   exit with the requeue status 75, and ``--resume`` continues bit for bit.
+* After the stop, further stop signals (torchrun's SIGTERM to the ranks still
+  shutting down) leave the requeue status as it is.
 """
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -182,3 +185,97 @@ def test_preemption_hook_rejects_bad_options():
         PreemptionHook(signals=('SIGTERM', 'SIGFOO'))
     with pytest.raises(ValueError, match='interval=-1'):
         PreemptionHook(interval=-1)
+
+
+# A toy run that sends itself SIGTERM at its second iteration; what
+# PreemptionHook does next needs no ViT.
+_SELF_STOPPING_RUN = '''
+import os, signal, sys
+from mmengine.hooks import Hook
+from mmengine.runner import Runner
+from mmhybrid.engine.hooks import PreemptionHook
+from mmhybrid.testing.toy_runner import toy_runner_cfg
+
+class SigtermAtIteration2(Hook):
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        if runner.iter + 1 == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+Runner(**toy_runner_cfg(sys.argv[1], iters=10**6, custom_hooks=[
+    SigtermAtIteration2(), PreemptionHook()])).train()
+'''
+
+
+def test_stop_signals_while_shutting_down_keep_the_requeue_status(
+        tmp_path, rel):
+    """torchrun (and srun) send SIGTERM to the ranks still running once the
+    first has exited; Python resets its handlers to the default as it shuts
+    down, so a rank caught there died of the signal instead of exiting 75.
+
+    Here a run stopped by SIGTERM gets one every 2 ms from the moment it says
+    it stopped until it is gone, and still exits 75.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, '-c', _SELF_STOPPING_RUN,
+         str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=rel.env())
+    out = []
+    try:
+        for line in proc.stdout:
+            out.append(line)
+            if 'PreemptionHook: SIGTERM received' in line:
+                break
+        sent = 0
+        while proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            sent += 1
+            time.sleep(0.002)
+        out.append(proc.stdout.read())
+    finally:
+        proc.kill()
+        proc.wait()
+    log = ''.join(out)
+    assert 'stopped after iteration 2' in log, log[-3000:]
+    assert sent > 0
+    assert proc.returncode == 75, f'{proc.returncode}: {log[-3000:]}'
+
+
+def test_a_stopped_run_ignores_stop_signals_and_hands_back_the_old_handlers(
+        tmp_path):
+    from mmengine.hooks import Hook
+    from mmengine.runner import Runner
+
+    from mmhybrid.engine.hooks import PreemptionHook, TrainingPreempted
+    from mmhybrid.testing.toy_runner import toy_runner_cfg
+
+    class SigusrAtIteration2(Hook):
+
+        def after_train_iter(self,
+                             runner,
+                             batch_idx,
+                             data_batch=None,
+                             outputs=None):
+            if runner.iter + 1 == 2:
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    runner = Runner(**toy_runner_cfg(
+        tmp_path,
+        iters=10,
+        custom_hooks=[SigusrAtIteration2(),
+                      PreemptionHook()]))
+    try:
+        with pytest.raises(TrainingPreempted) as stop:
+            runner.train()
+        assert stop.value.code == 75
+        assert (tmp_path / 'iter_2.pth').is_file()
+        for sig in before:
+            assert signal.getsignal(sig) == signal.SIG_IGN, sig
+        assert stop.value.signal_handlers == before
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)

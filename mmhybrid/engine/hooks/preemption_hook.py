@@ -38,7 +38,21 @@ STOP_FILE_ENV = 'MMHYBRID_STOP_FILE'
 
 class TrainingPreempted(SystemExit):
     """Raised on every rank after the pre-emption checkpoint is written; ends
-    the process with :data:`REQUEUE_EXIT_CODE` unless caught."""
+    the process with :data:`REQUEUE_EXIT_CODE` unless caught.
+
+    From the stop on, the process ignores the stop signals (see
+    :meth:`PreemptionHook._leave`); ``signal_handlers`` holds the handlers
+    they had before training, for a caller that catches this and carries on.
+
+    Args:
+        code (int): The exit status.
+        signal_handlers (dict, optional): Signal number -> its handler before
+            training. Defaults to None (none recorded).
+    """
+
+    def __init__(self, code: int, signal_handlers: Optional[dict] = None):
+        super().__init__(code)
+        self.signal_handlers = dict(signal_handlers or {})
 
 
 @HOOKS.register_module()
@@ -206,7 +220,26 @@ class PreemptionHook(Hook):
             # script reads this file too
             with open(stop_file, 'w') as f:
                 f.write(path + '\n')
+        self._leave()
+
+    def _leave(self) -> None:
+        """Ignore the stop signals, wait for every rank, end the process.
+
+        Python resets its own signal handlers to the default while it shuts
+        down, so a SIGTERM then kills the rank: torchrun sends one to the ranks
+        still running as soon as the first has exited (srun likewise), and the
+        rank that was slower to shut down would end by a signal instead of with
+        the requeue status. The checkpoint is written; a second stop signal has
+        nothing left to ask for.
+        """
+        previous = {}
+        for name in self.signals:
+            sig = getattr(signal, name)
+            previous[sig] = self._previous.get(sig, signal.getsignal(sig))
+            signal.signal(sig, signal.SIG_IGN)
+        self._previous = {}
         if is_distributed():
+            # no rank exits before every rank ignores the signals
             barrier()
             torch.distributed.destroy_process_group()
-        raise TrainingPreempted(self.exit_code)
+        raise TrainingPreempted(self.exit_code, previous)
