@@ -55,8 +55,10 @@ MMCV_V="$(pin mmcv)"
 # space left on device". So a first install of the pinned torch checks the free space
 # of $VENV's file system against the pins' own figure first ('# disk-gb: N' in the
 # constraints file; the override file's replaces the reference one).
-DISK_GB="$( (grep -h '^# disk-gb: ' "$BASE_CONSTRAINTS" ${OVERRIDES:+"$OVERRIDES"} || true) \
-    | tail -n 1 | sed 's/^# disk-gb: //')"
+DISK_LINE="$( (grep -H '^# disk-gb: ' "$BASE_CONSTRAINTS" ${OVERRIDES:+"$OVERRIDES"} || true) \
+    | tail -n 1)"
+DISK_FILE="${DISK_LINE%%:# disk-gb: *}"
+DISK_GB="${DISK_LINE##*# disk-gb: }"
 torch_installed() {
     [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c \
         'import importlib.metadata as md, sys; sys.exit(md.version("torch").split("+")[0] != sys.argv[1])' \
@@ -67,7 +69,7 @@ if [ -n "$DISK_GB" ] && ! torch_installed; then
     while [ ! -d "$PARENT" ]; do PARENT="$(dirname "$PARENT")"; done
     FREE_MB="$(df -Pm "$PARENT" | awk 'NR == 2 { print $4 }')"
     if [ "$FREE_MB" -lt $((DISK_GB * 1024)) ]; then
-        echo "[setup_env] $VENV: $((FREE_MB / 1024)) GB free on its file system ($PARENT), ${DISK_GB} GB needed to install torch==$TORCH_V and the stack ('# disk-gb: $DISK_GB' in ${OVERRIDES:-$BASE_CONSTRAINTS}); free some space or put VENV= on a larger disk" >&2
+        echo "[setup_env] $VENV: $((FREE_MB / 1024)) GB free on its file system ($PARENT), ${DISK_GB} GB needed to install torch==$TORCH_V and the stack ('# disk-gb: $DISK_GB' in $DISK_FILE); free some space or put VENV= on a larger disk" >&2
         exit 1
     fi
 fi
