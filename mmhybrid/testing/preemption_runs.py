@@ -4,6 +4,7 @@ config on the tests' tiny data, and one uninterrupted 2-rank reference run made
 once per test session."""
 import os
 import os.path as osp
+import re
 import signal
 import subprocess
 import sys
@@ -134,3 +135,13 @@ def assert_same_losses(got, ref, iters):
     for it in iters:
         for k in KEYS:
             assert got[it][k] == ref[it][k], (it, k, got[it][k], ref[it][k])
+
+
+def stop_report(out, sig):
+    """``(iteration, checkpoint path)`` of PreemptionHook's stop line for
+    signal ``sig`` (e.g. ``'SIGTERM'``) in a run's output; fails without it."""
+    m = re.search(
+        rf'PreemptionHook: {sig} received; stopped after iteration (\d+) '
+        r'with its checkpoint (\S+); exiting with status 75', out)
+    assert m, out[-4000:]
+    return int(m.group(1)), m.group(2)

@@ -212,11 +212,7 @@ def test_scancel_term_checkpoints_requeues_and_ends_as_uninterrupted(
     out = open(tmp_path / f'slurm-{job}.out').read()
     assert fields['JobState'] == 'COMPLETED' and fields['ExitCode'] == '0:0', \
         (fields, out[-3000:])
-    m = re.search(
-        r'PreemptionHook: SIGTERM received; stopped after iteration '
-        r'(\d+)', out)
-    assert m, out[-4000:]
-    stopped = int(m.group(1))
+    stopped, _ = pr.stop_report(out, 'SIGTERM')
     assert 10 <= stopped < pr.ITERS
     assert f'requeueing job {job}' in out
     assert re.search(
