@@ -81,18 +81,31 @@ def get_rng_state() -> dict:
     return state
 
 
+def _on_host(value):
+    """``value`` as the RNG setters need it: a tensor on the CPU."""
+    return value.cpu() if isinstance(value, torch.Tensor) else value
+
+
 def set_rng_state(state: dict) -> None:
-    """Inverse of :func:`get_rng_state`."""
-    torch.set_rng_state(state['torch'])
+    """Inverse of :func:`get_rng_state`.
+
+    The states may come back on an accelerator: mmengine's ``Runner.resume``
+    maps the whole checkpoint to the run's device (``map_location`` =
+    ``get_device()``, i.e. ``cuda`` on a GPU node). torch's and CUDA's RNG
+    setters take CPU ``ByteTensor`` s only and numpy needs host memory, so
+    every tensor is brought to the CPU first, whatever the map location.
+    """
+    torch.set_rng_state(_on_host(state['torch']))
     n = state['numpy']
-    np.random.set_state((n['name'], n['keys'].numpy().astype(np.uint32),
-                         n['pos'], n['has_gauss'], n['cached_gaussian']))
+    np.random.set_state(
+        (n['name'], _on_host(n['keys']).numpy().astype(np.uint32), n['pos'],
+         n['has_gauss'], n['cached_gaussian']))
     p = state['python']
     random.setstate(
-        (p['version'], tuple(int(v)
-                             for v in p['state'].tolist()), p['gauss_next']))
+        (p['version'], tuple(int(v) for v in _on_host(p['state']).tolist()),
+         p['gauss_next']))
     if state.get('cuda') is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state['cuda'])
+        torch.cuda.set_rng_state(_on_host(state['cuda']))
 
 
 def checkpoint_due(runner, by_epoch: bool) -> bool:
