@@ -16,12 +16,15 @@ from .version import __version__, check_dependency_versions, version_info
 # fails here with the range to install, not later with an obscure error
 check_dependency_versions()
 
-from . import compat  # noqa: E402
+from .utils.allow_list import register_safe_globals  # noqa: E402
 
-compat.register_safe_globals()
+register_safe_globals()
 
 from . import datasets, engine, models  # noqa: E402,F401
-from .compat import disable_stack_fixes, enable_stack_fixes  # noqa: E402
+from .engine import stack_fixes  # noqa: E402
+
+enable_stack_fixes = stack_fixes.enable_stack_fixes
+disable_stack_fixes = stack_fixes.disable_stack_fixes
 
 __all__ = [
     '__version__', 'version_info', 'enable_stack_fixes', 'disable_stack_fixes'

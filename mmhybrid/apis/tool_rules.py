@@ -129,16 +129,16 @@ def enable_entry_point_fixes(cfg: Config) -> list:
 
     A run on :class:`~mmhybrid.engine.HybridRunner` needs only its
     ``PROCESS_FIXES``; any other runner (``FlexibleRunner``) all of
-    :data:`mmhybrid.compat.STACK_FIXES` (each where the installed versions
-    have the bug).
+    :data:`mmhybrid.engine.stack_fixes.STACK_FIXES` (each where the installed
+    versions have the bug).
 
     Returns:
         list[str]: The names of the fixes now enabled in this process.
     """
     from mmengine.registry import RUNNERS
 
-    from ..compat import enable_stack_fixes
     from ..engine.runners import HybridRunner
+    from ..engine.stack_fixes import enable_stack_fixes
     runner_type = cfg.get('runner_type', None)
     runner_cls = HybridRunner
     if isinstance(runner_type, str):

@@ -29,10 +29,9 @@ from ..models.utils.config_checks import (ViTGeometry,
                                           patch_grid, patch_grid_problems,
                                           relation_pair_problems, vit_default)
 from ..models.utils.token_masking import SELECTIONS, mask_ratio_problems
-from ..utils.checkpoint import url_scheme
+from ..utils.checkpoint import probe_checkpoint, url_scheme
 from ..utils.problems import Problem, choice_problems
 from ..utils.teacher_files import teacher_file_problems
-from .safe_io import probe_checkpoint
 
 
 class ConfigError(ValueError):

@@ -22,9 +22,10 @@ The rules:
 * **Reading.** Every scheme mmengine knows (local paths, ``http(s)://``,
   ``torchvision://``, ``open-mmlab://``, ``mmcls://``, ``s3://``/``petrel://``,
   ``pavi://``) ends in :func:`mmhybrid.utils.checkpoint.load_checkpoint_file`:
-  a weights-only unpickler with the allow-list of :mod:`mmhybrid.compat`, or
-  safetensors. A file whose unpickling would run code is refused with a
-  :class:`CheckpointError` that names it and the refused global.
+  a weights-only unpickler with the allow-list of
+  :mod:`mmhybrid.utils.allow_list`, or safetensors. A file whose unpickling
+  would run code is refused with a :class:`CheckpointError` that names it and
+  the refused global.
   ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` cannot switch this off.
 * **Writing.** A local checkpoint is written to a temporary file in the same
   folder, fsynced and renamed into place. A checkpoint whose weights hold NaN
@@ -34,6 +35,10 @@ The rules:
   ``last_checkpoint`` names and, when it is missing, truncated or corrupt,
   falls back to the newest readable ``iter_*.pth`` / ``epoch_*.pth`` and logs a
   warning that names both files.
+
+What a file itself must be (readable, complete, finite) is checked by the pure
+functions of :mod:`mmhybrid.utils.checkpoint` (:func:`probe_checkpoint`,
+:func:`check_finite_weights`); this module applies them to mmengine.
 """
 import builtins
 import glob
@@ -42,15 +47,14 @@ import logging
 import os
 import os.path as osp
 import re
-import struct
 import tempfile
-import zipfile
-from typing import Any, List, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 from mmengine.fileio import LocalBackend, register_backend
 
-from ..utils.checkpoint import (CheckpointError, load_checkpoint_file,
+from ..utils.checkpoint import (CheckpointError, check_finite_weights,
+                                load_checkpoint_file, probe_checkpoint,
                                 save_checkpoint_atomic, write_atomic)
 
 # mmengine's own save_checkpoint (for remote targets), recorded by the
@@ -61,8 +65,7 @@ ATOMIC_BACKEND = 'mmhybrid_atomic_local'
 
 __all__ = [
     'SAFE_SCHEMES', 'AtomicLocalBackend', 'ATOMIC_BACKEND',
-    'safe_save_checkpoint', 'find_latest_checkpoint', 'probe_checkpoint',
-    'non_finite_keys', 'check_finite_weights', 'load_any'
+    'safe_save_checkpoint', 'find_latest_checkpoint', 'load_any'
 ]
 
 
@@ -177,90 +180,6 @@ def load_any(filename: str, map_location=None) -> Any:
     return safe_load_local(filename, map_location)  # '' matches anything
 
 
-# -------------------------------------------------------------------- checking
-def non_finite_keys(state_dict: Any, limit: int = 5) -> List[str]:
-    """Names of floating-point tensors in ``state_dict`` with NaN or inf."""
-    bad = []
-    if not isinstance(state_dict, dict):
-        return bad
-    for k, v in state_dict.items():
-        if (isinstance(v, torch.Tensor) and v.is_floating_point()
-                and not bool(torch.isfinite(v).all())):
-            bad.append(str(k))
-            if len(bad) >= limit:
-                break
-    return bad
-
-
-def _check_zip(path: str) -> Optional[str]:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist():
-                if info.CRC == 0 and info.file_size > 0:
-                    continue  # written without CRCs: nothing to compare with
-                with zf.open(info) as member:
-                    while member.read(1 << 24):
-                        pass
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
-        return f'{type(e).__name__}: {e}'
-    return None
-
-
-def _check_safetensors(path: str) -> Optional[str]:
-    size = osp.getsize(path)
-    with open(path, 'rb') as f:
-        head = f.read(8)
-        if len(head) < 8:
-            return 'shorter than a safetensors header'
-        (n, ) = struct.unpack('<Q', head)
-        if n > size - 8:
-            return 'truncated safetensors header'
-        import json
-        try:
-            meta = json.loads(f.read(n))
-        except ValueError as e:
-            return f'corrupt safetensors header: {e}'
-    end = max(
-        (v['data_offsets'][1] for k, v in meta.items() if k != '__metadata__'),
-        default=0)
-    if 8 + n + end > size:
-        return f'truncated: {size} bytes, the header needs {8 + n + end}'
-    return None
-
-
-def probe_checkpoint(path: str) -> Optional[str]:
-    """Check that ``path`` is a complete checkpoint file, without unpickling.
-
-    torch's zip format is checked for its central directory and every member's
-    CRC-32 (a truncated or bit-flipped file fails); safetensors for a complete
-    header and data; any other format is opened with the safe loader.
-
-    Returns:
-        str | None: Why the file is unusable, or None when it is fine.
-    """
-    if not osp.exists(path):
-        return 'file not found'
-    if not osp.isfile(path):
-        return 'not a file'
-    if not os.access(path, os.R_OK):
-        return 'not readable (permission denied)'
-    if osp.getsize(path) == 0:
-        return 'empty file'
-    if path.endswith('.safetensors'):
-        return _check_safetensors(path)
-    if zipfile.is_zipfile(path):
-        return _check_zip(path)
-    with open(path, 'rb') as f:
-        magic = f.read(2)
-    if magic[:1] == b'PK':
-        return 'truncated or corrupt zip archive (no central directory)'
-    try:  # legacy (non-zip) torch format: only a full safe load can tell
-        load_checkpoint_file(path)
-    except CheckpointError as e:
-        return str(e)
-    return None
-
-
 # --------------------------------------------------------------------- writing
 def _is_local(filename: str, file_client_args, backend_args) -> bool:
     if file_client_args is not None or filename.startswith('pavi://'):
@@ -268,19 +187,6 @@ def _is_local(filename: str, file_client_args, backend_args) -> bool:
     from mmengine.fileio import get_file_backend
     return isinstance(
         get_file_backend(filename, backend_args=backend_args), LocalBackend)
-
-
-def check_finite_weights(state_dict: Any, filename: str) -> None:
-    """Refuse to save weights holding NaN or inf.
-
-    Raises:
-        CheckpointError: Naming ``filename`` and up to five bad tensors.
-    """
-    bad = non_finite_keys(state_dict)
-    if bad:
-        raise CheckpointError(
-            f'refusing to save {filename}: the model weights hold non-finite '
-            f'values (NaN/inf) in {bad}')
 
 
 class AtomicLocalBackend(LocalBackend):

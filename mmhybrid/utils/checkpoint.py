@@ -1,23 +1,28 @@
 """The one place where mmhybrid reads and writes checkpoint files.
 
 Reading never runs code: pickles are opened with torch's weights-only unpickler
-plus the allow-list of :mod:`mmhybrid.compat` (torch >= 2.6), or with
+plus the allow-list of :mod:`mmhybrid.utils.allow_list` (torch >= 2.6), or with
 :mod:`mmhybrid.utils.safe_unpickler`, as strict and with the same allow-list
 (torch 2.1-2.5); ``.safetensors`` with safetensors. Writing is
 atomic: a file is written next to its destination and renamed into place, so a
-crash never leaves a half-written checkpoint under the real name.
+crash never leaves a half-written checkpoint under the real name. A file is
+checked without unpickling it by :func:`probe_checkpoint`; weights with NaN or
+inf are refused by :func:`check_finite_weights`.
 """
+import json
 import os
 import os.path as osp
 import pickle
 import re
+import struct
 import tempfile
-from typing import IO, Any, Callable, Optional, Union
+import zipfile
+from typing import IO, Any, Callable, List, Optional, Union
 from urllib.parse import urlparse
 
 import torch
 
-from .. import compat
+from . import allow_list
 from .safe_unpickler import load_restricted
 
 
@@ -96,7 +101,7 @@ def _refusal(err: BaseException) -> Optional[str]:
         if '.' not in name:
             name = 'builtins.' + name
         return (f"global '{name}' is not on the allow-list "
-                f'(mmhybrid.compat.safe_globals)')
+                f'(mmhybrid.utils.allow_list.safe_globals)')
     found = _REFUSED.search(msg)
     if found:
         return ('it holds objects outside the safe allow-list '
@@ -111,7 +116,7 @@ def _read_pickled(filename: str, map_location: Union[str,
     torch's weights-only unpickler where it takes mmhybrid's allow-list (torch
     2.6 and later), an equally strict one of mmhybrid's on older torch.
     """
-    if compat.torch_has_safe_globals():
+    if allow_list.torch_has_safe_globals():
         return torch.load(
             filename, map_location=map_location, weights_only=True)
     return load_restricted(filename, map_location)
@@ -176,7 +181,7 @@ def load_checkpoint_file(
             checkpoint, or contains a pickled object outside the safe
             allow-list (the message names the refused global).
     """
-    compat.register_safe_globals()
+    allow_list.register_safe_globals()
     filename = os.fspath(filename)
     refused = unsupported_location(filename)
     if refused:
@@ -261,3 +266,98 @@ def extract_state_dict(ckpt: Any, filename: str = '<checkpoint>') -> dict:
         'top level or under "state_dict", "model", "module", "teacher"; '
         'top-level keys: '
         f'{sorted(ckpt)[:10]})')
+
+
+def non_finite_keys(state_dict: Any, limit: int = 5) -> List[str]:
+    """Names of floating-point tensors in ``state_dict`` with NaN or inf."""
+    bad = []
+    if not isinstance(state_dict, dict):
+        return bad
+    for k, v in state_dict.items():
+        if (isinstance(v, torch.Tensor) and v.is_floating_point()
+                and not bool(torch.isfinite(v).all())):
+            bad.append(str(k))
+            if len(bad) >= limit:
+                break
+    return bad
+
+
+def _check_zip(path: str) -> Optional[str]:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.CRC == 0 and info.file_size > 0:
+                    continue  # written without CRCs: nothing to compare with
+                with zf.open(info) as member:
+                    while member.read(1 << 24):
+                        pass
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        return f'{type(e).__name__}: {e}'
+    return None
+
+
+def _check_safetensors(path: str) -> Optional[str]:
+    size = osp.getsize(path)
+    with open(path, 'rb') as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return 'shorter than a safetensors header'
+        (n, ) = struct.unpack('<Q', head)
+        if n > size - 8:
+            return 'truncated safetensors header'
+        try:
+            meta = json.loads(f.read(n))
+        except ValueError as e:
+            return f'corrupt safetensors header: {e}'
+    end = max(
+        (v['data_offsets'][1] for k, v in meta.items() if k != '__metadata__'),
+        default=0)
+    if 8 + n + end > size:
+        return f'truncated: {size} bytes, the header needs {8 + n + end}'
+    return None
+
+
+def probe_checkpoint(path: str) -> Optional[str]:
+    """Check that ``path`` is a complete checkpoint file, without unpickling.
+
+    torch's zip format is checked for its central directory and every member's
+    CRC-32 (a truncated or bit-flipped file fails); safetensors for a complete
+    header and data; any other format is opened with the safe loader.
+
+    Returns:
+        str | None: Why the file is unusable, or None when it is fine.
+    """
+    if not osp.exists(path):
+        return 'file not found'
+    if not osp.isfile(path):
+        return 'not a file'
+    if not os.access(path, os.R_OK):
+        return 'not readable (permission denied)'
+    if osp.getsize(path) == 0:
+        return 'empty file'
+    if path.endswith('.safetensors'):
+        return _check_safetensors(path)
+    if zipfile.is_zipfile(path):
+        return _check_zip(path)
+    with open(path, 'rb') as f:
+        magic = f.read(2)
+    if magic[:1] == b'PK':
+        return 'truncated or corrupt zip archive (no central directory)'
+    try:  # legacy (non-zip) torch format: only a full safe load can tell
+        load_checkpoint_file(path)
+    except CheckpointError as e:
+        return str(e)
+    return None
+
+
+def check_finite_weights(state_dict: Any, filename: str) -> None:
+    """Refuse to save weights holding NaN or inf.
+
+    Raises:
+        CheckpointError: Naming ``filename`` and up to five bad tensors.
+    """
+    bad = non_finite_keys(state_dict)
+    if bad:
+        raise CheckpointError(
+            f'refusing to save {filename}: the model weights hold non-finite '
+            f'values (NaN/inf) in {bad}')

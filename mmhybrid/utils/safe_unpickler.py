@@ -1,15 +1,15 @@
 """Weights-only checkpoint reading for torch 2.1-2.5.
 
 torch's own weights-only unpickler takes mmhybrid's allow-list
-(:func:`mmhybrid.compat.safe_globals`) only from torch 2.6 on. Before that, a
-runner checkpoint (its ``message_hub`` holds a ``HistoryBuffer`` and numpy
-arrays) is refused, so ``--resume`` fails. This module is a ``pickle_module``
-for :func:`torch.load` that is as strict as torch's weights-only unpickler and
-admits the same allow-list:
+(:func:`mmhybrid.utils.allow_list.safe_globals`) only from torch 2.6 on.
+Before that, a runner checkpoint (its ``message_hub`` holds a ``HistoryBuffer``
+and numpy arrays) is refused, so ``--resume`` fails. This module is a
+``pickle_module`` for :func:`torch.load` that is as strict as torch's
+weights-only unpickler and admits the same allow-list:
 
 * a global resolves only if its ``'module.name'`` is in torch's own defaults
   (tensor rebuild functions, storages, dtypes, ``OrderedDict``, ...) or in
-  :func:`~mmhybrid.compat.safe_globals`; nothing is imported by name;
+  :func:`~mmhybrid.utils.allow_list.safe_globals`; nothing is imported by name;
 * ``REDUCE`` calls and ``NEWOBJ`` constructions only allow-listed objects;
 * ``BUILD`` sets state only on tensors, ``OrderedDict`` and allow-listed types;
 * items go only into lists, dicts and sets; opcodes that reach globals another
@@ -29,7 +29,7 @@ from typing import IO, Any, Callable, Dict, Union
 import _compat_pickle
 import torch
 
-from .. import compat
+from .allow_list import safe_globals
 
 
 class RefusedGlobal(pickle.UnpicklingError):
@@ -50,7 +50,7 @@ def allowed_globals() -> Dict[str, object]:
     from torch._weights_only_unpickler import _get_allowed_globals
     found = dict(
         _get_allowed_globals())  # this torch's tensor rebuild functions
-    found.update(compat.safe_globals())
+    found.update(safe_globals())
     return found
 
 

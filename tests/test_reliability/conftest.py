@@ -62,19 +62,19 @@ def tiny(repo_root, shapes_imagenet, demo_teachers):
 
 
 def _restore_fixes(enabled):
-    from mmhybrid import compat
-    compat.disable_stack_fixes()
+    from mmhybrid.engine import stack_fixes
+    stack_fixes.disable_stack_fixes()
     if enabled:
-        compat.enable_stack_fixes(enabled)
+        stack_fixes.enable_stack_fixes(enabled)
 
 
 @pytest.fixture
 def stack_fixes():
     """Every stack fix enabled for this test (what tools/train.py does for a
     FlexibleRunner config), the previous state put back afterwards."""
-    from mmhybrid import compat
-    before = compat.enabled_stack_fixes()
-    compat.enable_stack_fixes()
+    from mmhybrid.engine import stack_fixes
+    before = stack_fixes.enabled_stack_fixes()
+    stack_fixes.enable_stack_fixes()
     yield
     _restore_fixes(before)
 
@@ -83,9 +83,9 @@ def stack_fixes():
 def no_stack_fixes():
     """No stack fix in this process for this test (what ``import mmhybrid``
     alone gives), the previous state put back afterwards."""
-    from mmhybrid import compat
-    before = compat.enabled_stack_fixes()
-    compat.disable_stack_fixes()
+    from mmhybrid.engine import stack_fixes
+    before = stack_fixes.enabled_stack_fixes()
+    stack_fixes.disable_stack_fixes()
     yield
     _restore_fixes(before)
 
@@ -101,8 +101,8 @@ def train_tool():
 def run_train_inprocess(repo_root, train_tool, monkeypatch):
     """Run ``tools/train.py`` in this process, from the repository root; the
     stack fixes it enables are taken back afterwards."""
-    from mmhybrid import compat
-    before = compat.enabled_stack_fixes()
+    from mmhybrid.engine import stack_fixes
+    before = stack_fixes.enabled_stack_fixes()
 
     def run(argv):
         monkeypatch.chdir(repo_root)

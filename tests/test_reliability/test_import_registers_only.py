@@ -5,13 +5,13 @@ version-gated, and still needed.
   mmengine module (and of the classes they define), imports mmhybrid (and the
   tools' modules), and finds every attribute identical; then
   ``enable_stack_fixes()`` changes only attributes listed in
-  ``mmhybrid.compat.PATCHED_ATTRIBUTES``, and ``disable_stack_fixes()`` puts
-  every one back.
-* Per fix of ``mmhybrid.compat.STACK_FIXES``: a test that shows the upstream
-  bug on the installed mmengine (with no fix applied). When upstream fixes it,
-  that test fails: drop the fix. And a test that the fix's gate is on for the
-  installed versions: when a new mmengine still has the bug, it fails: extend
-  ``MMENGINE_CHECKED``.
+  ``mmhybrid.engine.stack_fixes.PATCHED_ATTRIBUTES``, and
+  ``disable_stack_fixes()`` puts every one back.
+* Per fix of ``mmhybrid.engine.stack_fixes.STACK_FIXES``: a test that shows the
+  upstream bug on the installed mmengine (with no fix applied). When upstream
+  fixes it, that test fails: drop the fix. And a test that the fix's gate is on
+  for the installed versions: when a new mmengine still has the bug, it fails:
+  extend ``MMENGINE_CHECKED``.
 * ``HybridRunner`` does the same jobs without any patch (the CPU ones here; the
   checkpoint ones in test_atomic_saves.py and test_safe_checkpoints.py).
 """
@@ -25,7 +25,7 @@ import sys
 import pytest
 import torch
 
-from mmhybrid import compat
+from mmhybrid.engine import stack_fixes
 
 SNAPSHOT_SCRIPT = r'''
 import importlib, json, sys, types
@@ -73,10 +73,10 @@ import mmhybrid.apis.train, mmhybrid.apis.test  # noqa  (the tools' modules)
 after_import = diff(before, snap())
 schemes_kept = schemes() == before_schemes and all(
     x[1] is y[1] for x, y in zip(schemes(), before_schemes))
-from mmhybrid import compat
-enabled = compat.enable_stack_fixes()
+from mmhybrid.engine import stack_fixes
+enabled = stack_fixes.enable_stack_fixes()
 changed = diff(before, snap())
-compat.disable_stack_fixes()
+stack_fixes.disable_stack_fixes()
 after_disable = diff(before, snap())
 schemes_back = all(x[1] is y[1] for x, y in zip(schemes(), before_schemes)) \
     and len(schemes()) == len(before_schemes)
@@ -90,7 +90,7 @@ print('RESULT ' + json.dumps(dict(
 def fresh_process(rel):
     proc = subprocess.run([
         sys.executable, '-c', SNAPSHOT_SCRIPT,
-        json.dumps(list(compat.PATCHED_ATTRIBUTES))
+        json.dumps(list(stack_fixes.PATCHED_ATTRIBUTES))
     ],
                           capture_output=True,
                           text=True,
@@ -112,16 +112,16 @@ def test_enable_changes_only_the_listed_attributes(fresh_process):
     def spellings(target):
         """A target as the snapshot spells it (a class attribute also under the
         module that defines the class)."""
-        owner, attr = compat._resolve(target)
+        owner, attr = stack_fixes._resolve(target)
         if isinstance(owner, type):
             return {target, f'{owner.__module__}:{owner.__qualname__}.{attr}'}
         return {target}
 
-    listed = set().union(*map(spellings, compat.PATCHED_ATTRIBUTES))
+    listed = set().union(*map(spellings, stack_fixes.PATCHED_ATTRIBUTES))
     assert changed, 'enable_stack_fixes() changed nothing'
     assert changed <= listed, changed - listed
     # every fix that applies here is enabled and changed one of its targets
-    enabled = [f for f in compat.STACK_FIXES if f.applies()]
+    enabled = [f for f in stack_fixes.STACK_FIXES if f.applies()]
     assert fresh_process['enabled'] == [f.name for f in enabled]
     for fix in enabled:
         assert changed & set().union(*map(spellings, fix.targets)), fix.name
@@ -134,21 +134,21 @@ def test_disable_puts_every_attribute_back(fresh_process):
 
 def test_enable_takes_only_known_names():
     with pytest.raises(KeyError, match="unknown stack fix.*'atomic_save'"):
-        compat.enable_stack_fixes(['atomic_save'])
+        stack_fixes.enable_stack_fixes(['atomic_save'])
 
 
 # ------------------------------------------ each fix: the bug is upstream's
 GPU = torch.cuda.is_available()
 
 
-@pytest.mark.parametrize('fix', compat.STACK_FIXES, ids=lambda f: f.name)
+@pytest.mark.parametrize('fix', stack_fixes.STACK_FIXES, ids=lambda f: f.name)
 def test_fix_is_gated_on_for_the_installed_stack(fix):
     """The installed mmengine is in every fix's range (each bug is shown below
     on it); the CPU fixes apply only without CUDA."""
     if fix.name.startswith('cpu_') and GPU:
         assert not fix.applies()
     else:
-        assert fix.applies(), (fix.name, compat.mmengine_version())
+        assert fix.applies(), (fix.name, stack_fixes.mmengine_version())
 
 
 def _writes(monkeypatch):

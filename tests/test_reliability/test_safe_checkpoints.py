@@ -47,8 +47,9 @@ def _assert_refused(text, path):
 def test_loader_refuses_code(tmp_path, rel, kind, unpickler, monkeypatch):
     """``restricted``: the unpickler of torch 2.1-2.5, forced here."""
     if unpickler == 'restricted':
-        from mmhybrid import compat
-        monkeypatch.setattr(compat, 'torch_has_safe_globals', lambda: False)
+        from mmhybrid.utils import allow_list
+        monkeypatch.setattr(allow_list, 'torch_has_safe_globals',
+                            lambda: False)
     marker = tmp_path / 'PAYLOAD_RAN'
     path = rel.write_malicious(tmp_path / f'{kind}.pth', marker, kind)
     with pytest.raises(CheckpointError) as info:

@@ -236,8 +236,8 @@ def test_mmengine_runner_train_save_resume(tmp_path):
     runner = make(tmp_path, 8, False)
     runner.train()
     assert osp.isfile(tmp_path / 'iter_8.pth')
-    from mmhybrid.compat import torch_has_safe_globals
     from mmhybrid.utils import load_checkpoint_file
+    from mmhybrid.utils.allow_list import torch_has_safe_globals
     saved = load_checkpoint_file(tmp_path / 'iter_8.pth')
     assert saved['meta']['iter'] == 8
     if torch_has_safe_globals():

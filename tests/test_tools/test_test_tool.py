@@ -43,8 +43,8 @@ def run_test(repo_root, test_tool, classifier_ckpt, shapes_imagenet, tmp_path,
 
     The stack fixes the tool enables are taken back afterwards.
     """
-    from mmhybrid import compat
-    before = compat.enabled_stack_fixes()
+    from mmhybrid.engine import stack_fixes
+    before = stack_fixes.enabled_stack_fixes()
 
     def run(*args, options=()):
         monkeypatch.chdir(repo_root)
@@ -56,8 +56,8 @@ def run_test(repo_root, test_tool, classifier_ckpt, shapes_imagenet, tmp_path,
         ])
 
     yield run
-    compat.disable_stack_fixes()
-    compat.enable_stack_fixes(before)
+    stack_fixes.disable_stack_fixes()
+    stack_fixes.enable_stack_fixes(before)
 
 
 def test_out_alone_dumps_one_prediction_per_image(run_test, tmp_path):

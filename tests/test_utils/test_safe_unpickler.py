@@ -1,7 +1,7 @@
 """The restricted unpickler that reads checkpoints on torch 2.1-2.5.
 
 It runs here on the installed torch, forced (``load_restricted`` called
-directly, or ``compat.torch_has_safe_globals`` switched off for
+directly, or ``allow_list.torch_has_safe_globals`` switched off for
 ``load_checkpoint_file``), and is compared with torch's own weights-only path
 on the same files. No torch 2.1 stack runs in this suite.
 """
@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmhybrid import compat
-from mmhybrid.utils import (CheckpointError, load_checkpoint_file,
+from mmhybrid.utils import (CheckpointError, allow_list, load_checkpoint_file,
                             safe_unpickler)
 from mmhybrid.utils.safe_unpickler import RefusedGlobal, load_restricted
 
@@ -34,7 +33,7 @@ class RunsCommand:
 @pytest.fixture
 def restricted_loader(monkeypatch):
     """``load_checkpoint_file`` as it runs on torch 2.1-2.5."""
-    monkeypatch.setattr(compat, 'torch_has_safe_globals', lambda: False)
+    monkeypatch.setattr(allow_list, 'torch_has_safe_globals', lambda: False)
     return load_checkpoint_file
 
 
@@ -144,7 +143,8 @@ def test_resume_through_the_restricted_path(tmp_path, restricted_loader):
 def test_refusal_names_the_global_and_runs_nothing(tmp_path, monkeypatch,
                                                    path):
     if path == 'restricted':
-        monkeypatch.setattr(compat, 'torch_has_safe_globals', lambda: False)
+        monkeypatch.setattr(allow_list, 'torch_has_safe_globals',
+                            lambda: False)
     marker = tmp_path / 'PAYLOAD_RAN'
     cases = {
         'posix.system' if os.name == 'posix' else 'nt.system':
@@ -222,7 +222,8 @@ def _numpy1_style(tmp_path):
 @pytest.mark.parametrize('path', ['torch', 'restricted'])
 def test_numpy1_module_paths_are_read(tmp_path, monkeypatch, path):
     if path == 'restricted':
-        monkeypatch.setattr(compat, 'torch_has_safe_globals', lambda: False)
+        monkeypatch.setattr(allow_list, 'torch_has_safe_globals',
+                            lambda: False)
     f, obj = _numpy1_style(tmp_path)
     _assert_same(load_checkpoint_file(f), obj)
 
@@ -263,13 +264,13 @@ def test_truncated_zip_is_reported_as_truncated(tmp_path, restricted_loader,
 
 
 def test_one_allow_list_for_both_paths():
-    listed = compat.safe_globals()
+    listed = allow_list.safe_globals()
     admitted = safe_unpickler.allowed_globals()
     for name, obj in listed.items():
         assert admitted[name] is obj, name
     assert 'numpy.core.multiarray._reconstruct' in listed  # numpy 1 spelling
     assert 'numpy._core.multiarray.scalar' in listed  # numpy 2 spelling
-    if compat.torch_has_safe_globals():
+    if allow_list.torch_has_safe_globals():
         registered = {
             entry[1]: entry[0]
             for entry in torch.serialization.get_safe_globals()

@@ -140,7 +140,7 @@ def build_loader(cfg, data_root: str, batch_size: int, workers: int,
     loader_cfg.dataset = dataset
     # HybridRunner's rule (a scoped collate_fn, as the flagship's mmpretrain::
     # base writes it, resolved to its function), without patching mmengine
-    from mmhybrid.compat import resolve_scoped_collate
+    from mmhybrid.engine.runners.helpers import resolve_scoped_collate
     return Runner.build_dataloader(resolve_scoped_collate(loader_cfg), seed=0)
 
 

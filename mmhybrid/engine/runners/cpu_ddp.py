@@ -3,7 +3,7 @@ import torch.nn as nn
 from mmengine.model import MMDistributedDataParallel
 from mmpretrain.registry import MODEL_WRAPPERS
 
-from ...compat import drop_cpu_device_ids
+from .helpers import drop_cpu_device_ids
 
 
 @MODEL_WRAPPERS.register_module()

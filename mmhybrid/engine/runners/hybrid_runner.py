@@ -9,8 +9,9 @@ from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 from mmpretrain.registry import RUNNERS
 
-from ...compat import no_cuda_set_device, resolve_scoped_collate
+from ...utils.checkpoint import check_finite_weights
 from .. import safe_io
+from .helpers import no_cuda_set_device, resolve_scoped_collate
 
 _MMENGINE_DDP = ('MMDistributedDataParallel',
                  'mmengine.MMDistributedDataParallel')
@@ -133,8 +134,7 @@ class HybridRunner(Runner):
         local file is written atomically."""
         model = self.model.module if is_model_wrapper(
             self.model) else self.model
-        safe_io.check_finite_weights(model.state_dict(),
-                                     osp.join(out_dir, filename))
+        check_finite_weights(model.state_dict(), osp.join(out_dir, filename))
         if (file_client_args is None and backend_args is None
                 and safe_io._is_local(out_dir, None, None)):
             backend_args = dict(backend=safe_io.ATOMIC_BACKEND)

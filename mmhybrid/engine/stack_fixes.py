@@ -1,204 +1,24 @@
-"""The torch allow-list for mmengine's checkpoints, and the opt-in stack fixes.
+"""The opt-in process-wide fixes of mmengine (the "stack fixes").
 
-**Applied on import (registration only).** mmengine 0.10.7 pickles a few
-non-tensor objects into its checkpoints (the message hub's
-``HistoryBuffer`` and the numpy arrays/scalars inside it). mmhybrid reads
-every checkpoint with torch's weights-only unpickler, which refuses them, so
-``--resume`` would fail.
-:func:`safe_globals` is the one allow-list of exactly those objects. On torch
->= 2.6 :func:`register_safe_globals` adds it with
-:func:`torch.serialization.add_safe_globals` (it only admits more safe types,
-so it stays global); older torch (2.1-2.5) lacks that function or its
-``(object, 'module.name')`` entries, and :mod:`mmhybrid.utils.safe_unpickler`
-admits the same list there. A ``HistoryBuffer`` pickles its statistics methods
-as ``getattr(HistoryBuffer, 'mean')``; the pickle's ``builtins.getattr``
-resolves to :func:`_history_buffer_getattr`, which answers only those four
-lookups.
-
-**Never applied on import: the stack fixes.** ``import mmhybrid`` (what a
-config's ``custom_imports`` does) changes no mmengine function. mmhybrid's
-runner, :class:`mmhybrid.engine.HybridRunner`, fixes what it can by overriding
-its own methods. What only a process-wide patch can fix is listed in
-:data:`STACK_FIXES` (each with the mmengine versions that have the bug) and
-applied by :func:`enable_stack_fixes`, which only mmhybrid's entry points
-(``tools/train.py``, ``tools/test.py``) call, or a user explicitly.
-:data:`PATCHED_ATTRIBUTES` names every attribute these fixes replace.
+``import mmhybrid`` (what a config's ``custom_imports`` does) changes no
+mmengine function. mmhybrid's runner, :class:`mmhybrid.engine.HybridRunner`,
+fixes what it can by overriding its own methods. What only a process-wide patch
+can fix is listed in :data:`STACK_FIXES` (each with the mmengine versions that
+have the bug) and applied by :func:`enable_stack_fixes`, which only mmhybrid's
+entry points (``tools/train.py``, ``tools/test.py``) call, or a user
+explicitly. :data:`PATCHED_ATTRIBUTES` names every attribute these fixes
+replace.
 """
-import codecs
-import contextlib
-import copy
 import functools
 import importlib
-import pickle
 from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
-import numpy as np
 import torch
 
-_SAFE_GLOBALS_REGISTERED = False
+from .runners.helpers import (drop_cpu_device_ids, no_cuda_set_device,
+                              resolve_scoped_collate)
 
 
-def _qualified(obj: object) -> str:
-    return f'{obj.__module__}.{obj.__qualname__}'
-
-
-def _numpy_globals() -> Dict[str, object]:
-    """Numpy callables/types that pickled numpy arrays and scalars refer to.
-
-    Their module path differs between numpy 1 (``numpy.core``) and numpy 2
-    (``numpy._core``); a pickle names whatever its writer used, so both
-    spellings map to the installed numpy's functions (imported from
-    ``numpy._core`` when it exists: numpy 2 warns on every ``numpy.core``
-    access).
-    """
-    found = {'numpy.ndarray': np.ndarray, 'numpy.dtype': np.dtype}
-    multiarray = None
-    for mod_name in ('numpy._core.multiarray', 'numpy.core.multiarray'):
-        try:
-            multiarray = importlib.import_module(mod_name)
-            break
-        except ImportError:  # pragma: no cover - depends on the numpy major
-            continue
-    for name in ('_reconstruct', 'scalar'):
-        for spelling in ('numpy._core.multiarray', 'numpy.core.multiarray'):
-            found[f'{spelling}.{name}'] = getattr(multiarray, name)
-    # numpy >= 1.25 builds dtypes as their concrete class, e.g.
-    # numpy.dtypes.Float64DType: the unpickler's BUILD step checks that class
-    dtypes_mod = getattr(np, 'dtypes', None)
-    if dtypes_mod is not None:
-        for name in dir(dtypes_mod):
-            obj = getattr(dtypes_mod, name)
-            if isinstance(obj, type) and issubclass(obj, np.dtype):
-                found[_qualified(obj)] = obj
-    return found
-
-
-_HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
-
-
-def _history_buffer_getattr(obj: object, name: str) -> object:
-    """``getattr`` for unpickling, only for ``HistoryBuffer``'s statistics."""
-    from mmengine.logging import HistoryBuffer
-    if obj is HistoryBuffer and name in _HISTORY_BUFFER_METHODS:
-        return getattr(obj, name)
-    raise pickle.UnpicklingError(
-        f'refused getattr({obj!r}, {name!r}) while loading a checkpoint: only '
-        f'HistoryBuffer.{{{",".join(_HISTORY_BUFFER_METHODS)}}} are allowed')
-
-
-def safe_globals() -> Dict[str, object]:
-    """The one allow-list: every global an mmengine 0.10 checkpoint needs
-    beyond what torch's weights-only unpickler admits itself (tensors,
-    storages, dtypes, ``OrderedDict``, plain containers).
-
-    Returns:
-        dict: Path as written in the pickle (``'module.name'``) -> the
-        object it resolves to. Registered with ``add_safe_globals`` on torch
-        >= 2.6 and used by :mod:`mmhybrid.utils.safe_unpickler` on older torch.
-    """
-    from mmengine.logging import HistoryBuffer
-    found = {
-        _qualified(HistoryBuffer): HistoryBuffer,
-        'builtins.getattr': _history_buffer_getattr,
-        # bytes under pickle protocol 2 (torch.save's), e.g. the raw data of
-        # the message hub's numpy arrays; torch >= 2.4 admits it by default
-        '_codecs.encode': codecs.encode,
-    }
-    found.update(_numpy_globals())
-    return found
-
-
-def torch_has_safe_globals() -> bool:
-    """Whether torch's weights-only unpickler can take :func:`safe_globals`.
-
-    ``add_safe_globals`` exists from torch 2.4, but its ``(object,
-    'module.name')`` entries, needed for ``builtins.getattr`` and the numpy
-    aliases, from 2.6.
-    """
-    return (hasattr(torch.serialization, 'add_safe_globals')
-            and torch.__version__ >= (2, 6))
-
-
-def register_safe_globals() -> None:
-    """Add :func:`safe_globals` to torch's weights-only unpickler.
-
-    For torch >= 2.6; idempotent.
-
-    This is the only thing importing mmhybrid changes outside
-    mmhybrid: it admits more safe types, it never loosens a check.
-    """
-    global _SAFE_GLOBALS_REGISTERED
-    if _SAFE_GLOBALS_REGISTERED:
-        return
-    if torch_has_safe_globals():  # else mmhybrid.utils.safe_unpickler reads
-        torch.serialization.add_safe_globals([
-            (obj, path) for path, obj in safe_globals().items()
-        ])
-    _SAFE_GLOBALS_REGISTERED = True
-
-
-# ------------------------------------------------------------- shared pieces
-@contextlib.contextmanager
-def no_cuda_set_device():
-    """``torch.cuda.set_device`` does nothing inside this block.
-
-    mmengine's ``pytorch``/``slurm`` launchers call it unconditionally, which
-    fails on a machine without CUDA (a gloo run on CPUs). Used only there, for
-    the duration of mmengine's ``init_dist``.
-    """
-    original = torch.cuda.set_device
-    torch.cuda.set_device = lambda device: None
-    try:
-        yield
-    finally:
-        torch.cuda.set_device = original
-
-
-def resolve_scoped_collate(loader_cfg):
-    """``loader_cfg`` with a scoped ``collate_fn`` dict resolved.
-
-    A config whose ``_base_`` comes from another package (``mmpretrain::_base_/
-    datasets/imagenet_bs512_mae.py``, as the flagship's does) gets ``_scope_``
-    written into every dict with a ``type``, ``collate_fn`` included;
-    mmengine's ``build_dataloader`` pops ``type`` but passes ``_scope_`` on to
-    the collate function (``default_collate() got an unexpected keyword
-    argument '_scope_'``). The function is looked up in the scope it names
-    instead.
-    """
-    collate = loader_cfg.get('collate_fn') if hasattr(loader_cfg,
-                                                      'get') else None
-    if not isinstance(collate, dict) or '_scope_' not in collate:
-        return loader_cfg
-    from mmengine.registry import FUNCTIONS
-    collate = dict(collate)
-    scope = collate.pop('_scope_')
-    fn = collate.get('type')
-    if isinstance(fn, str):
-        with FUNCTIONS.switch_scope_and_registry(scope) as registry:
-            found = registry.get(fn)
-        if found is None:
-            raise KeyError(
-                f'collate_fn type {fn!r} is not registered in scope '
-                f'{scope!r} (or its parents) of the FUNCTIONS registry')
-        collate['type'] = found
-    loader_cfg = copy.copy(loader_cfg)
-    loader_cfg['collate_fn'] = collate
-    return loader_cfg
-
-
-def drop_cpu_device_ids(module: torch.nn.Module, kwargs: dict) -> dict:
-    """DDP keyword arguments without ``device_ids``/``output_device`` when the
-    module lives on the CPU (DDP refuses device ids for CPU modules; mmengine
-    passes ``[LOCAL_RANK]`` unconditionally)."""
-    params = list(module.parameters())
-    if params and params[0].device.type == 'cpu':
-        kwargs = dict(kwargs)
-        kwargs.pop('device_ids', None)
-        kwargs.pop('output_device', None)
-    return kwargs
-
-
-# ------------------------------------------------------- the opt-in patches
 def mmengine_version() -> Tuple[int, ...]:
     import mmengine
     return tuple(
@@ -219,7 +39,8 @@ class StackFix(NamedTuple):
 
     Args:
         name (str): What ``enable_stack_fixes(names)`` selects it by.
-        why (str): The upstream bug, in one line (the README lists these).
+        why (str): The upstream bug, in one line (docs/reliability.md lists
+            these).
         targets (tuple[str]): ``'module:attribute.path'`` of every attribute
             it replaces.
         applies (Callable[[], bool]): Whether this process needs it (the
@@ -274,7 +95,7 @@ def _set(target: str, value) -> None:
 def _patch_safe_loaders() -> None:
     from mmengine.runner.checkpoint import CheckpointLoader
 
-    from .engine.safe_io import SAFE_SCHEMES
+    from .safe_io import SAFE_SCHEMES
     for prefixes, fn in SAFE_SCHEMES:
         CheckpointLoader.register_scheme(prefixes, fn, force=True)
 
@@ -284,7 +105,7 @@ _SAVE_MODULES = ('mmengine.runner.checkpoint', 'mmengine.runner.runner',
 
 
 def _patch_atomic_saves() -> None:
-    from .engine import safe_io
+    from . import safe_io
     safe_io.ORIGINAL_SAVE[0] = _get(
         'mmengine.runner.checkpoint:save_checkpoint')
     for mod in _SAVE_MODULES:
@@ -292,13 +113,13 @@ def _patch_atomic_saves() -> None:
 
 
 def _patch_find_latest() -> None:
-    from .engine import safe_io
+    from . import safe_io
     for mod in _SAVE_MODULES + ('mmengine.runner._flexible_runner', ):
         _set(f'{mod}:find_latest_checkpoint', safe_io.find_latest_checkpoint)
 
 
 def _patch_atomic_pointer() -> None:
-    from .engine import safe_io
+    from . import safe_io
     _set('mmengine.hooks.checkpoint_hook:open', safe_io._checkpoint_hook_open)
 
 
