@@ -11,13 +11,28 @@ states and, in epoch-based loops, the position in the epoch:
 with :data:`REQUEUE_EXIT_CODE`. ``tools/slurm_train.sh`` turns that status into
 ``scontrol requeue``; the requeued job (or any start with ``--resume``)
 continues from the checkpoint as if never stopped.
+
+The stop has a deadline it cannot move: torchrun sends SIGKILL 30 s after the
+SIGTERM it forwards, Slurm ``KillWait`` seconds (30 by default) after its
+SIGTERM. Inside that window every rank finishes its iteration and rank 0
+writes and fsyncs the checkpoint (about 1 GB for ViT-B with AdamW's state,
+3.6 GB for ViT-L). The hook cannot make the file system faster; it measures
+(each of its saves is timed), warns ahead (a periodic save that took over
+half the window), warns while a stop is running late (a timer at the
+window's end, before a SIGKILL that no process can report) and says at the
+end how long the stop took. A signal that arrives while a checkpoint is
+being written stops the run with that checkpoint, without another iteration
+and another save. See ``docs/gpu.md`` for the launcher settings.
 """
 import os
 import signal
+import threading
+import time
 from typing import Optional, Sequence
 
 import torch
-from mmengine.dist import barrier, get_dist_info, is_distributed
+from mmengine.dist import (barrier, get_comm_device, get_dist_info,
+                           is_distributed)
 from mmengine.hooks import CheckpointHook, Hook
 from mmpretrain.registry import HOOKS
 
@@ -76,12 +91,24 @@ class PreemptionHook(Hook):
             Defaults to ``('SIGTERM', 'SIGUSR1')``.
         exit_code (int): The exit status after a signal stop.
             Defaults to :data:`REQUEUE_EXIT_CODE` (75).
+        stop_window (float): Seconds between the stop signal and the
+            launcher's SIGKILL (torchrun: 30; Slurm: ``KillWait``, 30 by
+            default; with ``sbatch --signal=USR1@120``: 120). Only measured
+            against, never waited for: a WARNING when a save took over half of
+            it, while a stop is still saving at its end, and when a stop took
+            longer. Defaults to 30.
 
     Priority ``LOWEST``: it looks at the signal after ``CheckpointHook`` has
     saved whatever it saves at this iteration (then nothing is saved twice).
     Checking costs one all-reduce of one number per iteration in distributed
-    runs (every rank must stop at the same iteration), on the CPU (a gloo
-    group beside NCCL), so the host never waits for the GPU for it.
+    runs (every rank must stop at the same iteration), on the job's own
+    process group. With NCCL that reads a GPU number back, a host-device sync
+    per iteration; the training step already has one (the gradient norm that
+    clipping logs, ``NonFiniteLossHook``'s loss check), so it adds no stall.
+    An earlier version kept the flag on a gloo group beside NCCL; a gloo
+    group across nodes needs its own network settings
+    (``GLOO_SOCKET_IFNAME``) or its creation hangs in ``before_train``, a
+    risk the saved sync did not earn.
     """
     priority = 'LOWEST'
 
@@ -89,7 +116,8 @@ class PreemptionHook(Hook):
                  interval: int = 0,
                  max_keep_ckpts: int = 1,
                  signals: Sequence[str] = ('SIGTERM', 'SIGUSR1'),
-                 exit_code: int = REQUEUE_EXIT_CODE) -> None:
+                 exit_code: int = REQUEUE_EXIT_CODE,
+                 stop_window: float = 30.0) -> None:
         for name in signals:
             if not isinstance(
                     getattr(signal, str(name), None), signal.Signals):
@@ -100,19 +128,42 @@ class PreemptionHook(Hook):
             raise ValueError(f'PreemptionHook: interval={interval}: expected '
                              '0 (no periodic checkpoints) or a positive '
                              'number of iterations')
+        if not float(stop_window) > 0:
+            raise ValueError(f'PreemptionHook: stop_window={stop_window}: '
+                             'expected the positive number of seconds '
+                             'between the stop signal and the SIGKILL')
+        self.stop_window = float(stop_window)
         self.interval = int(interval)
         self.max_keep_ckpts = int(max_keep_ckpts)
         self.signals = tuple(str(s) for s in signals)
         self.exit_code = int(exit_code)
         self._received: Optional[str] = None
+        self._received_at: Optional[float] = None
         self._previous = {}
-        self._group = None
+        self._logger = None
+        self._late_timer: Optional[threading.Timer] = None
+        self._slow_save_warned = False
 
     # ------------------------------------------------------------- signals
     def _on_signal(self, signum, frame) -> None:
-        # only a flag: the iteration in progress finishes first
+        # only a flag (and a timer): the iteration in progress finishes first
         if self._received is None:
             self._received = signal.Signals(signum).name
+            self._received_at = time.monotonic()
+            self._late_timer = threading.Timer(self.stop_window,
+                                               self._warn_late)
+            self._late_timer.daemon = True
+            self._late_timer.start()
+
+    def _warn_late(self) -> None:
+        # runs in the timer's thread while the main thread still works on
+        # the stop: the last moment anything can be said before a SIGKILL
+        if self._logger is not None:
+            self._logger.warning(
+                f'PreemptionHook: {self._received} received '
+                f'{self.stop_window:g} s ago (stop_window) and the stop '
+                'checkpoint is not written yet; if the launcher kills the '
+                'job now, it resumes from the previous checkpoint')
 
     def sample_guard_options(self, runner) -> dict:
         """Dataloader workers ignore the stop signals (see
@@ -122,11 +173,7 @@ class PreemptionHook(Hook):
     def before_train(self, runner) -> None:
         from ...datasets.sample_guard import install_sample_guard
         install_sample_guard(runner)
-        self._group = None
-        if is_distributed() and torch.distributed.get_backend() != 'gloo':
-            # the flag travels on CPU: with NCCL, a GPU tensor read back every
-            # iteration would make the host wait for the GPU each step
-            self._group = torch.distributed.new_group(backend='gloo')
+        self._logger = runner.logger
         for name in self.signals:
             sig = getattr(signal, name)
             self._previous[sig] = signal.signal(sig, self._on_signal)
@@ -141,9 +188,11 @@ class PreemptionHook(Hook):
         local = self._received is not None
         if not is_distributed():
             return local
-        flag = torch.tensor([int(local)], dtype=torch.int32)
-        torch.distributed.all_reduce(
-            flag, op=torch.distributed.ReduceOp.MAX, group=self._group)
+        # on the backend's device: CUDA for NCCL, the CPU for gloo
+        flag = torch.tensor([int(local)],
+                            dtype=torch.int32,
+                            device=get_comm_device())
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         return bool(flag.item())
 
     # ---------------------------------------------------------------- saving
@@ -160,6 +209,7 @@ class PreemptionHook(Hook):
                 hook.collect_states(runner)  # every rank, before rank 0 saves
         out_dir = self._out_dir(runner)
         filename = f'iter_{runner.iter + 1}.pth'
+        start = time.monotonic()
         runner.save_checkpoint(out_dir, filename, by_epoch=False)
         path = os.path.join(out_dir, filename)
         rank, _ = get_dist_info()
@@ -167,6 +217,16 @@ class PreemptionHook(Hook):
             self._point_last_checkpoint(runner, path)
             self._remove_old(runner, path)
         barrier()
+        seconds = time.monotonic() - start
+        if seconds > self.stop_window / 2 and not self._slow_save_warned:
+            self._slow_save_warned = True
+            runner.logger.warning(
+                f'PreemptionHook: saving {path} took {seconds:.1f} s, over '
+                f'half of the {self.stop_window:g} s a stop has before the '
+                'launcher\'s SIGKILL (stop_window); a stop may not finish in '
+                'time: give the launcher a longer window (Slurm KillWait, '
+                'sbatch --signal=USR1@120 with stop_window=120) or a faster '
+                'work_dir')
         return path
 
     @staticmethod
@@ -205,7 +265,12 @@ class PreemptionHook(Hook):
         else:
             path = self._save(runner)
         if not stop:
-            return
+            # a signal that came while the checkpoint was being written: stop
+            # with it now, not after another iteration and another save (every
+            # rank is here: the save is on the same schedule on all of them)
+            stop = self._stop_agreed()
+            if not stop:
+                return
         runner.logger.info(
             'PreemptionHook: '
             f'{self._received or "a stop signal on another rank"}'
@@ -213,6 +278,7 @@ class PreemptionHook(Hook):
             f'checkpoint {path}; exiting with status {self.exit_code} (the '
             'Slurm scripts requeue the job; restart with --resume to '
             'continue)')
+        self._report_stop_time(runner)
         stop_file = os.environ.get(STOP_FILE_ENV)
         if stop_file and get_dist_info()[0] == 0:
             # srun (--kill-on-bad-exit) may kill rank 0 as another rank exits
@@ -221,6 +287,24 @@ class PreemptionHook(Hook):
             with open(stop_file, 'w') as f:
                 f.write(path + '\n')
         self._leave()
+
+    def _report_stop_time(self, runner) -> None:
+        """Log how long the stop took on this rank (signal to checkpoint
+        written); a WARNING when that exceeded ``stop_window``."""
+        if self._late_timer is not None:
+            self._late_timer.cancel()
+        if self._received_at is None:
+            return  # the signal reached another rank
+        seconds = time.monotonic() - self._received_at
+        msg = (f'PreemptionHook: the stop took {seconds:.1f} s from the '
+               f'signal to the written checkpoint (stop_window '
+               f'{self.stop_window:g} s)')
+        if seconds > self.stop_window:
+            runner.logger.warning(
+                msg + '; a launcher that kills after stop_window seconds '
+                'would have killed the job before it finished')
+        else:
+            runner.logger.info(msg)
 
     def _leave(self) -> None:
         """Ignore the stop signals, wait for every rank, end the process.
