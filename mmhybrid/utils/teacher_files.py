@@ -7,9 +7,17 @@ same cache. Instead local rank 0 of each node downloads into torch hub's cache
 mmengine's ``load_url`` keep it too), the other ranks wait for it, then all
 read the cached file. A failed download is reported on every rank, naming the
 URL.
+
+The wait does not run under the job's process-group timeout: with NCCL that is
+the watchdog's (10 minutes by default in torch >= 2.2), and a ViT-L teacher
+file (over 1 GB) on a slow link can take longer, which would abort every rank
+that waits. The ranks wait in a collective of their own group instead, created
+with :func:`download_timeout` (``MMHYBRID_DOWNLOAD_TIMEOUT`` seconds, 3 hours
+by default) while every rank is present, before the download starts.
 """
 import os
 import os.path as osp
+from datetime import timedelta
 from typing import Any, List, Optional
 from urllib.parse import urlparse
 
@@ -21,8 +29,13 @@ from .problems import Problem
 
 __all__ = [
     'is_url', 'cached_file', 'fetch_teacher_file', 'teacher_file_problems',
-    'downloads_for_node'
+    'downloads_for_node', 'download_timeout', 'DOWNLOAD_TIMEOUT_ENV'
 ]
+
+#: Environment variable: how many seconds the ranks wait for the teacher
+#: downloads of their nodes (default :data:`DEFAULT_DOWNLOAD_TIMEOUT`)
+DOWNLOAD_TIMEOUT_ENV = 'MMHYBRID_DOWNLOAD_TIMEOUT'
+DEFAULT_DOWNLOAD_TIMEOUT = 3 * 3600
 
 
 def teacher_file_problems(path: Any,
@@ -55,7 +68,7 @@ def teacher_file_problems(path: Any,
     if is_url(path):
         return []
     if read:
-        from ..engine.safe_io import probe_checkpoint
+        from .checkpoint import probe_checkpoint
         reason = probe_checkpoint(path)
     elif not osp.exists(path):
         reason = 'file not found'
@@ -101,6 +114,41 @@ def downloads_for_node() -> bool:
     return True
 
 
+def download_timeout() -> float:
+    """Seconds the ranks wait for the teacher downloads.
+
+    ``MMHYBRID_DOWNLOAD_TIMEOUT`` when set (a positive number of seconds),
+    else :data:`DEFAULT_DOWNLOAD_TIMEOUT` (3 hours).
+
+    Raises:
+        ValueError: One line naming the variable and its value, when it is
+            not a positive number.
+    """
+    raw = os.environ.get(DOWNLOAD_TIMEOUT_ENV)
+    if raw is None or raw == '':
+        return float(DEFAULT_DOWNLOAD_TIMEOUT)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float('inf'):
+        raise ValueError(f'{DOWNLOAD_TIMEOUT_ENV}={raw!r}: expected a '
+                         'positive number of seconds to wait for teacher '
+                         'downloads')
+    return value
+
+
+def _wait_group():
+    """All ranks in a group whose collectives time out after
+    :func:`download_timeout` seconds (same backend as the default group).
+
+    Made while every rank is present (before any download), so its creation
+    never waits long.
+    """
+    return torch.distributed.new_group(
+        timeout=timedelta(seconds=download_timeout()))
+
+
 def _download(url: str, dst: str) -> Optional[str]:
     """Download ``url`` to ``dst`` unless it is there; the error text, if any.
 
@@ -140,9 +188,11 @@ def fetch_teacher_file(filename: str) -> str:
     if not is_url(filename):
         return filename
     dst = cached_file(filename)
+    group = _wait_group() if is_distributed() else None
     error = _download(filename, dst) if downloads_for_node() else None
-    if is_distributed():
-        errors: List[Optional[str]] = all_gather_object(error)
+    if group is not None:
+        errors: List[Optional[str]] = all_gather_object(error, group=group)
+        torch.distributed.destroy_process_group(group)
     else:
         errors = [error]
     failed = [(rank, e) for rank, e in enumerate(errors) if e is not None]

@@ -99,7 +99,12 @@ def _free_port():
 @pytest.mark.slow
 def test_two_ranks_download_once_and_share_the_file(tmp_path):
     """torchrun, 2 gloo ranks on one node: one GET, identical weights on both
-    ranks; a 404 is the same clear error on both ranks, not a hang."""
+    ranks; a 404 is the same clear error on both ranks, not a hang.
+
+    Each download takes 5 s and the job's process group times out after 2 s (as
+    NCCL's watchdog would against a 1 GB teacher): the rank that waits does so
+    in a group with the download timeout, not the job's.
+    """
     served = tmp_path / 'served'
     served.mkdir()
     want = _served_teacher(served)
@@ -124,7 +129,7 @@ def test_two_ranks_download_once_and_share_the_file(tmp_path):
             '--master_port',
             str(_free_port()), WORKER, url, bad_url,
             str(tmp_path / 'hub'),
-            str(out)
+            str(out), '2'
         ],
                               capture_output=True,
                               text=True,
@@ -187,3 +192,26 @@ def test_cached_file_is_not_downloaded_again(tmp_path):
 def test_local_path_is_returned_as_it_is(tmp_path):
     path = str(tmp_path / 'teacher.pth')
     assert fetch_teacher_file(path) == path
+
+
+@pytest.mark.parametrize('raw,want', [(None, 3 * 3600.0), ('', 3 * 3600.0),
+                                      ('90', 90.0), ('0.5', 0.5)])
+def test_download_timeout_from_the_environment(monkeypatch, raw, want):
+    from mmhybrid.utils.teacher_files import (DOWNLOAD_TIMEOUT_ENV,
+                                              download_timeout)
+    if raw is None:
+        monkeypatch.delenv(DOWNLOAD_TIMEOUT_ENV, raising=False)
+    else:
+        monkeypatch.setenv(DOWNLOAD_TIMEOUT_ENV, raw)
+    assert download_timeout() == want
+
+
+@pytest.mark.parametrize('raw', ['0', '-5', 'soon', 'inf', 'nan'])
+def test_a_bad_download_timeout_is_one_line_naming_it(monkeypatch, raw):
+    from mmhybrid.utils.teacher_files import download_timeout
+    monkeypatch.setenv('MMHYBRID_DOWNLOAD_TIMEOUT', raw)
+    with pytest.raises(ValueError) as err:
+        download_timeout()
+    assert str(err.value) == (
+        f'MMHYBRID_DOWNLOAD_TIMEOUT={raw!r}: expected a positive number of '
+        'seconds to wait for teacher downloads')
