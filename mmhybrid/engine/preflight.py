@@ -15,20 +15,18 @@ checkpoint (missing, not a file, unreadable, truncated or corrupt), image size
 vs patch size of the student and both teachers, student width vs the relation
 teacher's heads (q/k re-split) and the neck widths, relation-pair block indices
 (range, duplicates), mask ratios in ``[0, 1)`` and a non-zero keep count at the
-final ratio, loss types and names, and the dataset paths (``data_root``,
-``data_prefix``, ``ann_file``) of every dataloader that will be used.
+final ratio, loss types and names, loss weights (finite, >= 0, not all 0) and
+Smooth-L1 betas, and the dataset paths (``data_root``, ``data_prefix``,
+``ann_file``) of every dataloader that will be used.
 """
 import os.path as osp
 from typing import Any, List, Optional, Sequence
 
-from ..models.algorithms.hybrid_distill import IMPORTANCE_SOURCES
 from ..models.teachers.frozen_teacher import AUTOCAST_DTYPES
 from ..models.teachers.vit_formats import FORMATS
-from ..models.utils.config_checks import (ViTGeometry,
-                                          distill_geometry_problems,
+from ..models.utils.config_checks import (ViTGeometry, hybrid_distill_problems,
                                           patch_grid, patch_grid_problems,
-                                          relation_pair_problems, vit_default)
-from ..models.utils.token_masking import SELECTIONS, mask_ratio_problems
+                                          vit_default)
 from ..utils.checkpoint import probe_checkpoint, url_scheme
 from ..utils.problems import Problem, choice_problems
 from ..utils.teacher_files import teacher_file_problems
@@ -73,7 +71,7 @@ class _Checker:
     """Runs every check on the config and collects the problems: the model's
     checks are the functions its constructors raise on
     (:mod:`mmhybrid.models.utils.config_checks`,
-    :func:`~mmhybrid.models.utils.token_masking.mask_ratio_problems`,
+    :func:`~mmhybrid.models.utils.config_checks.hybrid_distill_problems`,
     :func:`~mmhybrid.utils.teacher_files.teacher_file_problems`), with full
     config keys."""
 
@@ -165,29 +163,22 @@ class _Checker:
                 if arg in t_cfg:
                     self.report(
                         choice_problems(f'{key}.{arg}', t_cfg[arg], choices))
-        for arg, choices in (('importance_source', IMPORTANCE_SOURCES),
-                             ('token_selection', SELECTIONS)):
-            if arg in model:
-                self.report(
-                    choice_problems(f'model.{arg}', model[arg], choices))
-        if s:
-            neck = model.get('neck') or {}
-            self.report(
-                distill_geometry_problems(
-                    s,
-                    tc,
-                    tm,
-                    neck.get('in_channels'),
-                    neck.get('out_channels'),
-                    prefix='model.'))
-        if s and tm:
-            self.report(
-                relation_pair_problems(
-                    model.get('relation_pairs'),
-                    s.layers,
-                    tm.layers,
-                    prefix='model.'))
-        self.check_ratio('model.mask_ratio', model.get('mask_ratio', 0.0), s)
+        neck = model.get('neck') or {}
+        given = {
+            arg: model[arg]
+            for arg in ('relation_pairs', 'importance_source',
+                        'token_selection', 'mask_ratio', 'loss_feat',
+                        'loss_rel') if arg in model
+        }
+        self.report(
+            hybrid_distill_problems(
+                s,
+                tc,
+                tm,
+                neck.get('in_channels'),
+                neck.get('out_channels'),
+                prefix='model.',
+                **given))
         self.check_losses(model)
         return s
 
@@ -197,10 +188,6 @@ class _Checker:
         if student and student.grid:
             return student.grid[0] * student.grid[1]
         return None
-
-    def check_ratio(self, key: str, ratio: Any,
-                    student: Optional[ViTGeometry]) -> None:
-        self.report(mask_ratio_problems(ratio, key, self.num_patches(student)))
 
     def check_losses(self, model) -> None:
         from mmpretrain.registry import MODELS

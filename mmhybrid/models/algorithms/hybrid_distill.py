@@ -9,6 +9,15 @@
 
 Relations restricted to kept x kept are computed from q/k gathered at the kept
 tokens, which equals renormalising the teacher's full map over kept keys.
+
+Where to read further: ``docs/method.md`` gives the rules (targets, relation
+loss and head re-split, masking, defaults and their reasons);
+:func:`mmhybrid.testing.reference.plain_losses` is the same step written the
+plain way (explicit softmax maps, full teacher maps restricted and
+renormalised), which the tests check this implementation against. Every
+constructor argument is checked once, by
+:func:`~mmhybrid.models.utils.config_checks.hybrid_distill_problems`, the
+function the preflight check of ``tools/train.py`` reports with.
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -17,18 +26,14 @@ from mmpretrain.models.selfsup import BaseSelfSupervisor
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-from ...utils.problems import choice_problems, raise_problems
+from ...utils.problems import raise_problems
 from ..backbones.hybrid_vit import HybridViT
 from ..teachers.frozen_teacher import FrozenTeacher
 from ..utils.config_checks import (ViTGeometry, default_relation_pairs,
-                                   distill_geometry_problems,
-                                   relation_pair_problems, vit_default)
-from ..utils.token_masking import (SELECTIONS, gather_tokens,
-                                   mask_ratio_problems, num_kept_tokens,
-                                   select_kept_tokens, with_cls_index)
-
-#: whose last-block [CLS] attention ranks the tokens: Tc's or Tm's
-IMPORTANCE_SOURCES = ('feat', 'rel')
+                                   hybrid_distill_problems, vit_default)
+from ..utils.token_masking import (gather_tokens, mask_ratio_problems,
+                                   num_kept_tokens, select_kept_tokens,
+                                   with_cls_index)
 
 
 def _trainable(t: torch.Tensor) -> torch.Tensor:
@@ -123,30 +128,27 @@ class HybridDistill(BaseSelfSupervisor):
 
         raise_problems(
             'HybridDistill',
-            choice_problems('importance_source', importance_source,
-                            IMPORTANCE_SOURCES) +
-            choice_problems('token_selection', token_selection, SELECTIONS))
-        self.importance_source = importance_source
-        self.token_selection = token_selection
-        self.mask_ratio = mask_ratio
-        s_layers = self.backbone.num_layers
-        t_layers = self.teacher_rel.num_layers
-        raise_problems(
-            'HybridDistill',
-            relation_pair_problems(relation_pairs, s_layers, t_layers))
-        if relation_pairs is None:
-            relation_pairs = default_relation_pairs(s_layers, t_layers)
-        self.relation_pairs = [(int(s), int(t)) for s, t in relation_pairs]
-        raise_problems(
-            'HybridDistill',
-            distill_geometry_problems(
+            hybrid_distill_problems(
                 _geometry(self.backbone, backbone),
                 _geometry(self.teacher_feat.backbone,
                           teacher_feat.get('backbone')),
                 _geometry(self.teacher_rel.backbone,
                           teacher_rel.get('backbone')),
                 neck_in=getattr(self.neck, 'in_channels', None),
-                neck_out=getattr(self.neck, 'out_channels', None)))
+                neck_out=getattr(self.neck, 'out_channels', None),
+                relation_pairs=relation_pairs,
+                importance_source=importance_source,
+                token_selection=token_selection,
+                mask_ratio=mask_ratio,
+                loss_feat=loss_feat,
+                loss_rel=loss_rel))
+        self.importance_source = importance_source
+        self.token_selection = token_selection
+        self.mask_ratio = mask_ratio
+        if relation_pairs is None:
+            relation_pairs = default_relation_pairs(
+                self.backbone.num_layers, self.teacher_rel.num_layers)
+        self.relation_pairs = [(int(s), int(t)) for s, t in relation_pairs]
         dp = self.data_preprocessor
         for t in teachers.values():
             t.set_input_norm(

@@ -2,7 +2,8 @@
 
 Each returns the :class:`~mmhybrid.utils.problems.Problem` list of its input
 (empty when it is fine). The model's constructors raise on them
-(``HybridViT``, ``HybridDistill``); :mod:`mmhybrid.engine.preflight` calls the
+(``HybridViT``; ``HybridDistill`` through the one call
+:func:`hybrid_distill_problems`); :mod:`mmhybrid.engine.preflight` calls the
 same functions on the config, before anything is built, with ``prefix``
 making the keys full config keys (``'model.'``), and reports every problem at
 once. The mask-ratio check lives next to the keep count it guards
@@ -10,10 +11,18 @@ once. The mask-ratio check lives next to the keep count it guards
 the download (:func:`~mmhybrid.utils.teacher_files.teacher_file_problems`).
 """
 import inspect
-from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
+import math
+from numbers import Real
+from typing import Any, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from ...utils.problems import Problem
+from ...utils.problems import Problem, choice_problems
 from ...utils.sizes import as_pair
+from .token_masking import SELECTIONS, mask_ratio_problems
+
+#: whose last-block [CLS] attention ranks the tokens: Tc's or Tm's
+IMPORTANCE_SOURCES = ('feat', 'rel')
+#: HybridDistill's losses, by their config key
+LOSS_KEYS = ('loss_feat', 'loss_rel')
 
 
 def vit_default(name: str) -> Any:
@@ -200,4 +209,120 @@ def distill_geometry_problems(student: ViTGeometry,
                 'masking needs the same grid (set the teacher img_size so '
                 'that img_size / patch_size matches the student, e.g. 196 '
                 'for a /14 teacher)'))
+    return problems
+
+
+def _finite_number(value: Any) -> bool:
+    return (isinstance(value, Real) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def loss_problems(losses: Mapping[str, Any],
+                  prefix: str = '') -> List[Problem]:
+    """Loss settings no run can mean.
+
+    * ``loss_weight`` must be a finite number >= 0: a negative weight trains,
+      silently maximising its loss; NaN or inf ruins the first step;
+    * not every weight may be 0 (nothing would be trained);
+    * a Smooth-L1 ``beta`` must be a finite number >= 0 (torch refuses a
+      negative one at the first step).
+
+    Only keys present in a loss config are checked: an absent one is the
+    loss's default.
+
+    Args:
+        losses (Mapping[str, Any]): Config key (``'loss_feat'``) -> the loss
+            config dict (None: the default loss).
+        prefix (str): Prepended to the keys, e.g. ``'model.'``.
+    """
+    problems, weights = [], {}
+    for name, cfg in losses.items():
+        cfg = cfg if hasattr(cfg, 'get') else {}
+        if 'loss_weight' in cfg:
+            weight = cfg['loss_weight']
+            key = f'{prefix}{name}.loss_weight'
+            if not _finite_number(weight):
+                problems.append(
+                    Problem(key, weight, 'expected a finite number >= 0'))
+            elif weight < 0:
+                problems.append(
+                    Problem(
+                        key, weight, 'a negative weight maximises the loss; '
+                        'expected a finite number >= 0'))
+            else:
+                weights[name] = weight
+        if 'beta' in cfg and not (_finite_number(cfg['beta'])
+                                  and cfg['beta'] >= 0):
+            problems.append(
+                Problem(f'{prefix}{name}.beta', cfg['beta'],
+                        'expected a finite number >= 0 (Smooth-L1 threshold)'))
+    if losses and len(weights) == len(losses) and not any(weights.values()):
+        names = list(losses)
+        problems.append(
+            Problem(
+                f'{prefix}{names[-1]}.loss_weight', weights[names[-1]],
+                'every loss weight is 0 (' +
+                ', '.join(f'{prefix}{n}.loss_weight' for n in names) +
+                '): nothing would be trained; expected at least one > 0'))
+    return problems
+
+
+def hybrid_distill_problems(student: Optional[ViTGeometry],
+                            teacher_feat: Optional[ViTGeometry],
+                            teacher_rel: Optional[ViTGeometry],
+                            neck_in: Optional[int] = None,
+                            neck_out: Optional[int] = None,
+                            relation_pairs: Optional[Sequence] = None,
+                            importance_source: Any = 'feat',
+                            token_selection: Any = 'sample',
+                            mask_ratio: Any = 0.0,
+                            loss_feat: Optional[Mapping] = None,
+                            loss_rel: Optional[Mapping] = None,
+                            prefix: str = '') -> List[Problem]:
+    """Every check of a ``HybridDistill`` config, in one call: what its
+    constructor raises on and what the preflight check reports.
+
+    In order: the choices (``importance_source``, ``token_selection``), the
+    widths and patch grids (:func:`distill_geometry_problems`), the relation
+    pairs (:func:`relation_pair_problems`), the initial mask ratio
+    (:func:`~.token_masking.mask_ratio_problems`) and the losses
+    (:func:`loss_problems`). Geometry and pairs are checked where the ViTs
+    are known (preflight leaves out a ViT it cannot resolve).
+
+    Args:
+        student (ViTGeometry | None): ``backbone``.
+        teacher_feat (ViTGeometry | None): ``teacher_feat.backbone``.
+        teacher_rel (ViTGeometry | None): ``teacher_rel.backbone``.
+        neck_in (int, optional): ``neck.in_channels``.
+        neck_out (int, optional): ``neck.out_channels``.
+        relation_pairs (Sequence, optional): As configured (None: the
+            default pairs).
+        importance_source (Any): As configured.
+        token_selection (Any): As configured.
+        mask_ratio (Any): The initial mask ratio, as configured.
+        loss_feat (Mapping, optional): The feature loss config.
+        loss_rel (Mapping, optional): The relation loss config.
+        prefix (str): Prepended to the keys, e.g. ``'model.'``.
+
+    Returns:
+        list[Problem]: Empty when the config can run.
+    """
+    problems = choice_problems(f'{prefix}importance_source', importance_source,
+                               IMPORTANCE_SOURCES)
+    problems += choice_problems(f'{prefix}token_selection', token_selection,
+                                SELECTIONS)
+    if student is not None:
+        problems += distill_geometry_problems(student, teacher_feat,
+                                              teacher_rel, neck_in, neck_out,
+                                              prefix)
+        if teacher_rel is not None:
+            problems += relation_pair_problems(relation_pairs, student.layers,
+                                               teacher_rel.layers, prefix)
+    num_patches = (
+        student.grid[0] *
+        student.grid[1] if student is not None and student.grid else None)
+    problems += mask_ratio_problems(mask_ratio, f'{prefix}mask_ratio',
+                                    num_patches)
+    problems += loss_problems(
+        dict(zip(LOSS_KEYS, (loss_feat, loss_rel))), prefix)
     return problems
