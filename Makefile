@@ -31,7 +31,7 @@ test: install
 	$(MAKE) --no-print-directory test-min
 
 # the tests marked min_stack (the list: MIN_STACK in tests/conftest.py) on the
-# minimum-version stack, torch 2.1.2 (about 1 min, plus a first install)
+# minimum-version stack, torch 2.1.2 (its time: docs/install.md#ci-timings)
 test-min: install-min
 	$(PY_MIN) -m pytest -m min_stack $(PYTEST_ARGS)
 
@@ -48,11 +48,11 @@ MINIATURE_ARGS = $(if $(DATA),--data-root $(DATA)) \
 	$(if $(PATCH_SIZE),--patch-size $(PATCH_SIZE)) \
 	$(if $(ITERS),--iters $(ITERS))
 
-# the main job in miniature (about 5 min on 2 cores); work_dirs/demo/report.md
+# the main job in miniature (its time: docs/miniature.md); work_dirs/demo/report.md
 demo: install
 	$(PY) tools/demo/run_demo.py --work-dir work_dirs/demo $(MINIATURE_ARGS)
 
-# the paper's study in miniature, 3 seeds (about 20 min on 2 cores);
+# the paper's study in miniature, 3 seeds (its time: docs/miniature.md);
 # work_dirs/study/report.md
 study: install
 	$(PY) tools/analysis/run_study.py --work-dir work_dirs/study $(MINIATURE_ARGS)

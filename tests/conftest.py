@@ -18,7 +18,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 # (requirements/constraints-min.txt: torch 2.1.2, numpy 1.26), marked
 # ``min_stack`` here and nowhere else: the places where an old torch / numpy
 # differs for us. Whole modules by path, single tests by node id (every
-# parametrisation of it). Kept to about 4 minutes on 2 cores.
+# parametrisation of it). Its time on 2 cores: docs/install.md#ci-timings.
 MIN_STACK = (
     # the OpenMMLab stack and mmcv's compiled ops work together
     'tests/test_stack/test_stack_smoke.py',
