@@ -51,7 +51,7 @@ model = dict(
         std=clip_std,
         autocast_dtype='bfloat16',
         # True compiles the teacher (one graph per batch size);
-        # not yet timed on a GPU, see projects_readme.md "Speed and memory"
+        # not yet timed on a GPU, see docs/speed.md
         compile=False),
     teacher_rel=dict(
         type='FrozenTeacher',
