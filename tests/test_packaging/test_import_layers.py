@@ -5,8 +5,8 @@ every ``import`` and ``from ... import`` at module level *and* inside
 functions, relative or absolute, plus ``importlib.import_module('mmhybrid.x')``
 with a literal name. An edge goes to the deepest module of ``mmhybrid`` that
 the statement names (``from ..downstream import match_keys`` is an edge to
-``mmhybrid.downstream``, the package's ``__init__``; ``from .. import compat``
-to ``mmhybrid.compat``).
+``mmhybrid.downstream``, the package's ``__init__``; ``from .. import version``
+to ``mmhybrid.version``).
 
 :data:`LAYERS` is the one statement of the layer order. A module belongs to
 the entry with the longest matching prefix; it may import its own layer and
