@@ -19,6 +19,36 @@ from .vit_formats import (FORMATS, compare_keys, fit_final_norm,
 #: the teacher's autocast dtypes on CUDA (None: fp32)
 AUTOCAST_DTYPES = (None, 'bfloat16', 'float16')
 
+#: the parameters that enter the residual stream directly (added to it, not
+#: multiplied into it): kept fp32 with ``fp32_residual``
+RESIDUAL_PARAMS = ('pos_embed', 'cls_token')
+
+
+def cast_frozen_weights(backbone: nn.Module,
+                        dtype: torch.dtype,
+                        fp32_residual: bool = True) -> None:
+    """Keep a frozen backbone's weights in the autocast dtype.
+
+    Autocast would otherwise re-cast every fp32 weight at every step.
+    LayerNorm still computes in fp32 under autocast. With ``fp32_residual``
+    the parameters added to the residual stream (:data:`RESIDUAL_PARAMS`)
+    stay fp32: the stream is then fp32 from the embedding on (``x + pos``
+    promotes; each block adds its bf16/fp16 output to an fp32 stream), as in
+    an fp32 model under autocast, while every matmul still runs in ``dtype``.
+    Without it the whole stream is rounded to ``dtype`` at every block.
+
+    Args:
+        backbone (nn.Module): The teacher's ViT.
+        dtype (torch.dtype): The autocast dtype.
+        fp32_residual (bool): Keep :data:`RESIDUAL_PARAMS` fp32. Defaults to
+            True.
+    """
+    for name, param in backbone.named_parameters():
+        keep = fp32_residual and name in RESIDUAL_PARAMS
+        want = torch.float32 if keep else dtype
+        if param.dtype != want:
+            param.data = param.data.to(want)
+
 
 def load_vit_weights(model: HybridViT,
                      filename: str,
@@ -194,6 +224,11 @@ class FrozenTeacher(LazyCompileMixin, nn.Module):
         std (Sequence[float], optional): The teacher's own input std.
         autocast_dtype (str, optional): Autocast dtype on CUDA, ``'bfloat16'``,
             ``'float16'`` or None for fp32. Defaults to ``'bfloat16'``.
+        fp32_residual (bool): Under autocast, keep the residual stream fp32
+            (:func:`cast_frozen_weights`); False rounds it to
+            ``autocast_dtype`` at every block (the behaviour until 0.1.0;
+            ``tools/speed/teacher_precision.py`` measures both against fp32).
+            Defaults to True.
         compile (bool | dict): Run the teacher's encoding (input normalisation
             included) through :func:`torch.compile`; a dict holds its keyword
             arguments (e.g. ``dict(mode='max-autotune-no-cudagraphs')``). A
@@ -227,7 +262,8 @@ class FrozenTeacher(LazyCompileMixin, nn.Module):
                  mean: Optional[Sequence[float]] = None,
                  std: Optional[Sequence[float]] = None,
                  autocast_dtype: Optional[str] = 'bfloat16',
-                 compile: Union[bool, dict] = False) -> None:
+                 compile: Union[bool, dict] = False,
+                 fp32_residual: bool = True) -> None:
         super().__init__()
         self.backbone = MODELS.build(backbone)
         if not isinstance(self.backbone, HybridViT):
@@ -254,6 +290,7 @@ class FrozenTeacher(LazyCompileMixin, nn.Module):
         self.checkpoint = checkpoint
         self.checkpoint_format = checkpoint_format
         self.autocast_dtype = autocast_dtype
+        self.fp32_residual = bool(fp32_residual)
         self.mean = mean
         self.std = std
         # affine map from the data preprocessor's normalisation to the
@@ -302,12 +339,9 @@ class FrozenTeacher(LazyCompileMixin, nn.Module):
         self.freeze()
 
     def _cast_weights(self, dtype: torch.dtype) -> None:
-        # Frozen weights kept in the autocast dtype: autocast would otherwise
-        # re-cast every fp32 weight at every step. LayerNorm still computes in
-        # fp32 under autocast.
-        first = next(self.backbone.parameters())
-        if first.dtype != dtype:
-            self.backbone.to(dtype)
+        # at the first step (the patch embedding's weight tells)
+        if self.backbone.patch_embed.projection.weight.dtype != dtype:
+            cast_frozen_weights(self.backbone, dtype, self.fp32_residual)
 
     @property
     def embed_dims(self) -> int:
