@@ -75,13 +75,13 @@ def convert_to_mmpretrain(src: str,
         dst_grid = tuple(model.patch_embed.init_out_size)
         # a resized copy: ``sd`` keeps the source grid for the report
         fitted = dict(sd)
-        target = model.state_dict()
-        if 'pos_embed' in sd and 'pos_embed' in target:
+        target_sd = model.state_dict()
+        if 'pos_embed' in sd and 'pos_embed' in target_sd:
             fitted['pos_embed'] = resize_pos_embed(
                 sd['pos_embed'],
                 dst_grid,
                 num_extra_tokens=getattr(model, 'num_extra_tokens', 1))
-        kept, allowed_missing, dropped = check_against(fitted, target, name,
+        kept, allowed_missing, dropped = check_against(fitted, target_sd, name,
                                                        allow)
         notes = []
     if arch is None:

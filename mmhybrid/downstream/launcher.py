@@ -63,6 +63,18 @@ TASKS = {
     'coco-25e': (
         'mmdet/mask-rcnn_vit-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-25e_coco.py',  # noqa: E501
         'mmdet'),
+    'coco-vitdet': (
+        'mmdet/mask-rcnn_vitdet-base-p16_hybrid-distill-300e-pre_sfp_8xb8-lsj-100e_coco.py',  # noqa: E501
+        'mmdet'),
+    'cifar100': (
+        'mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb96-coslr-1000e_cifar100.py',  # noqa: E501
+        'mmpretrain'),
+    'cars': (
+        'mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb96-coslr-1000e_stanfordcars.py',  # noqa: E501
+        'mmpretrain'),
+    'inat19': (
+        'mmpretrain/vit-base-p16_hybrid-distill-300e-pre_8xb96-coslr-360e_inat2019.py',  # noqa: E501
+        'mmpretrain'),
     # CPU miniatures on the generated shapes data (used by the tests)
     'demo-ft': ('demo/vit-tiny-p8_hybrid-distill-300i-pre_1xb8-4i_shapes.py',
                 'mmpretrain'),
@@ -75,6 +87,18 @@ TASKS = {
     'demo-coco': (
         'demo/mask-rcnn_vit-tiny-p8_hybrid-distill-300i-pre_sfp_1xb2-4i_shapes.py',  # noqa: E501
         'mmdet'),
+    'demo-coco-vitdet': (
+        'demo/mask-rcnn_vitdet-tiny-p8_hybrid-distill-300i-pre_sfp_1xb2-4i_shapes.py',  # noqa: E501
+        'mmdet'),
+    'demo-cifar100':
+    ('demo/vit-tiny-p8_hybrid-distill-300i-pre_1xb8-4i_cifar100.py',
+     'mmpretrain'),
+    'demo-cars':
+    ('demo/vit-tiny-p8_hybrid-distill-300i-pre_1xb8-4i_stanfordcars.py',
+     'mmpretrain'),
+    'demo-inat19':
+    ('demo/vit-tiny-p8_hybrid-distill-300i-pre_1xb8-4i_inat2019.py',
+     'mmpretrain'),
 }
 TASKS = {k: (f'{BENCH}/{cfg}', target) for k, (cfg, target) in TASKS.items()}
 
@@ -133,6 +157,18 @@ def resolve(task: str, target: Optional[str] = None) -> Tuple[str, str, str]:
                      'pass a config path')
 
 
+def backbone_allow(config: str) -> Optional[str]:
+    """The config's ``model.backbone.init_cfg.allow`` (keys the backbone's
+    strict load leaves to their init), None if it has none or cannot be read
+    (the conversion then reports the config)."""
+    from mmengine.config import Config
+    try:
+        init_cfg = Config.fromfile(config).model.backbone.get('init_cfg')
+    except Exception:  # noqa: BLE001  (the converter names the problem)
+        return None
+    return init_cfg.get('allow') if hasattr(init_cfg, 'get') else None
+
+
 def build_commands(args: argparse.Namespace) -> Tuple[dict, List[str]]:
     """The conversion arguments and the training command (a list)."""
     config, target, name = resolve(args.task, args.target)
@@ -164,7 +200,11 @@ def build_commands(args: argparse.Namespace) -> Tuple[dict, List[str]]:
             args.job_name or f'hybrid-{name}', config, *train_args
         ]
     conversion = dict(
-        src=args.pretrain, dst=converted, config=config, target=target)
+        src=args.pretrain,
+        dst=converted,
+        config=config,
+        target=target,
+        allow=backbone_allow(config))
     return conversion, cmd
 
 
@@ -176,16 +216,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     env.setdefault('PYTHON', sys.executable)
     if args.launcher == 'slurm':
         env['GPUS'] = str(args.gpus)
-    print(f"convert: hybrid2{conversion['target']}.py {conversion['src']} "
-          f"{conversion['dst']} --config {conversion['config']}")
+    convert_args = [
+        conversion['src'], conversion['dst'], '--config', conversion['config']
+    ]
+    if conversion['allow']:
+        convert_args += ['--allow', conversion['allow']]
+    print(f"convert: hybrid2{conversion['target']}.py " +
+          ' '.join(shlex.quote(a) for a in convert_args))
     print('train:   ' + ' '.join(shlex.quote(c) for c in cmd))
     if args.dry_run:
         return 0
     # the converter's own command line: its report and one-line errors
     from mmhybrid.converters import cli
-    status = cli.main(conversion['target'], [
-        conversion['src'], conversion['dst'], '--config', conversion['config']
-    ])
+    status = cli.main(conversion['target'], convert_args)
     if status:
         return status
     return subprocess.call(cmd, env=env, cwd=os.getcwd())

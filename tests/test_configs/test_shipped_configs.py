@@ -65,6 +65,11 @@ def test_flagship_recipe():
     assert 'find_unused_parameters' not in cfg.get('model_wrapper_cfg', {})
 
 
+#: datasets read in their official layouts, not as an ImageNet-style folder
+TRANSFER_DATASETS = ('CheckedCIFAR100', 'CheckedStanfordCars',
+                     'INaturalist2019')
+
+
 def _classification_loaders():
     """(config, loader name) for every shipped ImageNet-style data loader."""
     out = []
@@ -72,6 +77,8 @@ def _classification_loaders():
         if '/mmseg/' in path or '/mmdet/' in path or '/demo/' in path:
             continue  # other layouts; their own end-to-end tests read them
         cfg = Config.fromfile(path)
+        if cfg.train_dataloader.dataset.type in TRANSFER_DATASETS:
+            continue  # official layouts: test_transfer_classification.py
         for name in ('train_dataloader', 'val_dataloader'):
             if cfg.get(name) is not None:
                 out.append(

@@ -4,7 +4,8 @@
 #
 # Usage: tools/benchmarks/dist_downstream.sh TASK PRETRAIN GPUS [train.py args...]
 #   TASK: in1k-ft | in1k-ft-l | in1k-linear | ade20k | coco | coco-25e
-#         (demo-ft | demo-linear | demo-ade20k | demo-coco: CPU miniatures)
+#         | coco-vitdet | cifar100 | cars | inat19 (demo-*: CPU miniatures;
+#         python tools/benchmarks/downstream.py --help lists them all)
 # e.g.  tools/benchmarks/dist_downstream.sh in1k-ft work_dirs/hybrid_vitb/epoch_300.pth 8
 # Multi-node: NNODES, NODE_RANK, MASTER_ADDR and PORT as for tools/dist_train.sh
 # (run the same command on every node). WORK_DIR overrides

@@ -1,4 +1,9 @@
 from .hybrid_vit import DistillOutput, HybridViT
 from .strict_pretrained_vit import StrictPretrainedViT
+from .windowed_attention import WindowedAttention
+from .windowed_vit import WindowedViT
 
-__all__ = ['HybridViT', 'DistillOutput', 'StrictPretrainedViT']
+__all__ = [
+    'HybridViT', 'DistillOutput', 'StrictPretrainedViT', 'WindowedAttention',
+    'WindowedViT'
+]
