@@ -5,7 +5,8 @@ from mmengine.model import is_model_wrapper
 from mmpretrain.registry import HOOKS
 
 from ...models.utils.token_masking import (SCHEDULES, mask_ratio_at,
-                                           mask_ratio_problems)
+                                           mask_ratio_problems,
+                                           num_kept_tokens)
 from ...utils.problems import Problem, choice_problems, raise_problems
 
 DATA_BATCH = Optional[dict]
@@ -82,6 +83,28 @@ class ProgressiveMaskingHook(Hook):
         progress = (iteration - self.start_iter) / span
         return mask_ratio_at(progress, self.final_ratio, self.schedule,
                              self.start_ratio)
+
+    def kept_counts(self, num_patches: int, max_iters: int) -> List[int]:
+        """The distinct kept-token counts of a run, in the order they come.
+
+        What a compiled student step sees: each count is another shape of
+        its token dimension. ViT-B/16 (196 patches) from 0 to 0.5 gives 99;
+        with automatic dynamic shapes (torch.compile's default) the second
+        count makes that dimension dynamic and no later one recompiles, while
+        ``dynamic=False`` would recompile per count until dynamo's recompile
+        limit (8) sends the step back to eager (``docs/gpu.md``).
+
+        Args:
+            num_patches (int): The student's patch tokens.
+            max_iters (int): The run's iterations.
+        """
+        counts: List[int] = []
+        for it in range(max_iters):
+            k = num_kept_tokens(num_patches, self.ratio_at(it, max_iters))
+            if not counts or counts[-1] != k:
+                if k not in counts:
+                    counts.append(k)
+        return counts
 
     def before_train(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(
