@@ -17,34 +17,51 @@ from mmpretrain.models.backbones.vit_sam import (get_rel_pos, window_partition,
 from mmpretrain.models.utils import MultiheadAttention
 
 
-def decomposed_rel_pos_bias(q: torch.Tensor, rel_pos_h: torch.Tensor,
-                            rel_pos_w: torch.Tensor,
-                            grid: Tuple[int, int]) -> torch.Tensor:
-    """MViTv2's decomposed relative position bias of a token grid.
+def rel_pos_channels(q: torch.Tensor, k: torch.Tensor, rel_pos_h: torch.Tensor,
+                     rel_pos_w: torch.Tensor, grid: Tuple[int, int],
+                     scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Queries and keys whose plain dot product is the scaled logit plus
+    MViTv2's decomposed relative position bias, without an N x N tensor.
 
     ``bias[i, j] = q_i . Rh[h_i - h_j] + q_i . Rw[w_i - w_j]`` (the tables
-    interpolated when their length is not ``2 * size - 1``), as
-    :func:`mmpretrain.models.backbones.vit_sam.add_decomposed_rel_pos` adds it
-    to the attention logits.
+    interpolated when their length is not ``2 * size - 1``, as
+    :func:`mmpretrain.models.backbones.vit_sam.add_decomposed_rel_pos` adds
+    it) is ``rel_h[i, h_j] + rel_w[i, w_j]``: appending ``(rel_h[i],
+    rel_w[i])`` to query ``i`` and the one-hot row and column of key ``j`` to
+    key ``j`` adds exactly it to ``q_i . k_j``, so fused attention kernels
+    (no explicit mask) stay usable. Extra leading tokens ([CLS]) get zeros:
+    no bias to or from them. The width is padded to a multiple of 8.
 
     Args:
-        q (Tensor): ``(B, H * W, C)`` queries (not scaled).
+        q (Tensor): ``(B, heads, T, C)`` queries, not scaled; the last
+            ``H * W`` tokens are the grid, row-major.
+        k (Tensor): ``(B, heads, T, C)`` keys.
         rel_pos_h (Tensor): ``(Lh, C)`` table of row offsets.
         rel_pos_w (Tensor): ``(Lw, C)`` table of column offsets.
         grid (tuple[int, int]): ``(H, W)``.
+        scale (float): The logit scale (applied to ``q . k`` only).
 
     Returns:
-        Tensor: ``(B, H * W, H * W)``.
+        tuple[Tensor, Tensor]: ``(q', k')``, ``(B, heads, T, C')``; use them
+        with ``scale=1``.
     """
     H, W = grid
+    B, heads, T, C = q.shape
+    extra = T - H * W
     Rh = get_rel_pos(H, H, rel_pos_h).to(q.dtype)
     Rw = get_rel_pos(W, W, rel_pos_w).to(q.dtype)
-    B, _, C = q.shape
-    r_q = q.reshape(B, H, W, C)
-    rel_h = torch.einsum('bhwc,hkc->bhwk', r_q, Rh)
-    rel_w = torch.einsum('bhwc,wkc->bhwk', r_q, Rw)
-    bias = rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
-    return bias.reshape(B, H * W, H * W)
+    r_q = q[:, :, extra:].reshape(B, heads, H, W, C)
+    rel_h = torch.einsum('bnhwc,hkc->bnhwk', r_q, Rh)
+    rel_w = torch.einsum('bnhwc,wkc->bnhwk', r_q, Rw)
+    rel = torch.cat([rel_h, rel_w], -1).reshape(B, heads, H * W, H + W)
+    rows = torch.arange(H, device=q.device).repeat_interleave(W)
+    cols = torch.arange(W, device=q.device).repeat(H)
+    onehot = torch.cat([F.one_hot(rows, H), F.one_hot(cols, W)], -1)
+    pad = -(C + H + W) % 8
+    q_out = torch.cat([q * scale, F.pad(rel, (0, pad, extra, 0))], -1)
+    k_pos = F.pad(onehot.to(k.dtype), (0, pad, extra, 0))
+    k_out = torch.cat([k, k_pos.expand(B, heads, T, H + W + pad)], -1)
+    return q_out, k_out
 
 
 class WindowedAttention(MultiheadAttention):
@@ -135,18 +152,16 @@ class WindowedAttention(MultiheadAttention):
         qkv = self.qkv(x).reshape(B, T, 3, self.num_heads,
                                   self.head_dims).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        bias = None
+        scale = self.head_dims**-0.5
         if self.use_rel_pos:
-            n = grid[0] * grid[1]
-            extra = T - n
-            q_patches = q[:, :, extra:].reshape(B * self.num_heads, n, -1)
-            bias = decomposed_rel_pos_bias(q_patches, self.rel_pos_h,
-                                           self.rel_pos_w, grid)
-            bias = F.pad(
-                bias.view(B, self.num_heads, n, n), (extra, 0, extra, 0))
+            q, k = rel_pos_channels(q, k, self.rel_pos_h, self.rel_pos_w, grid,
+                                    scale)
+            scale = 1.0
+            # fused kernels want one head width for q, k and v
+            v = F.pad(v, (0, q.shape[-1] - v.shape[-1]))
         drop = self.attn_drop if self.training else 0.
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, dropout_p=drop)
+            q, k, v, dropout_p=drop, scale=scale)[..., :self.head_dims]
         return out.transpose(1, 2).reshape(B, T, self.embed_dims)
 
     def _self_only(self, x: torch.Tensor) -> torch.Tensor:
