@@ -70,7 +70,9 @@ def test_shipped_config_carries_ibot_transfer_protocol(task):
     ow = cfg.optim_wrapper
     assert ow.optimizer.type == 'AdamW' and ow.optimizer.weight_decay == 0.05
     assert ow.optimizer.lr == pytest.approx(base_lr * 768 / 512)
-    assert ow.paramwise_cfg == dict(layer_decay_rate=1.0)
+    assert ow.constructor == 'DefaultOptimWrapperConstructor'
+    assert ow.paramwise_cfg == dict(
+        norm_decay_mult=0.0, bias_decay_mult=0.0, flat_decay_mult=0.0)
     assert cfg.auto_scale_lr.base_batch_size == 768
     warmup, cosine = cfg.param_scheduler
     assert warmup.start_factor * ow.optimizer.lr == pytest.approx(1e-6)
@@ -142,6 +144,30 @@ def _corrupt(task, root):
         text = open(path).read()
         open(path, 'w').write(text[:len(text) // 2])
     return path
+
+
+def test_weight_decay_is_timms_rule_without_layer_decay():
+    """DeiT's optimizer on iBOT's ViT: one lr for every tensor, weight decay on
+    every tensor of two or more dimensions (pos_embed and cls_token included),
+    none on the 1-D ones (norms, biases)."""
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import MODELS, init_default_scope
+    cfg = _cfg(TASKS['cars'][0])
+    init_default_scope(cfg.default_scope)
+    cfg.model.backbone.init_cfg = None
+    model = MODELS.build(cfg.model)
+    wrapper = build_optim_wrapper(model,
+                                  dict(cfg.optim_wrapper, type='OptimWrapper'))
+    lr = cfg.optim_wrapper.optimizer.lr
+    decay = {}
+    for group in wrapper.optimizer.param_groups:
+        assert group['lr'] == pytest.approx(lr)
+        for p in group['params']:
+            decay[id(p)] = group['weight_decay']
+    for name, p in model.named_parameters():
+        want = 0.05 if p.ndim > 1 else 0.0
+        assert decay[id(p)] == want, name
+    assert decay[id(model.backbone.pos_embed)] == 0.05
 
 
 @pytest.mark.parametrize('task', list(TASKS))

@@ -4,8 +4,9 @@
 # run.sh `cars_cls` and evaluation/eval_cls.py), which its README describes as
 # DeiT's fine-tuning recipe "w/o layerwise decay, a smaller learning rate, and
 # a longer training scheduler": 224 px, 1000 epochs, batch 8 x 96 = 768, AdamW
-# with weight decay 0.05 (none on norms, biases, pos_embed, cls_token, as
-# timm's optimizer factory), lr 7.5e-5 scaled by batch / 512 (DeiT's rule) =
+# with weight decay 0.05 (none on norms and biases: timm's optimizer factory on
+# iBOT's ViT, which names no other exempt tensor, so pos_embed and cls_token
+# are decayed), lr 7.5e-5 scaled by batch / 512 (DeiT's rule) =
 # 1.125e-4, 5 warm-up epochs from 1e-6, cosine to 1e-5, drop path 0.1,
 # RandAugment (9 / 0.5, increasing), random erasing 0.25 (per-pixel noise),
 # mixup 0.8 / cutmix 1.0 switched per batch, label smoothing 0.1, repeated
@@ -65,9 +66,15 @@ test_dataloader = val_dataloader
 val_evaluator = dict(type='Accuracy', topk=(1, 5))
 test_evaluator = val_evaluator
 
-# no layer-wise decay (the constructor keeps the no-decay rule above)
+# no layer-wise decay; timm's weight-decay rule (every 1-D tensor exempt)
 optim_wrapper = dict(
-    optimizer=dict(lr=lr), paramwise_cfg=dict(layer_decay_rate=1.0))
+    optimizer=dict(lr=lr),
+    constructor='DefaultOptimWrapperConstructor',
+    paramwise_cfg=dict(
+        _delete_=True,
+        norm_decay_mult=0.0,
+        bias_decay_mult=0.0,
+        flat_decay_mult=0.0))
 param_scheduler = [
     dict(
         type='LinearLR',
