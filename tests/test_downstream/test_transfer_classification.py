@@ -211,15 +211,22 @@ def test_cifar_pickle_with_code_is_refused_and_never_runs(tmp_path):
     assert not marker.exists()
 
 
-def _run(cmd):
+def _run(cmd, **env):
     proc = subprocess.run(
         cmd,
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
-        env=dict(os.environ, OMP_NUM_THREADS='1'))
+        env=dict(os.environ, OMP_NUM_THREADS='1', **env))
     return proc
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
 def _root_options(root):
@@ -240,17 +247,19 @@ def test_transfer_config_trains_and_reports_top1(task, transfer_data,
     and the iteration count overridden: trains from the raw student checkpoint
     (all its tensors) and reports top-1.
 
-    CIFAR-100 goes through the one-command launcher (convert, then
-    tools/train.py).
+    CIFAR-100 goes through the one-command launcher: conversion, then
+    tools/dist_train.sh (torchrun, one gloo process).
     """
     work = tmp_path / 'work'
+    env = {}
     if task == 'cifar100':
         cmd = [
-            sys.executable, 'tools/benchmarks/downstream.py', 'demo-cifar100',
-            synthetic_student, '--launcher', 'none', '--work-dir',
-            str(work), '--', '--cfg-options',
+            'bash', 'tools/benchmarks/dist_downstream.sh', 'demo-cifar100',
+            synthetic_student, '1', '--cfg-options',
             *_root_options(transfer_data[task]), *ITERS
         ]
+        env = dict(
+            PYTHON=sys.executable, PORT=str(_free_port()), WORK_DIR=str(work))
     else:
         cmd = [
             sys.executable, 'tools/train.py', TASKS[task][1], '--work-dir',
@@ -258,9 +267,12 @@ def test_transfer_config_trains_and_reports_top1(task, transfer_data,
             f'model.backbone.init_cfg.checkpoint={synthetic_student}',
             *_root_options(transfer_data[task]), *ITERS
         ]
-    proc = _run(cmd)
+    proc = _run(cmd, **env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
+    if task == 'cifar100':
+        assert 'missing keys: 0, unexpected keys: 0' in log
+        assert 'Distributed training: True' in log
     assert 'StrictPretrainedViT: loaded all 54 backbone tensors' in log
     assert 'accuracy/top1:' in log
     metrics = {
