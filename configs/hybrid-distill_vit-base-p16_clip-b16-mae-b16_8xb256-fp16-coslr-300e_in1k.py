@@ -4,6 +4,9 @@
 #   tools/dist_train.sh configs/hybrid-distill_vit-base-p16_clip-b16-mae-b16_8xb256-fp16-coslr-300e_in1k.py 8  # noqa: E501
 # Only the precision differs: student and teachers autocast to fp16; the losses
 # take their softmax / LayerNorm / distances in fp32 (mmhybrid/models/losses).
+# Batch 256 per GPU needs about 30 GiB at the start of the schedule, more than
+# a 32 GB V100 leaves: there, add --auto-scale-lr --cfg-options
+# train_dataloader.batch_size=128 (64 on 16 GB); docs/gpu.md, "fp16 memory".
 _base_ = './hybrid_vitb.py'
 
 model = dict(
