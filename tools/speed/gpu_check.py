@@ -387,8 +387,8 @@ class Check:
             scale = None
             ckpt = osp.join(work, 'epoch_1.pth')
             if osp.isfile(ckpt):
-                import torch
-                state = torch.load(ckpt, map_location='cpu', weights_only=True)
+                from mmhybrid.utils.checkpoint import load_checkpoint_file
+                state = load_checkpoint_file(ckpt)
                 scale = state['optimizer'].get('loss_scaler', {}).get('scale')
             out[f'batch_{batch}'] = dict(
                 rc=run['rc'],
