@@ -279,6 +279,58 @@ def test_a_stopped_run_ignores_stop_signals_and_hands_back_the_old_handlers(
             signal.signal(sig, handler)
 
 
+def _signal_at(at: int, sig: int = signal.SIGTERM):
+    """A hook that sends ``sig`` to this process after iteration ``at``."""
+    from mmengine.hooks import Hook
+
+    class SignalAt(Hook):
+
+        def after_train_iter(self,
+                             runner,
+                             batch_idx,
+                             data_batch=None,
+                             outputs=None):
+            if runner.iter + 1 == at:
+                os.kill(os.getpid(), sig)
+
+    return SignalAt()
+
+
+def _train_until_stopped(runner):
+    """``runner.train()`` until its PreemptionHook stops it; the process's
+    stop-signal handlers are put back afterwards."""
+    from mmhybrid.engine.hooks import TrainingPreempted
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        with pytest.raises(TrainingPreempted):
+            runner.train()
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def _toy_runner(tmp_path, hooks, name):
+    from mmengine.runner import Runner
+
+    from mmhybrid.testing.toy_runner import toy_runner_cfg
+
+    # an experiment_name of its own: runners made in the same second would
+    # share one logger, and so one log file
+    return Runner(**toy_runner_cfg(
+        tmp_path,
+        iters=10,
+        custom_hooks=hooks,
+        experiment_name=f'{name}_{id(tmp_path)}'))
+
+
+def _log_of(runner) -> str:
+    import glob
+    files = glob.glob(osp.join(runner.log_dir, '*.log'))
+    assert len(files) == 1, files
+    with open(files[0]) as f:
+        return f.read()
+
+
 def _slow_saves(runner, seconds, signal_during=None):
     """Make ``runner``'s saves take ``seconds``; send ``signal_during`` to this
     process in the middle of the first one (as Slurm's SIGTERM may arrive while
@@ -302,21 +354,10 @@ def test_a_signal_during_a_save_stops_with_that_checkpoint(tmp_path):
     """SIGTERM arriving while the periodic checkpoint is written: the run stops
     with that checkpoint at once, not after one more iteration and a second
     save (which the launcher's SIGKILL may not wait for)."""
-    from mmengine.runner import Runner
-
-    from mmhybrid.engine.hooks import PreemptionHook, TrainingPreempted
-    from mmhybrid.testing.toy_runner import toy_runner_cfg
-
-    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
-    runner = Runner(**toy_runner_cfg(
-        tmp_path, iters=10, custom_hooks=[PreemptionHook(interval=3)]))
+    from mmhybrid.engine.hooks import PreemptionHook
+    runner = _toy_runner(tmp_path, [PreemptionHook(interval=3)], 'during')
     sent = _slow_saves(runner, 0.2, signal.SIGTERM)
-    try:
-        with pytest.raises(TrainingPreempted):
-            runner.train()
-    finally:
-        for sig, handler in before.items():
-            signal.signal(sig, handler)
+    _train_until_stopped(runner)
     assert sent == [3]
     assert runner.iter + 1 == 3  # stopped in iteration 3's hooks
     assert sorted(p.name for p in tmp_path.glob('iter_*.pth')) == \
@@ -324,52 +365,16 @@ def test_a_signal_during_a_save_stops_with_that_checkpoint(tmp_path):
     assert (tmp_path / 'last_checkpoint').read_text().endswith('iter_3.pth')
 
 
-def _log_of(runner) -> str:
-    # (an experiment_name of its own: runners made in the same second would
-    # share one logger, and so one log file)
-    import glob
-    files = glob.glob(osp.join(runner.log_dir, '*.log'))
-    assert len(files) == 1, files
-    with open(files[0]) as f:
-        return f.read()
-
-
 def test_a_stop_that_outlasts_its_window_says_so(tmp_path):
     """A save longer than ``stop_window``: a WARNING ahead (a periodic save
     took over half the window), one while the stop is still saving at the
     window's end (before any SIGKILL) and one with the time it took."""
-    from mmengine.hooks import Hook
-    from mmengine.runner import Runner
-
-    from mmhybrid.engine.hooks import PreemptionHook, TrainingPreempted
-    from mmhybrid.testing.toy_runner import toy_runner_cfg
-
-    class SigtermAtIteration4(Hook):
-
-        def after_train_iter(self,
-                             runner,
-                             batch_idx,
-                             data_batch=None,
-                             outputs=None):
-            if runner.iter + 1 == 4:
-                os.kill(os.getpid(), signal.SIGTERM)
-
-    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
-    runner = Runner(**toy_runner_cfg(
-        tmp_path,
-        iters=10,
-        custom_hooks=[
-            SigtermAtIteration4(),
-            PreemptionHook(interval=2, stop_window=0.5)
-        ],
-        experiment_name=f'slow_stop_{id(tmp_path)}'))
+    from mmhybrid.engine.hooks import PreemptionHook
+    runner = _toy_runner(
+        tmp_path, [_signal_at(4),
+                   PreemptionHook(interval=2, stop_window=0.5)], 'slow')
     _slow_saves(runner, 0.8)
-    try:
-        with pytest.raises(TrainingPreempted):
-            runner.train()
-    finally:
-        for sig, handler in before.items():
-            signal.signal(sig, handler)
+    _train_until_stopped(runner)
     log = _log_of(runner)
     assert 'over half of the 0.5 s a stop has' in log
     assert 'SIGTERM received 0.5 s ago (stop_window) and the stop ' \
@@ -380,35 +385,9 @@ def test_a_stop_that_outlasts_its_window_says_so(tmp_path):
 
 
 def test_a_quick_stop_reports_its_time_without_a_warning(tmp_path):
-    from mmengine.hooks import Hook
-    from mmengine.runner import Runner
-
-    from mmhybrid.engine.hooks import PreemptionHook, TrainingPreempted
-    from mmhybrid.testing.toy_runner import toy_runner_cfg
-
-    class SigtermAtIteration2(Hook):
-
-        def after_train_iter(self,
-                             runner,
-                             batch_idx,
-                             data_batch=None,
-                             outputs=None):
-            if runner.iter + 1 == 2:
-                os.kill(os.getpid(), signal.SIGTERM)
-
-    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
-    runner = Runner(**toy_runner_cfg(
-        tmp_path,
-        iters=10,
-        custom_hooks=[SigtermAtIteration2(),
-                      PreemptionHook()],
-        experiment_name=f'quick_stop_{id(tmp_path)}'))
-    try:
-        with pytest.raises(TrainingPreempted):
-            runner.train()
-    finally:
-        for sig, handler in before.items():
-            signal.signal(sig, handler)
+    from mmhybrid.engine.hooks import PreemptionHook
+    runner = _toy_runner(tmp_path, [_signal_at(2), PreemptionHook()], 'quick')
+    _train_until_stopped(runner)
     log = _log_of(runner)
     assert re.search(
         r'the stop took [0-9.]+ s from the signal to the '
