@@ -9,6 +9,7 @@ scratch ``--target`` that ``mim`` then sees first on ``PYTHONPATH``.
 import glob
 import os
 import os.path as osp
+import re
 import shutil
 import subprocess
 import sys
@@ -97,6 +98,10 @@ def test_sdist_ships_requirements_and_the_mim_folder(dists):
     } <= names
     missing = [f for f in _mim_files() if f'mmhybrid/.mim/{f}' not in names]
     assert not missing, missing
+    # every page the README links to (docs/*.md) travels with it
+    with open(osp.join(ROOT, 'README.md')) as f:
+        linked = set(re.findall(r'\]\((docs/[^)#]+\.md)', f.read()))
+    assert linked and linked <= names, sorted(linked - names)
 
 
 def test_wheel_ships_configs_tools_and_model_index(dists):
