@@ -65,7 +65,30 @@ custom_hooks = [
     # pre-emptible: a resumable mid-epoch checkpoint every 200 of an epoch's
     # 625 iterations (a hard kill loses at most ~3 min of 8 GPUs; a save costs
     # seconds), next to the epoch checkpoints; SIGTERM/SIGUSR1 save at once
-    dict(type='PreemptionHook', interval=200)
+    dict(type='PreemptionHook', interval=200),
+    # per-layer attention distance, head spread and NMI of the student on 16
+    # fixed images every 1000 iterations and each epoch end, the teachers'
+    # once; a WARNING when the deep layers fall below half the MAE teacher's
+    # diversity 3 checks in a row (docs/monitors.md: 0.11 % of training time)
+    dict(type='AttentionDiversityHook'),
+    # DINO's k-NN top-1 (k=20, T=0.07) every 10 epochs: a bank of every 10th
+    # image of the run's train set, its val split as queries, both resized
+    # to 256 and centre-cropped (docs/monitors.md: 0.23 % of training time,
+    # 1.4 % if data loading is the bottleneck)
+    dict(
+        type='KNNMonitorHook',
+        pipeline=[
+            dict(type='LoadImageFromFile'),
+            dict(
+                type='ResizeEdge',
+                scale=256,
+                edge='short',
+                backend='pillow',
+                interpolation='bicubic'),
+            dict(type='CenterCrop', crop_size=224),
+            dict(type='PackInputs')
+        ],
+        val_overrides=dict(split='val'))
 ]
 
 default_hooks = dict(

@@ -12,9 +12,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .attention_metrics import attention_stats
+from .attention_metrics import METRICS, vit_attention_stats
 
-METRICS = ('distance', 'entropy', 'nmi')
 METRIC_LABELS = {
     'distance': 'attention distance (px)',
     'entropy': 'attention entropy (nats)',
@@ -45,26 +44,14 @@ def compute_attention_stats(
         dict[str, np.ndarray]: ``distance``, ``entropy``, ``nmi``, each
         ``(num_layers, num_heads)`` (rows in the order of ``layers``).
     """
-    model = vit.model
-    layers = list(range(model.num_layers)) if layers is None else list(layers)
     if tuple(images.shape[-2:]) != vit.img_size:
         raise ValueError(f'images are {tuple(images.shape[-2:])}, the model '
                          f'expects {vit.img_size}')
-    sums = {m: None for m in METRICS}
-    for start in range(0, images.shape[0], batch_size):
-        x = vit.normalize(images[start:start + batch_size])
-        maps = model.attention_maps(x, layers)
-        per_layer = {m: [] for m in METRICS}
-        for i in layers:
-            s = attention_stats(
-                maps[i], vit.grid_hw, vit.patch_size, num_prefix_tokens=1)
-            for m in METRICS:
-                per_layer[m].append(s[m].sum(0).double().cpu())  # (H,)
-        for m in METRICS:
-            batch = torch.stack(per_layer[m])  # (L, H)
-            sums[m] = batch if sums[m] is None else sums[m] + batch
-    n = images.shape[0]
-    return {m: (sums[m] / n).numpy() for m in METRICS}
+    batches = (
+        vit.normalize(images[start:start + batch_size])
+        for start in range(0, images.shape[0], batch_size))
+    return vit_attention_stats(vit.model, batches, vit.grid_hw, vit.patch_size,
+                               layers)
 
 
 def write_csv(path: str,

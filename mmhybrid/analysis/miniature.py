@@ -25,6 +25,9 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+# k-NN top-1: DINO's protocol, the one implementation (mmhybrid.engine.knn)
+from mmhybrid.engine.knn import knn_top1  # noqa: F401
+from mmhybrid.engine.knn import extract_features, pool_features
 from mmhybrid.utils.scalars import last_scalar, read_scalars  # noqa: F401
 
 
@@ -509,7 +512,6 @@ def cls_features(config: str,
     Returns:
         tuple: ``(N, C)`` features and ``(N,)`` labels.
     """
-    from mmengine.dataset import default_collate
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import DATASETS, MODELS
     cfg = load_config(config, options)
@@ -527,37 +529,12 @@ def cls_features(config: str,
             ds_cfg.ann_file = data.ann[split]
         dataset = DATASETS.build(ds_cfg)
     model.eval()
-    feats, labels = [], []
-    for start in range(0, len(dataset), batch_size):
-        batch = default_collate([
-            dataset[i]
-            for i in range(start, min(start + batch_size, len(dataset)))
-        ])
+
+    def encode(batch):
         batch = model.data_preprocessor(batch, False)
-        feats.append(model.backbone(batch['inputs'])[-1])
-        labels += [int(s.gt_label) for s in batch['data_samples']]
-    return torch.cat(feats), torch.tensor(labels)
+        return pool_features(model.backbone(batch['inputs']), 'cls')
 
-
-def knn_top1(train_feats: torch.Tensor,
-             train_labels: torch.Tensor,
-             val_feats: torch.Tensor,
-             val_labels: torch.Tensor,
-             k: int = 20,
-             temperature: float = 0.07) -> float:
-    """Top-1 (%) of a weighted k-NN classifier on cosine similarity.
-
-    DINO's protocol: each of the ``k`` nearest training features votes for its
-    label with weight ``exp(similarity / temperature)``. No training, so no
-    probe noise.
-    """
-    train = torch.nn.functional.normalize(train_feats.float(), dim=1)
-    val = torch.nn.functional.normalize(val_feats.float(), dim=1)
-    num_classes = int(max(train_labels.max(), val_labels.max())) + 1
-    sim, idx = (val @ train.T).topk(min(k, train.shape[0]), dim=1)  # (V, k)
-    votes = torch.zeros(val.shape[0], num_classes)
-    votes.scatter_add_(1, train_labels[idx], (sim / temperature).exp())
-    return float((votes.argmax(1) == val_labels).float().mean() * 100)
+    return extract_features(encode, dataset, batch_size)
 
 
 def knn_eval(config: str,
@@ -566,7 +543,8 @@ def knn_eval(config: str,
              data: DataSpec,
              k: int = 20,
              seed: int = 0) -> float:
-    """k-NN top-1 (%) of a checkpoint's frozen [CLS] features on ``data``."""
+    """k-NN top-1 (%) of a checkpoint's frozen [CLS] features on ``data``
+    (:func:`mmhybrid.engine.knn.knn_top1`: DINO's weighted votes)."""
     tr = cls_features(config, options, checkpoint, data, 'train', seed)
     va = cls_features(config, options, checkpoint, data, 'val', seed)
     return knn_top1(*tr, *va, k=k)

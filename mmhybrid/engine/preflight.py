@@ -16,8 +16,11 @@ vs patch size of the student and both teachers, student width vs the relation
 teacher's heads (q/k re-split) and the neck widths, relation-pair block indices
 (range, duplicates), mask ratios in ``[0, 1)`` and a non-zero keep count at the
 final ratio, loss types and names, loss weights (finite, >= 0, not all 0) and
-Smooth-L1 betas, and the dataset paths (``data_root``, ``data_prefix``,
-``ann_file``) of every dataloader that will be used.
+Smooth-L1 betas, the options of the monitoring hooks
+(``AttentionDiversityHook``'s collapse threshold and window,
+``KNNMonitorHook``'s k, temperature and bank size), and the dataset paths
+(``data_root``, ``data_prefix``, ``ann_file``) of every dataloader that will
+be used.
 """
 import os.path as osp
 from typing import Any, List, Optional, Sequence
@@ -65,6 +68,30 @@ def _masking_hook_problems(hook_cfg, num_patches: Optional[int],
     }
     return masking_schedule_problems(
         **options, num_patches=num_patches, prefix=prefix)
+
+
+def _monitor_hook_problems(hook_cfg, prefix: str) -> List[Problem]:
+    """The monitoring hooks' own check of their config, defaults filled in.
+
+    ``AttentionDiversityHook``: collapse threshold and window, interval, ...;
+    ``KNNMonitorHook``: k, temperature, bank size, ...
+    """
+    import inspect
+
+    from .hooks.attention_diversity_hook import (AttentionDiversityHook,
+                                                 attention_monitor_problems)
+    from .hooks.knn_monitor_hook import KNNMonitorHook, knn_monitor_problems
+    if _is(hook_cfg, 'AttentionDiversityHook'):
+        hook, check = AttentionDiversityHook, attention_monitor_problems
+    else:
+        hook, check = KNNMonitorHook, knn_monitor_problems
+    params = inspect.signature(hook).parameters
+    wanted = inspect.signature(check).parameters
+    options = {
+        name: hook_cfg.get(name, p.default)
+        for name, p in params.items() if name in wanted
+    }
+    return check(**options, prefix=prefix)
 
 
 class _Checker:
@@ -209,6 +236,8 @@ class _Checker:
     # ---------------------------------------------------------------- hooks
     def check_hooks(self, student: Optional[ViTGeometry]) -> None:
         for i, h in enumerate(self.cfg.get('custom_hooks') or []):
+            if _is(h, 'AttentionDiversityHook') or _is(h, 'KNNMonitorHook'):
+                self.report(_monitor_hook_problems(h, f'custom_hooks[{i}].'))
             if not _is(h, 'ProgressiveMaskingHook'):
                 continue
             self.report(
