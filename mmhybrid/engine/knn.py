@@ -193,12 +193,16 @@ def extract_features(
     per_rank = int(math.ceil(len(order) / world))
     padded = order + order[:per_rank * world - len(order)]
     mine = padded[rank::world]
+    # a generator of its own: the workers' base seed is drawn from it, not
+    # from torch's global RNG, so extracting features leaves the training
+    # randomness (token sampling, augmentation seeds) where it was
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=mine,
         num_workers=num_workers,
-        collate_fn=default_collate)
+        collate_fn=default_collate,
+        generator=torch.Generator().manual_seed(0))
     feats, labels = [], []
     for batch in loader:
         feats.append(encode(batch).float())

@@ -191,3 +191,30 @@ def test_monitor_datasets_follow_the_run_and_missing_data_disables(
         pipeline=pipeline, val_overrides=dict(data_prefix='val'))
     gone.before_train(runner)
     assert gone._disabled and gone.evaluate(runner, 10) is None
+
+
+def test_feature_extraction_leaves_the_training_rng_alone():
+    """A monitor that runs between training steps must not shift the training
+    randomness: loader workers draw their seed from a generator of their own,
+    not from torch's global RNG."""
+    import torch
+
+    from mmhybrid.engine.knn import extract_features
+
+    class Tiny(torch.utils.data.Dataset):
+
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            from mmpretrain.structures import DataSample
+            return dict(
+                inputs=torch.full((3, ), float(i)),
+                data_samples=DataSample().set_gt_label(i % 2))
+
+    torch.manual_seed(0)
+    want = torch.rand(3)
+    torch.manual_seed(0)
+    extract_features(
+        lambda b: b['inputs'].float(), Tiny(), batch_size=2, num_workers=1)
+    assert torch.equal(torch.rand(3), want)
