@@ -8,9 +8,11 @@
   checkpoint layout, and an image-folder reader.
 * :mod:`.attention_tools`: what ``tools/analysis/attention_stats.py`` and
   ``visualize_masking.py`` run.
-* :mod:`.miniature`, :mod:`.pipeline`, :mod:`.demo`, :mod:`.study`: the
-  miniature's parts, its staged pipeline, and the two runs that configure it
-  (``tools/demo/run_demo.py``, ``tools/analysis/run_study.py``).
+* :mod:`.knn`: what ``tools/analysis/knn_eval.py`` runs (DINO's k-NN top-1).
+* :mod:`.training_plots`: what ``tools/analysis/plot_training.py`` draws.
+
+The CPU miniature (``make demo``, ``make study``) is built on these:
+:mod:`mmhybrid.miniature`.
 """
 from .attention_metrics import (attention_distance, attention_entropy,
                                 attention_stats, patch_attention,

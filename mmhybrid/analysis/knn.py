@@ -33,7 +33,8 @@ def folder_dataset(data, split: str, img_size, resize: Optional[int] = None):
     transform.
 
     Args:
-        data (DataSpec): :func:`~mmhybrid.analysis.miniature.describe_folder`.
+        data (DataSpec): The folder's layout
+            (:func:`~mmhybrid.datasets.folder_layout.describe_folder`).
         split (str): ``'train'`` or ``'val'``.
         img_size (tuple[int, int]): The crop.
         resize (int, optional): Short side before the crop. Default:
@@ -133,8 +134,8 @@ def knn_eval_report(source: str,
     """
     from mmengine.dist import get_rank, get_world_size
 
+    from ..datasets.folder_layout import describe_folder
     from .attention_tools import load_source_config, load_source_vit
-    from .miniature import describe_folder
     if feature not in FEATURES:
         raise SystemExit(f'knn_eval: --feature must be one of {FEATURES}')
     device = init_launcher(launcher)

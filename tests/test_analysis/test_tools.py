@@ -202,31 +202,6 @@ def test_one_seed_gives_nested_kept_sets(repo_root):
             assert b <= a
 
 
-def test_miniature_classifiers_train_on_the_train_split():
-    """The merge_args of tools/train.py (mmhybrid.apis.train) keeps
-    train_dataloader on the train split for every classifier config of the
-    miniature (mmengine's recursive ConfigDict.update once leaked val's dataset
-    into it)."""
-    from mmengine.config import Config
-
-    from mmhybrid.analysis.pipeline import CONFIGS
-    from mmhybrid.apis import train as train_tool
-    for cfg_path in (CONFIGS['sup'], CONFIGS['probe'], CONFIGS['finetune']):
-        args = train_tool.parse_args([
-            cfg_path, '--cfg-options', 'train_dataloader.dataset.data_root=/t',
-            'val_dataloader.dataset.data_root=/v'
-        ])
-        cfg = train_tool.merge_args(Config.fromfile(cfg_path), args)
-        train, val = cfg.train_dataloader, cfg.val_dataloader
-        assert train.dataset.data_prefix == 'train'
-        assert train.dataset.data_root == '/t'
-        assert train.sampler.type == 'InfiniteSampler'
-        assert len(train.dataset.pipeline) == 5  # resize, crop, flip
-        assert val.dataset.data_prefix == 'val'
-        assert val.dataset.data_root == '/v'
-        assert val.sampler.type == 'DefaultSampler'
-
-
 @pytest.mark.slow
 def test_attention_stats_cli(repo_root, tmp_path, student_ckpt,
                              shapes_imagenet):
@@ -243,31 +218,6 @@ def test_attention_stats_cli(repo_root, tmp_path, student_ckpt,
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert 'layer  3:' in proc.stdout
     _check_outputs(str(out))
-
-
-def test_pipeline_refuses_a_train_tool_that_leaks_val_into_train():
-    """The miniature's guard recognises the shared-default-dict merge of old
-    and passes today's training function (what the pipeline's stages call)."""
-    from types import SimpleNamespace
-
-    from mmengine.config import ConfigDict
-
-    from mmhybrid.analysis.miniature import check_train_tool
-    from mmhybrid.analysis.pipeline import train_function
-    from mmhybrid.apis import train
-
-    def leaky_merge_args(cfg, args):
-        default = ConfigDict(pin_memory=True)
-        for field in ('train_dataloader', 'val_dataloader'):
-            default.update(cfg[field])
-            cfg[field].update(default)
-        return cfg
-
-    leaky = SimpleNamespace(
-        merge_args=leaky_merge_args, parse_args=lambda argv: None)
-    with pytest.raises(RuntimeError, match='overwrite train_dataloader'):
-        check_train_tool(leaky)
-    assert train_function() is train.main  # checked, then returned
 
 
 @pytest.mark.slow

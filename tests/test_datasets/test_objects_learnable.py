@@ -9,10 +9,11 @@ import sys
 
 import pytest
 
-from mmhybrid.analysis.miniature import (attention_stats_of, builtin_data,
-                                         data_options, head_spread,
-                                         last_scalar, model_options,
-                                         save_random_init, schedule_options)
+from mmhybrid.miniature.configs import model_options, schedule_options
+from mmhybrid.miniature.data import builtin_data, data_options
+from mmhybrid.miniature.measures import (attention_stats_of, head_spread,
+                                         last_scalar)
+from mmhybrid.miniature.stages import save_random_init
 
 pytestmark = pytest.mark.slow
 

@@ -22,8 +22,10 @@ the layers below, never one above:
 * ``mmhybrid.downstream`` and ``mmhybrid.converters``: what follows a
   pretraining run (fine-tuning loads, checkpoint conversion).
 * ``mmhybrid.apis``: the entry points' rules (``tools/train.py`` ...).
-* ``mmhybrid.analysis``: the attention analysis and the CPU miniature built on
-  all of the above.
+* ``mmhybrid.analysis``: the attention analysis of any ViT (metrics, report,
+  checkpoint loading, k-NN, training plots).
+* ``mmhybrid.miniature``: the CPU miniature (``make demo``, ``make study``)
+  built on all of the above: its data, stages, measures and pipeline.
 * ``mmhybrid`` itself (its ``__init__``): imports the parts to register them;
   nothing in the package imports it (``from mmhybrid import __version__``
   would be an upward edge: use ``mmhybrid.version``).
@@ -52,6 +54,7 @@ LAYERS: Tuple[Tuple[str, ...], ...] = (
     ('mmhybrid.downstream', 'mmhybrid.converters'),
     ('mmhybrid.apis', ),
     ('mmhybrid.analysis', ),
+    ('mmhybrid.miniature', ),
     ('mmhybrid', ),
 )
 #: imported by nothing in the package but itself
@@ -261,7 +264,7 @@ def test_checker_sees_function_level_relative_and_absolute_imports(tmp_path):
             '',
             'mmhybrid/testing/__init__.py':
             'from ..models import *\n',
-            'mmhybrid/miniature/__init__.py':
+            'mmhybrid/extras/__init__.py':
             '',
         })
     graph = import_graph(root)
@@ -272,7 +275,7 @@ def test_checker_sees_function_level_relative_and_absolute_imports(tmp_path):
     assert problems == [
         'mmhybrid/engine/io.py:2: mmhybrid.engine.io imports the test helpers '
         'mmhybrid.testing',
-        'mmhybrid.miniature is in no layer: add its package to LAYERS in '
+        'mmhybrid.extras is in no layer: add its package to LAYERS in '
         'tests/test_packaging/test_import_layers.py',
         'mmhybrid/models/__init__.py:2: mmhybrid.models (mmhybrid.models/'
         'mmhybrid.datasets) imports mmhybrid.apis (mmhybrid.apis), a higher '

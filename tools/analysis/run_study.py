@@ -1,12 +1,12 @@
 """The paper's study in miniature, on the CPU: `make study`.
 
-The demo's pipeline (:mod:`mmhybrid.analysis.pipeline`) with four students
+The demo's pipeline (:mod:`mmhybrid.miniature.pipeline`) with four students
 (feature-only, relation-only, hybrid, hybrid without masking) over several
 seeds, on the built-in generated objects or any ImageNet-style folder
 (``--data-root``): linear probe, fine-tune, k-NN, attention statistics and
 distances to the teachers per model and seed; ``WORK_DIR/report.md`` with
 mean +- std, plots and a verdict on each of the paper's three claims
-(:func:`mmhybrid.analysis.study.run_study`).
+(:func:`mmhybrid.miniature.study.run_study`).
 
 ``--quick`` is the same pipeline on a fraction of the data and iterations with
 two seeds (the CI test runs it); its numbers mean nothing.
@@ -21,8 +21,8 @@ if sys.path[:1] != [ROOT]:  # this checkout's mmhybrid, not another install's
 
 
 def parse_args(argv=None):
-    from mmhybrid.analysis.pipeline import add_pipeline_args
-    from mmhybrid.analysis.study import FULL, QUICK, STUDENTS
+    from mmhybrid.miniature.pipeline import add_pipeline_args
+    from mmhybrid.miniature.study import FULL, QUICK, STUDENTS
     p = argparse.ArgumentParser(
         description='The Hybrid Distillation study in miniature (CPU).')
     add_pipeline_args(p, work_dir='work_dirs/study')
@@ -74,7 +74,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    from mmhybrid.analysis.study import FULL, run_study, study_settings
+    from mmhybrid.miniature.study import FULL, run_study, study_settings
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     run_study(

@@ -4,8 +4,8 @@ Data (built-in generated objects or ``--data-root``), the two tiny teachers
 (supervised ViT Tc, MAE Tm), hybrid distillation of a student, then a linear
 probe, k-NN and attention statistics of the student, both teachers and a random
 init: one table in ``WORK_DIR/report.md`` and a PNG of the per-layer attention.
-The stages are :mod:`mmhybrid.analysis.pipeline`'s, configured by
-:func:`mmhybrid.analysis.demo.run_demo`; each training stage's command is
+The stages are :mod:`mmhybrid.miniature.pipeline`'s, configured by
+:func:`mmhybrid.miniature.demo.run_demo`; each training stage's command is
 printed and kept in ``WORK_DIR/logs/*.cmd``. ``make study`` is the same
 pipeline with four students and several seeds
 (``tools/analysis/run_study.py``).
@@ -20,7 +20,7 @@ if sys.path[:1] != [ROOT]:  # this checkout's mmhybrid, not another install's
 
 
 def parse_args(argv=None):
-    from mmhybrid.analysis.pipeline import add_pipeline_args
+    from mmhybrid.miniature.pipeline import add_pipeline_args
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_pipeline_args(p, work_dir='work_dirs/demo')
     p.add_argument(
@@ -51,7 +51,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    from mmhybrid.analysis.demo import run_demo
+    from mmhybrid.miniature.demo import run_demo
     run_demo(**vars(parse_args(argv)))
 
 

@@ -21,8 +21,9 @@ import os.path as osp
 import time
 from typing import Dict, List, Optional
 
-from .attention_report import plot_layer_means, uniform_reference
-from .miniature import head_spread, last_scalar, read_scalars, resolve_data
+from ..analysis.attention_report import plot_layer_means, uniform_reference
+from .data import resolve_data
+from .measures import head_spread, last_scalar, read_scalars
 from .pipeline import KNN_K, MiniaturePipeline, Model, Student, estimate_cost
 
 #: (report label, short tag) of the models the demo evaluates.

@@ -41,10 +41,10 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .attention_report import (plot_accuracy_bars, plot_layer_bands,
-                               uniform_reference)
-from .miniature import (head_spread, last_scalar, mean_iter_time, mean_std,
-                        resolve_data)
+from ..analysis.attention_report import (plot_accuracy_bars, plot_layer_bands,
+                                         uniform_reference)
+from .data import resolve_data
+from .measures import head_spread, last_scalar, mean_iter_time, mean_std
 from .pipeline import MiniaturePipeline, Model, Student, estimate_cost
 
 # name, label, description, extra --cfg-options

@@ -4,7 +4,7 @@ configure.
 Stages, each with its inputs and outputs (checkpoints in work folders):
 
 1. data: the built-in generated objects or a user's ImageNet-style folder
-   (:func:`~mmhybrid.analysis.miniature.resolve_data`);
+   (:func:`~mmhybrid.miniature.data.resolve_data`);
 2. teachers: a supervised ViT (feature teacher Tc) and an MAE (relation teacher
    Tm), side by side -> their last checkpoints;
 3. distill: hybrid-distilled students (Tc + Tm in) -> student checkpoints;
@@ -14,32 +14,24 @@ Stages, each with its inputs and outputs (checkpoints in work folders):
    statistics per layer and head, optionally the distances to the teachers.
 
 Every training stage is one ``tools/train.py`` run of a ``configs/demo/``
-config (by default :func:`mmhybrid.apis.train.main`, what that tool runs,
-called in a forked child of this process, which has imported the stack once),
-printed and kept in ``WORK_DIR/logs/<stage>.log.cmd`` so it can be rerun
-alone; ``resume`` keeps the stages an earlier run finished with the same
-command (:class:`~mmhybrid.analysis.miniature.Stages`).
+config, read from the packaged copy (:data:`~mmhybrid.miniature.configs.ROOT`;
+by default :func:`mmhybrid.apis.train.main`, what that tool runs, called in a
+forked child of this process, which has imported the stack once), printed and
+kept in ``WORK_DIR/logs/<stage>.log.cmd`` so it can be rerun alone; ``resume``
+keeps the stages an earlier run finished with the same command
+(:class:`~mmhybrid.miniature.stages.Stages`).
 """
 import os.path as osp
 import sys
 import time
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from .miniature import (DataSpec, Stage, Stages, attention_stats_of,
-                        check_train_tool, data_options, distill_distances,
-                        in_child, knn_eval, model_options, save_random_init,
-                        schedule_options)
+from .configs import (CONFIGS, ROOT, check_configs, model_options,
+                      schedule_options)
+from .data import DataSpec, data_options
+from .measures import attention_stats_of, distill_distances, knn_eval
+from .stages import Stage, Stages, check_train_tool, in_child, save_random_init
 
-#: The repository root (``tools/train.py`` runs from here).
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-_CFG = osp.join(ROOT, 'configs', 'demo')
-#: The demo configs each stage trains, by model kind.
-CONFIGS = dict(
-    sup=osp.join(_CFG, 'vit-tiny-p8_sup_1xb32-300i_shapes.py'),
-    mae=osp.join(_CFG, 'mae_vit-tiny-p8_1xb32-300i_shapes.py'),
-    hybrid=osp.join(_CFG, 'hybrid-distill_vit-tiny-p8_1xb32-300i_shapes.py'),
-    probe=osp.join(_CFG, 'linear-probe_vit-tiny-p8_1xb64-200i_shapes.py'),
-    finetune=osp.join(_CFG, 'finetune_vit-tiny-p8_1xb32-150i_shapes.py'))
 #: Rough cost of a stage per iteration of its config (teacher iteration = 1),
 #: for the ETA; ``measure`` is per model, per student iteration.
 COSTS = dict(teacher=1.0, student=2.0, probe=0.5, finetune=1.0, measure=0.3)
@@ -167,6 +159,7 @@ class MiniaturePipeline:
         self.log_interval = log_interval
         self.keep_going = keep_going
         self.tag = tag
+        check_configs(tag)
         self.stages = Stages(
             work_dir,
             ROOT,

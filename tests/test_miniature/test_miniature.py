@@ -1,5 +1,5 @@
 """The miniature pipeline `make demo` and `make study` share
-(mmhybrid.analysis.miniature): data layouts, config options, k-NN, and the
+(mmhybrid.miniature): data layouts, config options, k-NN, and the
 demo end to end on a user's folder."""
 import os
 import os.path as osp
@@ -11,11 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from mmhybrid.analysis.miniature import (data_options, describe_folder,
-                                         knn_top1, load_config, mean_std,
-                                         model_options)
-from mmhybrid.analysis.pipeline import CONFIGS
 from mmhybrid.datasets import render_object
+from mmhybrid.miniature.configs import CONFIGS, load_config, model_options
+from mmhybrid.miniature.data import data_options, describe_folder
+from mmhybrid.miniature.measures import knn_top1, mean_std
 
 
 def write_annotated_folder(root, num_classes=3, per_split=(24, 9), size=40):
