@@ -169,3 +169,24 @@ def test_flexible_runner_resumes_exactly(repo_root, tmp_path, flexible_work,
     for it in (3, 4):
         assert again[it]['loss'] == full[it]['loss'], it
         assert again[it]['mask_ratio'] == full[it]['mask_ratio'], it
+
+
+def test_leave_together_destroys_the_process_group(tmp_path):
+    """tools/train.py ends a distributed run with a barrier and an explicit
+    destroy_process_group (left to interpreter shutdown, a gloo rank can abort
+    after a finished run); outside one it does nothing."""
+    import torch.distributed as dist
+
+    from mmhybrid.apis.train import leave_together
+    leave_together()  # not distributed: nothing to do
+    dist.init_process_group(
+        'gloo',
+        init_method=f'file://{tmp_path / "store"}',
+        rank=0,
+        world_size=1)
+    try:
+        leave_together()
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
