@@ -80,7 +80,10 @@ class RelationDistillLoss(LazyCompileMixin, nn.Module):
             student (list[dict]): Per pair,
                 ``{'q': (B, L, Cs), 'k': ..., ['v']}``.
             teacher (list[dict]): Per pair,
-                ``{'q': (B, L, Ct), 'k': ..., ['v']}`` at the same L tokens.
+                ``{'q': (B, L, Ct), 'k': ..., ['v'], ['bias']}`` at the same
+                L tokens; ``'bias'`` (``(1 | B, H, L, L)``) is added to the
+                teacher's Q-K logits, as the family's attention adds it
+                (BEiT's relative position bias).
             num_heads (int): The teacher's head count.
         """
         if len(student) != len(teacher) or not student:
@@ -89,9 +92,11 @@ class RelationDistillLoss(LazyCompileMixin, nn.Module):
                 f'{len(teacher)} teacher relations')
         total = 0.
         for s, t in zip(student, teacher):
+            t_logits = relation_logits(t['q'], t['k'], num_heads)
+            if 'bias' in t:  # e.g. BEiT's relative position bias
+                t_logits = t_logits + t['bias'].to(t_logits.dtype)
             loss = self.distance(
-                relation_logits(s['q'], s['k'], num_heads),
-                relation_logits(t['q'], t['k'], num_heads))
+                relation_logits(s['q'], s['k'], num_heads), t_logits)
             if self.use_vv:
                 loss = loss + self.distance(
                     relation_logits(s['v'], s['v'], num_heads),

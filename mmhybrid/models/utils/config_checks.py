@@ -103,7 +103,9 @@ def _block_pair(p: Any) -> Optional[Tuple[int, int]]:
 def relation_pair_problems(pairs: Optional[Sequence[Sequence[int]]],
                            student_layers: int,
                            teacher_layers: int,
-                           prefix: str = '') -> List[Problem]:
+                           prefix: str = '',
+                           key: Optional[str] = None,
+                           teacher_key: Optional[str] = None) -> List[Problem]:
     """Relation pairs: a non-empty list of distinct ``(student block,
     teacher block)``, each block in range. None means
     :func:`default_relation_pairs`.
@@ -113,8 +115,13 @@ def relation_pair_problems(pairs: Optional[Sequence[Sequence[int]]],
         student_layers (int): Blocks of the student (``backbone``).
         teacher_layers (int): Blocks of the relation teacher.
         prefix (str): Prepended to the keys, e.g. ``'model.'``.
+        key (str, optional): The pairs' key. Defaults to
+            ``'{prefix}relation_pairs'``.
+        teacher_key (str, optional): The relation teacher, for messages.
+            Defaults to ``'{prefix}teacher_rel.backbone'``.
     """
-    key = f'{prefix}relation_pairs'
+    key = key or f'{prefix}relation_pairs'
+    teacher_key = teacher_key or f'{prefix}teacher_rel.backbone'
     given = pairs
     if pairs is None:
         pairs = default_relation_pairs(student_layers, teacher_layers)
@@ -144,8 +151,7 @@ def relation_pair_problems(pairs: Optional[Sequence[Sequence[int]]],
                 Problem(
                     f'{key}[{i}]', tuple(p),
                     f'teacher block {tb} out of range [0, {teacher_layers}) '
-                    f'({prefix}teacher_rel.backbone has {teacher_layers} '
-                    'blocks)'))
+                    f'({teacher_key} has {teacher_layers} blocks)'))
         if pair in seen:
             problems.append(
                 Problem(f'{key}[{i}]', tuple(p), 'duplicate layer pair'))
@@ -326,3 +332,225 @@ def hybrid_distill_problems(student: Optional[ViTGeometry],
     problems += loss_problems(
         dict(zip(LOSS_KEYS, (loss_feat, loss_rel))), prefix)
     return problems
+
+
+# ------------------------------------------------------------- N teachers
+#: the keys of one entry of ``HybridDistill(teachers=...)``
+TEACHER_ENTRY_KEYS = ('teacher', 'feature', 'relation', 'grid')
+#: what a teacher whose patch grid is not the student's does
+GRID_MODES = ('resize', 'interpolate')
+#: which of a feature teacher's tokens are its target
+FEATURE_TOKENS = ('all', 'cls', 'patches')
+FEATURE_KEYS = ('neck', 'loss', 'tokens')
+RELATION_KEYS = ('loss', 'relation_pairs')
+
+
+class TeacherGeometry(NamedTuple):
+    """What the checks need of one built (or resolved) teacher.
+
+    Attributes:
+        vit (ViTGeometry): Width, blocks, heads, patch grid at the teacher's
+            own input size, ``arch``/``img_size`` (or model name) for
+            messages.
+        patch (tuple[int, int]): Patch size.
+        has_cls (bool): Whether it has a [CLS] token (token ranking needs
+            one).
+        resizable (bool): Whether it can take another input size (a
+            ``ZooTeacher``; a ``FrozenTeacher``'s size is its ``img_size``).
+        key (str): Where its size is configured, for messages.
+    """
+    vit: ViTGeometry
+    patch: Tuple[int, int]
+    has_cls: bool
+    resizable: bool
+    key: str
+
+
+def importance_teacher(importance_source: Any,
+                       entries: Mapping[str, Any]) -> Optional[str]:
+    """The teacher whose [CLS] attention ranks the tokens.
+
+    ``'feat'``: the first teacher with a feature target; ``'rel'``: the
+    first with a relation target; otherwise a teacher's name. None when
+    nothing matches.
+    """
+    if importance_source in ('feat', 'rel'):
+        want = 'feature' if importance_source == 'feat' else 'relation'
+        for name, entry in entries.items():
+            if hasattr(entry, 'get') and entry.get(want) is not None:
+                return name
+        return None
+    return importance_source if importance_source in entries else None
+
+
+def teachers_problems(student: Optional[ViTGeometry],
+                      entries: Any,
+                      geometries: Mapping[str, TeacherGeometry],
+                      importance_source: Any = 'feat',
+                      prefix: str = '') -> List[Problem]:
+    """The checks of ``HybridDistill(teachers=...)``: each entry's keys, its
+    targets' necks and pairs, grids, the ranking teacher, the losses.
+
+    Args:
+        student (ViTGeometry | None): ``backbone`` (None: geometry not
+            checked).
+        entries (Any): ``teachers`` as configured: name -> ``dict(teacher=...,
+            feature=dict(neck=..., loss=..., tokens='all'),
+            relation=dict(loss=..., relation_pairs=None), grid='resize')``.
+        geometries (Mapping[str, TeacherGeometry]): The teachers known so far
+            (a teacher missing here is not checked for geometry).
+        importance_source (Any): ``'feat'``, ``'rel'`` or a teacher's name.
+        prefix (str): Prepended to the keys, e.g. ``'model.'``.
+
+    Returns:
+        list[Problem]: Empty when the config can run.
+    """
+    key = f'{prefix}teachers'
+    if not hasattr(entries, 'items') or not entries:
+        return [
+            Problem(
+                key, entries, 'expected a non-empty dict: teacher name -> '
+                'dict(teacher=..., feature=... and/or relation=...)')
+        ]
+    problems, losses = [], {}
+    for name, entry in entries.items():
+        k = f'{key}.{name}'
+        if not isinstance(name, str) or not name.isidentifier():
+            problems.append(
+                Problem(
+                    k, name, 'a teacher name must be a Python identifier '
+                    '(it names losses and necks)'))
+            continue
+        if not hasattr(entry, 'get'):
+            problems.append(Problem(k, entry, 'expected a dict'))
+            continue
+        problems += _unknown_keys(k, entry, TEACHER_ENTRY_KEYS)
+        if entry.get('teacher') is None:
+            problems.append(
+                Problem(
+                    f'{k}.teacher', None, 'expected a teacher config '
+                    '(FrozenTeacher or ZooTeacher)'))
+        feat, rel = entry.get('feature'), entry.get('relation')
+        if feat is None and rel is None:
+            problems.append(
+                Problem(
+                    k, dict(entry), 'teaches nothing: give feature=dict('
+                    '...) and/or relation=dict(...)'))
+        grid_mode = entry.get('grid', 'resize')
+        problems += choice_problems(f'{k}.grid', grid_mode, GRID_MODES)
+        geo = geometries.get(name)
+        if feat is not None:
+            problems += _feature_problems(f'{k}.feature', feat, student, geo)
+            if hasattr(feat, 'get'):
+                losses[f'{k}.feature.loss'] = feat.get('loss')
+        if rel is not None:
+            problems += _relation_problems(f'{k}.relation', rel, student, geo,
+                                           f'{k}.teacher')
+            if hasattr(rel, 'get'):
+                losses[f'{k}.relation.loss'] = rel.get('loss')
+        if student is not None and geo is not None:
+            problems += _grid_problems(k, grid_mode, rel is not None, student,
+                                       geo)
+    ranker = importance_teacher(importance_source, entries)
+    if ranker is None:
+        problems.append(
+            Problem(
+                f'{prefix}importance_source', importance_source,
+                "expected 'feat', 'rel' or a teacher's name: one of "
+                f'{tuple(entries)}'))
+    elif ranker in geometries and not geometries[ranker].has_cls:
+        problems.append(
+            Problem(
+                f'{prefix}importance_source', importance_source,
+                f'teacher {ranker!r} has no [CLS] token to rank the tokens '
+                'with; name a teacher that has one'))
+    problems += loss_problems({
+        n: (c if c is not None else {})
+        for n, c in losses.items()
+    })
+    return problems
+
+
+def _unknown_keys(key: str, cfg: Mapping, known: Sequence[str]):
+    return [
+        Problem(f'{key}.{k}', cfg[k], f'unknown key; expected {tuple(known)}')
+        for k in cfg if k not in known
+    ]
+
+
+def _feature_problems(key: str, feat: Any, student: Optional[ViTGeometry],
+                      geo: Optional[TeacherGeometry]) -> List[Problem]:
+    if not hasattr(feat, 'get'):
+        return [Problem(key, feat, 'expected dict(neck=..., loss=...)')]
+    problems = _unknown_keys(key, feat, FEATURE_KEYS)
+    problems += choice_problems(f'{key}.tokens', feat.get('tokens', 'all'),
+                                FEATURE_TOKENS)
+    neck = feat.get('neck')
+    if not hasattr(neck, 'get'):
+        problems.append(
+            Problem(
+                f'{key}.neck', neck, 'expected a neck config (student '
+                'width -> teacher width), e.g. DistillProjectionNeck'))
+        return problems
+    n_in, n_out = neck.get('in_channels'), neck.get('out_channels')
+    if student is not None and n_in is not None and n_in != student.dims:
+        problems.append(
+            Problem(f'{key}.neck.in_channels', n_in,
+                    f'the student width is {student.dims}'))
+    if geo is not None and n_out is not None and n_out != geo.vit.dims:
+        problems.append(
+            Problem(f'{key}.neck.out_channels', n_out,
+                    f'the teacher width is {geo.vit.dims}'))
+    return problems
+
+
+def _relation_problems(key: str, rel: Any, student: Optional[ViTGeometry],
+                       geo: Optional[TeacherGeometry],
+                       teacher_key: str) -> List[Problem]:
+    if not hasattr(rel, 'get'):
+        return [Problem(key, rel, 'expected dict(loss=..., relation_pairs=)')]
+    problems = _unknown_keys(key, rel, RELATION_KEYS)
+    if student is None or geo is None:
+        return problems
+    if student.dims % geo.vit.heads:
+        problems.append(
+            Problem(
+                f'{key}.relation_pairs', rel.get('relation_pairs'),
+                f'student width {student.dims} cannot be re-split into the '
+                f'{geo.vit.heads} heads of {teacher_key} (width must be '
+                'divisible by the head count)'))
+    problems += relation_pair_problems(
+        rel.get('relation_pairs'),
+        student.layers,
+        geo.vit.layers,
+        key=f'{key}.relation_pairs',
+        teacher_key=teacher_key)
+    return problems
+
+
+def _grid_problems(key: str, mode: Any, has_relation: bool,
+                   student: ViTGeometry,
+                   geo: TeacherGeometry) -> List[Problem]:
+    s_grid = student.grid
+    if s_grid is None or geo.vit.grid is None or geo.vit.grid == s_grid:
+        return []
+    if mode == 'interpolate':
+        if has_relation:
+            return [
+                Problem(
+                    f'{key}.grid', mode,
+                    f'the teacher sees a {geo.vit.grid} patch grid, the '
+                    f'student a {s_grid}: relations need the same grid; use '
+                    "grid='resize'")
+            ]
+        return []
+    if mode == 'resize' and not geo.resizable:
+        return [
+            Problem(
+                geo.key, geo.vit.img_size,
+                f'gives a {geo.vit.grid} patch grid, the student a {s_grid}: '
+                'token masking needs the same grid (set the teacher img_size '
+                'so that img_size / patch_size matches the student, e.g. 196 '
+                "for a /14 teacher, or grid='interpolate' for features)")
+        ]
+    return []
