@@ -1,8 +1,6 @@
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 from mmengine.logging import MMLogger
 from mmpretrain.registry import MODELS
 
@@ -11,43 +9,15 @@ from ...utils.checkpoint import (CheckpointError, extract_state_dict,
 from ...utils.problems import choice_problems, raise_problems
 from ...utils.teacher_files import fetch_teacher_file, teacher_file_problems
 from ..backbones.hybrid_vit import DistillOutput, HybridViT
-from ..utils.lazy_compile import LazyCompileMixin
+# re-exported: their home was this module
+from .base_teacher import AUTOCAST_DTYPES  # noqa: F401
+from .base_teacher import RESIDUAL_PARAMS  # noqa: F401
+from .base_teacher import cast_frozen_weights  # noqa: F401
+from .base_teacher import is_downsize  # noqa: F401
+from .base_teacher import BaseFrozenTeacher, resize_for_teacher
 from .vit_arch import ViTArch
 from .vit_formats import (FORMATS, compare_keys, fit_final_norm,
                           format_key_report, read_vit_layout)
-
-#: the teacher's autocast dtypes on CUDA (None: fp32)
-AUTOCAST_DTYPES = (None, 'bfloat16', 'float16')
-
-#: the parameters that enter the residual stream directly (added to it, not
-#: multiplied into it): kept fp32 with ``fp32_residual``
-RESIDUAL_PARAMS = ('pos_embed', 'cls_token')
-
-
-def cast_frozen_weights(backbone: nn.Module,
-                        dtype: torch.dtype,
-                        fp32_residual: bool = True) -> None:
-    """Keep a frozen backbone's weights in the autocast dtype.
-
-    Autocast would otherwise re-cast every fp32 weight at every step.
-    LayerNorm still computes in fp32 under autocast. With ``fp32_residual``
-    the parameters added to the residual stream (:data:`RESIDUAL_PARAMS`)
-    stay fp32: the stream is then fp32 from the embedding on (``x + pos``
-    promotes; each block adds its bf16/fp16 output to an fp32 stream), as in
-    an fp32 model under autocast, while every matmul still runs in ``dtype``.
-    Without it the whole stream is rounded to ``dtype`` at every block.
-
-    Args:
-        backbone (nn.Module): The teacher's ViT.
-        dtype (torch.dtype): The autocast dtype.
-        fp32_residual (bool): Keep :data:`RESIDUAL_PARAMS` fp32. Defaults to
-            True.
-    """
-    for name, param in backbone.named_parameters():
-        keep = fp32_residual and name in RESIDUAL_PARAMS
-        want = torch.float32 if keep else dtype
-        if param.dtype != want:
-            param.data = param.data.to(want)
 
 
 def load_vit_weights(model: HybridViT,
@@ -168,39 +138,8 @@ def _held(sd: Dict[str, torch.Tensor]) -> str:
         return ''
 
 
-def resize_for_teacher(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-    """Bicubic resize of ``(B, C, H, W)`` images to the teacher's ``size``.
-
-    Downsizing is antialiased (the kernel widened to the output's sampling
-    rate, like PIL's resize, which CLIP's own preprocessing uses); plain
-    bicubic would alias fine detail. Upsizing has nothing to alias and stays
-    plain bicubic (torch's antialiased kernel would also change its
-    coefficient).
-
-    Args:
-        x (Tensor): ``(B, C, H, W)`` images.
-        size (tuple[int, int]): The teacher's ``(height, width)``.
-
-    Returns:
-        Tensor: ``(B, C, *size)``; ``x`` itself when it has that size.
-    """
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(
-        x,
-        size=size,
-        mode='bicubic',
-        align_corners=False,
-        antialias=is_downsize(x.shape[-2:], size))
-
-
-def is_downsize(src: Sequence[int], dst: Sequence[int]) -> bool:
-    """Whether resizing ``(H, W)`` ``src`` to ``dst`` shrinks either side."""
-    return dst[0] < src[0] or dst[1] < src[1]
-
-
 @MODELS.register_module()
-class FrozenTeacher(LazyCompileMixin, nn.Module):
+class FrozenTeacher(BaseFrozenTeacher):
     """A frozen ViT teacher: never trained or saved, loaded from its own file.
 
     Frozen means: every parameter has ``requires_grad=False``; the module stays
@@ -276,57 +215,9 @@ class FrozenTeacher(LazyCompileMixin, nn.Module):
         # fail at build time, before any data is loaded or step is run
         raise_problems('FrozenTeacher', teacher_file_problems(checkpoint),
                        CheckpointError)
-        if (mean is None) != (std is None):
-            raise ValueError(
-                'FrozenTeacher: give both mean and std, or neither')
-        raise_problems(
-            'FrozenTeacher',
-            choice_problems('autocast_dtype', autocast_dtype, AUTOCAST_DTYPES))
-        if not isinstance(compile, (bool, dict)):
-            raise TypeError(
-                'FrozenTeacher: compile must be a bool or a dict of '
-                f'torch.compile arguments, got {compile!r}')
-        self.compile_cfg = compile
         self.checkpoint = checkpoint
         self.checkpoint_format = checkpoint_format
-        self.autocast_dtype = autocast_dtype
-        self.fp32_residual = bool(fp32_residual)
-        self.mean = mean
-        self.std = std
-        # affine map from the data preprocessor's normalisation to the
-        # teacher's
-        self.register_buffer(
-            'in_scale', torch.ones(1, 3, 1, 1), persistent=False)
-        self.register_buffer(
-            'in_shift', torch.zeros(1, 3, 1, 1), persistent=False)
-        self.freeze()
-
-    def freeze(self) -> None:
-        self.requires_grad_(False)
-        super().train(False)
-
-    def train(self, mode: bool = True) -> 'FrozenTeacher':
-        """Stay in eval mode: teachers never use dropout or drop path."""
-        return super().train(False)
-
-    def set_input_norm(self, mean: Optional[torch.Tensor],
-                       std: Optional[torch.Tensor]) -> None:
-        """Tell the teacher how its inputs were normalised.
-
-        Args:
-            mean (Tensor | None): The data preprocessor's mean, 3 values
-                (0-255).
-            std (Tensor | None): Its std. None (both) means raw 0-255 input.
-        """
-        if self.mean is None:
-            return
-        in_mean = torch.zeros(
-            3) if mean is None else mean.flatten().float().cpu()
-        in_std = torch.ones(3) if std is None else std.flatten().float().cpu()
-        t_mean = torch.tensor(self.mean, dtype=torch.float32)
-        t_std = torch.tensor(self.std, dtype=torch.float32)
-        self.in_scale.copy_((in_std / t_std).view(1, 3, 1, 1))
-        self.in_shift.copy_(((in_mean - t_mean) / t_std).view(1, 3, 1, 1))
+        self._init_frozen(mean, std, autocast_dtype, compile, fp32_residual)
 
     def init_weights(self) -> None:
         logger = MMLogger.get_current_instance()
@@ -337,11 +228,6 @@ class FrozenTeacher(LazyCompileMixin, nn.Module):
             load_vit_weights(self.backbone, self.checkpoint,
                              self.checkpoint_format, logger)
         self.freeze()
-
-    def _cast_weights(self, dtype: torch.dtype) -> None:
-        # at the first step (the patch embedding's weight tells)
-        if self.backbone.patch_embed.projection.weight.dtype != dtype:
-            cast_frozen_weights(self.backbone, dtype, self.fp32_residual)
 
     @property
     def embed_dims(self) -> int:
@@ -355,58 +241,10 @@ class FrozenTeacher(LazyCompileMixin, nn.Module):
     def num_layers(self) -> int:
         return self.backbone.num_layers
 
-    # Never traced by an enclosing torch.compile (mmengine's ``compile=True``
-    # compiles the whole train_step): dynamo fails on inference tensors. The
-    # teacher compiles itself when asked (``compile``).
-    @torch.compiler.disable
-    def forward(self,
-                x: torch.Tensor,
-                out_layers: Sequence[int] = (),
-                parts: Sequence[str] = ('q', 'k'),
-                cls_attn: bool = False,
-                final_tokens: bool = True) -> DistillOutput:
-        """Encode the full image (see :meth:`HybridViT.forward_distill`).
-
-        Only the blocks the requested outputs need are run: with
-        ``final_tokens=False`` and no ``cls_attn`` (a relation teacher), the
-        encoding stops after the deepest block of ``out_layers``, without the
-        final norm.
-
-        Args:
-            x (Tensor): ``(B, 3, H, W)`` images, normalised as the data
-                preprocessor does (see :meth:`set_input_norm`).
-            out_layers (Sequence[int]): Blocks whose projections are returned.
-                Defaults to ``()``.
-            parts (Sequence[str]): Which of ``'q'``, ``'k'``, ``'v'``.
-                Defaults to ``('q', 'k')``.
-            cls_attn (bool): Also return the last block's [CLS]->patch
-                attention. Defaults to False.
-            final_tokens (bool): Return the last block's tokens (after the
-                final norm); False returns ``tokens=None``. Defaults to True.
-
-        Outputs have no autograd history and may be bf16: inference tensors
-        when eager; plain tensors made under ``no_grad`` when compiled (dynamo
-        does not trace inference mode reliably: its guards and version counters
-        fail on inference tensors).
-        """
-        use_amp = x.is_cuda and self.autocast_dtype is not None
-        if use_amp:
-            self._cast_weights(getattr(torch, self.autocast_dtype))
-        args = (x, tuple(out_layers), tuple(parts), cls_attn, final_tokens,
-                use_amp)
-        if self.compile_cfg is False:
-            with torch.inference_mode():
-                return self._encode(*args)
-        kwargs = {} if self.compile_cfg is True else dict(self.compile_cfg)
-        encode = self.compiled_method('_encode', **kwargs)
-        with torch.no_grad():
-            return encode(*args)
-
     def _encode(self, x: torch.Tensor, out_layers: Tuple[int, ...],
                 parts: Tuple[str, ...], cls_attn: bool, final_tokens: bool,
                 use_amp: bool) -> DistillOutput:
-        if self.mean is not None:
-            x = x * self.in_scale + self.in_shift
+        x = self._normalise(x)
         x = resize_for_teacher(x, tuple(self.backbone.img_size))
         dtype = getattr(torch, self.autocast_dtype or 'float32')
         with torch.autocast('cuda', dtype=dtype, enabled=use_amp):
