@@ -29,6 +29,7 @@ import torch.nn as nn
 from mmpretrain.models.backbones import (BEiTViT, DeiT3, VisionTransformer,
                                          ViTEVA02)
 from mmpretrain.models.backbones.vit_eva02 import AttentionWithRoPE
+from mmpretrain.models.selfsup.beit import BEiTPretrainViT
 from mmpretrain.models.selfsup.mae import MAEViT
 from mmpretrain.models.utils.attention import BEiTAttention, MultiheadAttention
 
@@ -48,8 +49,9 @@ class BackboneFamily(NamedTuple):
     Attributes:
         name (str): The family, for messages and reports.
         forward_kwargs (dict): Keyword arguments of the backbone's own
-            ``forward`` for a plain encoding of the full image (MAE's
-            ``mask=None``: no random masking).
+            ``forward`` for a plain encoding of the full image (the
+            pre-training backbones of MAE and BEiT: ``mask=None``, no
+            masking).
     """
     name: str
     forward_kwargs: dict = {}
@@ -69,6 +71,9 @@ BACKBONE_FAMILIES: Dict[type, BackboneFamily] = {
     BackboneFamily('DeiT III (DeiT3)'),
     BEiTViT:
     BackboneFamily('BEiT / BEiT v2 (BEiTViT)'),
+    BEiTPretrainViT:
+    BackboneFamily('BEiT / BEiT v2 pre-training (BEiTPretrainViT)',
+                   dict(mask=None)),
     ViTEVA02:
     BackboneFamily('EVA-02 (ViTEVA02)'),
 }

@@ -225,7 +225,12 @@ class ZooTeacher(BaseFrozenTeacher):
         self.feature_layer = feature_layer % L
         self.registers = bool(registers)
         # the family's own output machinery gives the feature block's tokens
-        # ([CLS] and all), after its final norm for the last block
+        # ([CLS] and all), after its final norm for the last block; the norm
+        # of the pooled output (``ln2`` with 'avg_featmap') is then unused,
+        # and files without it (EVA-02's pre-training weights) load
+        self.unused_params = tuple(
+            n for n, _ in self.backbone.named_parameters() if
+            self.backbone.out_type == 'avg_featmap' and n.startswith('ln2.'))
         self.backbone.out_type = 'raw'
         self.backbone.out_indices = [self.feature_layer]
         self._img_size = tuple(self.backbone.img_size)
@@ -350,7 +355,11 @@ class ZooTeacher(BaseFrozenTeacher):
         else:
             sd, ignored = dict(raw), []
         own = self.backbone.state_dict()
-        params = {n for n, _ in self.backbone.named_parameters()}
+        # every parameter the teacher uses must be in the file (buffers, e.g.
+        # RoPE's frequencies, are computed by the family)
+        params = {n
+                  for n, _ in self.backbone.named_parameters()} - set(
+                      self.unused_params)
         missing = sorted(k for k in own if k not in sd and k in params)
         unexpected = sorted(k for k in sd if k not in own)
         if missing or unexpected:

@@ -83,13 +83,16 @@ FAMILIES = {
         use_abs_pos_emb=False,
         use_rel_pos_bias=True,
         use_shared_rel_pos_bias=False),
-    'beit_shared_bias':
+    # BEiT v2's pre-training backbone, with the shared relative position bias
+    'beitv2_pretrain':
     dict(
-        type='mmpretrain.BEiTViT',
+        type='mmpretrain.BEiTPretrainViT',
         arch=ARCH,
         img_size=32,
         patch_size=8,
-        out_type='avg_featmap',
+        out_indices=[0, -1],
+        final_norm=False,
+        out_type='raw',
         use_abs_pos_emb=True,
         use_rel_pos_bias=False,
         use_shared_rel_pos_bias=True),
@@ -219,19 +222,23 @@ def test_relations_equal_the_familys_own_attention(family):
 def test_feature_target_is_the_familys_block_output(family):
     t = _teacher(family)
     x = _images(t)
+    # the family built to return its raw tokens at blocks 0 and -1
+    cfg = dict(FAMILIES[family], out_type='raw', out_indices=[0, -1])
     with DefaultScope.overwrite_default_scope('mmpretrain'):
-        own = MODELS.build(copy.deepcopy(FAMILIES[family]))
-    own.load_state_dict(t.backbone.state_dict())
+        own = MODELS.build(copy.deepcopy(cfg))
+    result = own.load_state_dict(t.backbone.state_dict(), strict=False)
+    # only the pooled output's norm ('avg_featmap') is left over
+    assert not result.missing_keys
+    assert all(k.startswith('ln2.') for k in result.unexpected_keys)
     own.eval()
-    own.out_type = 'raw'
-    own.out_indices = [0, t.num_layers - 1]
     with torch.no_grad():
         mid, last = own(x, **t.family.forward_kwargs)
+    first = ZooTeacher(
+        copy.deepcopy(FAMILIES[family]), checkpoint=False, feature_layer=0)
+    first.backbone.load_state_dict(t.backbone.state_dict())
     worst = 0.
-    for layer, want in ((-1, last), (0, mid)):
-        t.feature_layer = layer % t.num_layers
-        t.backbone.out_indices = [t.feature_layer]
-        got = t(x).tokens
+    for teacher, want in ((t, last), (first, mid)):
+        got = teacher(x).tokens
         if t.num_register_tokens:  # left out by default
             R = t.num_register_tokens
             want = torch.cat((want[:, :1], want[:, 1 + R:]), 1)
@@ -362,6 +369,31 @@ def test_missing_and_unexpected_keys_are_one_line_naming_them(tmp_path):
     assert 'missing keys layers.1.attn.qkv.weight' in msg
     assert 'unexpected keys layers.7.attn.qkv.weight' in msg
     assert 'ZooTeacher(mmpretrain.VisionTransformer)' in msg
+    # the final norm is used: a file without it does not load
+    sd = {f'backbone.{k}': v for k, v in src.backbone.state_dict().items()}
+    del sd['backbone.ln1.weight']
+    torch.save({'state_dict': sd}, path)
+    with pytest.raises(CheckpointError, match='missing keys ln1.weight$'):
+        t.init_weights()
+
+
+def test_unused_pooling_norm_and_computed_buffers_may_be_absent(tmp_path):
+    """EVA-02's pre-training file has no ``ln2`` (the pooled output's norm of
+    ``out_type='avg_featmap'``, which a teacher does not use) and no RoPE
+    frequencies (computed at build)."""
+    src = _teacher('eva02', seed=4)
+    sd = {
+        f'backbone.{k}': v
+        for k, v in src.backbone.state_dict().items()
+        if not k.startswith('ln2.') and 'freqs_' not in k
+    }
+    assert len(sd) < len(src.backbone.state_dict())
+    path = tmp_path / 'eva02_pre.pth'
+    torch.save({'state_dict': sd}, path)
+    t = ZooTeacher(copy.deepcopy(FAMILIES['eva02']), checkpoint=str(path))
+    t.init_weights()
+    x = _images(t)
+    torch.testing.assert_close(t(x).tokens, src(x).tokens, atol=0, rtol=0)
 
 
 def test_unknown_model_name_and_unsupported_backbone_are_one_line():
