@@ -27,11 +27,14 @@ from typing import Any, List, Optional, Sequence
 
 from ..models.teachers.frozen_teacher import AUTOCAST_DTYPES
 from ..models.teachers.vit_formats import FORMATS
-from ..models.utils.config_checks import (ViTGeometry, hybrid_distill_problems,
-                                          patch_grid, patch_grid_problems,
-                                          vit_default)
+from ..models.utils.config_checks import (TeacherGeometry, ViTGeometry,
+                                          hybrid_distill_problems, patch_grid,
+                                          patch_grid_problems,
+                                          teachers_problems, vit_default)
+from ..models.utils.token_masking import SELECTIONS, mask_ratio_problems
 from ..utils.checkpoint import probe_checkpoint, url_scheme
 from ..utils.problems import Problem, choice_problems
+from ..utils.sizes import as_pair
 from ..utils.teacher_files import teacher_file_problems
 
 
@@ -174,6 +177,9 @@ class _Checker:
         if model is None or not _is(model, 'HybridDistill'):
             return None
         s = self.check_vit('model.backbone', model.get('backbone'))
+        if model.get('teachers') is not None:
+            self.check_teachers(model, s)
+            return s
         tc_cfg = model.get('teacher_feat') or {}
         tm_cfg = model.get('teacher_rel') or {}
         tc = self.check_vit('model.teacher_feat.backbone',
@@ -209,6 +215,63 @@ class _Checker:
         self.check_losses(model)
         return s
 
+    def check_teacher(self, key: str, cfg) -> Optional[TeacherGeometry]:
+        """One teacher config of any kind: its file, its choices, and its
+        geometry where it can be resolved without weights."""
+        if not hasattr(cfg, 'get'):
+            return None  # reported by teachers_problems
+        self.report(
+            teacher_file_problems(
+                cfg.get('checkpoint'), f'{key}.checkpoint', read=True))
+        for arg, choices in (('checkpoint_format', FORMATS),
+                             ('autocast_dtype', AUTOCAST_DTYPES)):
+            if arg in cfg:
+                self.report(choice_problems(f'{key}.{arg}', cfg[arg], choices))
+        if _is(cfg, 'FrozenTeacher'):
+            vit = self.check_vit(f'{key}.backbone', cfg.get('backbone'))
+            if vit is None:
+                return None
+            backbone = cfg.get('backbone')
+            patch = as_pair(
+                backbone.get('patch_size', vit_default('patch_size')))
+            return TeacherGeometry(vit, patch, True, False,
+                                   f'{key}.backbone.img_size')
+        from ..models.teachers.zoo_geometry import zoo_teacher_geometry
+        geo, problems = zoo_teacher_geometry(cfg, key)
+        self.report(problems)
+        return geo
+
+    def check_teachers(self, model, s: Optional[ViTGeometry]) -> None:
+        """``model.teachers``: every teacher, its targets and losses."""
+        entries = model.get('teachers')
+        geometries = {}
+        if hasattr(entries, 'items'):
+            for name, entry in entries.items():
+                if hasattr(entry, 'get'):
+                    geo = self.check_teacher(f'model.teachers.{name}.teacher',
+                                             entry.get('teacher'))
+                    if geo is not None:
+                        geometries[name] = geo
+        self.report(
+            teachers_problems(s, entries, geometries,
+                              model.get('importance_source', 'feat'),
+                              'model.'))
+        self.report(
+            choice_problems('model.token_selection',
+                            model.get('token_selection', 'sample'),
+                            SELECTIONS))
+        self.report(
+            mask_ratio_problems(
+                model.get('mask_ratio', 0.0), 'model.mask_ratio',
+                self.num_patches(s)))
+        if hasattr(entries, 'items'):
+            for name, entry in entries.items():
+                for kind in ('feature', 'relation'):
+                    target = entry.get(kind) if hasattr(entry, 'get') else None
+                    if hasattr(target, 'get'):
+                        self.check_loss(f'model.teachers.{name}.{kind}.loss',
+                                        target.get('loss'))
+
     @staticmethod
     def num_patches(student: Optional[ViTGeometry]) -> Optional[int]:
         """The student's patch tokens, if its grid is known."""
@@ -217,21 +280,23 @@ class _Checker:
         return None
 
     def check_losses(self, model) -> None:
-        from mmpretrain.registry import MODELS
         for name in ('loss_feat', 'loss_rel'):
-            cfg = model.get(name)
-            if cfg is None:
-                continue
-            key = f'model.{name}'
-            t = type_name(cfg)
-            cls = MODELS.get(t) if t else None
-            if cls is None:
-                self.err(f'{key}.type', t, 'not a registered loss')
-                continue
-            allowed = getattr(cls, 'LOSS_TYPES', None)
-            lt = cfg.get('loss_type')
-            if allowed is not None and lt is not None:
-                self.report(choice_problems(f'{key}.loss_type', lt, allowed))
+            self.check_loss(f'model.{name}', model.get(name))
+
+    def check_loss(self, key: str, cfg) -> None:
+        """A loss config: a registered type and one of its loss types."""
+        from mmpretrain.registry import MODELS
+        if cfg is None:
+            return
+        t = type_name(cfg)
+        cls = MODELS.get(t) if t else None
+        if cls is None:
+            self.err(f'{key}.type', t, 'not a registered loss')
+            return
+        allowed = getattr(cls, 'LOSS_TYPES', None)
+        lt = cfg.get('loss_type')
+        if allowed is not None and lt is not None:
+            self.report(choice_problems(f'{key}.loss_type', lt, allowed))
 
     # ---------------------------------------------------------------- hooks
     def check_hooks(self, student: Optional[ViTGeometry]) -> None:

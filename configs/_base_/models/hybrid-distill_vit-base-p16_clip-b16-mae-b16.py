@@ -12,6 +12,41 @@ clip_b16_ckpt = 'https://download.openmmlab.com/mmselfsup/1.x/target_generator_c
 # MAE ViT-B/16, 1600 epochs, as published by mmpretrain/mmselfsup.
 mae_b16_ckpt = 'https://download.openmmlab.com/mmselfsup/1.x/mae/mae_vit-base-p16_8xb512-fp16-coslr-1600e_in1k/mae_vit-base-p16_8xb512-fp16-coslr-1600e_in1k_20220825-f7569ca2.pth'  # noqa
 
+# The two teachers, by name: configs with other teachers reuse them
+# (teachers=dict(mae=dict(teacher={{_base_.mae_b16_teacher}}, ...))).
+clip_b16_teacher = dict(
+    type='FrozenTeacher',
+    backbone=dict(
+        type='HybridViT',
+        arch='b',
+        img_size=224,
+        patch_size=16,
+        pre_norm=True,
+        norm_cfg=dict(type='LN', eps=1e-5),
+        layer_cfgs=dict(act_cfg=dict(type='mmpretrain.QuickGELU')),
+        out_type='raw'),
+    checkpoint=clip_b16_ckpt,
+    checkpoint_format='openai_clip',
+    mean=clip_mean,
+    std=clip_std,
+    autocast_dtype='bfloat16',
+    # True compiles the teacher (one graph per batch size);
+    # not yet timed on a GPU, see docs/speed.md
+    compile=False)
+
+mae_b16_teacher = dict(
+    type='FrozenTeacher',
+    backbone=dict(
+        type='HybridViT',
+        arch='b',
+        img_size=224,
+        patch_size=16,
+        out_type='raw'),
+    checkpoint=mae_b16_ckpt,
+    checkpoint_format='mmpretrain',
+    autocast_dtype='bfloat16',
+    compile=False)
+
 model = dict(
     type='HybridDistill',
     data_preprocessor=dict(
@@ -34,37 +69,8 @@ model = dict(
         in_channels=768,
         out_channels=768,
         proj_type='linear'),
-    teacher_feat=dict(
-        type='FrozenTeacher',
-        backbone=dict(
-            type='HybridViT',
-            arch='b',
-            img_size=224,
-            patch_size=16,
-            pre_norm=True,
-            norm_cfg=dict(type='LN', eps=1e-5),
-            layer_cfgs=dict(act_cfg=dict(type='mmpretrain.QuickGELU')),
-            out_type='raw'),
-        checkpoint=clip_b16_ckpt,
-        checkpoint_format='openai_clip',
-        mean=clip_mean,
-        std=clip_std,
-        autocast_dtype='bfloat16',
-        # True compiles the teacher (one graph per batch size);
-        # not yet timed on a GPU, see docs/speed.md
-        compile=False),
-    teacher_rel=dict(
-        type='FrozenTeacher',
-        backbone=dict(
-            type='HybridViT',
-            arch='b',
-            img_size=224,
-            patch_size=16,
-            out_type='raw'),
-        checkpoint=mae_b16_ckpt,
-        checkpoint_format='mmpretrain',
-        autocast_dtype='bfloat16',
-        compile=False),
+    teacher_feat=clip_b16_teacher,
+    teacher_rel=mae_b16_teacher,
     loss_feat=dict(
         type='FeatureDistillLoss',
         loss_type='smooth_l1',
