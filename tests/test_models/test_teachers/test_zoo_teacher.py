@@ -11,6 +11,7 @@ the backbone's own ``out_indices`` output.
 """
 import contextlib
 import copy
+import pickle
 from functools import partial
 
 import pytest
@@ -332,7 +333,7 @@ def test_set_img_size_changes_the_grid():
     assert t.grid == (6, 6)
 
 
-@pytest.mark.parametrize('family', ['vit', 'dinov2_reg', 'beitv2', 'eva02'])
+@pytest.mark.parametrize('family', ALL)
 def test_published_layout_loads_tensor_for_tensor(family, tmp_path):
     src = _teacher(family, seed=5)
     sd = {f'backbone.{k}': v for k, v in src.backbone.state_dict().items()}
@@ -443,7 +444,15 @@ def test_frozen_and_interchangeable_with_frozen_teacher():
         assert hasattr(FrozenTeacher, name) and hasattr(t, name)
     assert (t.embed_dims, t.num_heads, t.num_layers) == (EMBED, HEADS, 3)
     assert t.has_cls
-    # a deep copy (EMA, say) keeps working on its own weights
+    # pickled (a spawned worker) and deep-copied (EMA, say), it keeps working
+    # on its own weights
+    p = pickle.loads(pickle.dumps(t))
+    for layers in ((0, ), (1, )):
+        a, b = p(x, out_layers=layers), t(x, out_layers=layers)
+        torch.testing.assert_close(a.tokens, b.tokens, atol=0, rtol=0)
+        for i, rel in b.relations.items():
+            torch.testing.assert_close(
+                a.relations[i]['q'], rel['q'], atol=0, rtol=0)
     c = copy.deepcopy(t)
     _perturb(c.backbone, 9)
     assert not torch.equal(c(x).tokens, t(x).tokens)
