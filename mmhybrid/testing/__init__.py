@@ -114,6 +114,33 @@ def save_demo_teacher(path: str, seed: int, pre_norm: bool = False) -> str:
     return str(path)
 
 
+def save_zoo_demo_teacher(path: str, seed: int) -> str:
+    """Save a tiny DINOv2-style mmpretrain ViT (layer scale, 7-px patches at
+    56 px, :data:`DEMO_ARCH`) as mmpretrain saves a headless model:
+    ``{'state_dict': {'backbone.*'}, 'meta': ...}``, the three-teacher demo
+    config's ZooTeacher.
+
+    Args:
+        path (str): Where to write it.
+        seed (int): Seed of its random weights.
+
+    Returns:
+        str: ``path``.
+    """
+    import torch
+    from mmpretrain.models import VisionTransformer
+    torch.manual_seed(seed)
+    vit = VisionTransformer(
+        arch=copy.deepcopy(DEMO_ARCH),
+        img_size=56,
+        patch_size=7,
+        layer_scale_init_value=1e-5)
+    vit.init_weights()
+    sd = {f'backbone.{k}': v for k, v in vit.state_dict().items()}
+    torch.save(dict(state_dict=sd, meta=dict(iter=1)), path)
+    return str(path)
+
+
 #: the demo HybridDistill config the short test runs train
 DEMO_CONFIG = 'configs/demo/hybrid-distill_vit-tiny-p8_1xb32-300i_shapes.py'
 
