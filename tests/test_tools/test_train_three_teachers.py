@@ -10,7 +10,8 @@ import pytest
 from mmhybrid.testing import save_zoo_demo_teacher
 from mmhybrid.utils.scalars import scalars_by_iter
 
-CONFIG = 'configs/demo/hybrid-distill_vit-tiny-p8_3-teachers_1xb32-4e_shapes.py'
+CONFIG = ('configs/demo/'
+          'hybrid-distill_vit-tiny-p8_3-teachers_1xb32-4e_shapes.py')
 TERMS = ('loss_feat_sup', 'loss_feat_dino', 'loss_rel_mae')
 
 
