@@ -9,7 +9,8 @@ Two tables:
 * :data:`ATTENTION_READOUTS`, keyed by the attention class of its blocks, says
   how q, k, v and the additive logits bias are computed **as that attention
   computes them**, with the attention module's own submodules and parameters,
-  from the input its forward receives (captured by a forward pre-hook):
+  from the inputs its forward received and the output of its ``qkv`` layer
+  (both captured by forward hooks; the projection is not computed twice):
 
   - ``MultiheadAttention`` (ViT, DeiT, DeiT III, DINOv2, CLIP, MAE): ``qkv``;
   - ``BEiTAttention`` (BEiT, BEiT v2): ``qkv`` weight with ``q_bias`` and
@@ -108,12 +109,20 @@ def _arg(args: tuple, kwargs: dict, index: int, name: str):
     return args[index] if len(args) > index else None
 
 
-def read_multihead(attn: MultiheadAttention, args: tuple,
-                   kwargs: dict) -> Readout:
+def _qkv(attn: nn.Module, args: tuple, kwargs: dict,
+         qkv: Optional[torch.Tensor]) -> torch.Tensor:
+    """The output of ``attn.qkv`` on the attention's input: the one its forward
+    computed when captured, else computed again."""
+    return attn.qkv(_arg(args, kwargs, 0, 'x')) if qkv is None else qkv
+
+
+def read_multihead(attn: MultiheadAttention,
+                   args: tuple,
+                   kwargs: dict,
+                   qkv: Optional[torch.Tensor] = None) -> Readout:
     """mmpretrain's ``MultiheadAttention``: ``qkv``, then fused attention at
     the scale its ``scaled_dot_product_attention`` is bound to."""
-    x = _arg(args, kwargs, 0, 'x')
-    q, k, v = _split(attn.qkv(x), attn.num_heads)
+    q, k, v = _split(_qkv(attn, args, kwargs, qkv), attn.num_heads)
     sdpa = attn.scaled_dot_product_attention
     scale = (sdpa.keywords.get('scale')
              if isinstance(sdpa, partial) else None) or attn.head_dims**-0.5
@@ -121,18 +130,20 @@ def read_multihead(attn: MultiheadAttention, args: tuple,
     return q, _to_tokens(k), _to_tokens(v), None
 
 
-def read_beit(attn: BEiTAttention, args: tuple, kwargs: dict) -> Readout:
+def read_beit(attn: BEiTAttention,
+              args: tuple,
+              kwargs: dict,
+              qkv: Optional[torch.Tensor] = None) -> Readout:
     """BEiT's attention: q and v biases (none on k), scale ``attn.scale``,
     relative position bias from its own table plus the shared one."""
-    x = _arg(args, kwargs, 0, 'x')
     rel_pos_bias = _arg(args, kwargs, 1, 'rel_pos_bias')
     if attn.bias == 'qv_bias':
+        # its forward applies the weight functionally: computed again here
         k_bias = torch.zeros_like(attn.v_bias)
         qkv = nn.functional.linear(
-            x, attn.qkv.weight, torch.cat((attn.q_bias, k_bias, attn.v_bias)))
-    else:
-        qkv = attn.qkv(x)
-    q, k, v = _split(qkv, attn.num_heads)
+            _arg(args, kwargs, 0, 'x'), attn.qkv.weight,
+            torch.cat((attn.q_bias, k_bias, attn.v_bias)))
+    q, k, v = _split(_qkv(attn, args, kwargs, qkv), attn.num_heads)
     head_dims = q.shape[-1]
     q = _fold_scale(_to_tokens(q), attn.scale, head_dims)
     bias = None
@@ -149,12 +160,14 @@ def read_beit(attn: BEiTAttention, args: tuple, kwargs: dict) -> Readout:
     return q, _to_tokens(k), _to_tokens(v), bias
 
 
-def read_eva02(attn: AttentionWithRoPE, args: tuple, kwargs: dict) -> Readout:
+def read_eva02(attn: AttentionWithRoPE,
+               args: tuple,
+               kwargs: dict,
+               qkv: Optional[torch.Tensor] = None) -> Readout:
     """EVA-02's attention: ``qkv``, then ``rope`` on the patch tokens (all
     tokens without [CLS]), scale ``attn.scale``."""
-    x = _arg(args, kwargs, 0, 'x')
     patch_resolution = _arg(args, kwargs, 1, 'patch_resolution')
-    q, k, v = _split(attn.qkv(x), attn.num_heads)
+    q, k, v = _split(_qkv(attn, args, kwargs, qkv), attn.num_heads)
     if attn.rope:
         if attn.with_cls_token:
             q = torch.cat(
@@ -170,8 +183,10 @@ def read_eva02(attn: AttentionWithRoPE, args: tuple, kwargs: dict) -> Readout:
     return q, _to_tokens(k), _to_tokens(v), None
 
 
-#: attention class -> read-out (exact class)
-ATTENTION_READOUTS: Dict[type, Callable[[nn.Module, tuple, dict], Readout]] = {
+#: attention class -> read-out (exact class): ``read(attn, args, kwargs,
+#: qkv)`` from the attention forward's inputs and, when its forward called
+#: ``attn.qkv`` (captured by a forward hook), that call's output
+ATTENTION_READOUTS: Dict[type, Callable[..., Readout]] = {
     MultiheadAttention: read_multihead,
     BEiTAttention: read_beit,
     AttentionWithRoPE: read_eva02,

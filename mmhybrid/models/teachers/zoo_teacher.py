@@ -2,9 +2,10 @@
 
 The teacher is built by mmpretrain (its own backbone class, its own forward)
 and loaded from mmpretrain's own weights. What the distillation targets need is
-read from that forward without re-implementing it: a forward pre-hook on each
-block's attention captures the attention's input, from which the family's own
-submodules compute q/k/v (and BEiT's relative position bias;
+read from that forward without re-implementing it: forward hooks on each
+block's attention and on its ``qkv`` layer capture the attention's inputs and
+its projection, from which the family's own submodules give q/k/v as it uses
+them (EVA-02's RoPE, BEiT's biases and relative position bias;
 :mod:`.families`); a forward hook on a block gives its output tokens; the
 backbone's own ``out_indices`` machinery gives the last block's tokens after
 its final norm.
@@ -35,18 +36,35 @@ class _StopEncoding(Exception):
     """Raised by a block hook once the deepest block needed has run."""
 
 
-class _AttentionTap:
-    """Forward pre-hook on block ``index``'s attention: the family's q/k/v (and
-    bias) from the attention's own input, when that block is asked."""
+class _QkvTap:
+    """Forward hook on block ``index``'s ``attn.qkv`` layer: keeps its output
+    when that block is asked."""
 
     def __init__(self, state: dict, index: int) -> None:
         self.state = state
         self.index = index
 
-    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+    def __call__(self, module: nn.Module, args: tuple,
+                 output: torch.Tensor) -> None:
+        if self.index in self.state['read']:
+            self.state['qkv'][self.index] = output
+
+
+class _AttentionTap:
+    """Forward hook on block ``index``'s attention: the family's q/k/v (and
+    bias) from the attention's inputs and its ``qkv`` output, when that block
+    is asked."""
+
+    def __init__(self, state: dict, index: int) -> None:
+        self.state = state
+        self.index = index
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict,
+                 output: Any) -> None:
         if self.index in self.state['read']:
             read = ATTENTION_READOUTS[type(module)]
-            self.state['qkvb'][self.index] = read(module, args, kwargs)
+            qkv = self.state['qkv'].pop(self.index, None)
+            self.state['qkvb'][self.index] = read(module, args, kwargs, qkv)
 
 
 class _BlockTap:
@@ -237,14 +255,17 @@ class ZooTeacher(BaseFrozenTeacher):
         self.set_img_size(self._img_size if img_size is None else img_size)
         self._state: Dict[str, Any] = self._empty_state()
         for i, layer in enumerate(self.backbone.layers):
-            layer.attn.register_forward_pre_hook(
+            if isinstance(getattr(layer.attn, 'qkv', None), nn.Module):
+                layer.attn.qkv.register_forward_hook(_QkvTap(self._state, i))
+            layer.attn.register_forward_hook(
                 _AttentionTap(self._state, i), with_kwargs=True)
             layer.register_forward_hook(_BlockTap(self._state, i))
         self._init_frozen(mean, std, autocast_dtype, compile, fp32_residual)
 
     @staticmethod
     def _empty_state() -> Dict[str, Any]:
-        return dict(read=(), keep=None, stop=None, qkvb={}, block_out=None)
+        return dict(
+            read=(), keep=None, stop=None, qkv={}, qkvb={}, block_out=None)
 
     # ---- what the owner asks about -----------------------------------------
     @property
@@ -422,6 +443,7 @@ class ZooTeacher(BaseFrozenTeacher):
             read=read,
             keep=feat if feat is not None and feat != last else None,
             stop=depth - 1 if depth < L else None,
+            qkv={},
             qkvb={},
             block_out=None)
         x = self._normalise(x)

@@ -284,6 +284,16 @@ def test_runs_only_the_blocks_it_needs():
     assert t._state['qkvb'] == {} and t._state['stop'] is None
 
 
+@pytest.mark.parametrize('family', ['vit', 'eva02'])
+def test_qkv_projection_is_read_not_computed_again(family):
+    t = _teacher(family)
+    calls = []
+    for layer in t.backbone.layers:
+        layer.attn.qkv.register_forward_pre_hook(lambda m, a: calls.append(1))
+    t(_images(t), out_layers=range(t.num_layers), cls_attn=True)
+    assert len(calls) == t.num_layers
+
+
 def test_registers_left_out_of_relations_and_tokens_by_default():
     kept = _teacher('dinov2_reg', registers=True)
     dropped = _teacher('dinov2_reg')
