@@ -199,11 +199,12 @@ class ZooTeacher(BaseFrozenTeacher):
             lines up with a student that has none. ``cls_attn`` is always
             over the patches, as the family's attention computes it (its
             softmax includes the registers).
-        fp32_residual (bool): Under autocast, keep ``pos_embed``,
-            ``cls_token`` and ``register_tokens`` fp32. Defaults to True.
+        fp32_residual (bool): Under autocast, keep the parameters that are
+            added, not multiplied, fp32: ``pos_embed``, ``cls_token``,
+            ``register_tokens`` (added to the residual stream) and BEiT's
+            ``relative_position_bias_table`` (added to the logits), as they
+            are in an fp32 model under autocast. Defaults to True.
     """
-
-    residual_params = ('pos_embed', 'cls_token', 'register_tokens')
 
     def __init__(self,
                  model: Union[str, dict],
@@ -253,6 +254,10 @@ class ZooTeacher(BaseFrozenTeacher):
         self.backbone.out_indices = [self.feature_layer]
         self._img_size = tuple(self.backbone.img_size)
         self.set_img_size(self._img_size if img_size is None else img_size)
+        self.residual_params = tuple(
+            n for n, _ in self.backbone.named_parameters()
+            if n in ('pos_embed', 'cls_token', 'register_tokens')
+            or n.endswith('relative_position_bias_table'))
         self._state: Dict[str, Any] = self._empty_state()
         for i, layer in enumerate(self.backbone.layers):
             if isinstance(getattr(layer.attn, 'qkv', None), nn.Module):

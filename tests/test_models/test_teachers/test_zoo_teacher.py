@@ -521,6 +521,24 @@ def test_config_file_names_the_backbone():
         ZooTeacher('mmpretrain::dinov2/no-such.py', checkpoint=False)
 
 
+def test_weights_cast_for_autocast_keep_the_added_parameters_fp32():
+    t = _teacher('beitv2_pretrain')
+    t._cast_weights(torch.bfloat16)
+    fp32 = {
+        n
+        for n, p in t.backbone.named_parameters() if p.dtype == torch.float32
+    }
+    assert fp32 == {
+        'cls_token', 'pos_embed', 'rel_pos_bias.relative_position_bias_table'
+    }
+    t = _teacher('dinov2_reg')
+    t._cast_weights(torch.float16)
+    assert {
+        n
+        for n, p in t.backbone.named_parameters() if p.dtype == torch.float32
+    } == {'cls_token', 'pos_embed', 'register_tokens'}
+
+
 def test_cuda_free_autocast_flag_is_inert_on_cpu():
     t = _teacher('eva02', autocast_dtype='float16')
     x = _images(t)
