@@ -109,6 +109,12 @@ FAMILIES = {
     dict(type='mmpretrain.DeiT3', arch=ARCH, img_size=32, patch_size=8),
 }
 
+# a qk scale other than head_dims ** -0.5 (folded into q by the teacher)
+FAMILIES.update(
+    eva02_qk_scale=dict(FAMILIES['eva02'], layer_cfgs=dict(qk_scale=0.3)),
+    beitv2_qk_scale=dict(
+        FAMILIES['beitv2'], layer_cfgs=dict(attn_cfg=dict(qk_scale=0.3))))
+
 
 def _perturb(module: torch.nn.Module, seed: int) -> None:
     """Random weights everywhere (zero-initialised biases and tables too)."""
