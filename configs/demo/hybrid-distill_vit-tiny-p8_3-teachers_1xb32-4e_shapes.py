@@ -39,3 +39,11 @@ model = dict(
             teacher={{_base_.model.teacher_rel}},
             relation=dict(loss={{_base_.model.loss_rel}}))),
     importance_source='dino')
+
+custom_hooks = [
+    dict(type='ProgressiveMaskingHook', final_ratio=0.5, schedule='linear'),
+    dict(type='PreemptionHook', interval=3),
+    # every teacher's attention once (attn_*/sup_, dino_, mae_layerII), the
+    # student's at each epoch end against the relation teacher (mae)
+    dict(type='AttentionDiversityHook', num_images=8),
+]

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from mmhybrid.testing import save_zoo_demo_teacher
-from mmhybrid.utils.scalars import scalars_by_iter
+from mmhybrid.utils.scalars import read_scalars, scalars_by_iter
 
 CONFIG = ('configs/demo/'
           'hybrid-distill_vit-tiny-p8_3-teachers_1xb32-4e_shapes.py')
@@ -52,6 +52,16 @@ def test_three_teachers_train_log_each_term_and_resume_exactly(
             assert term in rec and rec[term] > 0, (it, term)
         assert rec['loss'] == pytest.approx(
             sum(rec[t] for t in TERMS), rel=1e-4)
+    # every teacher's attention, through its own forward, once; the
+    # student's against the relation teacher at each epoch end
+    logged = {}
+    for rec in read_scalars(str(whole)):
+        logged.update(rec)
+    for name in ('sup', 'dino', 'mae', 'student'):
+        for metric in ('distance', 'spread', 'nmi'):
+            assert f'attn_{metric}/{name}_layer00' in logged, (name, metric)
+    assert 'attn_collapse/nmi_ratio' in logged
+    assert "x mae's NMI" in log
     # resumed from the first epoch's checkpoint (student, its two necks,
     # optimizer, RNG), in a new folder: the second epoch is the same
     part = tmp_path / 'part'

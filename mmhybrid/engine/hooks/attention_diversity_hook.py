@@ -15,10 +15,11 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmpretrain.registry import HOOKS
 
-from ...models.teachers.frozen_teacher import resize_for_teacher
+from ...models.losses.relation_functional import relation_logits
 from ...models.utils.attention_metrics import (deep_layers, layer_scalars,
                                                vit_attention_stats)
 from ...utils.problems import Problem, choice_problems, raise_problems
+from ...utils.sizes import as_pair
 from .monitor_inputs import (batch_images, eval_mode, input_norm,
                              module_device, normalize, rgb_images,
                              unwrap_model)
@@ -28,7 +29,46 @@ DATA_BATCH = Optional[dict]
 SOURCES = ('auto', 'val', 'train')
 #: the per-layer numbers logged, ``attn_<metric>/<model>_layer<i>``
 LAYER_METRICS = ('distance', 'spread', 'nmi')
-TEACHERS = ('teacher_feat', 'teacher_rel')
+
+
+class TeacherAttention:
+    """A frozen teacher (``FrozenTeacher`` or ``ZooTeacher``) seen as a ViT
+    with ``attention_maps``, for :func:`vit_attention_stats`.
+
+    The maps come from the teacher's own ``forward`` on the student's
+    inputs: its input normalisation and size, its family's q/k and logits
+    bias (BEiT), register tokens left out; i.e. the relations it teaches.
+
+    Args:
+        teacher (nn.Module): The teacher.
+    """
+
+    def __init__(self, teacher) -> None:
+        self.teacher = teacher
+        self.num_layers = teacher.num_layers
+        backbone = getattr(teacher, 'backbone', None)
+        if hasattr(teacher, 'grid'):
+            self.grid = tuple(teacher.grid)
+            self.patch = as_pair(teacher.patch_size)
+            self.width = float(as_pair(teacher.img_size)[1])
+        else:  # FrozenTeacher: its HybridViT's own size
+            self.grid = tuple(backbone.patch_resolution)
+            self.patch = tuple(backbone.patch_embed.projection.kernel_size)
+            self.width = float(backbone.img_size[1])
+
+    def attention_maps(self, x: torch.Tensor,
+                       layers: Sequence[int]) -> Dict[int, torch.Tensor]:
+        """``(B, H, 1 + N, 1 + N)`` maps of ``layers``."""
+        out = self.teacher(
+            x, out_layers=tuple(layers), parts=('q', 'k'), final_tokens=False)
+        maps = {}
+        for i, rel in out.relations.items():
+            logits = relation_logits(rel['q'].float(), rel['k'].float(),
+                                     self.teacher.num_heads)
+            if 'bias' in rel:
+                logits = logits + rel['bias'].float()
+            maps[i] = logits.softmax(-1)
+        return maps
 
 
 def _is_int(v: Any) -> bool:
@@ -108,13 +148,14 @@ class AttentionDiversityHook(Hook):
     * ``attn_nmi/student_layerII``: head mean of the NMI (low: every query
       attends alike, the collapse of contrastive ViTs),
 
-    and, once at the start of each run, the same numbers of both teachers on
-    the same images (through each teacher's own input normalisation and
-    size) as references, ``attn_*/teacher_feat_layerII`` and
-    ``attn_*/teacher_rel_layerII``. Then ``attn_collapse/spread_ratio`` and
+    and, once at the start of each run, the same numbers of every teacher on
+    the same images (through each teacher's own input normalisation, size
+    and family: :class:`TeacherAttention`) as references,
+    ``attn_*/<teacher>_layerII`` (``teacher_feat``/``teacher_rel`` in the
+    two-teacher form). Then ``attn_collapse/spread_ratio`` and
     ``attn_collapse/nmi_ratio``: the student's deep-layer means over the
-    relation teacher's (spreads as fractions of each model's image width, so
-    that a teacher at another resolution compares).
+    (first) relation teacher's (spreads as fractions of each model's image
+    width, so that a teacher at another resolution compares).
 
     Logging: each value goes to the message hub (readable by other hooks,
     saved with the checkpoint's message hub) and, at the check's iteration,
@@ -187,6 +228,7 @@ class AttentionDiversityHook(Hook):
         self.save_images = save_images
         self.images: Optional[torch.Tensor] = None  # (B, 3, H, W) RGB
         self.references: Dict[str, Dict[str, np.ndarray]] = {}
+        self._reference: Optional[str] = None
         self.history: List[tuple] = []  # (step, student layer scalars)
         self._last_step = None
         self._streak: List[int] = []
@@ -267,39 +309,41 @@ class AttentionDiversityHook(Hook):
         return normalize(self.images, mean, std, module_device(model.backbone))
 
     def _teacher_stats(self, model, teacher) -> Dict[str, np.ndarray]:
-        """A FrozenTeacher's statistics on the images as it sees them in
-        training: its own normalisation (``in_scale``/``in_shift``) and
-        size."""
-        backbone = teacher.backbone
-        x = self._student_input(model).to(module_device(backbone))
-        if getattr(teacher, 'mean', None) is not None:
-            x = x * teacher.in_scale + teacher.in_shift
-        x = resize_for_teacher(x, tuple(backbone.img_size))
-        return self._stats(backbone, x)
+        """A teacher's statistics on the images as it sees them in training
+        (:class:`TeacherAttention`)."""
+        view = TeacherAttention(teacher)
+        x = self._student_input(model)
+        batches = (
+            x[s:s + self.batch_size]
+            for s in range(0, x.shape[0], self.batch_size))
+        return vit_attention_stats(view, batches, view.grid, view.patch)
 
     def _width(self, backbone) -> float:
         return float(backbone.img_size[1])
 
+    @staticmethod
+    def _relation_teacher(model) -> Optional[str]:
+        """The name of the (first) relation teacher, the collapse reference."""
+        targets = getattr(model, 'relation_targets', None)
+        return targets[0].teacher if targets else None
+
     def _log_references(self, runner) -> None:
         model = unwrap_model(runner.model)
         scalars = {}
-        for name in TEACHERS:
-            teacher = getattr(model, name, None)
-            backbone = getattr(teacher, 'backbone', None)
-            if backbone is None or not hasattr(backbone, 'attention_maps'):
-                continue
+        for name, teacher in getattr(model, 'teachers', {}).items():
             per_layer = layer_scalars(self._teacher_stats(model, teacher))
-            per_layer['width'] = self._width(backbone)
+            per_layer['width'] = TeacherAttention(teacher).width
             self.references[name] = per_layer
             keys = layer_keys(name, len(per_layer['distance']))
             for m in LAYER_METRICS:
                 scalars.update(zip(keys[m], map(float, per_layer[m])))
         if scalars:
             self._publish(runner, scalars, runner.iter)
-        if 'teacher_rel' not in self.references:
+        self._reference = self._relation_teacher(model)
+        if self._reference not in self.references:
             print_log(
-                'AttentionDiversityHook: the model has no relation teacher '
-                '(teacher_rel): no collapse check',
+                'AttentionDiversityHook: the model has no relation teacher: '
+                'no collapse check',
                 logger='current')
 
     # ---------------------------------------------------------------- checks
@@ -348,7 +392,8 @@ class AttentionDiversityHook(Hook):
         s_nmi = float(per_layer['nmi'][s_deep].mean())
         line = (f'deep layers {s_deep[0]}-{s_deep[-1]}: head spread '
                 f'{s_spread:.2f} px, NMI {s_nmi:.3f}')
-        ref = self.references.get('teacher_rel')
+        name = self._reference
+        ref = self.references.get(name)
         if ref is None:
             return line, {}
         t_deep = deep_layers(len(ref['distance']))
@@ -362,7 +407,7 @@ class AttentionDiversityHook(Hook):
         if t_nmi > 0:
             ratios['attn_collapse/nmi_ratio'] = s_nmi / t_nmi
         parts = [
-            f"{ratios[k]:.2f}x teacher_rel's {what}"
+            f"{ratios[k]:.2f}x {name}'s {what}"
             for k, what in (('attn_collapse/spread_ratio', 'spread'),
                             ('attn_collapse/nmi_ratio', 'NMI')) if k in ratios
         ]
