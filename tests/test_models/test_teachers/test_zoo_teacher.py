@@ -300,6 +300,26 @@ def test_qkv_projection_is_read_not_computed_again(family):
     assert len(calls) == t.num_layers
 
 
+def test_a_family_without_cls_gives_patches_and_refuses_cls_attention():
+    cfg = dict(FAMILIES['vit'], with_cls_token=False, out_type='featmap')
+    torch.manual_seed(0)
+    t = ZooTeacher(cfg, checkpoint=False)
+    _perturb(t.backbone, 1)
+    assert not t.has_cls
+    x = _images(t)
+    with record_attention(t.backbone) as store:
+        _own_forward(t, x)
+    out = t(x, out_layers=(2, ))
+    assert out.tokens.shape == (2, 16, EMBED)
+    got = _relation_maps(out, HEADS)[2]
+    torch.testing.assert_close(got, store[2], atol=TOL, rtol=0)
+    with pytest.raises(
+            ValueError,
+            match=r'ZooTeacher\(mmpretrain.Vision'
+            r'Transformer\): cls_attn asked, but .* has no \[CLS\]'):
+        t(x, cls_attn=True)
+
+
 def test_registers_left_out_of_relations_and_tokens_by_default():
     kept = _teacher('dinov2_reg', registers=True)
     dropped = _teacher('dinov2_reg')
