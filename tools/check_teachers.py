@@ -3,12 +3,17 @@
     python tools/check_teachers.py configs/hybrid_vitb.py
     python tools/check_teachers.py configs/hybrid_vitb.py --no-load --time 10
 
-For each teacher it prints the file it loads (a URL is downloaded once into
-torch hub's cache) with the loader's report (layout, ignored tensors such as
-CLIP's text tower, how the final norm was matched), how the student's images
-are resized for it, and which blocks a training step runs and what it returns.
+For each teacher (the two of the paper's form, or every entry of
+``model.teachers``) it prints the file it loads (a URL is downloaded once
+into torch hub's cache) with the loader's report (layout, ignored tensors such
+as CLIP's text tower, how the final norm was matched), how the student's
+images are resized for it, which blocks a training step runs and what it
+returns, what it is (a FrozenTeacher's file layout, a ZooTeacher's model and
+family), whether its token grid is the student's, and what the student learns
+from it (features through which head, relations at which block pairs, token
+ranking) under which loss name.
 
-``--time N`` times the teachers as a training step asks them (each stops at
+``--time N`` times each teacher as a training step asks it (each stops at
 the deepest block it feeds) against their full encoding (every block and the
 final norm), interleaved, medians over N rounds after a warm-up, in one
 process. ``--no-load`` gives the teachers random weights instead of reading
@@ -28,8 +33,6 @@ from typing import Callable, Dict, List
 import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-TEACHERS = ('teacher_feat', 'teacher_rel')
 
 
 def parse_args(argv=None):
@@ -54,6 +57,13 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def _teacher_cfgs(model_cfg) -> Dict[str, dict]:
+    """The config's teacher configs by name (two-teacher form included)."""
+    if model_cfg.get('teachers') is not None:
+        return {n: e['teacher'] for n, e in model_cfg.teachers.items()}
+    return {n: model_cfg[n] for n in ('teacher_feat', 'teacher_rel')}
+
+
 def build(args):
     """The config's HybridDistill with its teachers loaded (or random)."""
     from mmengine.config import Config
@@ -66,35 +76,88 @@ def build(args):
         sys.exit(f'{args.config}: model.type is {cfg.model.get("type")!r}, '
                  'expected HybridDistill')
     if args.no_load:
-        for name in TEACHERS:
-            cfg.model[name].checkpoint = None
+        for t in _teacher_cfgs(cfg.model).values():
+            # a ZooTeacher's None means its model-zoo weights: False is none
+            t.checkpoint = False if t.get('type') == 'ZooTeacher' else None
     model = MODELS.build(copy.deepcopy(cfg.model))
     # created last, so the teachers' loader reports here (the student's own
     # initialisation, irrelevant to the teachers, is not run)
     MMLogger.get_instance('check_teachers', log_level='INFO')
-    for name in TEACHERS:
-        getattr(model, name).init_weights()
+    for teacher in model.teachers.values():
+        teacher.init_weights()
     return model.to(args.device).eval()
+
+
+def _size(teacher) -> tuple:
+    """The input size a teacher resizes the student's images to."""
+    from mmhybrid.utils.sizes import as_pair
+    if hasattr(teacher, 'grid'):  # ZooTeacher
+        return as_pair(teacher.img_size)
+    return tuple(teacher.backbone.img_size)
+
+
+def _grid(teacher) -> tuple:
+    if hasattr(teacher, 'grid'):
+        return tuple(teacher.grid)
+    return tuple(teacher.backbone.patch_resolution)
+
+
+def _kind(teacher) -> str:
+    """What the teacher is: its class, and its family or file layout."""
+    if hasattr(teacher, 'family'):
+        model = teacher.model
+        if not isinstance(model, str):  # a backbone config: its type
+            model = model.get('type', '?')
+        return f'ZooTeacher {model!r}, {teacher.family.name}'
+    return (f'FrozenTeacher HybridViT, {teacher.checkpoint_format} file '
+            'layout')
+
+
+def _final_norm(teacher) -> bool:
+    """Whether the teacher's feature target passes its final norm."""
+    if hasattr(teacher, 'feature_layer'):
+        return (teacher.feature_layer == teacher.num_layers - 1
+                and getattr(teacher.backbone, 'final_norm', False))
+    return bool(teacher.backbone.final_norm)
+
+
+def targets(model, name: str) -> List[str]:
+    """What the student learns from teacher ``name``, in words."""
+    out = []
+    for f in model.feature_targets:
+        if f.teacher == name:
+            neck = model.feature_neck(name)
+            out.append(f'features ({f.tokens} tokens) through '
+                       f'{type(neck).__name__} -> {f.loss}')
+    for r in model.relation_targets:
+        if r.teacher == name:
+            pairs = ', '.join(f'{s}<-{b}' for s, b in r.pairs)
+            out.append(f'relations, student<-teacher blocks {pairs} -> '
+                       f'{r.loss}')
+    if model.importance_teacher == name:
+        out.append('token ranking ([CLS] attention)')
+    return out
 
 
 def describe(model) -> List[str]:
     """What each teacher is asked for at every step, in words."""
     from mmhybrid.models.backbones.hybrid_vit import num_blocks_to_run
-    from mmhybrid.models.teachers.frozen_teacher import is_downsize
+    from mmhybrid.models.teachers.base_teacher import is_downsize
     lines = []
     student_size = tuple(model.backbone.img_size)
+    student_grid = tuple(model.backbone.patch_resolution)
     for name, asked in model.teacher_requests().items():
-        teacher = getattr(model, name)
-        vit = teacher.backbone
-        size = tuple(vit.img_size)
+        teacher = model.teachers[name]
+        size, grid = _size(teacher), _grid(teacher)
         final_tokens = asked.get('final_tokens', True)
-        depth = num_blocks_to_run(vit.num_layers, asked.get('out_layers', ()),
+        depth = num_blocks_to_run(teacher.num_layers,
+                                  asked.get('out_layers', ()),
                                   asked.get('cls_attn', False), final_tokens)
-        norm = vit.final_norm and final_tokens
+        norm = _final_norm(teacher) and final_tokens
         returns = []
         if final_tokens:
             returns.append('last tokens' +
-                           (' after the final norm' if vit.final_norm else ''))
+                           (' after the final norm' if norm else ''))
         if asked.get('out_layers'):
             returns.append(f"{'/'.join(asked['parts'])} of blocks "
                            f"{sorted(asked['out_layers'])}")
@@ -105,11 +168,19 @@ def describe(model) -> List[str]:
         else:
             resize = 'bicubic' + (', antialiased' if is_downsize(
                 student_size, size) else '')
-        lines.append(f'{name}: {teacher.checkpoint or "(random weights)"}\n'
-                     f'  input {student_size} -> {size} (resize: {resize})\n'
-                     f'  per step: blocks 0..{depth - 1} of {vit.num_layers}'
-                     f"{' + final norm' if norm else ', no final norm'}; "
-                     f"returns {', '.join(returns)}")
+        if name in model.resampled:
+            aligned = (f'{grid} tokens resampled to the student\'s '
+                       f'{student_grid} (grid=\'interpolate\')')
+        else:
+            aligned = f'{grid} tokens, the student\'s {student_grid}: aligned'
+        lines.append(
+            f'{name}: {teacher.checkpoint or "(random weights)"}\n'
+            f'  input {student_size} -> {size} (resize: {resize})\n'
+            f'  per step: blocks 0..{depth - 1} of {teacher.num_layers}'
+            f"{' + final norm' if norm else ', no final norm'}; "
+            f"returns {', '.join(returns)}\n"
+            f'  {_kind(teacher)}; grid {aligned}\n'
+            f"  teaches: {'; '.join(targets(model, name))}")
     return lines
 
 
@@ -123,7 +194,7 @@ def time_teachers(model, x: torch.Tensor, iters: int,
     asked = model.teacher_requests()
     runs: Dict[str, Callable[[], object]] = {}
     for name, kwargs in asked.items():
-        teacher = getattr(model, name)
+        teacher = model.teachers[name]
         full = dict(kwargs, final_tokens=True)  # every block + the final norm
         runs[f'{name} asked'] = lambda t=teacher, k=kwargs: t(x, **k)
         runs[f'{name} full'] = lambda t=teacher, k=full: t(x, **k)
@@ -164,20 +235,28 @@ def main(argv=None):
     print('| teacher | as asked (ms) | full (ms) | asked / full (paired) |')
     print('|---|---|---|---|')
     ratio = {}
-    for name in TEACHERS:
+    names = list(model.teachers)
+    for name in names:
         ratio[name] = paired_ratio(times[f'{name} asked'],
                                    times[f'{name} full'])
         print(f"| {name} | {ms[f'{name} asked']:.1f} | "
               f"{ms[f'{name} full']:.1f} | {ratio[name]:.3f} |")
-    rounds = list(
-        zip(*(times[f'{n} {m}'] for n in TEACHERS for m in ('asked', 'full'))))
-    both = statistics.median((r[0] + r[2]) / (r[1] + r[3]) for r in rounds)
-    asked = sum(ms[f'{n} asked'] for n in TEACHERS)
-    full = sum(ms[f'{n} full'] for n in TEACHERS)
+    rounds = [{
+        k: v[i]
+        for k, v in times.items()
+    } for i in range(len(times[f'{names[0]} asked']))]
+    every = statistics.median(
+        sum(r[f'{n} asked'] for n in names) / sum(r[f'{n} full']
+                                                  for n in names)
+        for r in rounds)
+    asked = sum(ms[f'{n} asked'] for n in names)
+    full = sum(ms[f'{n} full'] for n in names)
+    rel = model.relation_targets[0].teacher if model.relation_targets \
+        else names[-1]
     # ms: sums of the per-teacher medians; ratios: medians of per-round ratios
     print(f'TEACHER_TIME asked_ms={asked:.1f} full_ms={full:.1f} '
-          f'asked_over_full={both:.3f} '
-          f"rel_asked_over_full={ratio['teacher_rel']:.3f}")
+          f'asked_over_full={every:.3f} '
+          f'rel_asked_over_full={ratio[rel]:.3f}')
 
 
 if __name__ == '__main__':

@@ -52,3 +52,44 @@ def test_times_teachers_as_asked_and_in_full(repo_root):
     }
     assert all(float(v) > 0 for v in fields.values())
     assert '| teacher_rel |' in out
+
+
+THREE = 'configs/demo/hybrid-distill_vit-tiny-p8_3-teachers_1xb32-4e_shapes.py'
+
+
+@pytest.mark.slow  # three tiny teachers built, loaded and timed: ~25 s
+def test_reports_and_times_every_teacher_of_a_teachers_config(
+        repo_root, demo_teachers, tmp_path):
+    from mmhybrid.testing import save_zoo_demo_teacher
+    dino = save_zoo_demo_teacher(str(tmp_path / 'dino.pth'), 3)
+    proc = subprocess.run([
+        sys.executable, 'tools/check_teachers.py', THREE, '--time', '1',
+        '--warmup', '0', '--cfg-options',
+        f'model.teachers.sup.teacher.checkpoint={demo_teachers[0]}',
+        f'model.teachers.dino.teacher.checkpoint={dino}',
+        f'model.teachers.mae.teacher.checkpoint={demo_teachers[1]}'
+    ],
+                          cwd=repo_root,
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert re.search(
+        r'dino: .*dino\.pth\n  input \(64, 64\) -> \(56, 56\) \(resize: '
+        r'bicubic, antialiased\)\n  per step: blocks 0\.\.3 of 4 \+ final '
+        r'norm; returns last tokens after the final norm, last-block \[CLS\] '
+        r"attention\n  ZooTeacher 'VisionTransformer', ViT .*; grid \(8, 8\) "
+        r"tokens, the student's \(8, 8\): aligned\n  teaches: features \(all "
+        r'tokens\) through DistillProjectionNeck -> loss_feat_dino; token '
+        r'ranking', out), out
+    assert re.search(
+        r'mae: .*\n.*\n  per step: blocks 0\.\.2 of 4, no final norm; .*\n'
+        r'  FrozenTeacher HybridViT, mmpretrain file layout; .*\n  teaches: '
+        r'relations, student<-teacher blocks 0<-0, 1<-1, 2<-2 -> '
+        r'loss_rel_mae', out), out
+    assert 'teaches: features (all tokens) through DistillProjectionNeck -> '\
+        'loss_feat_sup\n' in out
+    for name in ('sup', 'dino', 'mae'):
+        assert f'| {name} |' in out
+    assert out.strip().splitlines()[-1].startswith('TEACHER_TIME ')
