@@ -10,10 +10,10 @@ Two entry points, used by ``tools/analysis/attention_stats.py`` and
   ...).
 * :func:`vit_from_checkpoint`: any ViT file :func:`load_vit_weights` reads
   (mmpretrain incl. HybridDistill student checkpoints, OpenAI CLIP, timm / MAE
-  / DeiT / DINO, ``.safetensors``); the architecture is read off the weights
-  (width, depth, MLP width, patch size, image size, pre-norm, final norm, layer
-  scale, qkv bias; :class:`~mmhybrid.models.teachers.vit_arch.ViTArch`, the
-  converters' rule too) except the head count, which comes from ``arch`` or
+  / DeiT / DINO, ``.safetensors``); the architecture is read off the
+  weights (width, depth, MLP width, patch size, image size, pre-norm, final
+  norm, layer scale, qkv bias; :class:`~mmhybrid.vit_checkpoints.arch.ViTArch`,
+  the converters' rule too) except the head count, which comes from ``arch`` or
   ``num_heads``, else from the published head count of the width (ViT-H/14: 16
   heads of 80 channels); an unknown width needs ``num_heads``.
 
@@ -34,12 +34,9 @@ from mmpretrain.registry import MODELS
 
 from ..datasets.image_scan import IMAGE_EXTENSIONS, list_images
 from ..models.backbones.hybrid_vit import HybridViT
-from ..models.teachers.frozen_teacher import (load_vit_state_dict,
-                                              load_vit_weights,
-                                              read_vit_state_dict)
-from ..models.teachers.vit_arch import ViTArch
-from ..models.teachers.vit_formats import FORMATS
 from ..utils.constants import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+from ..vit_checkpoints import (FORMATS, ViTArch, load_vit_state_dict,
+                               load_vit_weights, read_vit_state_dict)
 
 COMPONENTS = ('student', 'teacher_feat', 'teacher_rel')
 # backbone types whose weights are mmpretrain VisionTransformer weights
@@ -147,7 +144,7 @@ def infer_vit_kwargs(state_dict: Dict[str, torch.Tensor],
         arch (str | dict, optional): See :func:`parse_arch`; checked
             against the weights. None: read off the weights.
         num_heads (int, optional): Overrides the head count (default: from
-            ``arch``, else :func:`~mmhybrid.models.teachers.vit_arch.
+            ``arch``, else :func:`~mmhybrid.vit_checkpoints.arch.
             resolve_num_heads`: the arch zoo or the published widths; another
             width needs it).
         patch_size (int, optional): Defaults to the patch embedding's kernel.
@@ -189,8 +186,8 @@ def vit_from_checkpoint(
 
     Args:
         checkpoint (str): Path, URL or ``.safetensors`` file.
-        fmt (str): ``'auto'``, ``'mmpretrain'``, ``'openai_clip'`` or
-            ``'timm'``.
+        fmt (str): One of :data:`~mmhybrid.vit_checkpoints.FORMATS`
+            (``'auto'`` detects the layout).
         arch, num_heads, patch_size, img_size: See :func:`infer_vit_kwargs`.
         clip_norm (bool, optional): Normalise inputs with CLIP's mean/std.
             None: CLIP's for OpenAI CLIP files, ImageNet's otherwise.

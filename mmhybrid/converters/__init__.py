@@ -12,14 +12,15 @@ first is optional there), so one key layout serves all three; a conversion
    loading; ``.safetensors`` too) and takes the ViT (``backbone.*``, prefix
    stripped; the neck, heads and MIM tokens are dropped; official timm/CLIP
    layouts are read as well, through
-   :mod:`mmhybrid.models.teachers.vit_formats`),
+   :mod:`mmhybrid.vit_checkpoints.layouts`),
 2. builds the target backbone in its config's scope, from the downstream
    config's ``model.backbone`` when one is given, else an mmpretrain
    ``VisionTransformer`` of the architecture read off the weights,
 3. resizes ``pos_embed`` (bicubic, [CLS] kept) to the target's patch grid,
 4. compares keys and shapes strictly with the target's state dict
-   (:func:`mmhybrid.downstream.match_keys`, the rule the strict loader uses)
-   and fails with the names of the missing / unexpected / mismatched keys,
+   (:func:`mmhybrid.vit_checkpoints.match_keys`, the rule the strict loader
+   uses) and fails with the names of the missing / unexpected / mismatched
+   keys,
 5. writes ``{'state_dict': <backbone keys, no prefix>, 'meta': {...}}`` with
    :func:`mmhybrid.utils.save_checkpoint_atomic`, to be loaded with
    ``backbone.init_cfg = dict(type='Pretrained', checkpoint=...)``.
@@ -36,7 +37,7 @@ Modules: :mod:`.common` (reading, ``pos_embed``, the strict check),
 :mod:`.targets` (the target backbone), :mod:`.to_mmpretrain`,
 :mod:`.mmseg_beit`, :mod:`.to_timm`, :mod:`.cli` (the ``hybrid2*.py``
 command line). The architecture is read off the weights by
-:class:`~mmhybrid.models.teachers.vit_arch.ViTArch`, as for the teachers and
+:class:`~mmhybrid.vit_checkpoints.arch.ViTArch`, as for the teachers and
 the analysis tools.
 """
 from .cli import format_report, main, parse_args

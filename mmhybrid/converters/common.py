@@ -1,14 +1,18 @@
 """What every conversion shares: reading the student's ViT, resizing
-``pos_embed`` and the strict key + shape check against a target."""
+``pos_embed`` and the strict key + shape check against a target.
+
+The rules are :mod:`mmhybrid.vit_checkpoints`' (the layouts, the downstream
+loader's ``pos_embed`` fit and key check); here they raise
+:class:`ConversionError`, which the command line reports as one line.
+"""
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..downstream import (KeyMatch, PretrainedMismatchError, fit_pos_embed,
-                          match_keys)
-from ..models.teachers.vit_formats import (convert_vit_state_dict,
-                                           format_key_report)
 from ..utils import extract_state_dict, load_checkpoint_file
+from ..vit_checkpoints import (KeyMatch, PretrainedMismatchError,
+                               convert_vit_state_dict, fit_pos_embed,
+                               format_key_report, match_keys)
 
 #: default input size of each target (the downstream protocol's resolution)
 DEFAULT_IMG_SIZE = {
@@ -29,9 +33,10 @@ def load_vit(src: str, src_format: str = 'auto') -> Dict[str, torch.Tensor]:
 
     Args:
         src (str): A pretraining checkpoint (``backbone.*`` + ``neck.*``),
-            a bare mmpretrain backbone, or an official timm / OpenAI CLIP file.
-        src_format (str): ``'auto'``, ``'mmpretrain'``, ``'timm'`` or
-            ``'openai_clip'``.
+            a bare mmpretrain backbone, or an official timm / OpenAI CLIP
+            file.
+        src_format (str): One of :data:`mmhybrid.vit_checkpoints.FORMATS`
+            (``'auto'`` detects the layout).
     """
     sd = extract_state_dict(load_checkpoint_file(src), src)
     if any('teacher' in k.split('.')[0] for k in sd):
@@ -56,7 +61,7 @@ def resize_pos_embed(pos_embed: torch.Tensor,
                      num_extra_tokens: int = 1,
                      mode: str = 'bicubic') -> torch.Tensor:
     """``(1, extra + h*w, C)`` -> ``(1, extra + H*W, C)``, square source grid
-    (:func:`mmhybrid.downstream.fit_pos_embed`, the downstream loader's
+    (:func:`mmhybrid.vit_checkpoints.fit_pos_embed`, the downstream loader's
     rule)."""
     try:
         return fit_pos_embed(pos_embed, dst_grid, num_extra_tokens, mode)
@@ -72,7 +77,8 @@ def check_against(
     allow: Optional[str] = None
 ) -> Tuple[Dict[str, torch.Tensor], List[str], List[str]]:
     """Strict key + shape check of ``sd`` against the ``target`` state dict
-    (:func:`mmhybrid.downstream.match_keys`, the downstream loader's rule).
+    (:func:`mmhybrid.vit_checkpoints.match_keys`, the downstream loader's
+    rule).
 
     Args:
         sd (dict): Converted tensors.

@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from ..downstream import match_keys
+from ..vit_checkpoints import match_keys
 from .common import ConversionError, mismatch_report, resize_pos_embed
 
 #: target tensors of mmseg's BEiT / MAE that no ViT student has: layer scale

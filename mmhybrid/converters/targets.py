@@ -7,8 +7,8 @@ import os.path as osp
 
 import torch
 
-from ..models.teachers.vit_arch import ViTArch
 from ..utils.sizes import as_pair
+from ..vit_checkpoints import ViTArch
 from .common import ConversionError
 
 

@@ -4,9 +4,9 @@ from typing import Optional
 
 import torch
 
-from ..models.teachers.vit_arch import ViTArch
 from ..utils import save_checkpoint_atomic
 from ..utils.sizes import as_pair
+from ..vit_checkpoints import ViTArch
 from .common import DEFAULT_IMG_SIZE, check_against, load_vit, resize_pos_embed
 from .mmseg_beit import fit_mmseg_beit
 from .targets import (backbone_cfg_from_config, build_backbone,
@@ -48,7 +48,7 @@ def convert_to_mmpretrain(src: str,
             ``img_size`` and the report).
         num_heads (int, optional): Attention heads (no tensor shape tells
             them). Defaults to the config's, else
-            :func:`~mmhybrid.models.teachers.vit_arch.resolve_num_heads`.
+            :func:`~mmhybrid.vit_checkpoints.arch.resolve_num_heads`.
         allow (str, optional): See :func:`check_against`.
         src_format (str): Layout of ``src``. Defaults to ``'auto'``.
 

@@ -1,10 +1,9 @@
 """Student checkpoint -> timm ``VisionTransformer`` ``.safetensors``."""
 from typing import Optional
 
-from ..models.teachers.vit_arch import LAYER_SCALE_INIT, ViTArch
-from ..models.teachers.vit_formats import to_timm
 from ..utils import save_checkpoint_atomic
 from ..utils.sizes import as_pair
+from ..vit_checkpoints import LAYER_SCALE_INIT, ViTArch, to_timm
 from .common import ConversionError, check_against, load_vit, resize_pos_embed
 
 #: timm's registry name of each (width, depth, heads, MLP width)

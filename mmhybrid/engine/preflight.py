@@ -26,7 +26,6 @@ import os.path as osp
 from typing import Any, List, Optional, Sequence
 
 from ..models.teachers.frozen_teacher import AUTOCAST_DTYPES
-from ..models.teachers.vit_formats import FORMATS
 from ..models.utils.config_checks import (TeacherGeometry, ViTGeometry,
                                           hybrid_distill_problems, patch_grid,
                                           patch_grid_problems,
@@ -36,6 +35,7 @@ from ..utils.checkpoint import probe_checkpoint, url_scheme
 from ..utils.problems import Problem, choice_problems
 from ..utils.sizes import as_pair
 from ..utils.teacher_files import teacher_file_problems
+from ..vit_checkpoints import FORMATS
 
 
 class ConfigError(ValueError):

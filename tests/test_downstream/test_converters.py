@@ -11,8 +11,8 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 from mmhybrid import converters
-from mmhybrid.models.teachers.vit_arch import ViTArch
 from mmhybrid.utils import load_checkpoint_file
+from mmhybrid.vit_checkpoints import ViTArch
 from .conftest import (DEMO, DEMO_TARGET, ROOT, TINY_ARCH,
                        make_student_checkpoint)
 
@@ -272,7 +272,7 @@ def test_timm_export_matches_mmpretrain_numerically(synthetic_student,
     from safetensors.torch import load_file
     from timm.models.vision_transformer import VisionTransformer as TimmViT
 
-    from mmhybrid.models.teachers.vit_formats import convert_vit_state_dict
+    from mmhybrid.vit_checkpoints import convert_vit_state_dict
     dst = tmp_path / 'student.safetensors'
     report = converters.convert_to_timm(
         synthetic_student, str(dst), img_size=64, num_heads=3)

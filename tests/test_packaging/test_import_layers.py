@@ -15,6 +15,9 @@ the layers below, never one above:
 * ``mmhybrid.version`` is the floor: the version and the dependency check that
   runs first on ``import mmhybrid``; it imports nothing of the package.
 * ``mmhybrid.utils``: checkpoint files, the allow-list, problems, constants.
+* ``mmhybrid.vit_checkpoints``: ViT checkpoint I/O (layouts, architecture off
+  the weights, strict loads and key reports) for teachers, downstream,
+  converters and analysis; it imports ``utils`` only.
 * ``mmhybrid.models`` and ``mmhybrid.datasets``: the components a config
   builds (mmpretrain's rule: ``models`` never imports ``engine`` or ``apis``);
   siblings, as in mmpretrain.
@@ -49,6 +52,7 @@ ROOT = osp.join(
 LAYERS: Tuple[Tuple[str, ...], ...] = (
     ('mmhybrid.version', ),
     ('mmhybrid.utils', ),
+    ('mmhybrid.vit_checkpoints', ),
     ('mmhybrid.models', 'mmhybrid.datasets'),
     ('mmhybrid.engine', ),
     ('mmhybrid.downstream', 'mmhybrid.converters'),

@@ -155,8 +155,7 @@ def test_url_teacher_weights_refused(tmp_path, rel, stack_fixes):
                 CheckpointLoader.load_checkpoint(url)
             _assert_refused(str(info.value), url)
             from mmhybrid.models.backbones.hybrid_vit import HybridViT
-            from mmhybrid.models.teachers.frozen_teacher import \
-                load_vit_weights
+            from mmhybrid.vit_checkpoints import load_vit_weights
             vit = HybridViT(
                 arch=dict(DEMO_ARCH),
                 img_size=64,

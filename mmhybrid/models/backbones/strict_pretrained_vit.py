@@ -12,8 +12,8 @@ from mmengine.logging import print_log
 from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.registry import MODELS
 
-from ..utils.pretrained_vit import (PRETRAINED_KEYS, PretrainedMismatchError,
-                                    load_pretrained_vit)
+from ...vit_checkpoints import (PRETRAINED_KEYS, PretrainedMismatchError,
+                                load_pretrained_vit)
 
 
 def _as_list(init_cfg) -> List[dict]:

@@ -1,5 +1,6 @@
-from .frozen_teacher import FrozenTeacher, load_vit_weights
-from .vit_formats import convert_vit_state_dict, detect_format
+from ...vit_checkpoints import (convert_vit_state_dict, detect_format,
+                                load_vit_weights)
+from .frozen_teacher import FrozenTeacher
 from .zoo_teacher import ZooTeacher
 
 __all__ = [

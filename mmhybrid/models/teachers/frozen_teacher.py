@@ -1,13 +1,13 @@
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.logging import MMLogger
 from mmpretrain.registry import MODELS
 
-from ...utils.checkpoint import (CheckpointError, extract_state_dict,
-                                 load_checkpoint_file)
+from ...utils.checkpoint import CheckpointError
 from ...utils.problems import choice_problems, raise_problems
-from ...utils.teacher_files import fetch_teacher_file, teacher_file_problems
+from ...utils.teacher_files import teacher_file_problems
+from ...vit_checkpoints import FORMATS, load_vit_weights
 from ..backbones.hybrid_vit import DistillOutput, HybridViT
 # re-exported: their home was this module
 from .base_teacher import AUTOCAST_DTYPES  # noqa: F401
@@ -15,127 +15,6 @@ from .base_teacher import RESIDUAL_PARAMS  # noqa: F401
 from .base_teacher import cast_frozen_weights  # noqa: F401
 from .base_teacher import is_downsize  # noqa: F401
 from .base_teacher import BaseFrozenTeacher, resize_for_teacher
-from .vit_arch import ViTArch
-from .vit_formats import (FORMATS, compare_keys, fit_final_norm,
-                          format_key_report, read_vit_layout)
-
-
-def load_vit_weights(model: HybridViT,
-                     filename: str,
-                     fmt: str = 'auto',
-                     logger: Optional[MMLogger] = None) -> str:
-    """Load an official ViT checkpoint into ``model``, checking keys strictly.
-
-    Keys that are not part of the ViT encoder (CLIP's text tower and
-    projections, heads, decoders) are ignored and reported to ``logger``; the
-    final norm may be absent from the file or from the model
-    (:func:`~.vit_formats.fit_final_norm`); every other encoder key must match.
-
-    Args:
-        model (HybridViT): Target (mmpretrain key layout).
-        filename (str): Path, URL or ``.safetensors`` file.
-        fmt (str): Layout, see :data:`~.vit_formats.FORMATS`. Defaults to
-            ``'auto'``.
-        logger (MMLogger, optional): Where to report.
-
-    Returns:
-        str: The layout that was read.
-
-    Raises:
-        CheckpointError: Unreadable file, or keys that do not match
-            (missing and unexpected keys are listed by name), or shapes that
-            differ.
-    """
-    sd, fmt = read_vit_state_dict(filename, fmt, logger)
-    load_vit_state_dict(model, sd, filename, fmt, logger)
-    return fmt
-
-
-def read_vit_state_dict(filename: str,
-                        fmt: str = 'auto',
-                        logger: Optional[MMLogger] = None
-                        ) -> Tuple[Dict[str, torch.Tensor], str]:
-    """Read a ViT checkpoint file and convert it to mmpretrain's key layout.
-
-    A URL is downloaded once per node into torch hub's cache
-    (:func:`~mmhybrid.utils.teacher_files.fetch_teacher_file`); every rank
-    reads the cached file.
-
-    Args:
-        filename (str): Path, URL or ``.safetensors`` file.
-        fmt (str): Layout, see :data:`~.vit_formats.FORMATS`. Defaults to
-            ``'auto'``.
-        logger (MMLogger, optional): Where the ignored keys are reported.
-
-    Returns:
-        tuple: The converted state dict and the layout that was read.
-
-    Raises:
-        CheckpointError: Unreadable file or a layout that does not convert.
-    """
-    path = fetch_teacher_file(filename)
-    try:
-        ckpt = load_checkpoint_file(path)
-    except CheckpointError as e:
-        if path == filename:
-            raise
-        raise CheckpointError(f'{filename} (cached as {path}): {e}') from None
-    raw = extract_state_dict(ckpt, filename)
-    try:
-        vit = read_vit_layout(raw, fmt)
-    except (KeyError, ValueError) as e:
-        raise CheckpointError(f'{filename}: {e}') from None
-    if vit.ignored and logger is not None:
-        logger.info(f'{filename} ({vit.fmt} layout): ignored '
-                    f'{len(vit.ignored)} tensors that are not part of the ViT '
-                    f'encoder: {_show(vit.ignored)}')
-    return vit.state_dict, vit.fmt
-
-
-def _show(keys: List[str], limit: int = 12) -> str:
-    more = f' ... (+{len(keys) - limit} more)' if len(keys) > limit else ''
-    return ', '.join(keys[:limit]) + more
-
-
-def load_vit_state_dict(model: HybridViT,
-                        sd: Dict[str, torch.Tensor],
-                        filename: str,
-                        fmt: str,
-                        logger: Optional[MMLogger] = None) -> None:
-    """Load an already converted state dict (see :func:`read_vit_state_dict`)
-    into ``model`` strictly: keys by name, then shapes; the final norm may be
-    absent on either side (:func:`~.vit_formats.fit_final_norm`).
-
-    ``filename`` and ``fmt`` only name the source in errors and logs.
-    """
-    own = model.state_dict()
-    sd, norm_note = fit_final_norm(sd, own)
-    missing, unexpected = compare_keys(own, sd)
-    if missing or unexpected:
-        raise CheckpointError(
-            format_key_report(filename, missing, unexpected, fmt))
-    for k, v in sd.items():
-        if k == 'pos_embed':
-            continue  # resized by VisionTransformer's own load hook
-        if own[k].shape != v.shape:
-            raise CheckpointError(
-                f'{filename} ({fmt} layout): {k} has shape {tuple(v.shape)}, '
-                f'the model expects {tuple(own[k].shape)}; check the teacher '
-                f'arch/patch_size{_held(sd)}')
-    model.load_state_dict(sd, strict=True)
-    if logger is not None:
-        logger.info(
-            f'loaded {len(sd)} tensors from {filename} ({fmt} layout)' +
-            (f'; {norm_note}' if norm_note else ''))
-
-
-def _held(sd: Dict[str, torch.Tensor]) -> str:
-    """``'; the file holds <ViTArch.summary>'`` when the shapes tell one."""
-    try:
-        # one head: any width divides, and heads are not in the summary
-        return f'; the file holds {ViTArch.from_state_dict(sd, 1).summary()}'
-    except CheckpointError:
-        return ''
 
 
 @MODELS.register_module()

@@ -6,10 +6,9 @@ from mmpretrain.registry import MODELS
 
 from mmhybrid.analysis.vit_loading import infer_vit_kwargs
 from mmhybrid.converters import default_backbone_cfg, timm_model_kwargs
-from mmhybrid.models.teachers.frozen_teacher import load_vit_state_dict
-from mmhybrid.models.teachers.vit_arch import (LAYER_SCALE_INIT, ViTArch,
-                                               ViTArchError)
 from mmhybrid.utils.sizes import as_pair
+from mmhybrid.vit_checkpoints import (LAYER_SCALE_INIT, ViTArch, ViTArchError,
+                                      load_vit_state_dict)
 
 
 def vit_shapes(width,

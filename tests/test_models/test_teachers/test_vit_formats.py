@@ -27,10 +27,9 @@ from safetensors.torch import save_file
 from timm.models.vision_transformer import Block as TimmBlock
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
-from mmhybrid.models.teachers import load_vit_weights
-from mmhybrid.models.teachers.vit_formats import FORMATS
 from mmhybrid.testing import tiny_vit_cfg
 from mmhybrid.utils.checkpoint import CheckpointError
+from mmhybrid.vit_checkpoints import FORMATS, load_vit_weights
 
 EMBED, DEPTH, HEADS = 48, 2, 3
 ARCH = dict(

@@ -1,7 +1,7 @@
 """A ViT's architecture read off its weights: the one rule for teachers,
 converters and analysis.
 
-Every tensor shape of a ViT in mmpretrain's key layout (:mod:`.vit_formats`
+Every tensor shape of a ViT in mmpretrain's key layout (:mod:`.layouts`
 converts the others) tells its width, depth, MLP width, patch size, position
 grid and which optional parts it has. The head count changes no tensor shape,
 so it comes, in this order, from
@@ -28,8 +28,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
-from ...utils.checkpoint import CheckpointError
-from ...utils.sizes import as_pair
+from ..utils.checkpoint import CheckpointError
+from ..utils.sizes import as_pair
 
 #: heads of each published ViT width (public model cards): ViT-Ti/S/B/L,
 #: ViT-H/14 (head dim 80), ViT-g/14 (EVA, depth 40, MLP 6144), ViT-G / bigG
@@ -156,7 +156,7 @@ class ViTArch:
 
         Args:
             state_dict (Mapping[str, Tensor]): ``VisionTransformer`` keys
-                (converted with :func:`~.vit_formats.read_vit_layout`).
+                (converted with :func:`~.layouts.read_vit_layout`).
             num_heads (int, optional): The head count; see
                 :func:`resolve_num_heads`.
             arch (Mapping, optional): An mmpretrain ``arch`` dict the weights

@@ -290,34 +290,3 @@ def fit_final_norm(
         return sd, ('the file\'s final norm (ln1) is not used: the model has '
                     'final_norm=False')
     return sd, ''
-
-
-def compare_keys(expected: Iterable[str],
-                 got: Iterable[str]) -> Tuple[List[str], List[str]]:
-    """``(missing, unexpected)`` key names, sorted."""
-    expected, got = set(expected), set(got)
-    missing = sorted(expected - got)
-    unexpected = sorted(got - expected)
-    return missing, unexpected
-
-
-def format_key_report(source: str,
-                      missing: List[str],
-                      unexpected: List[str],
-                      fmt: Optional[str] = None,
-                      limit: int = 20) -> str:
-    """One line reporting a strict key check: the file, then the missing and
-    the unexpected keys by name."""
-
-    def show(keys):
-        more = f' ... (+{len(keys) - limit} more)' if len(keys) > limit else ''
-        return ', '.join(keys[:limit]) + more
-
-    parts = []
-    if missing:
-        parts.append(f'missing keys ({len(missing)}): {show(missing)}')
-    if unexpected:
-        parts.append(
-            f'unexpected keys ({len(unexpected)}): {show(unexpected)}')
-    layout = f' (read as {fmt} layout)' if fmt else ''
-    return f'{source}{layout} does not match the model: ' + '; '.join(parts)

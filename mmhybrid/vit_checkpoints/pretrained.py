@@ -10,28 +10,30 @@ The functions here
 1. read any checkpoint mmhybrid knows (safe loading through mmengine's
    ``CheckpointLoader``): a raw pretraining checkpoint, a converter's output
    (bare backbone keys), an official timm / OpenAI CLIP file
-   (:func:`mmhybrid.models.teachers.vit_formats.convert_vit_state_dict`);
+   (:func:`mmhybrid.vit_checkpoints.layouts.convert_vit_state_dict`);
 2. fit ``pos_embed`` to the target's patch grid (bicubic, [CLS] kept);
-3. compare keys and shapes with the target's ``state_dict()`` and refuse a
-   load that would leave any target tensor at its random initialisation
+3. compare keys and shapes with the target's ``state_dict()``
+   (:func:`~mmhybrid.vit_checkpoints.keys.match_keys`) and refuse a load that
+   would leave any target tensor at its random initialisation
    (:class:`PretrainedMismatchError`, one line naming the file and the keys).
 
-:func:`match_keys` and :func:`fit_pos_embed` are also what the converters in
-``tools/model_converters`` check against, so a file that converts also loads.
+:func:`~mmhybrid.vit_checkpoints.keys.match_keys` and :func:`fit_pos_embed`
+are also what the converters in ``tools/model_converters`` check against, so a
+file that converts also loads.
 
-They live here, below :mod:`mmhybrid.models.backbones.strict_pretrained_vit`
-that uses them; :mod:`mmhybrid.downstream.pretrained` re-exports them as the
+:class:`mmhybrid.models.backbones.StrictPretrainedViT` runs
+:func:`load_pretrained_vit` in ``init_weights``;
+:mod:`mmhybrid.downstream.pretrained` re-exports these functions as the
 downstream API.
 """
-import re
-from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from ...utils.checkpoint import CheckpointError, extract_state_dict
-from ..teachers.vit_arch import ViTArchError, square_grid
-from ..teachers.vit_formats import compare_keys, convert_vit_state_dict
+from ..utils.checkpoint import CheckpointError, extract_state_dict
+from .arch import ViTArchError, square_grid
+from .keys import KeyMatch, match_keys, show_keys
+from .layouts import convert_vit_state_dict
 
 #: ``init_cfg`` keys of a strict ``Pretrained`` load
 PRETRAINED_KEYS = ('type', 'checkpoint', 'prefix', 'map_location', 'allow')
@@ -43,70 +45,6 @@ class PretrainedMismatchError(CheckpointError):
     A :class:`~mmhybrid.utils.CheckpointError`, so ``tools/train.py`` reports
     it as one ``ERROR:`` line and exits with status 1.
     """
-
-
-@dataclass
-class KeyMatch:
-    """Outcome of a strict key + shape comparison (:func:`match_keys`).
-
-    Attributes:
-        kept (dict): Source tensors to load (``dropped`` removed).
-        missing (list[str]): Target keys the source lacks.
-        unexpected (list[str]): Source keys the target lacks.
-        mismatched (list[str]): ``'key (source shape) vs (target shape)'``.
-        allowed_missing (list[str]): Target keys left to the target's own
-            initialisation because ``allow`` matches them.
-        dropped (list[str]): Source keys not loaded because ``allow`` matches
-            them.
-    """
-    kept: Dict[str, torch.Tensor]
-    missing: List[str] = field(default_factory=list)
-    unexpected: List[str] = field(default_factory=list)
-    mismatched: List[str] = field(default_factory=list)
-    allowed_missing: List[str] = field(default_factory=list)
-    dropped: List[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """Whether every target tensor gets a source tensor of its shape."""
-        return not (self.missing or self.unexpected or self.mismatched)
-
-
-def match_keys(source: Dict[str, torch.Tensor],
-               target: Dict[str, torch.Tensor],
-               allow: Optional[str] = None) -> KeyMatch:
-    """Compare a state dict with the target model's, keys and shapes.
-
-    Args:
-        source (dict): Tensors to load.
-        target (dict): The target model's ``state_dict()``.
-        allow (str, optional): Regex of keys that may legitimately differ:
-            matching source keys the target lacks are dropped, matching target
-            keys the source lacks are left to the target's initialisation.
-            Defaults to None (nothing may differ).
-
-    Returns:
-        KeyMatch: What loads, and every difference.
-    """
-    pattern = re.compile(allow) if allow else None
-    missing, unexpected = compare_keys(target, source)
-    allowed = [k for k in missing if pattern and pattern.search(k)]
-    dropped = [k for k in unexpected if pattern and pattern.search(k)]
-    mismatched = [
-        f'{k} {tuple(source[k].shape)} vs {tuple(target[k].shape)}'
-        for k in sorted(set(source) & set(target))
-        if source[k].shape != target[k].shape
-    ]
-    return KeyMatch(
-        kept={
-            k: v
-            for k, v in source.items() if k not in dropped
-        },
-        missing=[k for k in missing if k not in allowed],
-        unexpected=[k for k in unexpected if k not in dropped],
-        mismatched=mismatched,
-        allowed_missing=allowed,
-        dropped=dropped)
 
 
 def fit_pos_embed(pos_embed: torch.Tensor,
@@ -185,14 +123,13 @@ def read_backbone_state_dict(
     return vit
 
 
-def _show(keys: List[str], limit: int = 8) -> str:
-    more = f', ... (+{len(keys) - limit} more)' if len(keys) > limit else ''
-    return '[' + ', '.join(keys[:limit]) + more + ']'
-
-
 def mismatch_message(filename: str, model_name: str, match: KeyMatch,
                      num_target: int) -> str:
     """One line naming the file, the model and every kind of difference."""
+
+    def _show(keys: List[str]) -> str:
+        return f'[{show_keys(keys, 8)}]'
+
     parts = []
     if match.missing:
         parts.append(f'{len(match.missing)} of {num_target} target tensors '
