@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from mmhybrid.utils.checkpoint import CheckpointError
+from mmhybrid.vit_checkpoints import FORMATS
 from .attention_report import (compute_attention_stats, layer_summary,
                                plot_stats, uniform_reference, write_csv)
 from .vit_loading import load_images, vit_from_checkpoint, vit_from_config
@@ -49,7 +50,7 @@ def add_source_args(parser, source_help: str, out_help: str,
         '--format',
         dest='ckpt_format',
         default='auto',
-        choices=['auto', 'mmpretrain', 'openai_clip', 'timm'],
+        choices=FORMATS,
         help='checkpoint layout. Default: auto')
     parser.add_argument(
         '--arch',

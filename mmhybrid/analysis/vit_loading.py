@@ -10,7 +10,7 @@ Two entry points, used by ``tools/analysis/attention_stats.py`` and
   ...).
 * :func:`vit_from_checkpoint`: any ViT file :func:`load_vit_weights` reads
   (mmpretrain incl. HybridDistill student checkpoints, OpenAI CLIP, timm / MAE
-  / DeiT / DINO, ``.safetensors``); the architecture is read off the
+  / DeiT / DINO, DINOv2, ``.safetensors``); the architecture is read off the
   weights (width, depth, MLP width, patch size, image size, pre-norm, final
   norm, layer scale, qkv bias; :class:`~mmhybrid.vit_checkpoints.arch.ViTArch`,
   the converters' rule too) except the head count, which comes from ``arch`` or

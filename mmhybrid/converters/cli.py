@@ -9,6 +9,7 @@ from typing import List
 
 from ..utils import CheckpointError
 from ..utils.sizes import as_pair
+from ..vit_checkpoints import FORMATS
 from .common import DEFAULT_IMG_SIZE, ConversionError
 from .to_mmpretrain import convert_to_mmpretrain
 from .to_timm import convert_to_timm
@@ -63,10 +64,7 @@ def parse_args(target: str, argv=None) -> argparse.Namespace:
         help='attention heads (not in the weights; default: the '
         "config's, else mmpretrain's arch zoo, else the published "
         'head count of the width; required for other widths)')
-    p.add_argument(
-        '--src-format',
-        default='auto',
-        choices=['auto', 'mmpretrain', 'timm', 'openai_clip'])
+    p.add_argument('--src-format', default='auto', choices=FORMATS)
     return p.parse_args(argv)
 
 

@@ -33,8 +33,8 @@ def load_vit(src: str, src_format: str = 'auto') -> Dict[str, torch.Tensor]:
 
     Args:
         src (str): A pretraining checkpoint (``backbone.*`` + ``neck.*``),
-            a bare mmpretrain backbone, or an official timm / OpenAI CLIP
-            file.
+            a bare mmpretrain backbone, or an official timm / OpenAI CLIP /
+            DINOv2 file.
         src_format (str): One of :data:`mmhybrid.vit_checkpoints.FORMATS`
             (``'auto'`` detects the layout).
     """

@@ -8,8 +8,8 @@ it without importing a model.
 
 Modules:
 
-* :mod:`.layouts`: the official file layouts (mmpretrain, OpenAI CLIP, timm)
-  -> mmpretrain's ``VisionTransformer`` keys, their detection, the
+* :mod:`.layouts`: the official file layouts (mmpretrain, OpenAI CLIP, timm,
+  DINOv2) -> mmpretrain's ``VisionTransformer`` keys, their detection, the
   final norm fit, and back to timm's keys.
 * :mod:`.arch`: :class:`ViTArch`, a ViT's architecture read off its weights.
 * :mod:`.keys`: the strict key + shape comparison and its one-line reports.

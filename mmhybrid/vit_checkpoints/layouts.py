@@ -14,6 +14,17 @@ here, on load. Supported layouts:
 * ``'timm'``: timm ViTs, which covers facebookresearch MAE (``{'model': ...}``,
   decoder dropped), DeiT, DINO (``backbone.`` in its training checkpoints) and
   timm's CLIP ports; ``.safetensors`` too.
+* ``'dinov2'``: facebookresearch/dinov2's released backbones
+  (``dinov2_vit{s,b,l,g}14{,_reg4}_pretrain.pth``): timm's block names with
+  layer scale (``blocks.N.ls1.gamma``), ``mask_token`` (iBOT's, not part of
+  the encoder: ignored) and, in the ``_reg4`` files, ``register_tokens``
+  ``(1, R, C)``, kept under that name; ViT-g's SwiGLU MLP (``mlp.w12``,
+  ``mlp.w3``) becomes ``ffn.w12``/``ffn.w3`` (mmpretrain's
+  ``layer_cfgs=dict(ffn_type='swiglu_fused')``). The keys are those of
+  mmpretrain's own DINOv2 weights (``vit-*-p14_dinov2-pre_3rdparty``):
+  ``layers.N.attn.gamma1.weight``, ``layers.N.ffn.gamma2.weight``, ``ln1``.
+  Told from a timm file with layer scale (DeiT III, timm's DINOv2 ports, read
+  as ``'timm'``) by ``mask_token`` or ``register_tokens``.
 
 The encoder of a layout may sit under ``backbone.``, ``visual.`` or no prefix
 (:data:`ENCODER_PREFIXES`); keys outside it, and the known non-encoder keys of
@@ -26,16 +37,22 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 import torch
 
-FORMATS = ('auto', 'mmpretrain', 'openai_clip', 'timm')
+FORMATS = ('auto', 'mmpretrain', 'openai_clip', 'timm', 'dinov2')
 
 # Where a layout's image encoder may sit, tried in this order.
 ENCODER_PREFIXES = ('backbone.', 'visual.', '')
-# A key (after the prefix) that only that layout's ViT encoder has.
+# Keys (after the prefix) that only that layout's ViT encoder has: the first
+# locates the encoder, all of them (each matching some key) tell the layout.
 _MARKERS = {
-    'openai_clip': r'^class_embedding$',
-    'timm': r'^(blocks\.|patch_embed\.proj\.weight$)',
-    'mmpretrain': r'^layers\.',
+    'openai_clip': (r'^class_embedding$', ),
+    'dinov2':
+    (r'^blocks\.\d+\.ls1\.gamma$', r'^(mask_token|register_tokens)$'),
+    'timm': (r'^(blocks\.|patch_embed\.proj\.weight$)', ),
+    'mmpretrain': (r'^layers\.', ),
 }
+# the order in which :func:`detect_format` tries them (dinov2 before timm,
+# whose block names it shares)
+_DETECT_ORDER = ('openai_clip', 'dinov2', 'timm', 'mmpretrain')
 # OpenAI CLIP's text tower and projections, as OpenAI and mmpretrain's CLIP
 # converter write them (the converter renames ``visual.proj`` only)
 _CLIP_TEXT = (r'^(transformer\.|token_embedding\.|ln_final\.|visual_proj\.)',
@@ -50,6 +67,7 @@ _IGNORED = {
     'openai_clip': (r'^proj$', ),
     'timm':
     (r'^(head|head_dist|fc_norm|decoder_|mask_token|decoder\.|pre_logits)', ),
+    'dinov2': (r'^mask_token$', ),
 }
 
 # the final norm in mmpretrain's keys: OpenAI ``ln_post``, timm ``norm``
@@ -71,21 +89,30 @@ class ConvertedViT(NamedTuple):
 
 
 def _encoder_prefix(state_dict: Dict[str, torch.Tensor],
-                    fmt: str) -> Optional[str]:
-    """The prefix under which ``fmt``'s encoder sits, or None if absent."""
-    marker = re.compile(_MARKERS[fmt])
+                    fmt: str,
+                    every_marker: bool = False) -> Optional[str]:
+    """The prefix under which ``fmt``'s encoder sits, or None if absent.
+
+    Args:
+        state_dict (dict): The source tensors.
+        fmt (str): A layout of :data:`_MARKERS`.
+        every_marker (bool): Require every marker of ``fmt`` (to tell the
+            layout), not only the first (to locate a named layout). Defaults
+            to False.
+    """
+    markers = _MARKERS[fmt] if every_marker else _MARKERS[fmt][:1]
+    markers = [re.compile(m) for m in markers]
     for prefix in ENCODER_PREFIXES:
-        if any(
-                k.startswith(prefix) and marker.search(k[len(prefix):])
-                for k in state_dict):
+        names = [k[len(prefix):] for k in state_dict if k.startswith(prefix)]
+        if all(any(m.search(n) for n in names) for m in markers):
             return prefix
     return None
 
 
 def detect_format(state_dict: Dict[str, torch.Tensor]) -> str:
     """Guess a state dict's layout from its keys."""
-    for fmt in ('openai_clip', 'timm', 'mmpretrain'):
-        if _encoder_prefix(state_dict, fmt) is not None:
+    for fmt in _DETECT_ORDER:
+        if _encoder_prefix(state_dict, fmt, every_marker=True) is not None:
             return fmt
     raise KeyError('cannot tell the layout of this ViT checkpoint; pass '
                    f'checkpoint_format, one of {FORMATS[1:]}. First keys: '
@@ -174,6 +201,19 @@ def to_timm(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
                        _swap(_TIMM_TOP))
 
 
+# DINOv2: timm's block names, and ViT-g's SwiGLU MLP (mmpretrain's
+# ``SwiGLUFFNFused`` keeps the official ``w12``/``w3`` names)
+_DINOV2_BLOCK = _TIMM_BLOCK + [
+    ('mlp.w12.', 'ffn.w12.'),
+    ('mlp.w3.', 'ffn.w3.'),
+]
+
+
+def _from_dinov2(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    # ``register_tokens`` keeps its name, as do cls_token and pos_embed
+    return _rename_vit(sd, ('blocks', 'layers'), _DINOV2_BLOCK, _TIMM_TOP)
+
+
 def _from_openai_clip(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     out = {}
     for k, v in sd.items():
@@ -210,6 +250,7 @@ _CONVERTERS = {
     'mmpretrain': _from_mmpretrain,
     'timm': _from_timm,
     'openai_clip': _from_openai_clip,
+    'dinov2': _from_dinov2,
 }
 
 

@@ -51,6 +51,8 @@ def _size(text: str):
 
 def parse_args(argv=None):
     from mmengine.config import DictAction
+
+    from mmhybrid.vit_checkpoints import FORMATS
     p = argparse.ArgumentParser(
         description="DINO's k-NN top-1 of a ViT checkpoint on an "
         'ImageNet-style folder.',
@@ -78,7 +80,7 @@ def parse_args(argv=None):
         '--format',
         dest='ckpt_format',
         default='auto',
-        choices=['auto', 'mmpretrain', 'openai_clip', 'timm'],
+        choices=FORMATS,
         help='checkpoint layout. Default: auto')
     p.add_argument(
         '--arch',
