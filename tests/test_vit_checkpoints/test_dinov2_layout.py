@@ -14,6 +14,7 @@ import pytest
 import torch
 from mmpretrain.models import VisionTransformer
 
+from mmhybrid.models.backbones.register_vit import RegisterViT
 from mmhybrid.utils.checkpoint import CheckpointError
 from mmhybrid.vit_checkpoints import (ViTArch, detect_format, load_vit_weights,
                                       read_vit_layout)
@@ -175,3 +176,25 @@ def test_timm_layer_scale_without_dinov2_tokens_stays_timm(tmp_path):
     sd = _published_file(_mmpretrain_vit(0), path, False, registers=False)
     del sd['mask_token']
     assert detect_format(sd) == 'timm'
+
+
+def test_reg4_file_loads_into_register_vit(tmp_path):
+    """A ``_reg4`` file fills mmhybrid's ``RegisterViT`` (mmpretrain's ViT with
+    DINOv2's registers) through the real loading path, registers included."""
+    src = _mmpretrain_vit(0)
+    path = str(tmp_path / 'dinov2_vits14_reg4_pretrain.pth')
+    published = _published_file(src, path, False, registers=True)
+    torch.manual_seed(1)
+    model = RegisterViT(
+        num_register_tokens=NUM_REGISTERS,
+        arch=dict(ARCH),
+        img_size=IMG,
+        patch_size=PATCH,
+        layer_scale_init_value=0.1,
+        out_type='raw')
+    assert load_vit_weights(model, path) == 'dinov2'
+    got = model.state_dict()
+    for k, v in src.state_dict().items():
+        torch.testing.assert_close(got[k], v, rtol=0, atol=0)
+    torch.testing.assert_close(
+        got['register_tokens'], published['register_tokens'], rtol=0, atol=0)
