@@ -52,6 +52,29 @@ def load_vit_weights(model: nn.Module,
     return fmt
 
 
+def read_teacher_checkpoint(filename: str) -> Dict[str, torch.Tensor]:
+    """A teacher file's state dict, as saved (no layout conversion).
+
+    A URL is downloaded once per node into torch hub's cache
+    (:func:`~mmhybrid.utils.teacher_files.fetch_teacher_file`) and read with
+    the project's safe loading; every rank reads the cached file.
+
+    Args:
+        filename (str): Path, URL or ``.safetensors`` file.
+
+    Raises:
+        CheckpointError: Unreadable file (naming the cached copy of a URL).
+    """
+    path = fetch_teacher_file(filename)
+    try:
+        ckpt = load_checkpoint_file(path)
+    except CheckpointError as e:
+        if path == filename:
+            raise
+        raise CheckpointError(f'{filename} (cached as {path}): {e}') from None
+    return extract_state_dict(ckpt, filename)
+
+
 def read_vit_state_dict(filename: str,
                         fmt: str = 'auto',
                         logger: Optional[MMLogger] = None
@@ -74,14 +97,7 @@ def read_vit_state_dict(filename: str,
     Raises:
         CheckpointError: Unreadable file or a layout that does not convert.
     """
-    path = fetch_teacher_file(filename)
-    try:
-        ckpt = load_checkpoint_file(path)
-    except CheckpointError as e:
-        if path == filename:
-            raise
-        raise CheckpointError(f'{filename} (cached as {path}): {e}') from None
-    raw = extract_state_dict(ckpt, filename)
+    raw = read_teacher_checkpoint(filename)
     try:
         vit = read_vit_layout(raw, fmt)
     except (KeyError, ValueError) as e:

@@ -21,10 +21,11 @@ from mmengine.registry import DefaultScope
 from mmengine.utils import to_2tuple
 from mmpretrain.registry import MODELS
 
-from ...utils.checkpoint import (CheckpointError, extract_state_dict,
-                                 load_checkpoint_file)
+from ...utils.checkpoint import CheckpointError
 from ...utils.problems import raise_problems
-from ...utils.teacher_files import fetch_teacher_file, teacher_file_problems
+from ...utils.teacher_files import teacher_file_problems
+from ...vit_checkpoints.io import read_teacher_checkpoint
+from ...vit_checkpoints.keys import show_keys
 from ..backbones.hybrid_vit import DistillOutput
 from ..backbones.register_vit import RegisterViT  # noqa: F401 (registers it)
 from ..losses.relation_functional import relation_logits
@@ -147,6 +148,12 @@ def resolve_model(model: Union[str, dict], owner: str) -> dict:
         weights=weights,
         mean=None if mean is None else list(mean),
         std=None if std is None else list(std))
+
+
+#: backbone keys a teacher's file may hold that no teacher uses: the token
+#: that replaces masked patches (DINOv2's and BEiT's pre-training); ignored
+#: and reported when the backbone class has no such parameter
+MASK_TOKENS = ('mask_token', )
 
 
 @MODELS.register_module()
@@ -363,15 +370,7 @@ class ZooTeacher(BaseFrozenTeacher):
             CheckpointError: One line naming the file and the missing /
                 unexpected keys or the key whose shape differs.
         """
-        path = fetch_teacher_file(filename)
-        try:
-            ckpt = load_checkpoint_file(path)
-        except CheckpointError as e:
-            if path == filename:
-                raise
-            raise CheckpointError(
-                f'{filename} (cached as {path}): {e}') from None
-        raw = extract_state_dict(ckpt, filename)
+        raw = read_teacher_checkpoint(filename)
         if any(k.startswith('backbone.') for k in raw):
             sd = {
                 k[len('backbone.'):]: v
@@ -387,13 +386,19 @@ class ZooTeacher(BaseFrozenTeacher):
                   for n, _ in self.backbone.named_parameters()} - set(
                       self.unused_params)
         missing = sorted(k for k in own if k not in sd and k in params)
+        # the token of masked inputs (DINOv2, BEiT): a teacher never masks
+        for k in MASK_TOKENS:
+            if k in sd and k not in own:
+                ignored.append(f'backbone.{k}' if f'backbone.{k}' in
+                               raw else k)
+                del sd[k]
         unexpected = sorted(k for k in sd if k not in own)
         if missing or unexpected:
             parts = []
             if missing:
-                parts.append(f'missing keys {_show(missing)}')
+                parts.append(f'missing keys {show_keys(missing, 12)}')
             if unexpected:
-                parts.append(f'unexpected keys {_show(unexpected)}')
+                parts.append(f'unexpected keys {show_keys(unexpected, 12)}')
             raise CheckpointError(f'{filename}: does not fit {self.owner} '
                                   f'({type(self.backbone).__name__}): ' +
                                   '; '.join(parts))
@@ -409,10 +414,10 @@ class ZooTeacher(BaseFrozenTeacher):
         if left or result.unexpected_keys:
             raise CheckpointError(
                 f'{filename}: {self.owner} did not load '
-                f'{_show(left + list(result.unexpected_keys))}')
+                f'{show_keys(left + list(result.unexpected_keys), 12)}')
         if logger is not None:
             note = (f'; ignored {len(ignored)} tensors that are not the '
-                    f'backbone: {_show(ignored)}') if ignored else ''
+                    f'backbone: {show_keys(ignored, 12)}') if ignored else ''
             logger.info(f'{self.owner}: loaded {len(sd)} tensors from '
                         f'{filename}{note}')
 
@@ -495,8 +500,3 @@ class ZooTeacher(BaseFrozenTeacher):
             first = 1 + self.num_register_tokens  # registers never ranked
             importance = logits.softmax(-1)[..., 0, first:].mean(1)
         return DistillOutput(tokens, relations, importance)
-
-
-def _show(keys: List[str], limit: int = 12) -> str:
-    more = f' ... (+{len(keys) - limit} more)' if len(keys) > limit else ''
-    return ', '.join(keys[:limit]) + more

@@ -391,6 +391,48 @@ def test_published_layout_loads_tensor_for_tensor(family, tmp_path):
     torch.testing.assert_close(t2(x).tokens, src(x).tokens, atol=0, rtol=0)
 
 
+class _capture:
+    """The messages ``logger`` logs inside the block."""
+
+    def __init__(self, logger):
+        self.logger, self.lines = logger, []
+
+    def __enter__(self):
+        import logging
+
+        class _H(logging.Handler):
+
+            def emit(h, record):
+                self.lines.append(record.getMessage())
+
+        self.handler = _H()
+        self.logger.addHandler(self.handler)
+        return self.lines
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+
+
+def test_a_mask_token_in_the_file_is_ignored_and_reported(tmp_path):
+    """DINOv2's and BEiT's pre-training files may hold the token of masked
+    patches, which mmpretrain's VisionTransformer has no parameter for and a
+    teacher never uses."""
+    from mmengine.logging import MMLogger
+    src = _teacher('dinov2', seed=5)
+    sd = {f'backbone.{k}': v for k, v in src.backbone.state_dict().items()}
+    sd['backbone.mask_token'] = torch.zeros(1, EMBED)
+    path = tmp_path / 'dinov2_mask_token.pth'
+    torch.save({'state_dict': sd}, path)
+    t = ZooTeacher(copy.deepcopy(FAMILIES['dinov2']), checkpoint=str(path))
+    logger = MMLogger.get_instance('test_mask_token', log_level='INFO')
+    with _capture(logger) as lines:
+        t.load_weights(str(path), logger)
+    assert any('ignored 1 tensors that are not the backbone: '
+               'backbone.mask_token' in ln for ln in lines), lines
+    for k, v in src.backbone.state_dict().items():
+        assert torch.equal(t.backbone.state_dict()[k], v), k
+
+
 def test_missing_and_unexpected_keys_are_one_line_naming_them(tmp_path):
     src = _teacher('vit')
     sd = {f'backbone.{k}': v for k, v in src.backbone.state_dict().items()}
