@@ -11,7 +11,7 @@ backbone's own ``out_indices`` machinery gives the last block's tokens after
 its final norm.
 """
 import copy
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
