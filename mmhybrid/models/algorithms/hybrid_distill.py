@@ -123,6 +123,19 @@ class RelationTarget(NamedTuple):
     loss: str
 
 
+def target_norm_cfg(norm: Any, dims: int) -> Optional[dict]:
+    """A feature entry's ``norm`` as a :class:`TargetNorm` config: None for the
+    loss's own whitening (None or ``'whiten'``), a mode name as
+    ``dict(type='TargetNorm', mode=...)``, a dict completed with ``dims``."""
+    if norm is None or norm == 'whiten':
+        return None
+    cfg = dict(
+        type='TargetNorm', mode=norm) if isinstance(norm, str) else dict(norm)
+    cfg.setdefault('type', 'TargetNorm')
+    cfg['dims'] = dims
+    return cfg
+
+
 def legacy_teachers(teacher_feat: dict, teacher_rel: dict, neck: dict,
                     loss_feat: dict, loss_rel: dict,
                     relation_pairs: Optional[Sequence]) -> Dict[str, dict]:
@@ -161,7 +174,11 @@ class HybridDistill(BaseSelfSupervisor):
 
     Each entry's ``feature`` target has its own neck (``necks.<name>``) and
     loss (logged as ``loss_feat_<name>``; ``tokens``: ``'all'`` (default),
-    ``'cls'`` or ``'patches'``); its ``relation`` target its own pairs (None:
+    ``'cls'`` or ``'patches'``; ``norm``: None for the loss's own per-token
+    whitening (FD's, default), ``'standardize'`` or ``'phi-s'`` for a
+    normalisation measured over the first training batches,
+    :class:`~mmhybrid.models.utils.target_norm.TargetNorm`, saved as
+    ``target_norms.<name>``); its ``relation`` target its own pairs (None:
     :func:`default_relation_pairs`) and loss (``loss_rel_<name>``). ``grid``
     says what happens when the teacher's patch grid is not the student's:
     ``'resize'`` (default) resizes the teacher's input so that the grids
@@ -316,6 +333,8 @@ class HybridDistill(BaseSelfSupervisor):
         self.resampled: Dict[str, Tuple[int, int]] = {}
         if not self.legacy:
             self.necks = nn.ModuleDict()
+            #: feature targets normalised over data (``feature.norm``)
+            self.target_norms = nn.ModuleDict()
         for name, entry in entries.items():
             geo, t = geometries[name], self._teachers[name]
             if geo.vit.grid != student.grid:
@@ -327,10 +346,14 @@ class HybridDistill(BaseSelfSupervisor):
             feat, rel = entry.get('feature'), entry.get('relation')
             if feat is not None:
                 loss_name = 'loss_feat' if self.legacy else f'loss_feat_{name}'
-                self.add_module(
-                    loss_name,
-                    MODELS.build(
-                        feat.get('loss') or dict(type='FeatureDistillLoss')))
+                loss_cfg = dict(feat.get('loss') or {})
+                loss_cfg.setdefault('type', 'FeatureDistillLoss')
+                norm = target_norm_cfg(feat.get('norm'), t.embed_dims)
+                if norm is not None:
+                    # normalised here, once; not whitened again by the loss
+                    loss_cfg.setdefault('whiten_target', False)
+                    self.target_norms[name] = MODELS.build(norm)
+                self.add_module(loss_name, MODELS.build(loss_cfg))
                 if not self.legacy:
                     self.necks[name] = MODELS.build(feat['neck'])
                 self.feature_targets.append(
@@ -516,6 +539,11 @@ class HybridDistill(BaseSelfSupervisor):
             if f.teacher in self.resampled:
                 tokens = resample_patch_tokens(tokens,
                                                self.resampled[f.teacher], grid)
+            if not self.legacy and f.teacher in self.target_norms:
+                norm = self.target_norms[f.teacher]
+                if self.training:
+                    norm.update(tokens)
+                tokens = norm(tokens)
             if f.tokens == 'cls':
                 target = tokens[:, :1]
             else:

@@ -341,7 +341,9 @@ TEACHER_ENTRY_KEYS = ('teacher', 'feature', 'relation', 'grid')
 GRID_MODES = ('resize', 'interpolate')
 #: which of a feature teacher's tokens are its target
 FEATURE_TOKENS = ('all', 'cls', 'patches')
-FEATURE_KEYS = ('neck', 'loss', 'tokens')
+FEATURE_KEYS = ('neck', 'loss', 'tokens', 'norm')
+#: a feature target's normalisation besides the loss's own whitening
+FEATURE_NORMS = (None, 'whiten', 'standardize', 'phi-s')
 RELATION_KEYS = ('loss', 'relation_pairs')
 
 
@@ -485,6 +487,17 @@ def _feature_problems(key: str, feat: Any, student: Optional[ViTGeometry],
     problems = _unknown_keys(key, feat, FEATURE_KEYS)
     problems += choice_problems(f'{key}.tokens', feat.get('tokens', 'all'),
                                 FEATURE_TOKENS)
+    norm = feat.get('norm')
+    mode = norm.get('mode', 'phi-s') if hasattr(norm, 'get') else norm
+    problems += choice_problems(f'{key}.norm', mode, FEATURE_NORMS)
+    loss = feat.get('loss')
+    if mode in ('standardize', 'phi-s') and hasattr(loss, 'get') \
+            and loss.get('whiten_target'):
+        problems.append(
+            Problem(
+                f'{key}.loss.whiten_target', True,
+                f'the target is normalised by {key}.norm={mode!r} already; '
+                'expected False (or leave it out)'))
     neck = feat.get('neck')
     if not hasattr(neck, 'get'):
         problems.append(

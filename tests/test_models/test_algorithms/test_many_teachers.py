@@ -179,3 +179,59 @@ def test_relation_bias_is_gathered_at_kept_tokens_and_added():
     assert with_bias.item() == pytest.approx(want.item(), rel=1e-5)
     assert with_bias.item() != pytest.approx(
         loss([s], [dict(q=q, k=k)], H).item(), rel=1e-3)
+
+
+@pytest.mark.parametrize('mode', ['standardize', 'phi-s'])
+def test_feature_norm_measured_over_the_first_batches_then_fixed(mode):
+    cfg = three_teachers()
+    cfg['teachers']['clip']['feature']['norm'] = dict(mode=mode, num_batches=2)
+    model = _build(cfg)
+    norm = model.target_norms['clip']
+    assert not model.loss_feat_clip.whiten_target  # normalised once
+    model.train()
+    for step in range(3):
+        model.loss(_batch())
+        assert int(norm.batches) == min(step + 1, 2)
+    fixed = {k: v.clone() for k, v in norm.state_dict().items()}
+    model.loss(_batch())
+    for k, v in norm.state_dict().items():
+        assert torch.equal(v, fixed[k]), k
+    # saved with the student (a resumed run keeps them)
+    assert 'target_norms.clip.mean' in model.state_dict()
+    # the targets it gives: zero mean, unit variance per channel over the
+    # data it measured (two batches of 3 images, 17 tokens each)
+    clip = model.teachers['clip']
+    x = torch.cat([_batch(), _batch()])  # the same images as measured
+    with torch.no_grad():
+        y = norm(clip(x).tokens).reshape(-1, 64).double()
+    assert y.mean(0).abs().max() < 1e-4
+    var = y.var(0, unbiased=False)
+    if mode == 'standardize':
+        assert (var - 1).abs().max() < 1e-3
+    else:  # PHI-S: every channel the same variance, covariance rotated
+        assert (var - 1).abs().max() < 1e-3
+        cov = torch.cov(y.T, correction=0)
+        assert cov.sub(torch.diag(cov.diagonal())).abs().max() > 1e-2
+
+
+def test_phi_s_spreads_the_variance_evenly():
+    from mmhybrid.models.utils.target_norm import equal_diagonal_rotation
+    lam = torch.rand(
+        48, dtype=torch.float64,
+        generator=torch.Generator().manual_seed(0))**4 * 10
+    Q = equal_diagonal_rotation(lam)
+    assert torch.allclose(Q @ Q.T, torch.eye(48, dtype=torch.float64))
+    diag = (Q @ torch.diag(lam) @ Q.T).diagonal()
+    assert torch.allclose(diag, lam.mean().expand(48), atol=1e-12)
+
+
+def test_a_whitening_loss_with_a_feature_norm_is_refused():
+    cfg = three_teachers()
+    cfg['teachers']['clip']['feature'].update(
+        norm='phi-s', loss=dict(type='FeatureDistillLoss', whiten_target=True))
+    with pytest.raises(
+            ValueError,
+            match='teachers.clip.feature.loss.'
+            'whiten_target=True: the target is normalised by '
+            "teachers.clip.feature.norm='phi-s' already"):
+        MODELS.build(cfg)
