@@ -331,6 +331,8 @@ class HybridDistill(BaseSelfSupervisor):
         #: teacher name -> its patch grid when it is resampled to the
         #: student's (``grid='interpolate'``)
         self.resampled: Dict[str, Tuple[int, int]] = {}
+        #: teachers without [CLS]: their tokens are the patches only
+        self.without_cls = {n for n, g in geometries.items() if not g.has_cls}
         if not self.legacy:
             self.necks = nn.ModuleDict()
             #: feature targets normalised over data (``feature.norm``)
@@ -544,7 +546,10 @@ class HybridDistill(BaseSelfSupervisor):
                 if self.training:
                     norm.update(tokens)
                 tokens = norm(tokens)
-            if f.tokens == 'cls':
+            if f.teacher in self.without_cls:  # patch tokens only
+                target = tokens if keep_idx is None else gather_tokens(
+                    tokens, keep_idx)
+            elif f.tokens == 'cls':
                 target = tokens[:, :1]
             else:
                 target = kept(tokens)

@@ -453,6 +453,8 @@ def teachers_problems(student: Optional[ViTGeometry],
         if student is not None and geo is not None:
             problems += _grid_problems(k, grid_mode, rel is not None, student,
                                        geo)
+        if geo is not None and not geo.has_cls:
+            problems += _no_cls_problems(k, feat, rel)
     ranker = importance_teacher(importance_source, entries)
     if ranker is None:
         problems.append(
@@ -470,6 +472,23 @@ def teachers_problems(student: Optional[ViTGeometry],
         n: (c if c is not None else {})
         for n, c in losses.items()
     })
+    return problems
+
+
+def _no_cls_problems(key: str, feat: Any, rel: Any) -> List[Problem]:
+    """A teacher without [CLS] (SAM-, SigLIP-style) can teach patch features
+    only: relations and the other feature tokens are defined with [CLS]."""
+    problems = []
+    if hasattr(feat, 'get') and feat.get('tokens', 'all') != 'patches':
+        problems.append(
+            Problem(f'{key}.feature.tokens', feat.get('tokens', 'all'),
+                    "the teacher has no [CLS] token; expected 'patches'"))
+    if rel is not None:
+        problems.append(
+            Problem(
+                f'{key}.relation', rel,
+                'the teacher has no [CLS] token, which relations '
+                'include; teach features of its patches only'))
     return problems
 
 

@@ -235,3 +235,48 @@ def test_a_whitening_loss_with_a_feature_norm_is_refused():
             'whiten_target=True: the target is normalised by '
             "teachers.clip.feature.norm='phi-s' already"):
         MODELS.build(cfg)
+
+
+def _no_cls_teacher():
+    """A ZooTeacher without [CLS] (SAM-, SigLIP-style) on the student's 4x4
+    grid."""
+    return dict(
+        type='ZooTeacher',
+        model=dict(
+            type='VisionTransformer',
+            arch=dict(
+                embed_dims=48,
+                num_layers=2,
+                num_heads=3,
+                feedforward_channels=96),
+            img_size=32,
+            patch_size=8,
+            with_cls_token=False,
+            out_type='featmap'),
+        checkpoint=False)
+
+
+def test_a_teacher_without_cls_teaches_its_patches_only():
+    cfg = three_teachers()
+    cfg['teachers']['siglip'] = dict(
+        teacher=_no_cls_teacher(),
+        feature=dict(neck=_neck(48), tokens='patches'))
+    model = _build(cfg)
+    assert model.without_cls == {'siglip'}
+    for ratio in (0.0, 0.5):
+        model.mask_ratio = ratio
+        loss = model.loss(_batch())['loss_feat_siglip']
+        assert torch.isfinite(loss) and loss.item() > 0
+    # anything that needs its [CLS] is one line naming the key
+    bad = copy.deepcopy(cfg)
+    bad['teachers']['siglip']['feature']['tokens'] = 'all'
+    bad['teachers']['siglip']['relation'] = dict()
+    bad['importance_source'] = 'siglip'
+    with pytest.raises(ValueError) as e:
+        MODELS.build(bad)
+    msg = str(e.value)
+    assert "teachers.siglip.feature.tokens='all': the teacher has no [CLS] " \
+        "token; expected 'patches'" in msg
+    assert 'teachers.siglip.relation={}: the teacher has no [CLS] token' in msg
+    assert "importance_source='siglip': teacher 'siglip' has no [CLS] token" \
+        in msg
