@@ -168,3 +168,91 @@ def plain_losses(
                     ).sum(-1).mean())
     loss_rel = lr.loss_weight * sum(kls) / len(kls)
     return loss_feat, loss_rel
+
+
+def plain_teacher_losses(model, x: torch.Tensor,
+                         keep_idx: Optional[torch.Tensor]) -> dict:
+    """Every loss of a ``HybridDistill(teachers=...)`` whose teachers are
+    ``FrozenTeacher`` s, the plain way: ``{loss name: value}``.
+
+    Each teacher runs :func:`plain_vit` on its own input (its normalisation,
+    bicubic to its size, antialiased when shrinking); a resampled teacher's
+    patch-token map is interpolated to the student's grid (bilinear, as
+    ``grid='interpolate'`` says) before the kept tokens are gathered; relations
+    are the full maps, restricted to kept x kept and renormalised. Default
+    losses only (whitened Smooth-L1 beta 2, KL(T || S) on Q-K relations), no
+    target norms.
+    """
+    grid = tuple(model.backbone.patch_resolution)
+    index = None if keep_idx is None else with_cls_index(keep_idx)
+    s_heads = {
+        r.teacher: model.teachers[r.teacher].num_heads
+        for r in model.relation_targets
+    }
+    with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+        outs = {}
+        for name, t in model.teachers.items():
+            size = tuple(t.backbone.img_size)
+            xin = _teacher_input(t, x)
+            if tuple(x.shape[-2:]) != size:  # antialiased when shrinking
+                xin = F.interpolate(
+                    xin,
+                    size=size,
+                    mode='bicubic',
+                    align_corners=False,
+                    antialias=size[0] < x.shape[-2])
+            outs[name] = plain_vit(t.backbone, xin)
+    losses = {}
+    for f in model.feature_targets:
+        lf = getattr(model, f.loss)
+        if (lf.loss_type, lf.beta, lf.whiten_target) != ('smooth_l1', 2.0,
+                                                         True):
+            raise NotImplementedError('the plain reference covers the '
+                                      'default feature loss')
+        tokens = outs[f.teacher][0]
+        t_grid = tuple(model.teachers[f.teacher].backbone.patch_resolution)
+        if t_grid != grid:
+            B, _, C = tokens.shape
+            patches = tokens[:, 1:].transpose(1, 2).reshape(B, C, *t_grid)
+            patches = F.interpolate(
+                patches,
+                size=grid,
+                mode='bilinear',
+                align_corners=False,
+                antialias=grid[0] < t_grid[0])
+            tokens = torch.cat(
+                [tokens[:, :1],
+                 patches.flatten(2).transpose(1, 2)], 1)
+        s_tokens, _ = plain_vit(model.backbone, x, keep_idx)
+        if index is not None:
+            tokens = gather_tokens(tokens, index)
+        if f.tokens == 'cls':
+            tokens, s_tokens = tokens[:, :1], s_tokens[:, :1]
+        elif f.tokens == 'patches':
+            tokens, s_tokens = tokens[:, 1:], s_tokens[:, 1:]
+        pred = model.feature_neck(f.teacher)(s_tokens).float()
+        target = F.layer_norm(tokens, tokens.shape[-1:], eps=1e-6)
+        losses[f.loss] = lf.loss_weight * F.smooth_l1_loss(
+            pred, target, beta=2.0)
+    for r in model.relation_targets:
+        lr = getattr(model, r.loss)
+        if lr.loss_type != 'kl' or lr.use_vv:
+            raise NotImplementedError('the plain reference covers the KL '
+                                      'on Q-K relations')
+        heads = s_heads[r.teacher]
+        t_maps = plain_vit(
+            model.teachers[r.teacher].backbone,
+            _teacher_input(model.teachers[r.teacher], x),
+            relation_heads=heads)[1]
+        _, s_maps = plain_vit(
+            model.backbone, x, keep_idx, relation_heads=heads)
+        kls = []
+        for si, ti in r.pairs:
+            t = t_maps[ti]
+            if index is not None:
+                t = renormalize_relation(t, index)
+            s = s_maps[si].float()
+            kls.append((t * (t.clamp_min(1e-30).log() -
+                             s.clamp_min(1e-30).log())).sum(-1).mean())
+        losses[r.loss] = lr.loss_weight * sum(kls) / len(kls)
+    return losses

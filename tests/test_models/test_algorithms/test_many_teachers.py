@@ -280,3 +280,31 @@ def test_a_teacher_without_cls_teaches_its_patches_only():
     assert 'teachers.siglip.relation={}: the teacher has no [CLS] token' in msg
     assert "importance_source='siglip': teacher 'siglip' has no [CLS] token" \
         in msg
+
+
+@pytest.mark.parametrize('ratio', [0.0, 0.5])
+def test_three_teachers_step_equals_the_plain_reference(ratio):
+    """Every loss of the optimised step (teachers run once and truncated, q/k
+    gathered, tokens resampled on a grid of their own, the student on kept
+    tokens only) against the plain one (explicit maps, full teacher maps
+    restricted and renormalised)."""
+    from mmhybrid.models.utils import num_kept_tokens, select_kept_tokens
+    from mmhybrid.testing.reference import (plain_importance,
+                                            plain_teacher_losses)
+    cfg = three_teachers(token_selection='topk')
+    cfg['teachers']['coarse']['feature']['tokens'] = 'patches'
+    model = _build(cfg)
+    model.eval()
+    model.mask_ratio = ratio
+    x = _batch()
+    losses = model.loss(x)
+    keep = None
+    if ratio:
+        imp = plain_importance(model.teachers['clip'], x)
+        keep = select_kept_tokens(imp, num_kept_tokens(16, ratio), 'topk')
+    with torch.no_grad():
+        ref = plain_teacher_losses(model, x, keep)
+    assert set(ref) == {'loss_feat_clip', 'loss_feat_coarse', 'loss_rel_mae'}
+    for name, value in ref.items():
+        assert losses[name].item() == pytest.approx(
+            value.item(), rel=1e-5, abs=1e-6), name
