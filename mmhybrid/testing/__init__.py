@@ -84,6 +84,22 @@ DEMO_ARCH = dict(
     embed_dims=96, num_layers=4, num_heads=3, feedforward_channels=384)
 
 
+def _save_demo_vit(path: str, seed: int, head: bool, **vit_kwargs) -> str:
+    """A tiny mmpretrain ViT of :data:`DEMO_ARCH` saved as mmpretrain saves a
+    model: ``{'state_dict': {'backbone.*'[, 'head.*']}, 'meta': ...}``."""
+    import torch
+    from mmpretrain.models import VisionTransformer
+    torch.manual_seed(seed)
+    vit = VisionTransformer(arch=copy.deepcopy(DEMO_ARCH), **vit_kwargs)
+    vit.init_weights()
+    sd = {f'backbone.{k}': v for k, v in vit.state_dict().items()}
+    if head:
+        sd['head.layers.head.weight'] = torch.randn(5, 96)
+        sd['head.layers.head.bias'] = torch.zeros(5)
+    torch.save(dict(state_dict=sd, meta=dict(iter=1)), path)
+    return str(path)
+
+
 def save_demo_teacher(path: str, seed: int, pre_norm: bool = False) -> str:
     """Save a tiny mmpretrain ViT classifier as mmpretrain saves one.
 
@@ -98,20 +114,8 @@ def save_demo_teacher(path: str, seed: int, pre_norm: bool = False) -> str:
     Returns:
         str: ``path``.
     """
-    import torch
-    from mmpretrain.models import VisionTransformer
-    torch.manual_seed(seed)
-    vit = VisionTransformer(
-        arch=copy.deepcopy(DEMO_ARCH),
-        img_size=64,
-        patch_size=8,
-        pre_norm=pre_norm)
-    vit.init_weights()
-    sd = {f'backbone.{k}': v for k, v in vit.state_dict().items()}
-    sd['head.layers.head.weight'] = torch.randn(5, 96)
-    sd['head.layers.head.bias'] = torch.zeros(5)
-    torch.save(dict(state_dict=sd, meta=dict(iter=1)), path)
-    return str(path)
+    return _save_demo_vit(
+        path, seed, True, img_size=64, patch_size=8, pre_norm=pre_norm)
 
 
 def save_zoo_demo_teacher(path: str, seed: int) -> str:
@@ -127,18 +131,13 @@ def save_zoo_demo_teacher(path: str, seed: int) -> str:
     Returns:
         str: ``path``.
     """
-    import torch
-    from mmpretrain.models import VisionTransformer
-    torch.manual_seed(seed)
-    vit = VisionTransformer(
-        arch=copy.deepcopy(DEMO_ARCH),
+    return _save_demo_vit(
+        path,
+        seed,
+        False,
         img_size=56,
         patch_size=7,
         layer_scale_init_value=1e-5)
-    vit.init_weights()
-    sd = {f'backbone.{k}': v for k, v in vit.state_dict().items()}
-    torch.save(dict(state_dict=sd, meta=dict(iter=1)), path)
-    return str(path)
 
 
 #: the demo HybridDistill config the short test runs train

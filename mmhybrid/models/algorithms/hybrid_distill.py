@@ -37,9 +37,9 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from ...utils.problems import choice_problems, raise_problems
-from ...utils.sizes import as_pair
 from ..backbones.hybrid_vit import HybridViT
 from ..teachers.frozen_teacher import FrozenTeacher
+from ..teachers.zoo_geometry import built_teacher_geometry
 from ..utils.config_checks import (TeacherGeometry, ViTGeometry,
                                    default_relation_pairs,
                                    hybrid_distill_problems, importance_teacher,
@@ -86,15 +86,7 @@ def _teacher_geometry(teacher: nn.Module, cfg: Any,
         patch = teacher.backbone.patch_embed.projection.kernel_size
         return TeacherGeometry(vit, tuple(patch), True, False,
                                f'{key}.backbone.img_size')
-    vit = ViTGeometry(
-        dims=teacher.embed_dims,
-        layers=teacher.num_layers,
-        heads=teacher.num_heads,
-        grid=tuple(teacher.grid),
-        arch=cfg.get('model'),
-        img_size=teacher.img_size)
-    return TeacherGeometry(vit, as_pair(teacher.patch_size),
-                           bool(teacher.has_cls), True, f'{key}.img_size')
+    return built_teacher_geometry(teacher, cfg, key)
 
 
 def _gather_bias(bias: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -42,6 +42,12 @@ def zoo_teacher_geometry(
             Problem(f'{key}.model', cfg.get('model'),
                     f'cannot build this teacher: {reason}')
         ]
+    return built_teacher_geometry(teacher, cfg, key), []
+
+
+def built_teacher_geometry(teacher, cfg: Any, key: str) -> TeacherGeometry:
+    """A built ``ZooTeacher``'s geometry (its own properties; it may be
+    resized), ``cfg``'s ``model`` and ``key`` naming it in messages."""
     vit = ViTGeometry(
         dims=teacher.embed_dims,
         layers=teacher.num_layers,
@@ -50,4 +56,4 @@ def zoo_teacher_geometry(
         arch=cfg.get('model'),
         img_size=teacher.img_size)
     return TeacherGeometry(vit, as_pair(teacher.patch_size),
-                           bool(teacher.has_cls), True, f'{key}.img_size'), []
+                           bool(teacher.has_cls), True, f'{key}.img_size')
