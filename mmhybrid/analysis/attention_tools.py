@@ -115,9 +115,10 @@ def load_source_vit(tool: str,
         tool (str): Names the tool in the error line.
         source (str): A config or a checkpoint file.
         cfg (Config, optional): The config of a config source.
-        component (str): Config source: ``'student'``, ``'teacher_feat'`` or
-            ``'teacher_rel'`` (teachers default to the config's own
-            checkpoint). Defaults to ``'student'``.
+        component (str): Config source: ``'student'`` or a teacher's name
+            (``'teacher_feat'`` / ``'teacher_rel'`` in the two-teacher form,
+            a key of ``model.teachers`` otherwise; teachers default to the
+            config's own checkpoint). Defaults to ``'student'``.
         random_init (bool): Config source: the seeded random init.
             Defaults to False.
         device (str): Defaults to ``'cpu'``.
@@ -187,9 +188,10 @@ def attention_stats_report(source: str,
         source (str): A config or a checkpoint file.
         data (str): Image folder, read recursively.
         out (str): Output folder.
-        component (str): With a HybridDistill config: ``'student'``,
-            ``'teacher_feat'`` or ``'teacher_rel'``. Defaults to
-            ``'student'``.
+        component (str): With a HybridDistill config: ``'student'`` or a
+            teacher's name (:func:`~.vit_loading.config_components`; a
+            ZooTeacher is read through its own forward at its own
+            ``img_size``). Defaults to ``'student'``.
         random_init (bool): Config source: the seeded random init.
             Defaults to False.
         num_images (int): Images to average over (seeded subset).
@@ -250,9 +252,45 @@ def attention_stats_report(source: str,
     return lines
 
 
-def schedule_from_config(cfg):
-    """``(hook or None, max_iters or None, token_selection,
-    importance_source)`` of a HybridDistill config."""
+def importance_component(cfg, importance: Optional[str] = None) -> str:
+    """The teacher of a HybridDistill config whose [CLS] attention ranks the
+    tokens, as a component name of :func:`~.vit_loading.vit_from_config`.
+
+    Args:
+        cfg (mmengine.Config): The config.
+        importance (str, optional): ``'feat'``, ``'rel'`` or (``teachers=``
+            form) a teacher's name. Default: the config's
+            ``importance_source``.
+
+    Returns:
+        str: ``'teacher_feat'`` / ``'teacher_rel'`` in the two-teacher form,
+        the teacher's name otherwise (:func:`~mmhybrid.models.utils.
+        config_checks.importance_teacher`).
+
+    Raises:
+        ValueError: One line naming the value when no teacher matches it.
+    """
+    from mmhybrid.models.utils.config_checks import importance_teacher
+    source = importance or cfg.model.get('importance_source', 'feat')
+    entries = cfg.model.get('teachers')
+    if entries is None:
+        if source not in ('feat', 'rel'):
+            raise ValueError(f'importance_source {source!r}: expected '
+                             "'feat' or 'rel' (a two-teacher config)")
+        return f'teacher_{source}'
+    name = importance_teacher(source, entries)
+    if name is None:
+        raise ValueError(f'importance_source {source!r}: expected \'feat\', '
+                         "'rel' or a teacher of the config "
+                         f'({", ".join(entries)})')
+    return name
+
+
+def schedule_from_config(cfg, importance: Optional[str] = None):
+    """``(hook or None, max_iters or None, token_selection, importance
+    teacher)`` of a HybridDistill config; the importance teacher is
+    :func:`importance_component`'s (``importance`` overrides the config's
+    ``importance_source``)."""
     from mmhybrid.engine.hooks.progressive_masking_hook import \
         ProgressiveMaskingHook
     from mmhybrid.engine.preflight import type_name
@@ -267,7 +305,7 @@ def schedule_from_config(cfg):
     train_cfg = cfg.get('train_cfg', None) or {}
     max_iters = train_cfg.get('max_iters')
     return (hook, max_iters, cfg.model.get('token_selection', 'sample'),
-            cfg.model.get('importance_source', 'feat'))
+            importance_component(cfg, importance))
 
 
 def masking_schedule_figure(source: str,
@@ -296,8 +334,9 @@ def masking_schedule_figure(source: str,
             checkpoint file.
         data (str): Image folder, read recursively.
         out (str): Output PNG, or a folder (``masking_schedule.png`` in it).
-        importance (str, optional): Config source: ``'feat'`` or ``'rel'``,
-            whose [CLS] attention ranks tokens. Default: the config's.
+        importance (str, optional): Config source: ``'feat'``, ``'rel'`` or
+            (``teachers=`` form) a teacher's name, whose [CLS] attention ranks
+            tokens (:func:`importance_component`). Default: the config's.
         final_ratio (float, optional): Default: the config's hook, else 0.5.
         schedule (str, optional): ``'linear'``, ``'cosine'`` or
             ``'constant'``. Default: the config's hook, else linear.
@@ -330,10 +369,13 @@ def masking_schedule_figure(source: str,
     fixed_ratio = None  # a config without the hook keeps model.mask_ratio
     if source.endswith('.py'):
         cfg = load_source_config(source, cfg_options)
-        hook, max_iters, default_selection, imp = schedule_from_config(cfg)
+        try:
+            hook, max_iters, default_selection, source_name = \
+                schedule_from_config(cfg, importance)
+        except ValueError as e:
+            raise SystemExit(f'visualize_masking: {e}') from None
         if hook is None:
             fixed_ratio = float(cfg.model.get('mask_ratio', 0.0))
-        source_name = f'teacher_{importance or imp}'
     vit = load_source_vit(
         'visualize_masking',
         source,

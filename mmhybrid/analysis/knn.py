@@ -105,8 +105,11 @@ def knn_eval_report(source: str,
             teacher) or a checkpoint file of any layout mmhybrid reads.
         data_root (str): ``train/`` (the bank) and ``val/`` (the queries), as
             class folders or with ``meta/{train,val}.txt``.
-        component (str): Config source: ``'student'``, ``'teacher_feat'`` or
-            ``'teacher_rel'``. Defaults to ``'student'``.
+        component (str): Config source: ``'student'`` or a teacher's name
+            (``'teacher_feat'`` / ``'teacher_rel'`` in the two-teacher form,
+            a key of ``model.teachers`` otherwise; a ZooTeacher's feature is
+            the [CLS] of its own forward's last tokens, at its own
+            ``img_size``). Defaults to ``'student'``.
         random_init (bool): Config source: the seeded random init.
         k (int): Neighbours. Defaults to 20.
         temperature (float): Vote temperature. Defaults to 0.07.
@@ -155,7 +158,7 @@ def knn_eval_report(source: str,
 
     def encode(batch):
         x = batch['inputs'].flip(1)  # LoadImageFromFile reads BGR
-        return pool_features(vit.model(vit.normalize(x)), feature)
+        return vit.features(x, feature)
 
     with torch.no_grad():
         bank, bank_labels = extract_features(

@@ -4,10 +4,11 @@ checkpoint, and read a folder of images for it.
 Two entry points, used by ``tools/analysis/attention_stats.py`` and
 ``tools/analysis/visualize_masking.py``:
 
-* :func:`vit_from_config`: the student (``model.backbone``) or a teacher
-  (``model.teacher_feat`` / ``model.teacher_rel``) of a HybridDistill config,
-  or the backbone of any mmpretrain ViT config (``ImageClassifier``, ``MAE``,
-  ...).
+* :func:`vit_from_config`: the student (``model.backbone``) or a teacher of a
+  HybridDistill config (``teacher_feat`` / ``teacher_rel`` in the two-teacher
+  form, any name of ``model.teachers`` otherwise; a ``ZooTeacher`` is read
+  through its own forward, :class:`ZooTeacherVit`), or the backbone of any
+  mmpretrain ViT config (``ImageClassifier``, ``MAE``, ...).
 * :func:`vit_from_checkpoint`: any ViT file :func:`load_vit_weights` reads
   (mmpretrain incl. HybridDistill student checkpoints, OpenAI CLIP, timm / MAE
   / DeiT / DINO, DINOv2, ``.safetensors``); the architecture is read off the
@@ -33,11 +34,18 @@ from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.registry import MODELS
 
 from ..datasets.image_scan import IMAGE_EXTENSIONS, list_images
-from ..models.backbones.hybrid_vit import HybridViT
+from ..engine.hooks.attention_diversity_hook import TeacherAttention
+from ..engine.knn import pool_features
+from ..engine.preflight import type_name
+from ..models.backbones.hybrid_vit import DistillOutput, HybridViT
+from ..models.teachers.zoo_teacher import ZooTeacher
 from ..utils.constants import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 from ..vit_checkpoints import (FORMATS, ViTArch, load_vit_state_dict,
                                load_vit_weights, read_vit_state_dict)
 
+#: the components of a two-teacher HybridDistill config (a ``teachers=``
+#: config's are ``'student'`` and its teachers' names:
+#: :func:`config_components`)
 COMPONENTS = ('student', 'teacher_feat', 'teacher_rel')
 # backbone types whose weights are mmpretrain VisionTransformer weights
 _VIT_TYPES = ('VisionTransformer', 'HybridViT', 'MAEViT', 'BEiTViT',
@@ -82,6 +90,97 @@ class AnalysisVit:
         mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
         return (x - mean) / std
+
+    def features(self,
+                 images: torch.Tensor,
+                 feature: str = 'cls') -> torch.Tensor:
+        """One feature per image (k-NN): the last layer's [CLS] token after the
+        final norm (``'cls'``) or its mean patch token (``'mean'``).
+
+        Args:
+            images (Tensor): ``(B, 3, H, W)`` RGB, 0-255.
+            feature (str): ``'cls'`` or ``'mean'``. Defaults to ``'cls'``.
+
+        Returns:
+            Tensor: ``(B, C)``.
+        """
+        return pool_features(self.model(self.normalize(images)), feature)
+
+
+class TeacherEncoder(TeacherAttention):
+    """A ``ZooTeacher`` as the ViT the analysis tools ask for: its attention
+    maps (:class:`TeacherAttention`: the teacher's own forward), its head
+    count, its last tokens and its [CLS] attention.
+
+    Args:
+        teacher (ZooTeacher): The teacher, weights loaded.
+    """
+
+    def __init__(self, teacher: ZooTeacher) -> None:
+        super().__init__(teacher)
+        self.num_heads = teacher.num_heads
+
+    def eval(self) -> 'TeacherEncoder':
+        self.teacher.eval()
+        return self
+
+    def parameters(self):
+        return self.teacher.parameters()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 1 + N, C)`` last tokens ([CLS] first, after the family's final
+        norm; register tokens left out) of normalised inputs."""
+        return self.teacher(x).tokens
+
+    def forward_distill(self,
+                        x: torch.Tensor,
+                        cls_attn: bool = False) -> DistillOutput:
+        """The teacher's forward asked for its last-block [CLS] attention only
+        (as :meth:`HybridViT.forward_distill` is by the masking figure)."""
+        return self.teacher(x, cls_attn=cls_attn, final_tokens=False)
+
+
+class ZooTeacherVit(AnalysisVit):
+    """A config's ``ZooTeacher`` ready for analysis: images at the teacher's
+    own ``img_size``, normalised as the student's (the data preprocessor's
+    mean/std), which the teacher re-normalises itself; its grid and patch size
+    are the teacher's.
+
+    Args:
+        teacher (ZooTeacher): Weights loaded, on its device, input
+            normalisation set (``set_input_norm(mean, std)``).
+        mean (Sequence[float]): Input mean, 0-255 RGB.
+        std (Sequence[float]): Input std, 0-255 RGB.
+        source (str): Human-readable origin.
+    """
+
+    def __init__(self, teacher: ZooTeacher, mean: Sequence[float],
+                 std: Sequence[float], source: str) -> None:
+        super().__init__(TeacherEncoder(teacher), mean, std, source)
+
+    @property
+    def img_size(self) -> Tuple[int, int]:
+        return tuple(self.model.teacher.img_size)
+
+    @property
+    def grid_hw(self) -> Tuple[int, int]:
+        return tuple(self.model.grid)
+
+    @property
+    def patch_size(self) -> Tuple[int, int]:
+        return tuple(int(p) for p in self.model.patch)
+
+    def features(self,
+                 images: torch.Tensor,
+                 feature: str = 'cls') -> torch.Tensor:
+        teacher = self.model.teacher
+        if not teacher.has_cls and feature == 'cls':
+            raise ValueError(f'{teacher.owner} has no [CLS] token: use '
+                             "feature='mean'")
+        tokens = self.model(self.normalize(images))
+        if not teacher.has_cls:
+            return tokens.mean(1)
+        return pool_features(tokens, feature)
 
 
 # ---------------------------------------------------------------- arch parsing
@@ -242,6 +341,101 @@ def _cfg_get(cfg, key, default=None):
     return cfg.get(key, default) if cfg is not None else default
 
 
+def config_teachers(model_cfg) -> Dict[str, dict]:
+    """A HybridDistill model config's teacher configs by name.
+
+    Args:
+        model_cfg (dict): ``cfg.model``.
+
+    Returns:
+        dict[str, dict]: ``model.teachers``' entries' ``teacher`` by name,
+        else ``teacher_feat`` / ``teacher_rel`` where set; empty for a config
+        without teachers.
+    """
+    entries = _cfg_get(model_cfg, 'teachers')
+    if entries is not None:
+        return {
+            str(name): _cfg_get(entry, 'teacher')
+            for name, entry in entries.items()
+        }
+    return {
+        name: model_cfg[name]
+        for name in COMPONENTS[1:] if _cfg_get(model_cfg, name) is not None
+    }
+
+
+def drop_teacher_checkpoints(model_cfg) -> None:
+    """Give every teacher of a HybridDistill model config random weights,
+    read from no file and downloaded from nowhere (speed and precision
+    checks): ``checkpoint=False`` for a ``ZooTeacher`` (None would be its
+    model-zoo weights), None for a ``FrozenTeacher``.
+
+    Args:
+        model_cfg (dict): ``cfg.model``, changed in place.
+    """
+    for teacher in config_teachers(model_cfg).values():
+        teacher['checkpoint'] = (False if type_name(teacher) == 'ZooTeacher'
+                                 else None)
+
+
+def config_components(cfg) -> Tuple[str, ...]:
+    """``'student'`` and the teachers' names of a config (:func:`
+    config_teachers`)."""
+    return ('student', ) + tuple(config_teachers(cfg.model))
+
+
+def _teacher_cfg(model_cfg, component: str) -> dict:
+    """The config of the teacher ``component``; one line naming the teachers
+    when it is none of them."""
+    teachers = config_teachers(model_cfg)
+    if component not in teachers:
+        names = ', '.join(teachers) or 'none'
+        raise ValueError(
+            f'component {component!r} is not a teacher of the config: '
+            f"expected 'student' or one of its teachers ({names})")
+    teacher = teachers[component]
+    if not hasattr(teacher, 'get'):
+        raise ValueError(f'the teacher {component!r} of the config is not a '
+                         f'teacher config dict: {teacher!r}')
+    return copy.deepcopy(dict(teacher))
+
+
+def _zoo_teacher_vit(teacher_cfg: dict, component: str,
+                     checkpoint: Optional[str], fmt: str,
+                     clip_norm: Optional[bool], random_init: bool,
+                     mean: Sequence[float], std: Sequence[float],
+                     device: Union[str, torch.device]) -> ZooTeacherVit:
+    """A config's ``ZooTeacher`` for analysis: fp32, not compiled, its own
+    input normalisation (CLIP's with ``clip_norm``), weights from
+    ``checkpoint`` or the config's (a zoo name's metafile weights when
+    None)."""
+    if fmt not in ('auto', 'mmpretrain'):
+        raise ValueError(f'--format {fmt}: the ZooTeacher {component!r} reads '
+                         "mmpretrain's layout only (auto or mmpretrain)")
+    teacher_cfg.pop('type', None)
+    if random_init:
+        teacher_cfg['checkpoint'] = False
+    elif checkpoint:
+        teacher_cfg['checkpoint'] = checkpoint
+    if clip_norm:
+        teacher_cfg.update(mean=CLIP_MEAN, std=CLIP_STD)
+    teacher_cfg.update(autocast_dtype=None, compile=False)
+    teacher = ZooTeacher(**teacher_cfg)
+    if random_init:
+        teacher.backbone.init_weights()
+        teacher.freeze()
+        source = f'random initialisation ({teacher.owner})'
+    else:
+        if teacher.checkpoint is None:
+            raise ValueError(f'no checkpoint for the {component} '
+                             f'({teacher.owner}): pass --checkpoint (or '
+                             '--random-init)')
+        teacher.init_weights()
+        source = f'{teacher.checkpoint} ({teacher.owner})'
+    teacher.set_input_norm(torch.tensor(mean), torch.tensor(std))
+    return ZooTeacherVit(teacher.to(device), mean, std, source)
+
+
 def vit_from_config(cfg,
                     component: str = 'student',
                     checkpoint: Optional[str] = None,
@@ -251,27 +445,32 @@ def vit_from_config(cfg,
                     device: Union[str, torch.device] = 'cpu') -> AnalysisVit:
     """The student or a teacher of a config, weights loaded strictly.
 
+    A ``FrozenTeacher`` (and the student) is built as a :class:`HybridViT`
+    from its backbone config; a ``ZooTeacher`` is the teacher itself, read
+    through its own forward (:class:`ZooTeacherVit`, images at its own
+    ``img_size``).
+
     Args:
         cfg (mmengine.Config): A HybridDistill config, or any mmpretrain config
             whose ``model.backbone`` is a ViT of mmpretrain's key layout.
-        component (str): ``'student'`` (``model.backbone``), ``'teacher_feat'``
-            or ``'teacher_rel'``. Defaults to ``'student'``.
+        component (str): ``'student'`` (``model.backbone``) or a teacher's
+            name: ``'teacher_feat'`` / ``'teacher_rel'`` in the two-teacher
+            form, a key of ``model.teachers`` otherwise
+            (:func:`config_components`). Defaults to ``'student'``.
         checkpoint (str, optional): Weights. Required for the student unless
             ``random_init``; teachers default to the config's own checkpoint.
         fmt (str): Layout; ``'auto'`` uses the teacher's ``checkpoint_format``
-            when there is one, else detects.
-        clip_norm (bool, optional): Force CLIP's input normalisation. None:
-            the teacher's own ``mean``/``std`` if set, else the data
-            preprocessor's.
+            when there is one, else detects (a ZooTeacher reads mmpretrain's
+            layout only).
+        clip_norm (bool, optional): Force CLIP's input normalisation (a
+            ZooTeacher's own normalisation). None: the teacher's own
+            ``mean``/``std`` if set, else the data preprocessor's.
         random_init (bool): Keep the (seeded) random initialisation.
         device (str | torch.device): Where the model goes.
 
     Returns:
         AnalysisVit: The model and its input normalisation.
     """
-    if component not in COMPONENTS:
-        raise ValueError(f'component must be one of {COMPONENTS}, got '
-                         f'{component!r}')
     model_cfg = cfg.model
     dp = _cfg_get(model_cfg, 'data_preprocessor') or {}
     mean = tuple(_cfg_get(dp, 'mean') or IMAGENET_MEAN)
@@ -279,9 +478,14 @@ def vit_from_config(cfg,
     if component == 'student':
         backbone = model_cfg.backbone
     else:
-        teacher = _cfg_get(model_cfg, component)
-        if teacher is None:
-            raise ValueError(f'the config has no model.{component}')
+        teacher = _teacher_cfg(model_cfg, component)
+        if type_name(teacher) == 'ZooTeacher':
+            return _zoo_teacher_vit(teacher, component, checkpoint, fmt,
+                                    clip_norm, random_init, mean, std, device)
+        if 'backbone' not in teacher:
+            raise ValueError(
+                f'the teacher {component!r} ({type_name(teacher)}) is neither '
+                'a FrozenTeacher (with a backbone) nor a ZooTeacher')
         backbone = teacher['backbone']
         checkpoint = checkpoint or teacher.get('checkpoint')
         if fmt == 'auto':

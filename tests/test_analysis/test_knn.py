@@ -218,3 +218,59 @@ def test_feature_extraction_leaves_the_training_rng_alone():
     extract_features(
         lambda b: b['inputs'].float(), Tiny(), batch_size=2, num_workers=1)
     assert torch.equal(torch.rand(3), want)
+
+
+THREE = 'configs/demo/hybrid-distill_vit-tiny-p8_3-teachers_1xb32-4e_shapes.py'
+
+
+def test_knn_eval_of_a_zoo_teacher_of_a_teachers_config(
+        tmp_path, demo_teachers, shapes_imagenet):
+    """``--component dino`` of the three-teacher demo config: the ZooTeacher's.
+
+    [CLS] from its own forward, loaded and normalised as the training model
+    loads and normalises it.
+    """
+    from mmengine.config import Config
+    from mmpretrain.registry import MODELS
+
+    from mmhybrid.analysis.knn import knn_eval_report
+    from mmhybrid.analysis.vit_loading import ZooTeacherVit, vit_from_config
+    from mmhybrid.testing import save_zoo_demo_teacher
+    dino = save_zoo_demo_teacher(str(tmp_path / 'dino.pth'), 3)
+    opts = {
+        'model.teachers.sup.teacher.checkpoint': demo_teachers[0],
+        'model.teachers.dino.teacher.checkpoint': dino,
+        'model.teachers.mae.teacher.checkpoint': demo_teachers[1],
+        # its own normalisation, other than the student's: re-normalised
+        'model.teachers.dino.teacher.mean': [122.8, 116.0, 104.0],
+        'model.teachers.dino.teacher.std': [68.5, 66.6, 70.3],
+    }
+    got = knn_eval_report(
+        THREE,
+        shapes_imagenet,
+        component='dino',
+        bank_size=32,
+        val_size=10,
+        batch_size=16,
+        num_workers=0,
+        cfg_options=opts)
+    assert got['weights'] == f'{dino} (ZooTeacher(VisionTransformer))'
+    assert (got['num_bank'], got['num_val']) == (32, 10)
+    assert len(got['predictions']) == 10 and 0 <= got['top1'] <= 100
+    # the features are the training model's dino teacher's [CLS]
+    cfg = Config.fromfile(THREE)
+    cfg.merge_from_dict(opts)
+    vit = vit_from_config(cfg, 'dino')
+    assert isinstance(vit, ZooTeacherVit) and vit.img_size == (56, 56)
+    model = MODELS.build(cfg.model)
+    model.teachers['dino'].init_weights()
+    images = torch.randint(0, 256, (2, 3, 56, 56), dtype=torch.uint8)
+    dp = model.data_preprocessor
+    x = (images.float() - dp.mean) / dp.std
+    with torch.no_grad():
+        want = model.teachers['dino'](x).tokens[:, 0]
+        assert torch.allclose(vit.features(images), want, atol=1e-5)
+        assert torch.allclose(
+            vit.features(images, 'mean'),
+            model.teachers['dino'](x).tokens[:, 1:].mean(1),
+            atol=1e-5)

@@ -236,3 +236,98 @@ def test_device_check_compares_every_metric(tmp_path):
     assert all(v == 0.0 for v in got['max_abs_diff'].values())
     assert osp.getsize(tmp_path / 'out' / 'masking.png') > 1000
     assert 'visualize_masking cpu' in got['seconds']
+
+
+THREE = 'configs/demo/hybrid-distill_vit-tiny-p8_3-teachers_1xb32-4e_shapes.py'
+
+
+@pytest.fixture(scope='module')
+def three_teachers(demo_teachers, tmp_path_factory):
+    """The three-teacher demo config's ``--cfg-options`` with tiny files:
+
+    FrozenTeachers ``sup`` and ``mae``, the ZooTeacher ``dino``.
+    """
+    from mmhybrid.testing import save_zoo_demo_teacher
+    dino = save_zoo_demo_teacher(
+        str(tmp_path_factory.mktemp('zoo') / 'dino.pth'), 3)
+    tc, tm = demo_teachers
+    return {
+        'model.teachers.sup.teacher.checkpoint': tc,
+        'model.teachers.dino.teacher.checkpoint': dino,
+        'model.teachers.mae.teacher.checkpoint': tm,
+    }
+
+
+def test_attention_stats_of_a_teachers_config(tmp_path, demo_teachers,
+                                              three_teachers, shapes_imagenet):
+    val = osp.join(shapes_imagenet, 'val')
+    common = dict(num_images=4, device='cpu', cfg_options=three_teachers)
+    # the ZooTeacher through its own forward: its 56-px images, 7-px patches
+    attention_stats_report(
+        THREE, val, str(tmp_path / 'dino'), component='dino', **common)
+    rows = _check_outputs(str(tmp_path / 'dino'), grid=8, patch=7)
+    assert rows[0]['model'] == 'dino'
+    summary = (tmp_path / 'dino' / 'summary.txt').read_text()
+    dino = three_teachers['model.teachers.dino.teacher.checkpoint']
+    assert f'weights: {dino} (ZooTeacher(VisionTransformer))' in summary
+    assert 'at 56x56' in summary
+    # a FrozenTeacher of the config: the same numbers as the same file as
+    # the two-teacher config's relation teacher
+    attention_stats_report(
+        THREE, val, str(tmp_path / 'mae'), component='mae', **common)
+    attention_stats_report(
+        HYBRID_CFG,
+        val,
+        str(tmp_path / 'rel'),
+        component='teacher_rel',
+        num_images=4,
+        device='cpu',
+        name='mae',
+        cfg_options={'model.teacher_rel.checkpoint': demo_teachers[1]})
+    assert _read_csv(tmp_path / 'mae' / 'attention_stats.csv') == _read_csv(
+        tmp_path / 'rel' / 'attention_stats.csv')
+    # a name that is no teacher of the config: one line listing them
+    with pytest.raises(SystemExit) as err:
+        attention_stats_report(
+            THREE,
+            val,
+            str(tmp_path / 'x'),
+            component='teacher_feat',
+            **common)
+    assert str(err.value) == (
+        "attention_stats: component 'teacher_feat' is not a teacher of the "
+        "config: expected 'student' or one of its teachers (sup, dino, mae)")
+
+
+def test_visualize_masking_ranks_by_a_teacher_name(tmp_path, three_teachers,
+                                                   shapes_imagenet, capsys):
+    val = osp.join(shapes_imagenet, 'val')
+    opts = dict(three_teachers, **{'train_cfg.max_iters': 100})
+    # the config's importance_source='dino': the ZooTeacher's [CLS] attention
+    # over its own 8x8 grid
+    masking_schedule_figure(
+        THREE, val, str(tmp_path / 'm.png'), num_images=2, cfg_options=opts)
+    text = capsys.readouterr().out
+    assert 'ZooTeacher(VisionTransformer)' in text
+    assert 'iter 100/100: ratio 0.50, 32/64 kept' in text
+    # 'rel': the first teacher with a relation target
+    masking_schedule_figure(
+        THREE,
+        val,
+        str(tmp_path / 'r.png'),
+        importance='rel',
+        num_images=1,
+        cfg_options=opts)
+    assert three_teachers['model.teachers.mae.teacher.checkpoint'] in \
+        capsys.readouterr().out
+    with pytest.raises(
+            SystemExit,
+            match=r"importance_source 'clip': "
+            r"expected 'feat', 'rel' or a teacher of the config "
+            r'\(sup, dino, mae\)$'):
+        masking_schedule_figure(
+            THREE,
+            val,
+            str(tmp_path / 'x.png'),
+            importance='clip',
+            cfg_options=opts)

@@ -14,6 +14,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 DEMO = 'configs/demo/hybrid-distill_vit-tiny-p8_1xb32-300i_shapes.py'
+THREE = 'configs/demo/hybrid-distill_vit-tiny-p8_3-teachers_1xb32-4e_shapes.py'
 
 
 def _run(repo_root, args, timeout=600):
@@ -63,6 +64,26 @@ def test_pretrain_speed_rejects_too_few_iterations(repo_root):
                           timeout=300)
     assert proc.returncode != 0
     assert '--iters must be >= 10' in proc.stderr
+
+
+def test_pretrain_speed_refuses_a_teachers_config(repo_root):
+    """The plain reference step covers the two-teacher form only: a
+    ``model.teachers`` config gets one line saying so, before any build."""
+    proc = subprocess.run([
+        sys.executable, 'tools/speed/pretrain_speed.py', THREE, '--device',
+        'cpu'
+    ],
+                          cwd=repo_root,
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [
+        f'pretrain_speed: {THREE} sets model.teachers (sup, dino, mae); this '
+        'tool covers the two-teacher form (model.teacher_feat + '
+        'model.teacher_rel), as its plain reference step '
+        '(mmhybrid/testing/reference.py) does'
+    ]
 
 
 def test_dataloader_speed_on_the_flagship_pipeline(repo_root, tmp_path):

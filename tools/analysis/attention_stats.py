@@ -21,6 +21,11 @@ Examples::
     python tools/analysis/attention_stats.py configs/hybrid_vitb.py \\
         --component teacher_feat --data data/imagenet/val \\
         --out work_dirs/attn/clip
+    # a teachers= config's ZooTeacher ('dino'), through its own forward at
+    # its own size (a FrozenTeacher such as 'mae' is built as a HybridViT)
+    THREE=configs/demo/hybrid-distill_vit-tiny-p8_3-teachers_1xb32-4e_shapes.py
+    python tools/analysis/attention_stats.py $THREE --component dino \\
+        --data data/shapes/imagenet/val --out work_dirs/attn/dino
     # a bare checkpoint file: architecture read off the weights
     python tools/analysis/attention_stats.py mae_pretrain_vit_base.pth \\
         --format timm --data data/imagenet/val --out work_dirs/attn/mae
@@ -54,9 +59,10 @@ def parse_args(argv=None):
     p.add_argument(
         '--component',
         default='student',
-        choices=['student', 'teacher_feat', 'teacher_rel'],
-        help='with a HybridDistill config: which ViT (teachers '
-        'default to the config\'s own checkpoint). Default: student')
+        help="with a HybridDistill config: which ViT: 'student' or a "
+        "teacher's name (teacher_feat / teacher_rel in the two-teacher form, "
+        'a key of model.teachers otherwise; teachers default to the '
+        "config's own checkpoint). Default: student")
     p.add_argument(
         '--random-init',
         action='store_true',

@@ -70,8 +70,9 @@ def parse_args(argv=None):
     p.add_argument(
         '--component',
         default='student',
-        choices=['student', 'teacher_feat', 'teacher_rel'],
-        help='with a HybridDistill config: which ViT. Default: student')
+        help="with a HybridDistill config: which ViT: 'student' or a "
+        "teacher's name (teacher_feat / teacher_rel in the two-teacher form, "
+        'a key of model.teachers otherwise). Default: student')
     p.add_argument(
         '--random-init',
         action='store_true',

@@ -49,9 +49,9 @@ def parse_args(argv=None):
         "teacher's checkpoint")
     p.add_argument(
         '--importance',
-        choices=['feat', 'rel'],
-        help='config source: whose [CLS] attention ranks tokens '
-        "(default: the config's importance_source)")
+        help="config source: whose [CLS] attention ranks tokens: 'feat', "
+        "'rel' or a teacher's name of a teachers= config (default: the "
+        "config's importance_source)")
     p.add_argument(
         '--final-ratio',
         type=float,

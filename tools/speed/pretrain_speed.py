@@ -9,7 +9,9 @@ of the machine cancels; medians over the timed iterations after warm-up.
     python tools/speed/pretrain_speed.py configs/hybrid_vitb.py \\
         --preset gpu-vitb
 
-Teacher files are never read: teachers get random weights (speed does not
+The two-teacher form only (``model.teacher_feat`` + ``model.teacher_rel``,
+the plain reference step's); a ``model.teachers`` config is refused with one
+line. Teacher files are never read: teachers get random weights (speed does not
 depend on their values). Compilation follows the config: a teacher's own
 ``compile``, and mmengine's top-level ``compile`` (which compiles
 ``train_step``; here the model's ``loss`` and, for the student part,
@@ -100,6 +102,12 @@ def build_model_cfg(args):
     m = cfg.model
     assert m.type == 'HybridDistill', \
         f'{args.config} is not a HybridDistill config'
+    if m.get('teachers') is not None:
+        sys.exit(
+            f'pretrain_speed: {args.config} sets model.teachers '
+            f'({", ".join(m.teachers)}); this tool covers the two-teacher '
+            'form (model.teacher_feat + model.teacher_rel), as its plain '
+            'reference step (mmhybrid/testing/reference.py) does')
     m.teacher_feat.checkpoint = None
     m.teacher_rel.checkpoint = None
     if args.arch:

@@ -1,16 +1,23 @@
 """How far a teacher run in bf16 / fp16 is from the same teacher in fp32.
 
 The teachers of a config run under autocast (``autocast_dtype``, bf16 by
-default). This tool builds the config's model, runs both teachers once in
-fp32 and once per low-precision mode on the same images, and prints, per
-mode, what the student's losses would see differently:
+default). This tool builds the config's model, runs every teacher once in
+fp32 and once per low-precision mode on the same images (each asked what a
+training step asks it), and prints, per mode, what the student's losses
+would see differently:
 
-* ``feat rel.err``: relative error of the feature target (the feature
-  teacher's last tokens, whitened as ``FeatureDistillLoss`` whitens them);
-* ``rel-logit err``: the relation teacher's attention logits ``q k^T /
+* ``feat rel.err``: relative error of the feature targets (each feature
+  teacher's last tokens, whitened as ``FeatureDistillLoss`` whitens them;
+  the worst teacher's);
+* ``rel-logit err``: the relation teachers' attention logits ``q k^T /
   sqrt(d)`` over every relation pair, mean and max absolute error;
 * ``kept overlap``: the share of the tokens kept at the final mask ratio
-  (top-k of the [CLS] attention that ranks them) that fp32 keeps too.
+  (top-k of the importance teacher's [CLS] attention, on its own grid)
+  that fp32 keeps too.
+
+Both forms of config: the two teachers (``teacher_feat``, ``teacher_rel``)
+or ``model.teachers`` (``FrozenTeacher`` and ``ZooTeacher``, whose random
+weights, without ``--load-checkpoints``, are not downloaded).
 
 Modes: ``bf16`` / ``fp16`` with the residual stream fp32 (``fp32_residual``,
 the default) and ``bf16-stream`` / ``fp16-stream`` with the whole stream in
@@ -57,10 +64,10 @@ def build_model(config: str, load_checkpoints: bool, device: str):
 
     import mmhybrid  # noqa: F401  (registers the components)
     cfg = Config.fromfile(config)
+    from mmhybrid.analysis.vit_loading import drop_teacher_checkpoints
     model_cfg = copy.deepcopy(cfg.model)
     if not load_checkpoints:
-        for name in ('teacher_feat', 'teacher_rel'):
-            model_cfg[name]['checkpoint'] = None
+        drop_teacher_checkpoints(model_cfg)
     model_cfg.pop('data_preprocessor', None)
     # the current logger, quiet: the initialisation report is not the point
     MMLogger.get_instance('teacher_precision', log_level='ERROR')
@@ -83,7 +90,8 @@ def run_teacher(teacher,
         return t(x, **request)
     # CPU: the same autocast semantics on the CPU
     if dtype is not None:
-        cast_frozen_weights(t.backbone, dtype, fp32_residual)
+        cast_frozen_weights(t.backbone, dtype, fp32_residual,
+                            t.residual_params)
         if fp32_residual:
             # CUDA autocast runs LayerNorm in fp32 (its weights up-cast);
             # CPU autocast leaves it to the input's dtype, so the stored
@@ -108,56 +116,71 @@ def relation_logits(q: torch.Tensor, k: torch.Tensor,
     return q @ k.transpose(-2, -1) * q.shape[-1]**-0.5  # (B, H, L, L)
 
 
+def teacher_outputs(model,
+                    x: torch.Tensor,
+                    dtype: Optional[torch.dtype] = None,
+                    fp32_residual: bool = True) -> dict:
+    """Every teacher's outputs (:func:`run_teacher`), asked what a training
+    step asks it (``teacher_requests``), by name."""
+    asked = model.teacher_requests()
+    return {
+        name: run_teacher(t, x, asked[name], dtype, fp32_residual)
+        for name, t in model.teachers.items()
+    }
+
+
+def targets(model, outs: dict) -> dict:
+    """What the losses and the masking see of the teachers' outputs: the
+    whitened feature targets by teacher, the relation logits by (teacher,
+    block), the importance map."""
+    feat = {}
+    for f in model.feature_targets:
+        tokens = outs[f.teacher].tokens.float()
+        feat[f.teacher] = F.layer_norm(tokens, tokens.shape[-1:])
+    logits = {}
+    for r in model.relation_targets:
+        heads = model.teachers[r.teacher].num_heads
+        for _, block in r.pairs:
+            rel = outs[r.teacher].relations[block]
+            logits[(r.teacher,
+                    block)] = relation_logits(rel['q'], rel['k'], heads)
+    return dict(
+        feat=feat,
+        logits=logits,
+        importance=outs[model.importance_teacher].cls_attn.float())
+
+
 def compare(model, x: torch.Tensor, mode: str, ref: dict) -> Dict[str, float]:
     dtype, fp32_residual = MODES[mode]
-    asked = model.teacher_requests()
-    tc = run_teacher(model.teacher_feat, x, asked['teacher_feat'], dtype,
-                     fp32_residual)
-    tm = run_teacher(model.teacher_rel, x, asked['teacher_rel'], dtype,
-                     fp32_residual)
-    feat = F.layer_norm(tc.tokens.float(), tc.tokens.shape[-1:])
-    feat_err = ((feat - ref['feat']).norm() / ref['feat'].norm()).item()
-    errs = []
-    for block, want in ref['logits'].items():
-        r = tm.relations[block]
-        got = relation_logits(r['q'], r['k'], model.teacher_rel.num_heads)
-        errs.append((got - want).abs().flatten())
-    err = torch.cat(errs)
-    importance = tc.cls_attn if model.importance_source == 'feat' \
-        else tm.cls_attn
-    kept = importance.float().topk(ref['num_keep'], dim=1).indices
+    got = targets(model, teacher_outputs(model, x, dtype, fp32_residual))
+    feat_err = max(((got['feat'][n] - want).norm() / want.norm()).item()
+                   for n, want in ref['feat'].items())
+    err = torch.cat([(got['logits'][key] - want).abs().flatten()
+                     for key, want in ref['logits'].items()])
+    kept = got['importance'].topk(ref['num_keep'], dim=1).indices
     overlap = [
         len(set(a.tolist()) & set(b.tolist())) / ref['num_keep']
         for a, b in zip(kept, ref['kept'])
     ]
+    finite = all(torch.isfinite(f).all() for f in got['feat'].values())
     return {
         'feat_rel_err': feat_err,
         'logit_err_mean': err.mean().item(),
         'logit_err_max': err.max().item(),
         'kept_overlap': sum(overlap) / len(overlap),
-        'finite':
-        bool(torch.isfinite(feat).all() and torch.isfinite(err).all())
+        'finite': bool(finite and torch.isfinite(err).all())
     }
 
 
 def reference(model, x: torch.Tensor, final_ratio: float) -> dict:
     from mmhybrid.models.utils.token_masking import num_kept_tokens
-    asked = model.teacher_requests()
-    tc = run_teacher(model.teacher_feat, x, asked['teacher_feat'])
-    tm = run_teacher(model.teacher_rel, x, asked['teacher_rel'])
-    importance = tc.cls_attn if model.importance_source == 'feat' \
-        else tm.cls_attn
-    num_keep = num_kept_tokens(model.backbone.num_patches, final_ratio)
+    ref = targets(model, teacher_outputs(model, x))
+    importance = ref.pop('importance')
+    # on the importance teacher's own grid (the student's in the two-teacher
+    # form)
+    num_keep = num_kept_tokens(importance.shape[1], final_ratio)
     return dict(
-        feat=F.layer_norm(tc.tokens.float(), tc.tokens.shape[-1:]),
-        logits={
-            t:
-            relation_logits(tm.relations[t]['q'], tm.relations[t]['k'],
-                            model.teacher_rel.num_heads)
-            for _, t in model.relation_pairs
-        },
-        num_keep=num_keep,
-        kept=importance.float().topk(num_keep, dim=1).indices)
+        ref, num_keep=num_keep, kept=importance.topk(num_keep, dim=1).indices)
 
 
 def main(argv=None) -> int:

@@ -79,3 +79,35 @@ def test_precision_tool_on_the_demo_config(repo_root):
         assert finite == 'True', mode
         assert 0 < float(feat) < 0.1 and 0 < float(mean) <= float(peak)
         assert 0 <= float(overlap) <= 1
+
+
+def test_precision_tool_on_every_teacher_of_a_teachers_config(
+        repo_root, tmp_path):
+    """``model.teachers``: every teacher (two FrozenTeachers, a ZooTeacher
+    with random weights and no download) asked what a step asks it; the
+    worst feature target, every relation pair, the importance teacher."""
+    import importlib.util
+    import json
+    import os.path as osp
+    spec = importlib.util.spec_from_file_location(
+        'teacher_precision',
+        osp.join(repo_root, 'tools/speed/teacher_precision.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / 'precision.json'
+    assert tool.main([
+        osp.join(
+            repo_root, 'configs/demo/'
+            'hybrid-distill_vit-tiny-p8_3-teachers_1xb32-4e_shapes.py'),
+        '--batch', '2', '--modes', 'bf16', 'fp16', '--out',
+        str(out)
+    ]) == 0
+    results = json.loads(out.read_text())['results']
+    for mode, r in results.items():
+        assert r['finite'], mode
+        assert 0 < r['feat_rel_err'] < 0.1, mode
+        assert 0 < r['logit_err_mean'] <= r['logit_err_max'], mode
+        assert 0 <= r['kept_overlap'] <= 1, mode
+    # fp16's 10 mantissa bits against bf16's 7
+    assert results['fp16']['logit_err_mean'] < \
+        results['bf16']['logit_err_mean']
