@@ -331,3 +331,24 @@ def test_visualize_masking_ranks_by_a_teacher_name(tmp_path, three_teachers,
             str(tmp_path / 'x.png'),
             importance='clip',
             cfg_options=opts)
+
+
+def test_components_and_importance_teacher_of_the_flagship_configs():
+    """Read off the configs only (nothing built): the ViT-B three-teacher
+    config's components and ranking teacher, and the two-teacher form's."""
+    from mmengine.config import Config
+
+    from mmhybrid.analysis.attention_tools import importance_component
+    from mmhybrid.analysis.vit_loading import config_components
+    three = Config.fromfile(
+        'configs/hybrid-distill_vit-base-p16_dinov2-b14-clip-b16-mae-b16_'
+        '8xb256-amp-coslr-300e_in1k.py')
+    assert set(
+        config_components(three)) == {'student', 'dinov2', 'clip', 'mae'}
+    assert importance_component(three) == 'dinov2'
+    assert importance_component(three, 'rel') == 'mae'
+    two = Config.fromfile(HYBRID_CFG)
+    assert config_components(two) == ('student', 'teacher_feat', 'teacher_rel')
+    assert importance_component(two, 'rel') == 'teacher_rel'
+    with pytest.raises(ValueError, match="'dinov2': expected 'feat' or"):
+        importance_component(two, 'dinov2')
