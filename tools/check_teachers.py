@@ -57,13 +57,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _teacher_cfgs(model_cfg) -> Dict[str, dict]:
-    """The config's teacher configs by name (two-teacher form included)."""
-    if model_cfg.get('teachers') is not None:
-        return {n: e['teacher'] for n, e in model_cfg.teachers.items()}
-    return {n: model_cfg[n] for n in ('teacher_feat', 'teacher_rel')}
-
-
 def build(args):
     """The config's HybridDistill with its teachers loaded (or random)."""
     from mmengine.config import Config
@@ -76,9 +69,8 @@ def build(args):
         sys.exit(f'{args.config}: model.type is {cfg.model.get("type")!r}, '
                  'expected HybridDistill')
     if args.no_load:
-        for t in _teacher_cfgs(cfg.model).values():
-            # a ZooTeacher's None means its model-zoo weights: False is none
-            t.checkpoint = False if t.get('type') == 'ZooTeacher' else None
+        from mmhybrid.analysis.vit_loading import drop_teacher_checkpoints
+        drop_teacher_checkpoints(cfg.model)
     model = MODELS.build(copy.deepcopy(cfg.model))
     # created last, so the teachers' loader reports here (the student's own
     # initialisation, irrelevant to the teachers, is not run)
