@@ -128,9 +128,9 @@ def target_norm_cfg(norm: Any, dims: int) -> Optional[dict]:
     return cfg
 
 
-def legacy_teachers(teacher_feat: dict, teacher_rel: dict, neck: dict,
-                    loss_feat: dict, loss_rel: dict,
-                    relation_pairs: Optional[Sequence]) -> Dict[str, dict]:
+def two_teacher_entries(teacher_feat: dict, teacher_rel: dict, neck: dict,
+                        loss_feat: dict, loss_rel: dict,
+                        relation_pairs: Optional[Sequence]) -> Dict[str, dict]:
     """The paper's two teachers as ``teachers=`` entries: Tc teaches features
     through ``neck``, Tm relations at ``relation_pairs``."""
     return dict(
@@ -231,8 +231,8 @@ class HybridDistill(BaseSelfSupervisor):
             loss_feat=loss_feat,
             loss_rel=loss_rel,
             relation_pairs=relation_pairs)
-        self.legacy = teachers is None
-        if not self.legacy:
+        self.two_teacher_form = teachers is None
+        if not self.two_teacher_form:
             given = [k for k, v in two.items() if v is not None]
             if given:
                 raise ValueError(
@@ -242,17 +242,17 @@ class HybridDistill(BaseSelfSupervisor):
                     f'teachers and {", ".join(given)}')
         super().__init__(
             backbone=backbone,
-            neck=neck if self.legacy else None,
+            neck=neck if self.two_teacher_form else None,
             data_preprocessor=data_preprocessor,
             init_cfg=init_cfg)
         if not isinstance(self.backbone, HybridViT):
             raise TypeError('HybridDistill.backbone must be a HybridViT, got '
                             f'{type(self.backbone).__name__}')
-        if self.legacy:
+        if self.two_teacher_form:
             loss_feat = loss_feat or dict(type='FeatureDistillLoss')
             loss_rel = loss_rel or dict(type='RelationDistillLoss')
-            entries = legacy_teachers(teacher_feat, teacher_rel, neck,
-                                      loss_feat, loss_rel, relation_pairs)
+            entries = two_teacher_entries(teacher_feat, teacher_rel, neck,
+                                          loss_feat, loss_rel, relation_pairs)
         else:
             entries = teachers
             if not hasattr(entries, 'items') or not entries:
@@ -264,7 +264,7 @@ class HybridDistill(BaseSelfSupervisor):
         # model.train().
         built, geometries = {}, {}
         for name, entry in entries.items():
-            key = name if self.legacy else f'teachers.{name}.teacher'
+            key = name if self.two_teacher_form else f'teachers.{name}.teacher'
             cfg = (entry or {}).get('teacher') if hasattr(entry,
                                                           'get') else None
             if not hasattr(cfg, 'get'):
@@ -281,7 +281,7 @@ class HybridDistill(BaseSelfSupervisor):
         object.__setattr__(self, '_teachers', built)
 
         student = _geometry(self.backbone, backbone)
-        if self.legacy:
+        if self.two_teacher_form:
             raise_problems(
                 'HybridDistill',
                 hybrid_distill_problems(
@@ -325,7 +325,7 @@ class HybridDistill(BaseSelfSupervisor):
         self.resampled: Dict[str, Tuple[int, int]] = {}
         #: teachers without [CLS]: their tokens are the patches only
         self.without_cls = {n for n, g in geometries.items() if not g.has_cls}
-        if not self.legacy:
+        if not self.two_teacher_form:
             self.necks = nn.ModuleDict()
             #: feature targets normalised over data (``feature.norm``)
             self.target_norms = nn.ModuleDict()
@@ -338,8 +338,10 @@ class HybridDistill(BaseSelfSupervisor):
                     t.set_img_size((student.grid[0] * geo.patch[0],
                                     student.grid[1] * geo.patch[1]))
             feat, rel = entry.get('feature'), entry.get('relation')
+            # the two-teacher form keeps its names: loss_feat, loss_rel
+            suffix = '' if self.two_teacher_form else f'_{name}'
             if feat is not None:
-                loss_name = 'loss_feat' if self.legacy else f'loss_feat_{name}'
+                loss_name = f'loss_feat{suffix}'
                 loss_cfg = dict(feat.get('loss') or {})
                 loss_cfg.setdefault('type', 'FeatureDistillLoss')
                 norm = target_norm_cfg(feat.get('norm'), t.embed_dims)
@@ -348,12 +350,12 @@ class HybridDistill(BaseSelfSupervisor):
                     loss_cfg.setdefault('whiten_target', False)
                     self.target_norms[name] = MODELS.build(norm)
                 self.add_module(loss_name, MODELS.build(loss_cfg))
-                if not self.legacy:
+                if not self.two_teacher_form:
                     self.necks[name] = MODELS.build(feat['neck'])
                 self.feature_targets.append(
                     FeatureTarget(name, feat.get('tokens', 'all'), loss_name))
             if rel is not None:
-                loss_name = 'loss_rel' if self.legacy else f'loss_rel_{name}'
+                loss_name = f'loss_rel{suffix}'
                 self.add_module(
                     loss_name,
                     MODELS.build(
@@ -390,7 +392,7 @@ class HybridDistill(BaseSelfSupervisor):
 
     def feature_neck(self, teacher: str) -> nn.Module:
         """The student's head for ``teacher``'s feature target."""
-        return self.neck if self.legacy else self.necks[teacher]
+        return self.neck if self.two_teacher_form else self.necks[teacher]
 
     @property
     def mask_ratio(self) -> float:
@@ -533,7 +535,7 @@ class HybridDistill(BaseSelfSupervisor):
             if f.teacher in self.resampled:
                 tokens = resample_patch_tokens(tokens,
                                                self.resampled[f.teacher], grid)
-            if not self.legacy and f.teacher in self.target_norms:
+            if not self.two_teacher_form and f.teacher in self.target_norms:
                 norm = self.target_norms[f.teacher]
                 if self.training:
                     norm.update(tokens)
