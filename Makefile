@@ -52,7 +52,8 @@ MINIATURE_ARGS = $(if $(DATA),--data-root $(DATA)) \
 demo: install
 	$(PY) tools/demo/run_demo.py --work-dir work_dirs/demo $(MINIATURE_ARGS)
 
-# the paper's study in miniature, 3 seeds (its time: docs/miniature.md);
+# the paper's study in miniature: the teachers' premise, 5 seeds, the top-k
+# ablation (its time: docs/miniature.md);
 # work_dirs/study/report.md
 study: install
 	$(PY) tools/analysis/run_study.py --work-dir work_dirs/study $(MINIATURE_ARGS)

@@ -17,6 +17,7 @@ _CFG = osp.join(ROOT, 'configs', 'demo')
 #: The demo configs each stage trains, by model kind.
 CONFIGS = dict(
     sup=osp.join(_CFG, 'vit-tiny-p8_sup_1xb32-300i_shapes.py'),
+    moco=osp.join(_CFG, 'mocov3_vit-tiny-p8_1xb32-600i_shapes.py'),
     mae=osp.join(_CFG, 'mae_vit-tiny-p8_1xb32-300i_shapes.py'),
     hybrid=osp.join(_CFG, 'hybrid-distill_vit-tiny-p8_1xb32-300i_shapes.py'),
     probe=osp.join(_CFG, 'linear-probe_vit-tiny-p8_1xb64-200i_shapes.py'),
@@ -44,6 +45,7 @@ _MODEL_KEYS = {
     (['model.backbone'],
      ['model.head.num_classes', 'model.data_preprocessor.num_classes']),
     'mae': (['model.backbone', 'model.neck', 'model.head'], []),
+    'moco': (['model.backbone'], []),
     'hybrid': ([
         'model.backbone', 'model.teacher_feat.backbone',
         'model.teacher_rel.backbone'
@@ -55,7 +57,8 @@ def model_options(kind: str, img_size: int, patch_size: int,
                   num_classes: int) -> List[str]:
     """``--cfg-options`` giving a demo config of ``kind`` (``'sup'``,
     ``'probe'``, ``'finetune'``, ``'mae'``, ``'hybrid'``) another image size,
-    patch size or class count; the pipelines resize to ``img_size``."""
+    patch size or class count; the pipelines resize to ``img_size``
+    (``'moco'``: both views crop to it)."""
     if img_size % patch_size:
         raise ValueError(f'--img-size {img_size} is not a multiple of '
                          f'--patch-size {patch_size}')
@@ -71,8 +74,13 @@ def model_options(kind: str, img_size: int, patch_size: int,
     if kind == 'mae':
         opts.append(f'model.neck.num_patches={(img_size // patch_size) ** 2}')
     opts += [f'{k}={num_classes}' for k in classes]
+    if kind == 'moco':  # both views' crops (MultiView after the resize)
+        opts += [
+            f'train_dataloader.dataset.pipeline.3.transforms.{v}.0.scale='
+            f'{img_size}' for v in (0, 1)
+        ]
     for loader in ('train', 'val', 'test'):
-        if kind in ('mae', 'hybrid') and loader != 'train':
+        if kind in ('mae', 'hybrid', 'moco') and loader != 'train':
             continue
         opts += [
             f'{loader}_dataloader.dataset.pipeline.1.scale={img_size}',

@@ -166,3 +166,80 @@ def distill_distances(config: str, options: Sequence[str], checkpoint: str,
         feat += float(out['loss_feat']) * x.shape[0]
         rel += float(out['loss_rel']) * x.shape[0]
     return feat / images.shape[0], rel / images.shape[0]
+
+
+# ---------------------------------------------------------------- premise
+#: The premise's thresholds, fixed by issue 21 before any teacher was trained:
+#: in the last ``PREMISE_LAST`` blocks Tc's per-head spread of attention
+#: distance and its NMI are at most ``PREMISE_COLLAPSE`` times Tm's; Tm's first
+#: block attends at most ``PREMISE_LOCAL`` times as far as uniform attention
+#: does, with a head spread at least ``PREMISE_HEADS`` times the random init's.
+PREMISE_LAST = 2
+PREMISE_COLLAPSE = 0.5
+PREMISE_LOCAL = 0.75
+PREMISE_HEADS = 2.0
+
+
+def per_block(stats: Dict[str, np.ndarray]) -> Dict[str, list]:
+    """Per block: head-mean attention distance (px), head spread (std over
+    heads of their mean distance, px) and head-mean NMI."""
+    d = np.asarray(stats['distance'])
+    return dict(
+        distance=[float(x) for x in d.mean(axis=1)],
+        spread=[float(x) for x in d.std(axis=1)],
+        nmi=[float(x) for x in np.asarray(stats['nmi']).mean(axis=1)])
+
+
+def premise(tc: Dict[str, np.ndarray],
+            tm: Dict[str, np.ndarray],
+            knn_tc: float,
+            knn_tm: float,
+            uniform_distance: float,
+            rand: Optional[Dict[str, np.ndarray]] = None) -> dict:
+    """The paper's premise on two teachers, from their attention statistics
+    (:func:`attention_stats_of` on val images) and k-NN top-1.
+
+    Collapse (Tc): in each of the last :data:`PREMISE_LAST` blocks, Tc's head
+    spread and NMI are at most :data:`PREMISE_COLLAPSE` times Tm's in the same
+    block, and Tc is still the better classifier (k-NN above Tm's). Locality
+    (Tm): Tm's first block's head-mean distance is at most
+    :data:`PREMISE_LOCAL` times ``uniform_distance``, and (with ``rand``, the
+    random init's statistics) its head spread there is at least
+    :data:`PREMISE_HEADS` times the random init's.
+
+    Returns:
+        dict: ``checks`` (name -> bool), ``collapse`` and ``local`` (bool),
+        ``holds`` (both), the per-block numbers ``tc`` / ``tm`` and the
+        figures the checks compared.
+    """
+    a, b = per_block(tc), per_block(tm)
+    last = range(len(a['spread']) - PREMISE_LAST, len(a['spread']))
+    checks = {}
+    for i in last:
+        checks[f'Tc block {i + 1} head spread <= {PREMISE_COLLAPSE} x Tm'] = (
+            a['spread'][i] <= PREMISE_COLLAPSE * b['spread'][i])
+        checks[f'Tc block {i + 1} NMI <= {PREMISE_COLLAPSE} x Tm'] = (
+            a['nmi'][i] <= PREMISE_COLLAPSE * b['nmi'][i])
+    checks['Tc k-NN above Tm'] = knn_tc > knn_tm
+    collapse = all(checks.values())
+    local = {
+        f'Tm block 1 distance <= {PREMISE_LOCAL} x uniform':
+        b['distance'][0] <= PREMISE_LOCAL * uniform_distance
+    }
+    rand_spread = None
+    if rand is not None:
+        rand_spread = per_block(rand)['spread'][0]
+        local[f'Tm block 1 head spread >= {PREMISE_HEADS} x random init'] = (
+            b['spread'][0] >= PREMISE_HEADS * rand_spread)
+    checks.update(local)
+    return dict(
+        checks=checks,
+        collapse=collapse,
+        local=all(local.values()),
+        holds=all(checks.values()),
+        tc=a,
+        tm=b,
+        knn_tc=float(knn_tc),
+        knn_tm=float(knn_tm),
+        uniform_distance=float(uniform_distance),
+        rand_spread_block1=rand_spread)

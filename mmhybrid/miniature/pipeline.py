@@ -45,6 +45,8 @@ class Student(NamedTuple):
     work_dir: str
     seed: int
     options: Sequence[str] = ()
+    #: its own iterations (an ablation's longer budget); None: the batch's
+    iters: Optional[int] = None
 
 
 class Model(NamedTuple):
@@ -213,36 +215,45 @@ class MiniaturePipeline:
     def teachers(self,
                  iters: int,
                  seed: int = 0,
-                 batch: Optional[int] = None) -> Tuple[str, str]:
-        """Train Tc (``iters`` iterations, validated) and Tm side by side.
+                 batch: Optional[int] = None,
+                 feature: str = 'sup',
+                 rel_iters: Optional[int] = None) -> Tuple[str, str]:
+        """Train Tc (``iters`` iterations) and Tm side by side.
 
-        The MAE runs twice the iterations: its attention grows more diverse
-        with training (per-head spread of attention distance 0.47 / 0.96 /
-        1.10 px after 300 / 600 / 900 iterations) and an iteration costs about
-        half of Tc's (it encodes a quarter of the tokens), so both end
-        together.
+        Tc is the supervised ViT classifier (``feature='sup'``, validated) or
+        mmpretrain's MoCoV3 with a tiny ViT (``feature='moco'``). The MAE runs
+        ``rel_iters`` iterations, by default twice ``iters``: its attention
+        grows more diverse with training (per-head spread of attention
+        distance 0.47 / 0.96 / 1.10 px after 300 / 600 / 900 iterations) and
+        an iteration costs about half of the supervised Tc's (it encodes a
+        quarter of the tokens), so both end together.
 
         Returns:
             tuple: Tc's and Tm's last checkpoints.
         """
-        sup_dir = osp.join(self.work_dir, 'teacher_sup')
+        rel_iters = rel_iters or 2 * iters
+        sup_dir = osp.join(self.work_dir, f'teacher_{feature}')
         mae_dir = osp.join(self.work_dir, 'teacher_mae')
+        loaders = ('train', 'val', 'test') if feature == 'sup' else ('train', )
         self._run(
             'teachers', [
                 Stage(
-                    'teacher_sup', CONFIGS['sup'], sup_dir,
+                    f'teacher_{feature}', CONFIGS[feature], sup_dir,
                     self.options(
-                        'sup',
+                        feature,
                         iters,
-                        seed, ('train', 'val', 'test'),
-                        batch=batch), COSTS['teacher'] * iters),
+                        seed,
+                        loaders,
+                        batch=batch if feature == 'sup' else None),
+                    COSTS['teacher'] * iters *
+                    (3 if feature == 'moco' else 1)),
                 Stage('teacher_mae', CONFIGS['mae'], mae_dir,
-                      self.options('mae', 2 * iters, seed, batch=batch),
-                      COSTS['teacher'] * iters),
+                      self.options('mae', rel_iters, seed, batch=batch),
+                      COSTS['teacher'] * rel_iters / 2),
             ],
             fatal=True)
         return (osp.join(sup_dir, f'iter_{iters}.pth'),
-                osp.join(mae_dir, f'iter_{2 * iters}.pth'))
+                osp.join(mae_dir, f'iter_{rel_iters}.pth'))
 
     def distill(self,
                 students: Sequence[Student],
@@ -261,15 +272,16 @@ class MiniaturePipeline:
             'distill', [
                 Stage(
                     st.name, CONFIGS['hybrid'], st.work_dir,
-                    self.options('hybrid', iters, st.seed, batch=batch) + [
-                        f'model.teacher_feat.checkpoint={teachers[0]}',
-                        f'model.teacher_rel.checkpoint={teachers[1]}'
-                    ] + list(options) + list(st.options),
-                    COSTS['student'] * iters) for st in students
+                    self.options(
+                        'hybrid', st.iters or iters, st.seed, batch=batch) + [
+                            f'model.teacher_feat.checkpoint={teachers[0]}',
+                            f'model.teacher_rel.checkpoint={teachers[1]}'
+                        ] + list(options) + list(st.options),
+                    COSTS['student'] * (st.iters or iters)) for st in students
             ],
             fatal=False)
         return {
-            st.name: osp.join(st.work_dir, f'iter_{iters}.pth')
+            st.name: osp.join(st.work_dir, f'iter_{st.iters or iters}.pth')
             for st in students if st.name not in self.stages.failed
         }
 

@@ -126,6 +126,12 @@ def test_model_options_resize_every_demo_config(kind):
     elif kind == 'mae':  # encoder, decoder and pixel target agree
         assert model.backbone(x)[0].shape[1] == 1 + 64 // 4
         assert model.loss(x, [])['loss'] > 0
+    elif kind == 'moco':  # both views crop to the size; two views, one loss
+        views = cfg.train_dataloader.dataset.pipeline[3].transforms
+        assert [v[0].scale for v in views] == [40, 40]
+        model.init_weights()
+        assert model.backbone(x)[0].shape == (2, 96)
+        assert model.loss([x, torch.rand(2, 3, 40, 40)], [])['loss'] > 0
     else:
         assert model(x, mode='tensor').shape == (2, 3)
 

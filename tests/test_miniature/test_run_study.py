@@ -10,10 +10,11 @@ from mmhybrid.utils.scalars import last_scalar
 
 pytestmark = pytest.mark.slow
 
-STUDENTS = ('feature_only', 'relation_only', 'hybrid', 'hybrid_no_mask')
+STUDENTS = ('feature_only', 'relation_only', 'hybrid', 'hybrid_no_mask',
+            'hybrid_topk')
 LABELS = [
     'feature-only', 'relation-only', 'hybrid', 'hybrid, no mask',
-    'Tc: supervised', 'Tm: MAE', 'random init'
+    'hybrid, top-k', 'Tc: MoCo v3', 'Tm: MAE', 'random init'
 ]
 
 
@@ -39,14 +40,20 @@ def test_study_quick(repo_root, tmp_path):
     for png in ('attention_layers.png', 'accuracy.png'):
         assert osp.getsize(work / 'plots' / png) > 1000
         assert f'(plots/{png})' in report
-    assert report.count('**holds**') + report.count('**does not hold**') == 3
+    assert report.count('**holds**') + report.count(
+        '**does not hold**') + report.count('**undecided**') == 3
+    # the premise table (the teachers, per block) and the ablation's row
+    assert '## The premise' in report
+    assert any(
+        ln.startswith('| Tc: MoCo v3 | head spread (px) |') for ln in table)
+    assert any(ln.startswith('| hybrid, top-k - hybrid |') for ln in table)
 
     results = json.load(open(work / 'results.json'))
     assert results['seeds'] == [0, 1]
     runs = {(r['label'], r['seed']) for r in results['results']}
     for seed in (0, 1):
         for label in ('feature-only', 'relation-only', 'hybrid',
-                      'hybrid, no mask', 'random init'):
+                      'hybrid, no mask', 'hybrid, top-k', 'random init'):
             assert (label, seed) in runs
     for r in results['results']:
         assert 0 <= r['probe'] <= 100 and 0 <= r['knn'] <= 100
@@ -56,6 +63,7 @@ def test_study_quick(repo_root, tmp_path):
             assert 0 <= r['finetune'] <= 100
             assert r['rel_kl'] >= 0 and r['feat_dist'] >= 0
     assert [c[0][:3] for c in results['claims']] == ['(a)', '(b)', '(c)']
+    assert set(results['premise']['checks']) and 'holds' in results['premise']
     # identical budget: every student ran the same number of iterations
     for seed in (0, 1):
         for name in STUDENTS:
