@@ -124,6 +124,7 @@ class TargetNorm(nn.Module):
             raise ValueError('TargetNorm: num_batches='
                              f'{num_batches!r}: expected an int >= 1')
         self.mode, self.num_batches, self.eps = mode, num_batches, eps
+        self._measured = False
         f64 = torch.float64
         self.register_buffer('batches', torch.zeros((), dtype=torch.long))
         self.register_buffer('count', torch.zeros((), dtype=f64))
@@ -137,8 +138,19 @@ class TargetNorm(nn.Module):
 
     @property
     def measured(self) -> bool:
-        """Whether the statistics are fixed."""
-        return int(self.batches) >= self.num_batches
+        """Whether the statistics are fixed.
+
+        Read from the ``batches`` buffer (a device-to-host copy, a stall on
+        CUDA) only until it says yes, then remembered: the training step asks
+        at every iteration.
+        """
+        if not self._measured:
+            self._measured = int(self.batches) >= self.num_batches
+        return self._measured
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._measured = False  # the loaded count decides again
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:

@@ -308,3 +308,20 @@ def test_three_teachers_step_equals_the_plain_reference(ratio):
     for name, value in ref.items():
         assert losses[name].item() == pytest.approx(
             value.item(), rel=1e-5, abs=1e-6), name
+
+
+def test_a_loaded_target_norm_is_measured_by_its_loaded_count():
+    from mmhybrid.models.utils.target_norm import TargetNorm
+    done = TargetNorm(4, 'standardize', num_batches=1)
+    done.update(torch.randn(2, 3, 4))
+    assert done.measured
+    fresh = TargetNorm(4, 'standardize', num_batches=1)
+    assert not fresh.measured
+    fresh.load_state_dict(done.state_dict())
+    assert fresh.measured  # a resumed run does not measure again
+    before = fresh.mean.clone()
+    fresh.update(torch.randn(2, 3, 4) + 5)
+    assert torch.equal(fresh.mean, before)
+    # and a fresh state loaded into a measured one measures again
+    done.load_state_dict(TargetNorm(4, 'standardize', 1).state_dict())
+    assert not done.measured
